@@ -1,0 +1,1 @@
+"""Wire protocols: Twilio Media Streams, OpenAI Realtime, Twilio REST, TwiML."""

@@ -1,0 +1,36 @@
+"""The one dispatch decision a call may have."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Mapping
+
+
+class DecisionReason(StrEnum):
+    ACCEPTED = "accepted"
+    LOW_CONFIDENCE = "low_confidence"
+    MISSING_FIELDS = "missing_fields"
+    UNKNOWN_INTENT = "unknown_intent"
+    BUDGET_EXPIRED = "budget_expired"
+    ENGINE_FAILED = "engine_failed"
+    REENTRY_REFUSED = "reentry_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchDecision:
+    """Where the call goes next, and why. Persisted by CallSid before the call moves on."""
+
+    route: str
+    route_kind: str
+    reason: DecisionReason
+    intent: str | None = None
+    confidence: float | None = None
+    summary: str = ""
+    captured: Mapping[str, str] = field(default_factory=dict)
+    # What the engine asked for when a guard overrode it (for call records and parity reports).
+    proposed_route: str | None = None
+    decided_after_s: float = 0.0
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.reason is not DecisionReason.ACCEPTED

@@ -1,0 +1,54 @@
+"""What the machine needs to know about routing, as plain data.
+
+The orchestrator builds these from the routing config; the machine never reads files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """One route as the machine sees it: its name, the fields it needs, and its Studio node if any."""
+
+    name: str
+    kind: str  # resolve | studio | flex | voicemail | sip
+    required_fields: frozenset[str] = frozenset()
+    # Identity of the Studio node this route enters ("FW…/node"), used by the re-entry guard.
+    studio_node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TriagePolicy:
+    """Guards and caps of triage. `intents` maps an intent name to the name of its route."""
+
+    intents: Mapping[str, str]
+    routes: Mapping[str, RouteRule]
+    fallback_route: str
+    human_route: str
+    min_confidence: float = 0.6
+    max_clarifications: int = 2
+    budget_s: float = 20.0
+    # How long the handoff line may take to play before teardown goes ahead without its mark.
+    handoff_line_timeout_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        for name in (self.fallback_route, self.human_route, *self.intents.values()):
+            if name not in self.routes:
+                raise ValueError(f"route {name!r} is referenced but not defined")
+        if self.routes[self.human_route].studio_node is not None:
+            raise ValueError("the human route must not be a Studio node (the re-entry guard relies on it)")
+
+
+@dataclass(frozen=True, slots=True)
+class CallHistory:
+    """Where this call has already been: the node that handed it to us and the nodes it entered."""
+
+    entry_node: str | None = None
+    visited_nodes: frozenset[str] = field(default_factory=frozenset)
+
+    def forbids(self, studio_node: str | None) -> bool:
+        return studio_node is not None and (
+            studio_node == self.entry_node or studio_node in self.visited_nodes
+        )

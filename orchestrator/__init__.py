@@ -1,0 +1,1 @@
+"""The AI front desk orchestrator: configuration, sessions and the handoff back to Twilio."""

@@ -1,0 +1,621 @@
+"""The routing configuration: one TOML file, overridable by ORCHESTRATOR_* environment variables.
+
+Everything is validated at load time. Any problem surfaces as a one-line `ConfigError` naming the
+file (or the environment variable that caused it), the key path and what is wrong, e.g.
+``acme.toml: routes.billing.workflow_sid: must be 'WW' followed by 32 hex characters (got 'WX1')``.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, ValidationError
+from pydantic import field_validator, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from machines.policy import RouteRule, TriagePolicy
+
+ENV_PREFIX = "ORCHESTRATOR_"
+ENV_NESTED_DELIMITER = "__"
+
+# The human route is where the re-entry guard sends a call; it must not lead back into Studio,
+# and "resolve" would hang up instead of reaching a person.
+HUMAN_ROUTE_KINDS = ("flex", "sip", "voicemail")
+
+# Task attributes the orchestrator sets itself on every Flex task (DESIGN.md section 5); a route's
+# extra attributes must not silently replace them (a missing `from` is a known Flex pitfall).
+RESERVED_TASK_ATTRIBUTES = frozenset(
+    {"type", "name", "from", "call_sid", "intent", "summary", "priority", "ai_confidence"}
+)
+
+# Studio's name for the entry widget of a flow, where a fresh execution starts.
+STUDIO_TRIGGER_NODE = "Trigger"
+
+
+def studio_node_key(flow_sid: str, node: str | None = None) -> str:
+    """Identity of a Studio node ("FW…/widget") as used by the re-entry guard; no node means the Trigger."""
+    return f"{flow_sid}/{node or STUDIO_TRIGGER_NODE}"
+
+
+class ConfigError(Exception):
+    """A routing config that cannot be used. `str()` is one line: source, location, problem."""
+
+    def __init__(self, source: str, location: str | None, problem: str) -> None:
+        self.source = source  # the file path as given, or "$ENV_VAR" for a bad environment override
+        self.location = location  # key path such as "intents[2].name", "line 3", or None
+        self.problem = " ".join(problem.split())  # collapse any newline: the message is one line
+        super().__init__(": ".join(part for part in (source, location, self.problem) if part))
+
+
+KeyPath = tuple[str | int, ...]
+
+
+def format_key_path(keys: KeyPath) -> str:
+    """("intents", 2, "name") -> "intents[2].name"; keys that are not bare TOML keys are quoted."""
+    text = ""
+    for key in keys:
+        if isinstance(key, int):
+            text += f"[{key}]"
+        else:
+            part = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else '"' + key.replace('"', '\\"') + '"'
+            text += f".{part}" if text else part
+    return text
+
+
+def _config_problem(at: KeyPath, reason: str, more: int = 0) -> PydanticCustomError:
+    """A validation error whose key path (relative to where it is raised) we choose ourselves."""
+    return PydanticCustomError("config_problem", "{reason}", {"at": at, "reason": reason, "more": more})
+
+
+# --- Value types -------------------------------------------------------------------------------
+
+
+def _sid(prefix: str) -> Any:
+    pattern = re.compile(prefix + r"[0-9a-fA-F]{32}")
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"must be {prefix!r} followed by 32 hex characters")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
+FlowSid = _sid("FW")
+WorkflowSid = _sid("WW")
+AccountSid = _sid("AC")
+
+
+def _snake_case(value: str) -> str:
+    # Single underscores only: "__" is the env override delimiter, so a name containing it could
+    # never be overridden. Lowercase because env variable names are matched case-insensitively.
+    if not re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*", value):
+        raise ValueError("must be a snake_case name (lowercase letters, digits, single underscores)")
+    return value
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _widget_name(value: str) -> str:
+    # "/" separates flow and widget in studio_node_key, so it cannot appear in a widget name.
+    if not value or re.search(r"[\s/]", value):
+        raise ValueError("must be a Studio widget name (non-empty, no spaces or '/')")
+    return value
+
+
+def _sip_uri(value: str) -> str:
+    if not re.match(r"sips?:.", value):
+        raise ValueError("must start with 'sip:' or 'sips:'")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_snake_case)]
+Text = Annotated[str, AfterValidator(_non_empty)]
+WidgetName = Annotated[str, AfterValidator(_widget_name)]
+SipUri = Annotated[str, AfterValidator(_sip_uri)]
+
+
+def _shorten(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- Sections ----------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TriageSettings(_Section):
+    budget_seconds: float = Field(20.0, gt=0)
+    min_confidence: float = Field(0.6, ge=0, le=1)
+    max_clarifications: int = Field(2, ge=0)
+    handoff_line_timeout_seconds: float = Field(8.0, gt=0)
+    fallback_route: Name
+    human_route: Name
+
+
+class Lines(_Section):
+    """What the AI says at fixed moments of the call."""
+
+    greeting: Text = "Thanks for calling, how can I help you today?"
+    handoff: Text = "Thanks, I'm putting you through now. Please hold."
+    clarify: Text = "Sorry, could you tell me a little more about what you need?"
+    ask_details: Text = "Before I put you through, could I take a few details?"
+
+
+class CompanySettings(_Section):
+    name: Text | None = None
+
+
+class TwilioSettings(_Section):
+    account_sid: AccountSid | None = None
+
+
+class ResolveRoute(_Section):
+    """The AI answers the question itself, then hangs up."""
+
+    kind: Literal["resolve"]
+    answer: Text
+
+    def target(self) -> str:
+        return f'AI answers "{_shorten(self.answer)}"'
+
+
+class StudioRoute(_Section):
+    """Back into a Studio flow: `resume` continues the execution that handed us the call, `fresh` starts one."""
+
+    kind: Literal["studio"]
+    flow_sid: FlowSid
+    mode: Literal["resume", "fresh"]
+    node: WidgetName | None = None
+
+    @model_validator(mode="after")
+    def _resume_needs_node(self) -> StudioRoute:
+        if self.mode == "resume" and self.node is None:
+            raise _config_problem(("node",), 'missing (required when mode = "resume")')
+        return self
+
+    @property
+    def studio_node(self) -> str:
+        return studio_node_key(self.flow_sid, self.node)
+
+    def target(self) -> str:
+        return f"{self.studio_node} ({self.mode})"
+
+
+class FlexRoute(_Section):
+    """Enqueue the live call into Flex through a TaskRouter workflow."""
+
+    kind: Literal["flex"]
+    workflow_sid: WorkflowSid
+    priority: int = Field(0, ge=0)
+    timeout: int = Field(3600, gt=0)
+    attributes: dict[str, JsonValue] = {}
+
+    @field_validator("attributes")
+    @classmethod
+    def _no_reserved_attributes(cls, attributes: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        for key in attributes:
+            if key in RESERVED_TASK_ATTRIBUTES:
+                raise _config_problem((key,), "reserved task attribute (the orchestrator sets it)")
+        return attributes
+
+    def target(self) -> str:
+        extra = "".join(f", {key}={value}" for key, value in self.attributes.items())
+        return f"{self.workflow_sid} priority {self.priority}, timeout {self.timeout} s{extra}"
+
+
+class VoicemailRoute(_Section):
+    kind: Literal["voicemail"]
+    max_length: int = Field(120, gt=0, le=14400)  # Twilio's <Record maxLength> limit is 4 hours
+    prompt: Text | None = None
+
+    def target(self) -> str:
+        return f"up to {self.max_length} s"
+
+
+class SipRoute(_Section):
+    kind: Literal["sip"]
+    uri: SipUri
+
+    def target(self) -> str:
+        return self.uri
+
+
+Route = Annotated[
+    Union[ResolveRoute, StudioRoute, FlexRoute, VoicemailRoute, SipRoute], Field(discriminator="kind")
+]
+ROUTE_KINDS = ("resolve", "studio", "flex", "voicemail", "sip")
+
+
+class Intent(_Section):
+    name: Name
+    description: Text
+    examples: list[Text] = []
+    route: Name
+
+
+class CapturedField(_Section):
+    """A detail the AI collects from the caller before routing."""
+
+    name: Name
+    type: Literal["text", "phone", "email", "date", "choice"]
+    description: Text | None = None
+    choices: list[Text] | None = None
+    required_for: list[Name] = []  # route names
+
+    @model_validator(mode="after")
+    def _choices_iff_choice_type(self) -> CapturedField:
+        if self.type == "choice" and self.choices is None:
+            raise _config_problem(("choices",), 'missing (required when type = "choice")')
+        if self.type == "choice" and not self.choices:
+            raise _config_problem(("choices",), "must list at least one choice")
+        if self.type != "choice" and self.choices is not None:
+            raise _config_problem(("choices",), f'only allowed when type = "choice" (type is {self.type!r})')
+        return self
+
+
+# The TOML source of the load in progress; settings_customise_sources can only see the class.
+_toml_source: contextvars.ContextVar[TomlConfigSettingsSource | None] = contextvars.ContextVar(
+    "routing_config_toml_source", default=None
+)
+
+
+class RoutingConfig(BaseSettings):
+    """The whole routing configuration. Load it with `load_routing_config`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    twilio: TwilioSettings = TwilioSettings()
+    company: CompanySettings = CompanySettings()
+    triage: TriageSettings
+    lines: Lines = Lines()
+    routes: dict[Name, Route]
+    intents: list[Intent] = []
+    fields: list[CapturedField] = []
+
+    _source_path: Path | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: environment overrides the TOML file. No .env or secrets files.
+        toml = _toml_source.get()
+        return (init_settings, env_settings, toml) if toml is not None else (init_settings, env_settings)
+
+    @property
+    def config_source_path(self) -> Path | None:
+        """The TOML file this config was loaded from (None when built in code)."""
+        return self._source_path
+
+    @model_validator(mode="after")
+    def _check_references(self) -> RoutingConfig:
+        problems = list(self._reference_problems())
+        if problems:
+            at, reason = problems[0]
+            raise _config_problem(at, reason, more=len(problems) - 1)
+        return self
+
+    def _reference_problems(self) -> Iterator[tuple[KeyPath, str]]:
+        defined = ", ".join(sorted(self.routes))
+
+        def unknown(name: str) -> str:
+            return f"unknown route {name!r} (defined: {defined})"
+
+        for key in ("fallback_route", "human_route"):
+            name = getattr(self.triage, key)
+            if name not in self.routes:
+                yield ("triage", key), unknown(name)
+        human = self.routes.get(self.triage.human_route)
+        if human is not None and human.kind not in HUMAN_ROUTE_KINDS:
+            yield ("triage", "human_route"), (
+                f"route {self.triage.human_route!r} is of kind {human.kind!r};"
+                f" the human route must be of kind {', '.join(HUMAN_ROUTE_KINDS[:-1])} or {HUMAN_ROUTE_KINDS[-1]}"
+            )
+
+        first_index: dict[str, int] = {}
+        for index, intent in enumerate(self.intents):
+            if intent.name in first_index:
+                yield ("intents", index, "name"), (
+                    f"duplicate intent {intent.name!r} (first at intents[{first_index[intent.name]}])"
+                )
+            first_index.setdefault(intent.name, index)
+            if intent.route not in self.routes:
+                yield ("intents", index, "route"), unknown(intent.route)
+
+        first_index = {}
+        for index, field in enumerate(self.fields):
+            if field.name in first_index:
+                yield ("fields", index, "name"), (
+                    f"duplicate field {field.name!r} (first at fields[{first_index[field.name]}])"
+                )
+            first_index.setdefault(field.name, index)
+            for position, route in enumerate(field.required_for):
+                if route not in self.routes:
+                    yield ("fields", index, "required_for", position), unknown(route)
+
+    def required_fields(self, route: str) -> frozenset[str]:
+        return frozenset(field.name for field in self.fields if route in field.required_for)
+
+    def triage_policy(self) -> TriagePolicy:
+        """The routing rules as the machine sees them."""
+        return TriagePolicy(
+            intents={intent.name: intent.route for intent in self.intents},
+            routes={
+                name: RouteRule(
+                    name=name,
+                    kind=route.kind,
+                    required_fields=self.required_fields(name),
+                    studio_node=route.studio_node if isinstance(route, StudioRoute) else None,
+                )
+                for name, route in self.routes.items()
+            },
+            fallback_route=self.triage.fallback_route,
+            human_route=self.triage.human_route,
+            min_confidence=self.triage.min_confidence,
+            max_clarifications=self.triage.max_clarifications,
+            budget_s=self.triage.budget_seconds,
+            handoff_line_timeout_s=self.triage.handoff_line_timeout_seconds,
+        )
+
+
+# --- Loading -----------------------------------------------------------------------------------
+
+
+def load_routing_config(path: str | os.PathLike[str]) -> RoutingConfig:
+    """Load and validate the routing config from `path` plus ORCHESTRATOR_* overrides, or raise ConfigError."""
+    source = os.fspath(path)
+    file = Path(source).expanduser()
+    if not file.exists():
+        raise ConfigError(source, None, "file not found")
+    if not file.is_file():
+        raise ConfigError(source, None, "not a file")
+    try:
+        toml = TomlConfigSettingsSource(RoutingConfig, toml_file=file)
+    except tomllib.TOMLDecodeError as exc:
+        raise _toml_syntax_error(source, exc) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, None, "invalid TOML (not UTF-8 text)") from None
+    except OSError as exc:
+        raise ConfigError(source, None, f"cannot read ({exc.strerror or exc})") from None
+
+    overrides = _env_overrides(os.environ)
+    token = _toml_source.set(toml)
+    try:
+        config = RoutingConfig()
+    except ValidationError as exc:
+        raise _validation_error(source, toml.toml_data, overrides, os.environ, exc) from None
+    except SettingsError as exc:  # an override that is not valid JSON for a table or list
+        raise _settings_error(overrides, exc) from None
+    finally:
+        _toml_source.reset(token)
+    config._source_path = file
+    return config
+
+
+def _toml_syntax_error(source: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    # tomllib (3.11) only carries the position in its message: "Invalid value (at line 3, column 9)".
+    message = str(exc)
+    position = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if position is None:
+        return ConfigError(source, None, f"invalid TOML ({message})")
+    detail = f"{message[: position.start()]} at column {position[2]}"
+    return ConfigError(source, f"line {position[1]}", f"invalid TOML ({detail})")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Key path -> name of each ORCHESTRATOR_* variable that overrides a config key."""
+    overrides = {}
+    for name in environ:
+        if name.upper().startswith(ENV_PREFIX):
+            keys = tuple(name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER))
+            if keys[0] in RoutingConfig.model_fields:
+                overrides[keys] = name
+    return overrides
+
+
+def _blamed_override(
+    keys: KeyPath,
+    toml_data: Mapping[str, Any],
+    overrides: dict[tuple[str, ...], str],
+    environ: Mapping[str, str],
+) -> str | None:
+    """The override responsible for the problem at `keys`, or None when the file is."""
+    lowered = tuple(str(key).lower() for key in keys)
+    # An override that set this value, directly or as part of a JSON value.
+    for path in sorted(overrides, key=len, reverse=True):
+        if lowered[: len(path)] == path:
+            value = _json_or_text(environ.get(overrides[path], ""))
+            if _override_decides(value, keys[len(path) :]) or not _contains(toml_data, keys):
+                return overrides[path]
+    # Overriding a route's kind changes which keys the rest of its table may have.
+    if len(keys) > 2 and keys[0] == "routes":
+        kind_override = overrides.get(lowered[:2] + ("kind",))
+        if kind_override:
+            return kind_override
+    if _contains(toml_data, keys):
+        return None
+    # The key is nowhere. If its table is not in the file either, an override created that table
+    # (e.g. a misspelt route name in a variable). Top-level sections are left to the file.
+    first_missing = next(depth for depth in range(len(keys) + 1) if not _contains(toml_data, keys[:depth]))
+    if first_missing >= 2:
+        for path, name in overrides.items():
+            if path[:first_missing] == lowered[:first_missing]:
+                return name
+    return None
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _override_decides(value: Any, keys: KeyPath) -> bool:
+    """Whether an override's value decides what is at `keys` below it, rather than the file."""
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return True  # lists and scalars replace the file's value whole
+        if key not in value:
+            return False  # tables are merged: this key comes from the file
+        value = value[key]
+    return True
+
+
+def _contains(data: Any, keys: KeyPath) -> bool:
+    for key in keys:
+        if isinstance(data, Mapping) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
+            return False
+    return True
+
+
+def _validation_error(
+    source: str,
+    toml_data: Mapping[str, Any],
+    overrides: dict[tuple[str, ...], str],
+    environ: Mapping[str, str],
+    exc: ValidationError,
+) -> ConfigError:
+    errors = exc.errors()
+    first = errors[0]
+    keys, problem = _explain(first)
+    more = len(errors) - 1 + int((first.get("ctx") or {}).get("more", 0))
+    if more:
+        problem += f" (+{more} more)"
+    env_variable = _blamed_override(keys, toml_data, overrides, environ)
+    return ConfigError(f"${env_variable}" if env_variable else source, format_key_path(keys) or None, problem)
+
+
+def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
+    """The key path in the config and a readable reason for one pydantic error."""
+    loc: KeyPath = tuple(error["loc"])
+    # A discriminated union puts the tag in the location: routes.billing.flex.workflow_sid.
+    if len(loc) >= 3 and loc[0] == "routes" and loc[2] in ROUTE_KINDS:
+        loc = loc[:2] + loc[3:]
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "config_problem":
+        return loc + tuple(ctx["at"]), ctx["reason"]
+    if kind == "missing":
+        return loc, "missing"
+    if kind == "extra_forbidden":
+        return loc, "unknown key"
+    if kind == "union_tag_not_found":
+        return loc + ("kind",), f"missing (one of: {', '.join(ROUTE_KINDS)})"
+    if kind == "union_tag_invalid":
+        return loc + ("kind",), f"unknown route kind {ctx.get('tag')!r} (one of: {', '.join(ROUTE_KINDS)})"
+
+    reason = error["msg"].removeprefix("Value error, ")
+    reason = reason[:1].lower() + reason[1:]
+    value = error.get("input")
+    if isinstance(value, (str, int, float, bool)):
+        reason += f" (got {_shorten(repr(value), 60)})"
+    if loc and loc[-1] == "[key]":  # a bad table key, e.g. a route name
+        return loc[:-1], f"invalid name: {reason}"
+    return loc, reason
+
+
+def _settings_error(overrides: dict[tuple[str, ...], str], exc: SettingsError) -> ConfigError:
+    # pydantic-settings names only the field: 'error parsing value for field "triage" from source ...'.
+    field = re.search(r'field "([^"]+)"', str(exc))
+    if field:
+        for path, name in overrides.items():
+            if path[0] == field[1]:
+                return ConfigError(f"${name}", field[1], "invalid JSON value")
+    return ConfigError("environment", None, str(exc))
+
+
+# --- Summary -----------------------------------------------------------------------------------
+
+
+def describe_config(config: RoutingConfig, width: int = 110) -> str:
+    """A short plain-text summary: intents -> routes -> targets, fields and triage settings."""
+    # No markup: config text such as "[urgent]" must print as written.
+    console = Console(width=width, color_system=None, markup=False, highlight=False, emoji=False)
+    source = str(config.config_source_path) if config.config_source_path else "(built in code)"
+    company = f" for {config.company.name}" if config.company.name else ""
+
+    routes = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    routes.add_column("Intent", no_wrap=True)
+    routes.add_column("Route", no_wrap=True)
+    routes.add_column("Target", overflow="fold")
+
+    def add_row(label: str, name: str) -> None:
+        route = config.routes[name]
+        target = f"{route.kind}: {route.target()}"
+        needs = config.required_fields(name)
+        if needs:
+            target += f"\nneeds {', '.join(sorted(needs))}"
+        routes.add_row(label, name, target)
+
+    for intent in config.intents:
+        add_row(intent.name, intent.route)
+    add_row("(anything else)", config.triage.fallback_route)
+    add_row("(human fallback)", config.triage.human_route)
+    used = {intent.route for intent in config.intents} | {config.triage.fallback_route, config.triage.human_route}
+    for name in config.routes:
+        if name not in used:
+            add_row("(unused)", name)
+
+    fields = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("Field", "Type", "Required for"):
+        fields.add_column(column, overflow="fold")
+    for field in config.fields:
+        kind = f"choice of {', '.join(field.choices or ())}" if field.type == "choice" else field.type
+        fields.add_row(field.name, kind, ", ".join(field.required_for) or "-")
+
+    triage = config.triage
+    with console.capture() as capture:
+        console.print(f"Routing config {source}{company}")
+        if config.twilio.account_sid:
+            console.print(f"Twilio account {config.twilio.account_sid}")
+        console.print(routes)
+        if config.fields:
+            console.print(fields)
+        else:
+            console.print("No fields to capture.\n")
+        console.print(
+            f"Triage: budget {triage.budget_seconds:g} s, min confidence {triage.min_confidence:g},"
+            f" up to {triage.max_clarifications} clarifications,"
+            f" handoff line timeout {triage.handoff_line_timeout_seconds:g} s"
+        )
+    # Rich pads every table line to full width; trailing blanks only get in the way of a summary.
+    return "\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n"

@@ -1,0 +1,1 @@
+"""Test doubles that ship with the package: fakes of the remote services the orchestrator talks to."""
