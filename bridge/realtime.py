@@ -569,7 +569,7 @@ async def open_realtime(settings: RealtimeSettings) -> AsyncIterator[RealtimeCon
                 await connection.aclose()
                 socket_scope.cancel()
     except BaseExceptionGroup as group:
-        _reraise_lone(group)
+        reraise_lone(group)
 
 
 async def _run_socket(
@@ -654,7 +654,7 @@ def _handshake_failure(error: BaseException) -> BaseException | None:
     return error if isinstance(error, (trio.TooSlowError, HandshakeError, OSError)) else None
 
 
-def _reraise_lone(group: BaseExceptionGroup[Any]) -> typing.NoReturn:
+def reraise_lone(group: BaseExceptionGroup[Any]) -> typing.NoReturn:
     """Strict exception groups wrap whatever the block raised; give a lone exception back as itself,
     keeping its own cause and context."""
     if len(group.exceptions) != 1:

@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -67,7 +67,7 @@ from openai.types.realtime import (
 from pydantic import BaseModel, ValidationError
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
-from bridge.realtime import CLIENT_EVENT_ADAPTER, SERVER_EVENT_ADAPTER
+from bridge.realtime import CLIENT_EVENT_ADAPTER, SERVER_EVENT_ADAPTER, reraise_lone
 
 __all__ = [
     "AfterClientEvent",
@@ -822,33 +822,18 @@ class _SessionRunner:
                 await self._create_item(event)
             case ConversationItemTruncateEvent():
                 return await self._truncate(event)
-            case ConversationItemDeleteEvent():
-                if self._items.pop(event.item_id, None) is None:
-                    return await self._client_error(
-                        "invalid_value", f"Item '{event.item_id}' not found.", "item_id", event
-                    )
-                else:
-                    await self._emit(
-                        {
-                            "type": "conversation.item.deleted",
-                            "event_id": self._id("event"),
-                            "item_id": event.item_id,
-                        }
-                    )
-            case ConversationItemRetrieveEvent():
+            case ConversationItemDeleteEvent() | ConversationItemRetrieveEvent():
                 record = self._items.get(event.item_id)
                 if record is None:
                     return await self._client_error(
                         "invalid_value", f"Item '{event.item_id}' not found.", "item_id", event
                     )
+                if isinstance(event, ConversationItemDeleteEvent):
+                    del self._items[event.item_id]
+                    reply = {"type": "conversation.item.deleted", "item_id": event.item_id}
                 else:
-                    await self._emit(
-                        {
-                            "type": "conversation.item.retrieved",
-                            "event_id": self._id("event"),
-                            "item": record.item,
-                        }
-                    )
+                    reply = {"type": "conversation.item.retrieved", "item": record.item}
+                await self._emit({**reply, "event_id": self._id("event")})
             case ResponseCreateEvent():
                 if self._active_response is not None:
                     return await self._client_error(
@@ -1401,20 +1386,7 @@ async def run_fake_realtime(
             if fake.crashes:
                 raise fake.crashes[0]
     except BaseExceptionGroup as group:
-        _reraise_lone(group)
-
-
-def _reraise_lone(group: BaseExceptionGroup[Any]) -> NoReturn:
-    """Give a lone exception back as itself (keeping its cause and context) instead of wrapped in a group."""
-    if len(group.exceptions) != 1:
-        raise group
-    error = group.exceptions[0]
-    cause, context, suppress = error.__cause__, error.__context__, error.__suppress_context__
-    try:
-        raise error
-    finally:
-        error.__cause__, error.__context__, error.__suppress_context__ = cause, context, suppress
-        del error
+        reraise_lone(group)
 
 
 async def _serve_forever(scenario: Scenario, host: str, port: int) -> None:
