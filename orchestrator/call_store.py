@@ -1,0 +1,677 @@
+"""The call store: triage passes, their dispatch decisions and outcomes, and visited Studio nodes.
+
+Each request of `/voice/incoming` for a call opens a *triage pass* (1, 2, … per CallSid). During a
+pass the machine makes at most one `DispatchDecision`; it is saved here before the call moves on,
+and `/voice/after?pass=N` answers the TwiML of that pass's saved decision (or the fallback when
+there is none). The re-entry guard reads the Studio nodes the call already entered, across passes.
+
+`CallStore` is the interface the server depends on; `SqliteCallStore` is the default, one SQLite
+file (so the record survives the call coming back and server restarts). Writes that matter are
+first-write-wins: Twilio retries webhooks, and the first decision of a pass is the one that counts.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import math
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from machines.decision import DecisionReason, DispatchDecision
+
+log = logging.getLogger(__name__)
+
+# Bump when the schema changes; a file with a newer version is refused instead of misread.
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE calls (
+    call_sid   TEXT PRIMARY KEY,
+    created_at REAL NOT NULL
+);
+CREATE TABLE passes (
+    call_sid       TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
+    number         INTEGER NOT NULL CHECK (number >= 1),
+    token          TEXT NOT NULL,
+    caller         TEXT NOT NULL,
+    called         TEXT NOT NULL,
+    account_sid    TEXT NOT NULL,
+    entry_node     TEXT,
+    arm            TEXT NOT NULL,
+    opened_at      REAL NOT NULL,
+    decision_json  TEXT,
+    outcome_json   TEXT,
+    finished_at    REAL,
+    answered_route TEXT,
+    PRIMARY KEY (call_sid, number)
+);
+CREATE TABLE visits (
+    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
+    node     TEXT NOT NULL,
+    PRIMARY KEY (call_sid, node)
+);
+"""
+
+_PASS_COLUMNS = (
+    "call_sid, number, token, caller, called, account_sid, entry_node, arm, opened_at,"
+    " decision_json, outcome_json, finished_at, answered_route"
+)
+
+_DECISION_KEYS = frozenset(
+    {
+        "route", "route_kind", "reason", "intent", "confidence",
+        "summary", "captured", "proposed_route", "decided_after_s",
+    }
+)
+_OUTCOME_KEYS = frozenset({"outcome", "state_path", "faults", "notes"})
+
+T = TypeVar("T")
+
+
+class CallStoreError(Exception):
+    """A store that cannot be opened or used; the message is one line naming the store and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class TriagePass:
+    call_sid: str
+    number: int  # 1, 2, … per call_sid
+    token: str  # checked on the Media Stream; never leaves the server in call records
+    caller: str  # From
+    called: str  # To
+    account_sid: str
+    entry_node: str | None  # Studio node that handed the call to us ("FW…/widget"), if known
+    arm: str  # rollout arm, e.g. "ai"
+    opened_at: float  # unix seconds, from the store's clock
+
+
+@dataclass(frozen=True, slots=True)
+class PassOutcome:
+    outcome: str  # route kind of the decision, or "abandoned"
+    state_path: tuple[str, ...]  # machine states in order
+    faults: int = 0  # internal errors the machine absorbed
+    notes: tuple[str, ...] = ()  # short trail notes worth keeping (no audio, no secrets)
+
+
+@dataclass(frozen=True, slots=True)
+class PassRecord:
+    triage_pass: TriagePass
+    decision: DispatchDecision | None
+    outcome: PassOutcome | None
+    finished_at: float | None
+    answered_route: str | None  # the route whose TwiML /voice/after served for this pass, once it did
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    call_sid: str
+    passes: tuple[PassRecord, ...]  # by number
+    visited_nodes: frozenset[str]
+
+    def to_json(self) -> dict:
+        """The shape `GET /calls/{CallSid}` returns. The pass token is deliberately left out."""
+        return {
+            "call_sid": self.call_sid,
+            "visited_nodes": sorted(self.visited_nodes),
+            "passes": [_pass_record_to_json(record) for record in self.passes],
+        }
+
+
+def _pass_record_to_json(record: PassRecord) -> dict:
+    triage_pass = record.triage_pass
+    return {
+        "number": triage_pass.number,
+        "entry_node": triage_pass.entry_node,
+        "arm": triage_pass.arm,
+        "opened_at": triage_pass.opened_at,
+        "caller": triage_pass.caller,
+        "called": triage_pass.called,
+        "decision": None if record.decision is None else decision_to_json(record.decision),
+        "outcome": None if record.outcome is None else _outcome_to_json(record.outcome),
+        "finished_at": record.finished_at,
+        "answered_route": record.answered_route,
+    }
+
+
+def decision_to_json(decision: DispatchDecision) -> dict:
+    return {
+        "route": decision.route,
+        "route_kind": decision.route_kind,
+        "reason": str(decision.reason),
+        "intent": decision.intent,
+        "confidence": decision.confidence,
+        "summary": decision.summary,
+        "captured": dict(decision.captured),
+        "proposed_route": decision.proposed_route,
+        "decided_after_s": decision.decided_after_s,
+    }
+
+
+def decision_from_json(data: dict) -> DispatchDecision:
+    """Read a decision written by `decision_to_json`; ValueError on any shape it cannot read."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a decision must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - _DECISION_KEYS
+    if unknown:
+        raise ValueError(f"decision has unknown keys: {', '.join(sorted(map(str, unknown)))}")
+    reason = _required_text(data, "reason")
+    try:
+        decision_reason = DecisionReason(reason)
+    except ValueError:
+        raise ValueError(f"decision reason {reason!r} is not one of: {', '.join(DecisionReason)}") from None
+    captured = data.get("captured", {})
+    if not isinstance(captured, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in captured.items()
+    ):
+        raise ValueError("decision 'captured' must be an object of text values")
+    return DispatchDecision(
+        route=_required_text(data, "route"),
+        route_kind=_required_text(data, "route_kind"),
+        reason=decision_reason,
+        intent=_optional_text(data, "intent"),
+        confidence=_optional_number(data, "confidence"),
+        summary=_text(data, "summary", default=""),
+        captured=captured,
+        proposed_route=_optional_text(data, "proposed_route"),
+        decided_after_s=_number(data, "decided_after_s", default=0.0),
+    )
+
+
+def _outcome_to_json(outcome: PassOutcome) -> dict:
+    return {
+        "outcome": outcome.outcome,
+        "state_path": list(outcome.state_path),
+        "faults": outcome.faults,
+        "notes": list(outcome.notes),
+    }
+
+
+def _outcome_from_json(data: Any) -> PassOutcome:
+    if not isinstance(data, dict):
+        raise ValueError(f"an outcome must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - _OUTCOME_KEYS
+    if unknown:
+        raise ValueError(f"outcome has unknown keys: {', '.join(sorted(map(str, unknown)))}")
+    faults = data.get("faults", 0)
+    if not isinstance(faults, int) or isinstance(faults, bool) or faults < 0:
+        raise ValueError("outcome 'faults' must be a whole number of at least 0")
+    return PassOutcome(
+        outcome=_required_text(data, "outcome"),
+        state_path=_text_list(data, "state_path"),
+        faults=faults,
+        notes=_text_list(data, "notes"),
+    )
+
+
+def _required_text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key!r} must be non-empty text")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, *, default: str) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{key!r} must be text")
+    return value
+
+
+def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key!r} must be text or null")
+    return value
+
+
+def _number(data: Mapping[str, Any], key: str, *, default: float) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key!r} must be a finite number")
+    return float(value)
+
+
+def _optional_number(data: Mapping[str, Any], key: str) -> float | None:
+    if data.get(key) is None:
+        return None
+    return _number(data, key, default=0.0)
+
+
+def _text_list(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{key!r} must be a list of text")
+    return tuple(value)
+
+
+def _check_text(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be non-empty text, got {value!r}")
+
+
+def _check_pass_key(call_sid: object, number: object) -> None:
+    _check_text("call_sid", call_sid)
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise ValueError(f"pass number must be an int, got {number!r}")
+
+
+class CallStore(abc.ABC):
+    """Where triage passes, decisions, outcomes and visited nodes are kept. Usable under Trio."""
+
+    @abc.abstractmethod
+    async def open_pass(
+        self, call_sid: str, *, caller: str, called: str, account_sid: str, entry_node: str | None, arm: str
+    ) -> TriagePass:
+        """Start the next pass of the call (1 for its first arrival), with a fresh random token."""
+
+    @abc.abstractmethod
+    async def get_pass(self, call_sid: str, number: int) -> TriagePass | None: ...
+
+    @abc.abstractmethod
+    async def save_decision(self, call_sid: str, number: int, decision: DispatchDecision) -> DispatchDecision:
+        """First write wins: returns the stored decision. CallStoreError if the pass does not exist."""
+
+    @abc.abstractmethod
+    async def get_decision(self, call_sid: str, number: int) -> DispatchDecision | None:
+        """None when there is none, or when the stored one cannot be read (the caller answers its fallback)."""
+
+    @abc.abstractmethod
+    async def finish_pass(self, call_sid: str, number: int, outcome: PassOutcome) -> None:
+        """First write wins. CallStoreError if the pass does not exist."""
+
+    @abc.abstractmethod
+    async def mark_answered(self, call_sid: str, number: int, route: str) -> bool:
+        """True the first time; False if this pass was already answered (Twilio retries the action URL)."""
+
+    @abc.abstractmethod
+    async def record_visit(self, call_sid: str, node: str) -> None:
+        """Note that the call entered a Studio node; idempotent."""
+
+    @abc.abstractmethod
+    async def visited_nodes(self, call_sid: str) -> frozenset[str]: ...
+
+    @abc.abstractmethod
+    async def call_record(self, call_sid: str) -> CallRecord | None: ...
+
+    @abc.abstractmethod
+    async def purge_older_than(self, seconds: float) -> int:
+        """Delete calls whose newest pass opened more than `seconds` ago; returns how many calls went."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Idempotent; any use afterwards raises CallStoreError."""
+
+    async def __aenter__(self) -> CallStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class SqliteCallStore(CallStore):
+    """One SQLite file (or `":memory:"`) on one connection, used from worker threads one at a time."""
+
+    def __init__(self, connection: sqlite3.Connection, location: str, clock: Callable[[], float]) -> None:
+        # Use `await SqliteCallStore.open(path)`: it creates the schema and fails early on a bad file.
+        self._connection: sqlite3.Connection | None = connection
+        self._location = location
+        self._clock = clock
+        self._closed = False
+        # One connection is not safe for parallel use: every operation takes this limiter.
+        self._limiter = trio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+    ) -> SqliteCallStore:
+        location = os.fsdecode(path)
+        connection = await trio.to_thread.run_sync(_connect, location)
+        return cls(connection, location, clock)
+
+    async def __aenter__(self) -> SqliteCallStore:
+        return self
+
+    # -- the operations ------------------------------------------------------------------------
+
+    async def open_pass(
+        self, call_sid: str, *, caller: str, called: str, account_sid: str, entry_node: str | None, arm: str
+    ) -> TriagePass:
+        _check_text("call_sid", call_sid)
+        for name, value in (("caller", caller), ("called", called), ("account_sid", account_sid)):
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be text, got {value!r}")
+        if entry_node is not None:
+            _check_text("entry_node", entry_node)
+        _check_text("arm", arm)
+        token = secrets.token_urlsafe(18)
+        opened_at = float(self._clock())
+
+        def insert(connection: sqlite3.Connection) -> TriagePass:
+            connection.execute(
+                "INSERT INTO calls (call_sid, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (call_sid, opened_at),
+            )
+            (number,) = connection.execute(
+                "SELECT coalesce(max(number), 0) + 1 FROM passes WHERE call_sid = ?", (call_sid,)
+            ).fetchone()
+            values = (call_sid, number, token, caller, called, account_sid, entry_node, arm, opened_at)
+            connection.execute(
+                "INSERT INTO passes (call_sid, number, token, caller, called, account_sid, entry_node, arm,"
+                " opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            return TriagePass(*values)
+
+        return await self._run("open a pass", insert, write=True)
+
+    async def get_pass(self, call_sid: str, number: int) -> TriagePass | None:
+        _check_pass_key(call_sid, number)
+
+        def select(connection: sqlite3.Connection) -> TriagePass | None:
+            row = _pass_row(connection, call_sid, number)
+            return None if row is None else _triage_pass(row)
+
+        return await self._run("read a pass", select)
+
+    async def save_decision(self, call_sid: str, number: int, decision: DispatchDecision) -> DispatchDecision:
+        _check_pass_key(call_sid, number)
+        try:
+            # Only what reads back is stored: a decision the reader would drop is refused now.
+            stored_json = json.dumps(decision_to_json(decision), allow_nan=False)
+            decision_from_json(json.loads(stored_json))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CallStoreError(
+                f"call store {self._location}: decision for {call_sid} pass {number} cannot be stored: {exc}"
+            ) from None
+
+        def save(connection: sqlite3.Connection) -> DispatchDecision:
+            row = connection.execute(
+                "SELECT decision_json FROM passes WHERE call_sid = ? AND number = ?", (call_sid, number)
+            ).fetchone()
+            if row is None:
+                raise CallStoreError(f"call store {self._location}: no pass {number} for {call_sid}")
+            (earlier_json,) = row
+            if earlier_json is None:
+                connection.execute(
+                    "UPDATE passes SET decision_json = ? WHERE call_sid = ? AND number = ?",
+                    (stored_json, call_sid, number),
+                )
+                return decision
+            earlier = self._read_decision(earlier_json, call_sid, number)
+            if earlier is None:
+                raise CallStoreError(
+                    f"call store {self._location}: {call_sid} pass {number} already has a decision"
+                    " that cannot be read"
+                )
+            return earlier
+
+        return await self._run("save a decision", save, write=True)
+
+    async def get_decision(self, call_sid: str, number: int) -> DispatchDecision | None:
+        _check_pass_key(call_sid, number)
+
+        def select(connection: sqlite3.Connection) -> DispatchDecision | None:
+            row = connection.execute(
+                "SELECT decision_json FROM passes WHERE call_sid = ? AND number = ?", (call_sid, number)
+            ).fetchone()
+            if row is None or row[0] is None:
+                return None
+            return self._read_decision(row[0], call_sid, number)
+
+        return await self._run("read a decision", select)
+
+    async def finish_pass(self, call_sid: str, number: int, outcome: PassOutcome) -> None:
+        _check_pass_key(call_sid, number)
+        try:
+            stored_json = json.dumps(_outcome_to_json(outcome))
+            _outcome_from_json(json.loads(stored_json))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CallStoreError(
+                f"call store {self._location}: outcome for {call_sid} pass {number} cannot be stored: {exc}"
+            ) from None
+        finished_at = float(self._clock())
+
+        def finish(connection: sqlite3.Connection) -> None:
+            changed = connection.execute(
+                "UPDATE passes SET outcome_json = ?, finished_at = ?"
+                " WHERE call_sid = ? AND number = ? AND outcome_json IS NULL",
+                (stored_json, finished_at, call_sid, number),
+            ).rowcount
+            if not changed and _pass_row(connection, call_sid, number) is None:
+                raise CallStoreError(f"call store {self._location}: no pass {number} for {call_sid}")
+
+        await self._run("finish a pass", finish, write=True)
+
+    async def mark_answered(self, call_sid: str, number: int, route: str) -> bool:
+        _check_pass_key(call_sid, number)
+        _check_text("route", route)
+
+        def mark(connection: sqlite3.Connection) -> bool:
+            changed = connection.execute(
+                "UPDATE passes SET answered_route = ?"
+                " WHERE call_sid = ? AND number = ? AND answered_route IS NULL",
+                (route, call_sid, number),
+            ).rowcount
+            if changed:
+                return True
+            if _pass_row(connection, call_sid, number) is None:
+                raise CallStoreError(f"call store {self._location}: no pass {number} for {call_sid}")
+            return False
+
+        return await self._run("mark a pass answered", mark, write=True)
+
+    async def record_visit(self, call_sid: str, node: str) -> None:
+        _check_text("call_sid", call_sid)
+        _check_text("node", node)
+        now = float(self._clock())
+
+        def insert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO calls (call_sid, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (call_sid, now)
+            )
+            connection.execute(
+                "INSERT INTO visits (call_sid, node) VALUES (?, ?) ON CONFLICT DO NOTHING", (call_sid, node)
+            )
+
+        await self._run("record a visit", insert, write=True)
+
+    async def visited_nodes(self, call_sid: str) -> frozenset[str]:
+        _check_text("call_sid", call_sid)
+        return await self._run("read visited nodes", lambda connection: _visits(connection, call_sid))
+
+    async def call_record(self, call_sid: str) -> CallRecord | None:
+        _check_text("call_sid", call_sid)
+
+        def select(connection: sqlite3.Connection) -> CallRecord | None:
+            if connection.execute("SELECT 1 FROM calls WHERE call_sid = ?", (call_sid,)).fetchone() is None:
+                return None
+            rows = connection.execute(
+                f"SELECT {_PASS_COLUMNS} FROM passes WHERE call_sid = ? ORDER BY number", (call_sid,)
+            ).fetchall()
+            passes = tuple(self._pass_record(row) for row in rows)
+            return CallRecord(call_sid=call_sid, passes=passes, visited_nodes=_visits(connection, call_sid))
+
+        return await self._run("read a call record", select)
+
+    async def purge_older_than(self, seconds: float) -> int:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"seconds must be a number of at least 0, got {seconds!r}")
+        cutoff = float(self._clock()) - seconds
+
+        def purge(connection: sqlite3.Connection) -> int:
+            # A call with no pass yet (only visits) ages from when it was first seen.
+            return connection.execute(
+                "DELETE FROM calls WHERE coalesce("
+                " (SELECT max(opened_at) FROM passes WHERE passes.call_sid = calls.call_sid), created_at) < ?",
+                (cutoff,),
+            ).rowcount
+
+        return await self._run("purge old calls", purge, write=True)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Under the limiter, so an operation already in its thread finishes on an open connection;
+        # shielded, so a cancelled caller cannot leave the connection open.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._close_connection, limiter=self._limiter)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    async def _run(self, what: str, operation: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        if self._closed:
+            raise CallStoreError(f"call store {self._location}: cannot {what}, the store is closed")
+        return await trio.to_thread.run_sync(self._transaction, what, operation, write, limiter=self._limiter)
+
+    def _transaction(self, what: str, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        connection = self._connection
+        if connection is None:
+            raise CallStoreError(f"call store {self._location}: cannot {what}, the store is closed")
+        try:
+            # IMMEDIATE takes the write lock up front, so pass numbers stay atomic across processes too.
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = operation(connection)
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            if connection.in_transaction:
+                connection.rollback()
+            raise CallStoreError(f"call store {self._location}: cannot {what}: {exc}") from exc
+
+    def _read_decision(self, stored_json: str, call_sid: str, number: int) -> DispatchDecision | None:
+        try:
+            return decision_from_json(json.loads(stored_json))
+        except (ValueError, TypeError) as exc:
+            log.warning("unreadable decision for %s pass %d, treated as none: %s", call_sid, number, exc)
+            return None
+
+    def _read_outcome(self, stored_json: str, call_sid: str, number: int) -> PassOutcome | None:
+        try:
+            return _outcome_from_json(json.loads(stored_json))
+        except (ValueError, TypeError) as exc:
+            log.warning("unreadable outcome for %s pass %d, treated as none: %s", call_sid, number, exc)
+            return None
+
+    def _pass_record(self, row: tuple) -> PassRecord:
+        triage_pass = _triage_pass(row)
+        decision_json, outcome_json, finished_at, answered_route = row[9:13]
+        return PassRecord(
+            triage_pass=triage_pass,
+            decision=None
+            if decision_json is None
+            else self._read_decision(decision_json, triage_pass.call_sid, triage_pass.number),
+            outcome=None
+            if outcome_json is None
+            else self._read_outcome(outcome_json, triage_pass.call_sid, triage_pass.number),
+            finished_at=finished_at,
+            answered_route=answered_route,
+        )
+
+
+def _pass_row(connection: sqlite3.Connection, call_sid: str, number: int) -> tuple | None:
+    return connection.execute(
+        f"SELECT {_PASS_COLUMNS} FROM passes WHERE call_sid = ? AND number = ?", (call_sid, number)
+    ).fetchone()
+
+
+def _triage_pass(row: tuple) -> TriagePass:
+    return TriagePass(*row[:9])
+
+
+def _visits(connection: sqlite3.Connection, call_sid: str) -> frozenset[str]:
+    rows = connection.execute("SELECT node FROM visits WHERE call_sid = ?", (call_sid,)).fetchall()
+    return frozenset(node for (node,) in rows)
+
+
+def _connect(location: str) -> sqlite3.Connection:
+    """Open, configure and (on first use) create the store; every problem becomes a CallStoreError now."""
+    in_memory = location == MEMORY
+    if not in_memory:
+        _prepare_folder(location)
+    try:
+        connection = sqlite3.connect(
+            location, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise CallStoreError(f"call store {location}: cannot open: {exc}") from None
+    try:
+        _configure(connection, location, in_memory)
+    except CallStoreError:
+        connection.close()
+        raise
+    except sqlite3.OperationalError as exc:  # e.g. a read-only file, or locked longer than the busy timeout
+        connection.close()
+        raise CallStoreError(f"call store {location}: cannot use the database file: {exc}") from None
+    except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
+        connection.close()
+        raise CallStoreError(f"call store {location}: not a usable SQLite database: {exc}") from None
+    return connection
+
+
+def _prepare_folder(location: str) -> None:
+    path = Path(location)
+    if path.is_dir():
+        raise CallStoreError(f"call store {location}: is a folder, not a database file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = exc.strerror or exc
+        raise CallStoreError(f"call store {location}: cannot create folder {path.parent}: {problem}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        # SQLite needs to create its journal files next to the database.
+        raise CallStoreError(f"call store {location}: folder {path.parent} is not writable")
+
+
+def _configure(connection: sqlite3.Connection, location: str, in_memory: bool) -> None:
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    connection.execute("PRAGMA foreign_keys = ON")
+    if not in_memory:
+        # The first real read of the file: a file that is not a database fails here.
+        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise CallStoreError(f"call store {location}: cannot switch to WAL journal mode (got {mode!r})")
+        connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise CallStoreError(
+                f"call store {location}: schema version {version} is newer than this code knows ({SCHEMA_VERSION})"
+            )
+        if version == 0:
+            tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            if tables:
+                raise CallStoreError(
+                    f"call store {location}: a SQLite database of something else (tables: "
+                    f"{', '.join(name for (name,) in tables)})"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+        # Also a write on every open, so a read-only file fails here rather than on the first call.
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.rollback()
+        raise

@@ -1,0 +1,554 @@
+"""The call store: pass numbering, first-write-wins, JSON shapes, persistence and every way a file can be bad."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from machines.decision import DecisionReason, DispatchDecision
+from orchestrator.call_store import (
+    SCHEMA_VERSION,
+    CallStoreError,
+    PassOutcome,
+    SqliteCallStore,
+    decision_from_json,
+    decision_to_json,
+)
+
+CALL = "CA11111111111111111111111111111111"
+OTHER_CALL = "CA22222222222222222222222222222222"
+ACCOUNT = "AC00000000000000000000000000000001"
+CALLER = "+15551234567"
+CALLED = "+15557654321"
+NODE = "FW5670575a869e4a142814c71a1217f9f0/schedule"
+OTHER_NODE = "FW5670575a869e4a142814c71a1217f9f0/billing"
+
+BILLING = DispatchDecision(
+    route="billing_desk",
+    route_kind="flex",
+    reason=DecisionReason.ACCEPTED,
+    intent="billing",
+    confidence=0.9,
+    summary="Question about the last invoice",
+    captured={"caller_name": "Ann"},
+    decided_after_s=3.2,
+)
+VOICEMAIL = DispatchDecision(route="voicemail", route_kind="voicemail", reason=DecisionReason.BUDGET_EXPIRED)
+FLEX_OUTCOME = PassOutcome(
+    outcome="flex", state_path=("greeting", "capture", "classify", "dispatch", "teardown", "ended")
+)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1764000000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store():
+    async with await SqliteCallStore.open(":memory:") as opened:
+        yield opened
+
+
+async def open_pass(store: SqliteCallStore, call_sid: str = CALL, **more):
+    facts = {"caller": CALLER, "called": CALLED, "account_sid": ACCOUNT, "entry_node": None, "arm": "ai"} | more
+    return await store.open_pass(call_sid, **facts)
+
+
+# -- passes ----------------------------------------------------------------------------------------
+
+
+async def test_pass_numbers_count_up_per_call_sid(store):
+    first = await open_pass(store, entry_node=NODE)
+    second = await open_pass(store)
+    other = await open_pass(store, OTHER_CALL)
+    third = await open_pass(store)
+
+    assert [first.number, second.number, third.number] == [1, 2, 3]
+    assert other.number == 1
+    assert await store.get_pass(CALL, 1) == first
+    assert await store.get_pass(CALL, 3) == third
+    assert first.entry_node == NODE and first.caller == CALLER and first.account_sid == ACCOUNT
+    assert await store.get_pass(CALL, 4) is None
+    assert await store.get_pass("CAunknown", 1) is None
+
+
+async def test_twenty_concurrent_open_pass_calls_get_one_to_twenty(store):
+    numbers: list[int] = []
+
+    async def arrive() -> None:
+        numbers.append((await open_pass(store)).number)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(arrive)
+
+    assert sorted(numbers) == list(range(1, 21))
+
+
+async def test_two_stores_on_one_file_never_hand_out_the_same_number(tmp_path):
+    path = tmp_path / "calls.db"
+    numbers: list[int] = []
+    async with await SqliteCallStore.open(path) as one, await SqliteCallStore.open(path) as two:
+
+        async def arrive(store: SqliteCallStore) -> None:
+            numbers.append((await open_pass(store)).number)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(arrive, one)
+                nursery.start_soon(arrive, two)
+
+    assert sorted(numbers) == list(range(1, 21))
+
+
+async def test_tokens_are_random_and_url_safe(store):
+    tokens = [(await open_pass(store)).token for _ in range(30)]
+
+    assert len(set(tokens)) == len(tokens)
+    for token in tokens:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{24}", token)
+
+
+async def test_opened_at_comes_from_the_store_clock():
+    clock = FakeClock(1234.5)
+    async with await SqliteCallStore.open(":memory:", clock=clock) as store:
+        triage_pass = await open_pass(store)
+
+    assert triage_pass.opened_at == 1234.5
+
+
+# -- decisions and outcomes ---------------------------------------------------------------------------
+
+
+async def test_first_decision_wins(store):
+    await open_pass(store)
+
+    assert await store.save_decision(CALL, 1, BILLING) == BILLING
+    assert await store.save_decision(CALL, 1, VOICEMAIL) == BILLING
+    assert await store.get_decision(CALL, 1) == BILLING
+
+
+async def test_decisions_are_per_pass(store):
+    await open_pass(store)
+    await open_pass(store)
+    await store.save_decision(CALL, 2, VOICEMAIL)
+
+    assert await store.get_decision(CALL, 1) is None
+    assert await store.get_decision(CALL, 2) == VOICEMAIL
+    assert await store.get_decision(CALL, 3) is None
+
+
+async def test_a_decision_for_a_pass_that_does_not_exist_is_refused(store):
+    await open_pass(store)
+
+    with pytest.raises(CallStoreError, match="no pass 2"):
+        await store.save_decision(CALL, 2, BILLING)
+    with pytest.raises(CallStoreError, match="no pass 1"):
+        await store.save_decision(OTHER_CALL, 1, BILLING)
+
+
+async def test_a_decision_that_would_not_read_back_is_refused_and_not_stored(store):
+    await open_pass(store)
+    not_a_number = DispatchDecision(
+        route="r", route_kind="flex", reason=DecisionReason.ACCEPTED, confidence=float("nan")
+    )
+
+    with pytest.raises(CallStoreError, match="cannot be stored"):
+        await store.save_decision(CALL, 1, not_a_number)
+    assert await store.get_decision(CALL, 1) is None
+    assert await store.save_decision(CALL, 1, BILLING) == BILLING
+
+
+async def test_first_outcome_wins():
+    clock = FakeClock(100.0)
+    async with await SqliteCallStore.open(":memory:", clock=clock) as store:
+        await open_pass(store)
+        clock.now = 104.0
+        await store.finish_pass(CALL, 1, FLEX_OUTCOME)
+        clock.now = 200.0
+        abandoned = PassOutcome(outcome="abandoned", state_path=("greeting", "ended"), faults=2)
+        await store.finish_pass(CALL, 1, abandoned)
+
+        (record,) = (await store.call_record(CALL)).passes
+
+    assert record.outcome == FLEX_OUTCOME
+    assert record.finished_at == 104.0
+
+
+async def test_finishing_a_pass_that_does_not_exist_is_refused(store):
+    with pytest.raises(CallStoreError, match="no pass 1"):
+        await store.finish_pass(CALL, 1, FLEX_OUTCOME)
+
+
+@pytest.mark.parametrize("reason", list(DecisionReason))
+async def test_decision_round_trip_for_every_reason(store, reason):
+    decision = DispatchDecision(
+        route="studio_schedule",
+        route_kind="studio",
+        reason=reason,
+        intent="schedule",
+        confidence=0.42,
+        summary="Rendez-vous pour une fuite d'eau, cuisine 🚰",
+        captured={
+            "caller_name": "Zoë Ñúñez 李小龍",
+            "address": "Straße 5, Köln",
+            "note": "\"quoted\" \\ back",
+        },
+        proposed_route="billing_desk",
+        decided_after_s=12.5,
+    )
+    await open_pass(store)
+    await store.save_decision(CALL, 1, decision)
+
+    read_back = await store.get_decision(CALL, 1)
+    assert read_back == decision
+    assert read_back.reason is reason
+
+
+decisions = st.builds(
+    DispatchDecision,
+    route=st.text(min_size=1),
+    route_kind=st.sampled_from(["resolve", "studio", "flex", "voicemail", "sip"]),
+    reason=st.sampled_from(DecisionReason),
+    intent=st.none() | st.text(),
+    confidence=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    summary=st.text(),
+    captured=st.dictionaries(st.text(), st.text(), max_size=5),
+    proposed_route=st.none() | st.text(),
+    decided_after_s=st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(decision=decisions)
+async def test_any_decision_reads_back_from_the_store_as_it_was_saved(decision):
+    assert decision_from_json(json.loads(json.dumps(decision_to_json(decision)))) == decision
+    async with await SqliteCallStore.open(":memory:") as store:
+        await open_pass(store)
+        await store.save_decision(CALL, 1, decision)
+        assert await store.get_decision(CALL, 1) == decision
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {},
+        {"route": "r", "route_kind": "flex"},
+        {"route": "r", "route_kind": "flex", "reason": "teleported"},
+        {"route": "", "route_kind": "flex", "reason": "accepted"},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "confidence": "high"},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "confidence": True},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "captured": {"age": 7}},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "captured": ["Ann"]},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "intent": 3},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "from_the_future": 1},
+    ],
+)
+def test_decision_from_json_refuses_shapes_it_cannot_read(data):
+    with pytest.raises(ValueError):
+        decision_from_json(data)
+
+
+# -- answering and visits ---------------------------------------------------------------------------
+
+
+async def test_mark_answered_is_true_once_then_false(store):
+    await open_pass(store)
+    await open_pass(store)
+
+    assert await store.mark_answered(CALL, 1, "billing_desk") is True
+    assert await store.mark_answered(CALL, 1, "voicemail") is False
+    assert await store.mark_answered(CALL, 2, "voicemail") is True
+    passes = (await store.call_record(CALL)).passes
+    assert [record.answered_route for record in passes] == ["billing_desk", "voicemail"]
+
+
+async def test_mark_answered_for_a_pass_that_does_not_exist_is_refused(store):
+    with pytest.raises(CallStoreError, match="no pass 1"):
+        await store.mark_answered(CALL, 1, "billing_desk")
+
+
+async def test_visits_are_idempotent_and_per_call(store):
+    assert await store.visited_nodes(CALL) == frozenset()
+
+    await store.record_visit(CALL, NODE)
+    await store.record_visit(CALL, NODE)
+    await store.record_visit(CALL, OTHER_NODE)
+    await store.record_visit(OTHER_CALL, OTHER_NODE)
+
+    assert await store.visited_nodes(CALL) == {NODE, OTHER_NODE}
+    assert await store.visited_nodes(OTHER_CALL) == {OTHER_NODE}
+
+
+# -- call records -------------------------------------------------------------------------------------
+
+
+async def test_call_record_json_has_the_documented_shape():
+    clock = FakeClock(1764000000.0)
+    async with await SqliteCallStore.open(":memory:", clock=clock) as store:
+        first = await open_pass(store)
+        await store.save_decision(CALL, 1, BILLING)
+        clock.now = 1764000004.0
+        await store.finish_pass(CALL, 1, FLEX_OUTCOME)
+        await store.mark_answered(CALL, 1, "billing_desk")
+        await store.record_visit(CALL, NODE)
+        clock.now = 1764000010.0
+        await open_pass(store, entry_node=NODE, arm="legacy")
+
+        record = await store.call_record(CALL)
+
+    assert record.to_json() == {
+        "call_sid": CALL,
+        "visited_nodes": [NODE],
+        "passes": [
+            {
+                "number": 1, "entry_node": None, "arm": "ai", "opened_at": 1764000000.0,
+                "caller": CALLER, "called": CALLED,
+                "decision": {
+                    "route": "billing_desk", "route_kind": "flex", "reason": "accepted", "intent": "billing",
+                    "confidence": 0.9, "summary": "Question about the last invoice",
+                    "captured": {"caller_name": "Ann"}, "proposed_route": None, "decided_after_s": 3.2,
+                },
+                "outcome": {
+                    "outcome": "flex",
+                    "state_path": ["greeting", "capture", "classify", "dispatch", "teardown", "ended"],
+                    "faults": 0,
+                    "notes": [],
+                },
+                "finished_at": 1764000004.0,
+                "answered_route": "billing_desk",
+            },
+            {
+                "number": 2, "entry_node": NODE, "arm": "legacy", "opened_at": 1764000010.0,
+                "caller": CALLER, "called": CALLED,
+                "decision": None, "outcome": None, "finished_at": None, "answered_route": None,
+            },
+        ],
+    }
+    assert first.token not in json.dumps(record.to_json())
+    assert record.passes[0].triage_pass == first
+
+
+async def test_call_record_of_an_unknown_call_is_none(store):
+    assert await store.call_record(CALL) is None
+
+
+async def test_call_record_of_a_call_with_visits_only(store):
+    await store.record_visit(CALL, NODE)
+
+    record = await store.call_record(CALL)
+
+    assert record.passes == ()
+    assert record.visited_nodes == {NODE}
+
+
+# -- purge ------------------------------------------------------------------------------------------
+
+
+async def test_purge_deletes_calls_whose_newest_pass_is_old():
+    clock = FakeClock(1000.0)
+    async with await SqliteCallStore.open(":memory:", clock=clock) as store:
+        await open_pass(store, CALL)
+        await store.save_decision(CALL, 1, BILLING)
+        await store.record_visit(CALL, NODE)
+        await open_pass(store, OTHER_CALL)
+        clock.now = 5000.0
+        await open_pass(store, OTHER_CALL)
+        clock.now = 6000.0
+
+        assert await store.purge_older_than(2000) == 1
+        assert await store.call_record(CALL) is None
+        assert await store.visited_nodes(CALL) == frozenset()
+        assert await store.get_decision(CALL, 1) is None
+        assert [p.triage_pass.number for p in (await store.call_record(OTHER_CALL)).passes] == [1, 2]
+        assert await store.purge_older_than(2000) == 0
+        # A purged call that comes back starts again at pass 1.
+        assert (await open_pass(store, CALL)).number == 1
+        assert await store.purge_older_than(0) == 1
+
+
+async def test_purge_refuses_a_negative_age(store):
+    with pytest.raises(ValueError):
+        await store.purge_older_than(-1)
+
+
+# -- the file -------------------------------------------------------------------------------------------
+
+
+async def test_everything_survives_close_and_reopen(tmp_path):
+    path = tmp_path / "state" / "nested" / "calls.db"
+    async with await SqliteCallStore.open(path) as store:
+        first = await open_pass(store, entry_node=NODE)
+        await store.save_decision(CALL, 1, BILLING)
+        await store.finish_pass(CALL, 1, FLEX_OUTCOME)
+        await store.mark_answered(CALL, 1, "billing_desk")
+        await store.record_visit(CALL, OTHER_NODE)
+        before = await store.call_record(CALL)
+
+    async with await SqliteCallStore.open(str(path)) as store:
+        assert await store.call_record(CALL) == before
+        assert await store.get_pass(CALL, 1) == first
+        assert await store.mark_answered(CALL, 1, "voicemail") is False
+        assert (await open_pass(store)).number == 2
+
+
+async def test_a_file_store_uses_wal_and_records_its_schema_version(tmp_path):
+    path = tmp_path / "calls.db"
+    async with await SqliteCallStore.open(path) as store:
+        await open_pass(store)
+
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        raw.close()
+
+
+def write_raw(path: Path, sql: str, *params) -> None:
+    raw = sqlite3.connect(path)
+    try:
+        with raw:
+            raw.execute(sql, params)
+    finally:
+        raw.close()
+
+
+async def test_an_unreadable_decision_reads_as_none_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "calls.db"
+    async with await SqliteCallStore.open(path) as store:
+        for _ in range(3):
+            await open_pass(store)
+            await store.save_decision(CALL, _ + 1, BILLING)
+    newer = json.dumps(decision_to_json(BILLING) | {"reason": "teleported"})
+    write_raw(path, "UPDATE passes SET decision_json = ? WHERE number = 1", "{not json")
+    write_raw(path, "UPDATE passes SET decision_json = ? WHERE number = 2", newer)
+    write_raw(path, "UPDATE passes SET outcome_json = ? WHERE number = 3", '{"outcome": 5}')
+
+    caplog.set_level(logging.WARNING, logger="orchestrator.call_store")
+    async with await SqliteCallStore.open(path) as store:
+        assert await store.get_decision(CALL, 1) is None
+        assert await store.get_decision(CALL, 2) is None
+        assert await store.get_decision(CALL, 3) == BILLING
+        record = await store.call_record(CALL)
+        with pytest.raises(CallStoreError, match="cannot be read"):
+            await store.save_decision(CALL, 1, VOICEMAIL)
+
+    assert [(p.decision, p.outcome) for p in record.passes] == [(None, None), (None, None), (BILLING, None)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("decision" in message and "pass 1" in message for message in warnings)
+    assert any("decision" in message and "pass 2" in message for message in warnings)
+    assert any("outcome" in message and "pass 3" in message for message in warnings)
+
+
+async def test_a_file_that_is_not_a_database_is_refused_at_open(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("these are my notes, not a database\n" * 40)
+
+    with pytest.raises(CallStoreError, match="not a usable SQLite database") as caught:
+        await SqliteCallStore.open(path)
+    assert str(path) in str(caught.value)
+
+
+async def test_a_newer_schema_version_is_refused(tmp_path):
+    path = tmp_path / "calls.db"
+    async with await SqliteCallStore.open(path):
+        pass
+    write_raw(path, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    with pytest.raises(CallStoreError, match="newer than this code knows") as caught:
+        await SqliteCallStore.open(path)
+    assert str(path) in str(caught.value)
+
+
+async def test_a_database_of_something_else_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    write_raw(path, "CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+
+    with pytest.raises(CallStoreError, match="invoices"):
+        await SqliteCallStore.open(path)
+
+
+async def test_a_folder_that_cannot_be_created_is_refused_at_open(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the folder should be")
+    path = blocker / "calls.db"
+
+    with pytest.raises(CallStoreError, match="cannot create folder") as caught:
+        await SqliteCallStore.open(path)
+    assert str(path) in str(caught.value)
+
+
+async def test_a_folder_in_place_of_the_file_is_refused_at_open(tmp_path):
+    with pytest.raises(CallStoreError, match="is a folder"):
+        await SqliteCallStore.open(tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a POSIX user that permissions apply to")
+async def test_a_folder_that_cannot_be_written_is_refused_at_open(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(CallStoreError, match="not writable"):
+            await SqliteCallStore.open(folder / "calls.db")
+    finally:
+        folder.chmod(0o700)
+
+
+# -- closing and bad input -------------------------------------------------------------------------------
+
+
+async def test_a_closed_store_refuses_every_operation():
+    store = await SqliteCallStore.open(":memory:")
+    await open_pass(store)
+    await store.aclose()
+    await store.aclose()
+
+    operations = [
+        open_pass(store),
+        store.get_pass(CALL, 1),
+        store.save_decision(CALL, 1, BILLING),
+        store.get_decision(CALL, 1),
+        store.finish_pass(CALL, 1, FLEX_OUTCOME),
+        store.mark_answered(CALL, 1, "billing_desk"),
+        store.record_visit(CALL, NODE),
+        store.visited_nodes(CALL),
+        store.call_record(CALL),
+        store.purge_older_than(0),
+    ]
+    for operation in operations:
+        with pytest.raises(CallStoreError, match="closed"):
+            await operation
+
+
+async def test_leaving_async_with_closes_the_store():
+    async with await SqliteCallStore.open(":memory:") as store:
+        await open_pass(store)
+
+    with pytest.raises(CallStoreError, match="closed"):
+        await store.get_pass(CALL, 1)
+
+
+async def test_bad_arguments_get_clear_errors(store):
+    with pytest.raises(ValueError, match="call_sid"):
+        await open_pass(store, "")
+    with pytest.raises(ValueError, match="pass number"):
+        await store.get_pass(CALL, "1")
+    with pytest.raises(ValueError, match="node"):
+        await store.record_visit(CALL, "")
+    with pytest.raises(CallStoreError, match="cannot be stored"):
+        await store.finish_pass(CALL, 1, PassOutcome(outcome="flex", state_path=("greeting", 3)))
