@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, ValidationError
 from pydantic import field_validator, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -129,10 +130,19 @@ def _sip_uri(value: str) -> str:
     return value
 
 
+def _country_code(value: str) -> str:
+    # The default region for callers' phone numbers: it must be one phonenumbers can parse with.
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise _config_problem((), f"unknown country code {value!r} (use ISO 3166-1 alpha-2, e.g. 'US', 'GB')")
+    return code
+
+
 Name = Annotated[str, AfterValidator(_snake_case)]
 Text = Annotated[str, AfterValidator(_non_empty)]
 WidgetName = Annotated[str, AfterValidator(_widget_name)]
 SipUri = Annotated[str, AfterValidator(_sip_uri)]
+CountryCode = Annotated[str, AfterValidator(_country_code)]
 
 
 def _shorten(text: str, limit: int = 48) -> str:
@@ -167,6 +177,7 @@ class Lines(_Section):
 
 class CompanySettings(_Section):
     name: Text | None = None
+    country: CountryCode = "US"  # default region for phone numbers the caller gives
 
 
 class TwilioSettings(_Section):

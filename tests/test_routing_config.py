@@ -435,3 +435,34 @@ def test_routing_config_without_a_file_has_no_source_path() -> None:
     )
     assert config.config_source_path is None
     assert config.triage_policy().fallback_route == "vm"
+
+
+# --- Company country (default region for phone numbers) ---------------------------------------
+
+
+def test_company_country_defaults_to_us(tmp_path: Path) -> None:
+    assert load_routing_config(write(tmp_path, MINIMAL, "ok.toml")).company.country == "US"
+    assert load_routing_config(EXAMPLE).company.country == "US"
+
+
+@pytest.mark.parametrize(("written", "loaded"), [("GB", "GB"), ("de", "DE"), (" fr ", "FR")])
+def test_company_country_is_normalised_to_upper_case(tmp_path: Path, written: str, loaded: str) -> None:
+    text = MINIMAL + f'\n[company]\ncountry = "{written}"\n'
+    assert load_routing_config(write(tmp_path, text, "ok.toml")).company.country == loaded
+
+
+@pytest.mark.parametrize("code", ["XX", "USA", "", "001", "U"])
+def test_unknown_company_country_names_the_key(tmp_path: Path, code: str) -> None:
+    path = write(tmp_path, MINIMAL + f'\n[company]\ncountry = "{code}"\n')
+    assert load_error(path) == (
+        f"{path}: company.country: unknown country code {code!r} (use ISO 3166-1 alpha-2, e.g. 'US', 'GB')"
+    )
+
+
+def test_company_country_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_COMPANY__COUNTRY", "GB")
+    config = load_routing_config(EXAMPLE)
+    assert (config.company.country, config.company.name) == ("GB", "Acme Plumbing")
+
+    monkeypatch.setenv("ORCHESTRATOR_COMPANY__COUNTRY", "XX")
+    assert load_error(EXAMPLE).startswith("$ORCHESTRATOR_COMPANY__COUNTRY: company.country: unknown country code")
