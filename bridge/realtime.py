@@ -93,6 +93,7 @@ __all__ = [
     "ServerEventDecoder",
     "ToolCallCollector",
     "audio_append_frame",
+    "error_of",
     "open_realtime",
     "session_update_event",
 ]
@@ -298,7 +299,8 @@ def _with_custom_voice_as_id(data: dict[str, Any]) -> dict[str, Any] | None:
     return {**data, "response": {**response, "audio": audio}}
 
 
-def _error_of(event: ServerEvent) -> RealtimeError | None:
+def error_of(event: ServerEvent) -> RealtimeError | None:
+    """The error carried by an `error` event (typed or raw), else None."""
     if isinstance(event, RealtimeErrorEvent):
         return event.error
     if isinstance(event, dict) and event.get("type") == "error":
@@ -443,7 +445,7 @@ class RealtimeConnection:
                 if isinstance(event, dict) and event.get("type") == "session.updated":
                     self.session = event.get("session")
                     return event
-                error = _error_of(event)
+                error = error_of(event)
                 if error is not None:
                     raise RealtimeRequestError(error)
                 self._pending.append(event)
@@ -453,14 +455,27 @@ class RealtimeConnection:
         """Forward one base64 audio payload (µ-law 8 kHz from Twilio) untouched."""
         await self._send_text(audio_append_frame(payload_b64))
 
-    async def create_response(self, instructions: str | None = None) -> None:
-        """Ask for a response; `instructions` override the session's for this response only."""
+    async def create_response(
+        self,
+        instructions: str | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        """Ask for a response; `instructions` override the session's for this response only.
+
+        The server echoes `metadata` in response.created/done, which tells a response we asked for from
+        one the server started by itself (VAD). An `error` caused by this request carries `event_id`.
+        """
         # Unset fields stay off the wire (exclude_unset), so only pass what is given.
-        options = (
-            {}
-            if instructions is None
-            else {"response": RealtimeResponseCreateParams(instructions=instructions)}
-        )
+        params: dict[str, Any] = {}
+        if instructions is not None:
+            params["instructions"] = instructions
+        if metadata is not None:
+            params["metadata"] = dict(metadata)
+        options: dict[str, Any] = {"response": RealtimeResponseCreateParams(**params)} if params else {}
+        if event_id is not None:
+            options["event_id"] = event_id
         await self.send_event(ResponseCreateEvent(type="response.create", **options))
 
     async def send_function_output(self, call_id: str, output: str, *, respond: bool = True) -> None:
@@ -473,14 +488,18 @@ class RealtimeConnection:
         if respond:
             await self.create_response()
 
-    async def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
+    async def truncate(
+        self, item_id: str, content_index: int, audio_end_ms: int, *, event_id: str | None = None
+    ) -> None:
         """Tell the server how much of an assistant audio item the caller actually heard."""
+        options = {} if event_id is None else {"event_id": event_id}
         await self.send_event(
             ConversationItemTruncateEvent(
                 type="conversation.item.truncate",
                 item_id=item_id,
                 content_index=content_index,
                 audio_end_ms=audio_end_ms,
+                **options,
             )
         )
 

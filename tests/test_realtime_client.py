@@ -773,3 +773,26 @@ def _benchmark() -> None:
 
 if __name__ == "__main__":
     _benchmark()
+
+
+async def test_a_requested_response_echoes_its_metadata_and_a_vad_one_has_none():
+    scenario = Scenario(
+        steps=[
+            on(after_response_create(), speak(ms=100, transcript="Hello.")),
+            on(after_audio_frames(2), speak(ms=100, transcript="Mm-hm.")),
+        ]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            await realtime.create_response("Say hello.", metadata={"line": "greeting"}, event_id="evt_line_1")
+            done = [e for e in await events_until(realtime, "response.done") if _type_of(e) == "response.done"]
+            assert done[0].response.metadata == {"line": "greeting"}
+            for index in range(2):
+                await realtime.append_audio(twilio_payload(index))
+            created = [e for e in await events_until(realtime, "response.done") if _type_of(e) == "response.created"]
+            assert created[0].response.metadata is None
+            (request,) = fake.last_session.events_of_type("response.create")
+            assert request.data["event_id"] == "evt_line_1"
+            assert request.data["response"] == {"instructions": "Say hello.", "metadata": {"line": "greeting"}}
+            assert fake.violations == []

@@ -507,6 +507,8 @@ class FakeRealtime:
         self.scenario = scenario
         self.url = ""
         self.sessions: list[RecordedSession] = []
+        # False forgets each connection's record once it ends (a long-running demo must not grow).
+        self.keep_sessions = True
         # Exceptions raised by the fake itself, re-raised when run_fake_realtime exits.
         self.crashes: list[Exception] = []
         self._ids = itertools.count(1)
@@ -556,6 +558,8 @@ class FakeRealtime:
                 await websocket.aclose(1011, "fake realtime crashed")
         finally:
             record._mark_closed(None, "fake server stopped", "server")
+            if not self.keep_sessions and record in self.sessions:
+                self.sessions.remove(record)
 
 
 def _unwrap_lone(error: Exception) -> Exception:
@@ -578,7 +582,14 @@ class _SocketGone(Exception):
 @dataclass
 class _ActiveResponse:
     id: str
+    metadata: dict[str, str] | None = None
     cancel_reason: str | None = None
+
+
+def _requested_metadata(event: BaseModel | None) -> dict[str, str] | None:
+    if isinstance(event, ResponseCreateEvent) and event.response is not None and event.response.metadata:
+        return dict(event.response.metadata)
+    return None
 
 
 @dataclass
@@ -967,26 +978,34 @@ class _SessionRunner:
         with client_events:
             try:
                 for step in self._scenario.steps:
-                    await self._wait_for(step.trigger, client_events)
+                    trigger_event = await self._wait_for(step.trigger, client_events)
+                    # A response asked for by response.create carries that request's metadata.
+                    metadata = _requested_metadata(trigger_event)
                     for action in step.actions:
-                        await self._perform(action)
+                        await self._perform(action, metadata)
+                        metadata = None
             except (_SocketGone, trio.EndOfChannel):
                 return
 
     @staticmethod
-    async def _wait_for(trigger: Trigger, client_events: trio.MemoryReceiveChannel[BaseModel]) -> None:
+    async def _wait_for(
+        trigger: Trigger, client_events: trio.MemoryReceiveChannel[BaseModel]
+    ) -> BaseModel | None:
+        """Wait for the trigger; return the client event that fired it (None for `Immediately`)."""
         if isinstance(trigger, Immediately):
-            return
+            return None
         seen = 0
-        while seen < trigger.count:
+        while True:
             event = await client_events.receive()
             if event.type == trigger.type:
                 seen += 1
+                if seen >= trigger.count:
+                    return event
 
-    async def _perform(self, action: Action) -> None:
+    async def _perform(self, action: Action, metadata: dict[str, str] | None = None) -> None:
         match action:
             case Respond():
-                await self._respond(action)
+                await self._respond(action, metadata)
             case UserSpeech():
                 await self._user_turn(action)
             case SendError():
@@ -1075,6 +1094,8 @@ class _SessionRunner:
         output: list[dict[str, Any]],
         reason: str | None,
         audio_ms: int = 0,
+        *,
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         voice = self._session.get("audio", {}).get("output", {}).get("voice")
         audio_output: dict[str, Any] = {"format": self._output_format}
@@ -1104,19 +1125,19 @@ class _SessionRunner:
             }
             if done
             else None,
-            "metadata": None,
+            "metadata": metadata,
         }
 
-    async def _respond(self, respond: Respond) -> None:
+    async def _respond(self, respond: Respond, metadata: dict[str, str] | None = None) -> None:
         if self._active_response is not None:
             raise FakeRealtimeBug("scenario started a response while another one is active")
-        active = self._active_response = _ActiveResponse(self._id("resp"))
+        active = self._active_response = _ActiveResponse(self._id("resp"), metadata)
         try:
             await self._emit(
                 {
                     "type": "response.created",
                     "event_id": self._id("event"),
-                    "response": self._response_object(active.id, "in_progress", [], None),
+                    "response": self._response_object(active.id, "in_progress", [], None, metadata=metadata),
                 }
             )
             await self._emit(
@@ -1152,7 +1173,9 @@ class _SessionRunner:
                 {
                     "type": "response.done",
                     "event_id": self._id("event"),
-                    "response": self._response_object(active.id, status, finished, reason, audio_ms),
+                    "response": self._response_object(
+                        active.id, status, finished, reason, audio_ms, metadata=active.metadata
+                    ),
                 }
             )
         finally:
