@@ -73,6 +73,7 @@ def build_state_machine(model_class: type | None = None, machine_class: type[Mac
         initial="greeting",
         auto_transitions=False,
         ignore_invalid_triggers=True,
+        after_state_change="note_state",
         **kwargs,
     )
 
@@ -110,6 +111,8 @@ class CallMachine:
         self.close_realtime_sent = False
         self.close_media_sent = False
         self.trail: list[TrailEntry] = []
+        # Every state entered, in order, including those passed through within one event (classify).
+        self.states_visited: list[str] = [STATES[0]]
         self.faults = 0
         self._effects: list[CallEffect] = []
 
@@ -338,6 +341,9 @@ class CallMachine:
 
     def report_finished(self) -> None:
         self._emit(CallFinished(self.outcome))
+
+    def note_state(self) -> None:
+        self.states_visited.append(self.state)
 
     # ------------------------------------------------------------------ helpers
 

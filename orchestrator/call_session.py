@@ -1,0 +1,505 @@
+"""One call's session: the Media Stream, the engine and the call machine, inside one Trio nursery.
+
+    call nursery
+    ├── media reader   Twilio frames → caller audio to the engine, mark echoes, hang-up
+    ├── driver         the only task that feeds the machine and carries out its effects, in order
+    ├── timers         WakeAt effects
+    └── session task   async with engine:            (nested: the engine's lifetime)
+                           engine reader             agent audio → Twilio (+ marks), barge-in
+                       # the engine is closed here, on every path
+                       close the Media Stream        (only here, after the block)
+
+The Media Stream is closed by the session task, lexically after the engine's `async with`; nothing
+else closes it. That structure, not a flag, is what puts "Realtime closed" before "stream closed"
+(and so before Twilio requests the action URL). `realtime_closed` lets the action URL handler wait
+for the hang-up path, where Twilio closes the stream first.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from bridge.media_stream import (
+    DtmfMessage,
+    MarkMessage,
+    MarkTracker,
+    MediaFrame,
+    MediaStreamCounters,
+    MediaStreamProtocolError,
+    StartMessage,
+    StopMessage,
+    UnknownTwilioMessage,
+    clear_frame,
+    decoded_base64_length,
+    mark_frame,
+    media_frame,
+    parse_twilio_message,
+)
+from machines import events as ev
+from machines.call_machine import TRIAGE_OPEN, CallFlow, CallMachine
+from machines.decision import DispatchDecision
+from machines.effects import (
+    AnswerTool,
+    CallEffect,
+    CallFinished,
+    CloseMedia,
+    CloseRealtime,
+    Line,
+    PersistDecision,
+    Speak,
+    WakeAt,
+)
+from machines.policy import CallHistory
+from orchestrator.call_logging import call_logger
+from orchestrator.call_store import CallStore, PassOutcome, TriagePass
+from orchestrator.call_tools import ToolRejected, interpret_tool_call, line_instructions, tool_output
+from orchestrator.routing_config import RoutingConfig
+from orchestrator.server_metrics import ServerMetrics
+from orchestrator.triage_engine import (
+    AgentAudio,
+    AgentTranscript,
+    CallerSpeechStarted,
+    CallerTranscript,
+    EngineCall,
+    EngineConnector,
+    EngineEvent,
+    EngineProblem,
+    EngineUnavailable,
+    ResponseFinished,
+    ResponseStarted,
+    ToolCallReady,
+    TriageEngine,
+)
+
+# Lines whose end the machine waits for (their mark echo becomes GreetingPlayed / HandoffPlayed).
+_LINE_PLAYED = {Line.GREETING.value: ev.GreetingPlayed, Line.HANDOFF.value: ev.HandoffPlayed}
+# Routes whose TwiML speaks for itself: a spoken "putting you through" would be wrong before them.
+_SILENT_HANDOFF_KINDS = frozenset({"resolve", "voicemail"})
+# How many trail notes a finished pass keeps in the store.
+_KEPT_NOTES = 20
+# Slack on top of budget and handoff line before a session is cut short as hung (a bug, not a path).
+_HUNG_CALL_SLACK_S = 60.0
+
+
+class MediaSocket(Protocol):
+    """The Twilio side of the call as the session needs it (the server adapts its WebSocket)."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, or None once the socket is closed."""
+
+    async def send_text(self, text: str) -> None:
+        """Send a text frame; a closed socket drops it silently."""
+
+    async def close(self, code: int = 1000) -> None:
+        """Close (idempotent)."""
+
+
+@dataclass
+class SessionDeps:
+    """What every call session is built from: one set per server (the composition root makes it)."""
+
+    config: RoutingConfig
+    flow: CallFlow
+    store: CallStore
+    connector: EngineConnector
+    metrics: ServerMetrics
+    shutting_down: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class _EngineNotice:
+    """An engine event the driver decides on, handed over by the engine reader."""
+
+    event: ResponseStarted | ResponseFinished | EngineProblem | ToolCallReady
+
+
+class CallSession:
+    """Runs one triage pass of a call from the stream's `start` until nothing of it remains."""
+
+    def __init__(
+        self,
+        deps: SessionDeps,
+        socket: MediaSocket,
+        start: StartMessage,
+        triage_pass: TriagePass,
+        history: CallHistory,
+    ) -> None:
+        self.deps = deps
+        self.socket = socket
+        self.stream_sid = start.stream_sid
+        self.triage_pass = triage_pass
+        self.history = history
+        self.call_sid = triage_pass.call_sid
+        self.log = call_logger(self.call_sid, self.stream_sid).bind(triage_pass=triage_pass.number)
+        # Set once the engine's socket is closed (or was never opened); the action URL waits on it.
+        self.realtime_closed = trio.Event()
+        self.finished = trio.Event()
+        self.machine: CallMachine | None = None
+        self.counters = MediaStreamCounters()
+
+        self._engine: TriageEngine | None = None
+        self._engine_scope = trio.CancelScope()
+        self._events_in, self._events_out = trio.open_memory_channel[object](math.inf)
+        self._teardown_ready = trio.Event()
+        self._machine_ended = trio.Event()
+        self._close_media_requested = False
+        self._decision: DispatchDecision | None = None
+        self._nursery: trio.Nursery | None = None
+        # Outbound audio and barge-in (engine reader only).
+        self._tracker = MarkTracker()
+        self._tag_by_response: dict[str, str | None] = {}
+        self._current_item: str | None = None
+        self._cleared_items: set[str] = set()
+        self._line_marks: dict[str, str] = {}  # mark name → line tag
+        # Requests to the engine (driver only).
+        self._response_active = False
+        self._pending_outputs: list[tuple[str, str]] = []
+        self._pending_line: Speak | None = None
+        self._pending_continue = False
+        self._last_request: tuple[str, Speak | None] | None = None
+        self._request_ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ the session task
+
+    async def run(self) -> None:
+        flow = self.deps.flow
+        machine = self.machine = flow.start_call(self.call_sid, self.history)
+        self.deps.metrics.calls_started.inc()
+        self.deps.metrics.active_calls.inc()
+        self.log.info("triage started", entry_node=self.history.entry_node, state=machine.state)
+        policy = flow.policy
+        hung_after = policy.budget_s + policy.handoff_line_timeout_s + _HUNG_CALL_SLACK_S
+        try:
+            with trio.move_on_after(hung_after) as guard:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._read_media)
+                    nursery.start_soon(self._drive)
+                    nursery.start_soon(self._fail_on_shutdown)
+                    self._post_effects(machine.start())
+                    with self._engine_scope:
+                        await self._run_engine()
+                    # The engine is closed here, on every path.
+                    self.realtime_closed.set()
+                    self._post(ev.RealtimeClosed())
+                    await self._teardown_ready.wait()
+                    if self._close_media_requested:
+                        await self.socket.close(1000)
+                        self._post(ev.MediaClosed())
+                    await self._machine_ended.wait()
+                    nursery.cancel_scope.cancel()
+            if guard.cancelled_caught:
+                self.log.error("session hung and was cut short", state=machine.state)
+        finally:
+            self.realtime_closed.set()
+            with trio.CancelScope(shield=True):
+                await self.socket.close(1000)
+                await self._record_outcome(machine)
+            flow.dispose(machine)
+            self.deps.metrics.active_calls.dec()
+            self.deps.metrics.calls_finished.labels(machine.outcome).inc()
+            self.finished.set()
+            self.log.info("triage finished", outcome=machine.outcome, state=machine.state)
+
+    async def _run_engine(self) -> None:
+        try:
+            async with self.deps.connector.connect(EngineCall(self.call_sid)) as engine:
+                self._engine = engine
+                async with trio.open_nursery() as engine_nursery:
+                    engine_nursery.start_soon(self._read_engine, engine, engine_nursery.cancel_scope)
+                    self._post(ev.RealtimeOpened())
+                    await trio.sleep_forever()
+        except EngineUnavailable as unavailable:
+            self.deps.metrics.engine_unavailable.inc()
+            self.log.warning("engine unavailable", reason=unavailable.reason)
+            self._post(ev.EngineFailed(f"engine_unavailable: {unavailable.reason}"))
+        finally:
+            self._engine = None
+
+    async def _record_outcome(self, machine: CallMachine) -> None:
+        notes = tuple(f"{entry.event}: {entry.note}" for entry in machine.trail if entry.note)[-_KEPT_NOTES:]
+        outcome = PassOutcome(machine.outcome, tuple(machine.states_visited), machine.faults, notes)
+        try:
+            with trio.fail_after(5):
+                await self.deps.store.finish_pass(self.call_sid, self.triage_pass.number, outcome)
+        except Exception as error:  # the outcome is a record; losing it must not break teardown
+            self.deps.metrics.store_errors.inc()
+            self.log.error("could not record the outcome", error=repr(error))
+
+    # ------------------------------------------------------------------ the driver
+
+    def _post(self, item: object) -> None:
+        try:
+            self._events_in.send_nowait(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the driver is done: the call is over
+
+    def _post_effects(self, effects: list[CallEffect]) -> None:
+        # Only the start-of-call effects are posted; everything else is executed by the driver.
+        for effect in effects:
+            if isinstance(effect, WakeAt):
+                self._wake_at(effect.at)
+
+    async def _drive(self) -> None:
+        machine = self.machine
+        assert machine is not None
+        async with self._events_out:
+            async for item in self._events_out:
+                if isinstance(item, _EngineNotice):
+                    await self._on_engine_notice(item.event)
+                else:
+                    await self._handle(item)
+                # One flush per input: the effects of one event make at most one response request.
+                await self._flush_requests()
+                if machine.is_finished:
+                    return
+
+    async def _handle(self, event: ev.CallEvent) -> None:
+        assert self.machine is not None
+        for effect in self.machine.handle(event):
+            await self._execute(effect)
+
+    async def _execute(self, effect: CallEffect) -> None:
+        match effect:
+            case WakeAt(at=at):
+                self._wake_at(at)
+            case Speak():
+                if self._decision is not None and effect.line is Line.HANDOFF and (
+                    self._decision.route_kind in _SILENT_HANDOFF_KINDS
+                ):
+                    self._post(ev.HandoffPlayed())  # nothing to say: the route's TwiML speaks
+                    return
+                self._pending_line = effect
+            case AnswerTool():
+                self._pending_outputs.append((effect.tool_call_id, tool_output(effect)))
+            case PersistDecision(decision=decision):
+                self._decision = decision
+                await self._persist(decision)
+            case CloseRealtime():
+                self._engine_scope.cancel()
+            case CloseMedia():
+                self._engine_scope.cancel()
+                self._close_media_requested = True
+                self._teardown_ready.set()
+            case CallFinished():
+                self._teardown_ready.set()
+                self._machine_ended.set()
+
+    async def _persist(self, decision: DispatchDecision) -> None:
+        self.deps.metrics.decisions.labels(decision.route_kind, str(decision.reason)).inc()
+        self.log.info(
+            "decision", route=decision.route, kind=decision.route_kind, reason=str(decision.reason),
+            intent=decision.intent, confidence=decision.confidence,
+        )
+        try:
+            with trio.fail_after(5):
+                stored = await self.deps.store.save_decision(self.call_sid, self.triage_pass.number, decision)
+        except Exception as error:  # /voice/after then answers the fallback route: the caller is not dropped
+            self.deps.metrics.store_errors.inc()
+            self.log.error("could not persist the decision", error=repr(error))
+            return
+        if stored != decision:
+            self.log.warning("a decision was already stored for this pass; it stands", stored=stored.route)
+
+    def _wake_at(self, at: float) -> None:
+        async def wake() -> None:
+            await trio.sleep_until(at)
+            self._post(ev.TimerFired())
+
+        if self._nursery is not None:
+            self._nursery.start_soon(wake)
+
+    async def _fail_on_shutdown(self) -> None:
+        await self.deps.shutting_down.wait()
+        self._post(ev.EngineFailed("server_shutdown"))
+
+    # ------------------------------------------------------------------ requests to the engine (driver)
+
+    async def _on_engine_notice(self, event: ResponseStarted | ResponseFinished | EngineProblem | ToolCallReady) -> None:
+        match event:
+            case ResponseStarted():
+                self._response_active = True
+            case ResponseFinished():
+                self._response_active = False
+            case ToolCallReady():
+                await self._on_tool_call(event)
+            case EngineProblem():
+                await self._on_engine_problem(event)
+
+    async def _on_tool_call(self, call: ToolCallReady) -> None:
+        interpreted = interpret_tool_call(self.deps.config, call.name, call.arguments_json, call.call_id)
+        if isinstance(interpreted, ToolRejected):
+            self.deps.metrics.tool_rejections.labels(call.name[:40]).inc()
+            self.log.info("tool call rejected", tool=call.name, problems=list(interpreted.problems))
+            self._pending_outputs.append((interpreted.call_id, interpreted.output))
+            return
+        await self._handle(interpreted)
+
+    async def _on_engine_problem(self, problem: EngineProblem) -> None:
+        self.deps.metrics.engine_problems.labels(problem.code[:60], str(problem.fatal).lower()).inc()
+        last = self._last_request
+        if not problem.fatal:
+            self.log.info("engine reported a harmless problem", code=problem.code)
+            if last is not None and problem.request_id == last[0]:
+                # Our response request lost a race with one the engine started itself: ask again after it.
+                self._last_request = None
+                self._response_active = True
+                if last[1] is not None and self._pending_line is None:
+                    self._pending_line = last[1]
+                elif last[1] is None:
+                    self._pending_continue = True
+            return
+        self.log.warning("engine failed", code=problem.code, message=problem.message[:200])
+        await self._handle(ev.EngineFailed(f"engine_error: {problem.code}"))
+
+    async def _flush_requests(self) -> None:
+        """Tool outputs and the next line go out only when no response is active (protocol rule).
+
+        "Active" is what the engine last reported, not what we asked for: a request the engine refuses
+        because it started a response itself comes back as a harmless problem and is asked again."""
+        engine = self._engine
+        if engine is None:
+            self._pending_outputs.clear()
+            self._pending_line = None
+            self._pending_continue = False
+            return
+        if self._response_active:
+            return
+        outputs, self._pending_outputs = self._pending_outputs, []
+        for call_id, output in outputs:
+            await engine.send_tool_output(call_id, output)
+        line, self._pending_line = self._pending_line, None
+        # After the decision the agent only says the handoff line; a tool answer alone asks for nothing.
+        wants_continue = (bool(outputs) or self._pending_continue) and self._forwarding_audio()
+        self._pending_continue = False
+        if line is None and not wants_continue:
+            return
+        request_id = f"request_{next(self._request_ids)}"
+        self._last_request = (request_id, line)
+        if line is None:
+            await engine.speak(None, tag=None, request_id=request_id)
+        else:
+            await engine.speak(line_instructions(self.deps.config, line), tag=line.line.value, request_id=request_id)
+
+    # ------------------------------------------------------------------ the engine reader
+
+    async def _read_engine(self, engine: TriageEngine, engine_scope: trio.CancelScope) -> None:
+        try:
+            async for event in engine.events():
+                await self._on_engine_event(engine, event)
+        finally:
+            # The engine's connection ended (or we are leaving): nothing keeps its block open.
+            engine_scope.cancel()
+
+    async def _on_engine_event(self, engine: TriageEngine, event: EngineEvent) -> None:
+        machine = self.machine
+        assert machine is not None
+        if isinstance(event, AgentAudio):
+            await self._play(event)
+        elif isinstance(event, ResponseStarted):
+            self._tag_by_response[event.response_id] = event.tag
+            self._post(_EngineNotice(event))
+        elif isinstance(event, ResponseFinished):
+            tag = self._tag_by_response.pop(event.response_id, event.tag)
+            if tag in _LINE_PLAYED:
+                await self._mark_line_end(tag)
+            self._post(_EngineNotice(ResponseFinished(event.response_id, tag, event.status)))
+        elif isinstance(event, CallerSpeechStarted):
+            if machine.state in TRIAGE_OPEN:
+                await self._barge_in(engine)
+        elif isinstance(event, CallerTranscript):
+            self.log.debug("caller said", chars=len(event.text))
+            self._post(ev.CallerSpoke(event.text))
+        elif isinstance(event, AgentTranscript):
+            self.log.debug("agent said", chars=len(event.text))
+        else:  # ToolCallReady, EngineProblem: decided by the driver
+            self._post(_EngineNotice(event))
+
+    async def _play(self, audio: AgentAudio) -> None:
+        machine = self.machine
+        assert machine is not None
+        if audio.item_id in self._cleared_items:
+            return  # a late delta of what the caller interrupted
+        if machine.state not in TRIAGE_OPEN and self._tag_by_response.get(audio.response_id) != Line.HANDOFF.value:
+            return  # once decided, the agent says the handoff line and nothing else
+        n_bytes = decoded_base64_length(audio.payload_b64)
+        if n_bytes <= 0:
+            return
+        self._current_item = audio.item_id
+        tracker = self._tracker
+        # Bookkeeping before each send, so an echo can never overtake it (MarkTracker's contract).
+        tracker.on_audio_sent(audio.item_id, n_bytes)
+        await self.socket.send_text(media_frame(self.stream_sid, audio.payload_b64))
+        name = tracker.next_mark_name()
+        tracker.on_mark_sent(name)
+        await self.socket.send_text(mark_frame(self.stream_sid, name))
+
+    async def _mark_line_end(self, tag: str) -> None:
+        name = f"line-{tag}-{len(self._line_marks) + 1}"
+        self._line_marks[name] = tag
+        self._tracker.on_mark_sent(name)
+        await self.socket.send_text(mark_frame(self.stream_sid, name))
+
+    async def _barge_in(self, engine: TriageEngine) -> None:
+        tracker = self._tracker
+        if tracker.pending_marks == 0:
+            return  # everything sent was already played: nothing to stop
+        self.deps.metrics.barge_ins.inc()
+        tracker.on_clear_sent()
+        await self.socket.send_text(clear_frame(self.stream_sid))
+        item = self._current_item
+        if item is None:
+            return
+        self._cleared_items.add(item)
+        played, sent = tracker.played_ms(item), tracker.sent_ms(item)
+        self.log.info("barge-in", played_ms=played, sent_ms=sent)
+        if 0 < sent and played < sent:
+            await engine.truncate(item, played)
+
+    # ------------------------------------------------------------------ the media reader
+
+    async def _read_media(self) -> None:
+        while True:
+            frame = await self.socket.receive()
+            if frame is None:
+                self._post(ev.MediaClosed())
+                return
+            try:
+                message = parse_twilio_message(frame)
+            except MediaStreamProtocolError as error:
+                self.counters.record_error(error)
+                self.deps.metrics.media_errors.labels(error.kind).inc()
+                if self.counters.errors_by_kind[error.kind] == 1:
+                    self.log.warning("unusable Twilio frame", kind=error.kind, detail=error.detail[:120])
+                continue
+            if isinstance(message, MediaFrame):
+                engine = self._engine
+                if engine is not None and self._forwarding_audio():
+                    await engine.send_caller_audio(message.payload)
+            elif isinstance(message, MarkMessage):
+                self._on_mark_echo(message.mark.name)
+            elif isinstance(message, StopMessage):
+                self._post(ev.CallerHungUp())
+            elif isinstance(message, DtmfMessage):
+                self.log.info("caller pressed a key", digit=message.dtmf.digit[:2])
+            elif isinstance(message, UnknownTwilioMessage):
+                self.counters.record_unknown(message)
+                self.deps.metrics.media_unknown_events.inc()
+            else:
+                self.log.debug("repeated stream set-up message ignored", event=message.event)
+
+    def _forwarding_audio(self) -> bool:
+        # After the decision the caller is no longer heard: the agent must not answer again.
+        return self.machine is not None and self.machine.state in TRIAGE_OPEN
+
+    def _on_mark_echo(self, name: str) -> None:
+        self._tracker.on_mark_echoed(name)
+        tag = self._line_marks.pop(name, None)
+        if tag is not None:
+            # Played or cleared by a barge-in: either way the line is over.
+            self._post(_LINE_PLAYED[tag]())
+

@@ -1,0 +1,167 @@
+"""The OpenAI Realtime engine: `bridge.realtime` (the GA wire protocol) behind the `TriageEngine` interface.
+
+The same engine serves the real endpoint, Azure OpenAI or a proxy (all configuration), and the fake
+Realtime server (`orchestrator.testing.fake_realtime`) used by tests and by `serve --engine fake`.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import date
+from typing import Any
+
+from openai.types.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    ResponseAudioDeltaEvent,
+    ResponseAudioTranscriptDoneEvent,
+    ResponseCreatedEvent,
+    ResponseDoneEvent,
+)
+
+from bridge.realtime import (
+    RealtimeConnection,
+    RealtimeConnectionClosed,
+    RealtimeFailure,
+    RealtimeSettings,
+    ServerEvent,
+    ToolCallCollector,
+    error_of,
+    open_realtime,
+)
+from orchestrator.triage_engine import (
+    AgentAudio,
+    AgentTranscript,
+    CallerSpeechStarted,
+    CallerTranscript,
+    EngineCall,
+    EngineEvent,
+    EngineProblem,
+    EngineUnavailable,
+    ResponseFinished,
+    ResponseStarted,
+    ToolCallReady,
+)
+
+log = logging.getLogger(__name__)
+
+# Errors the Realtime server sends that leave the session usable (protocols/openai-realtime.md §3, §4, §8).
+HARMLESS_ERROR_CODES = frozenset(
+    {
+        "conversation_already_has_active_response",  # our response.create raced one started by VAD
+        "response_cancel_not_active",
+        "input_audio_buffer_commit_empty",
+        "unsupported_content_type",  # a truncate of an item with no audio
+    }
+)
+TAG_KEY = "tag"  # response metadata key carrying the tag given to speak()
+_TRUNCATE_ID_PREFIX = "truncate_"  # a truncate the server found too long is harmless
+
+
+class RealtimeEngine:
+    """One call's Realtime session, seen as a `TriageEngine`. Sends on a closed socket are dropped:
+    the end of `events()` is how the session learns that the engine is gone."""
+
+    def __init__(self, connection: RealtimeConnection) -> None:
+        self._connection = connection
+        self._tools = ToolCallCollector()
+        self._tags: dict[str, str | None] = {}
+        self._truncates = itertools.count(1)
+
+    async def send_caller_audio(self, payload_b64: str) -> None:
+        await self._quietly(self._connection.append_audio(payload_b64))
+
+    async def speak(self, instructions: str | None, *, tag: str | None, request_id: str | None = None) -> None:
+        metadata = {TAG_KEY: tag} if tag is not None else None
+        await self._quietly(self._connection.create_response(instructions, metadata=metadata, event_id=request_id))
+
+    async def send_tool_output(self, call_id: str, output: str) -> None:
+        await self._quietly(self._connection.send_function_output(call_id, output, respond=False))
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        event_id = f"{_TRUNCATE_ID_PREFIX}{next(self._truncates)}"
+        await self._quietly(self._connection.truncate(item_id, 0, audio_end_ms, event_id=event_id))
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        async for event in self._connection.events():
+            for translated in self._translate(event):
+                yield translated
+
+    def _translate(self, event: ServerEvent) -> Sequence[EngineEvent]:
+        # Ordered by frequency: audio deltas are most of the traffic.
+        if isinstance(event, ResponseAudioDeltaEvent):
+            return (AgentAudio(event.response_id, event.item_id, event.delta),)
+        ready = [
+            ToolCallReady(call.call_id, call.name, call.arguments_json, call.response_id)
+            for call in self._tools.feed(event)
+        ]
+        if isinstance(event, ResponseDoneEvent):
+            response = event.response
+            response_id = response.id or ""
+            tag = self._tags.pop(response_id, _tag_of(response.metadata))
+            return (*ready, ResponseFinished(response_id, tag, response.status or "completed"))
+        if ready:
+            return ready
+        if isinstance(event, ResponseCreatedEvent):
+            response_id = event.response.id or ""
+            tag = self._tags[response_id] = _tag_of(event.response.metadata)
+            return (ResponseStarted(response_id, tag),)
+        if isinstance(event, InputAudioBufferSpeechStartedEvent):
+            return (CallerSpeechStarted(),)
+        if isinstance(event, ConversationItemInputAudioTranscriptionCompletedEvent):
+            return (CallerTranscript(event.transcript),) if event.transcript.strip() else ()
+        if isinstance(event, ResponseAudioTranscriptDoneEvent):
+            return (AgentTranscript(event.transcript),)
+        error = error_of(event)
+        if error is not None:
+            code = error.code or error.type or "error"
+            request_id = error.event_id
+            harmless = code in HARMLESS_ERROR_CODES or (request_id or "").startswith(_TRUNCATE_ID_PREFIX)
+            return (EngineProblem(code, error.message or "", fatal=not harmless, request_id=request_id),)
+        return ()
+
+    @staticmethod
+    async def _quietly(send: Any) -> None:
+        try:
+            await send
+        except RealtimeConnectionClosed:
+            log.debug("realtime socket closed; a send was dropped")
+
+
+def _tag_of(metadata: Mapping[str, str] | None) -> str | None:
+    return (metadata or {}).get(TAG_KEY)
+
+
+class RealtimeConnector:
+    """Opens a configured Realtime session per call (waits for session.updated before it is used)."""
+
+    name = "realtime"
+
+    def __init__(
+        self,
+        settings: RealtimeSettings,
+        *,
+        instructions: str,
+        tools: Sequence[Mapping[str, Any]],
+        transcription_model: str | None = None,
+        label: str = "realtime",
+    ) -> None:
+        self.settings = settings
+        self.instructions = instructions
+        self.tools = list(tools)
+        self.transcription = {"model": transcription_model} if transcription_model else None
+        self.name = label
+
+    @asynccontextmanager
+    async def connect(self, call: EngineCall) -> AsyncIterator[RealtimeEngine]:
+        async with AsyncExitStack() as stack:
+            try:
+                connection = await stack.enter_async_context(open_realtime(self.settings))
+                # The date is per call so the model can turn "next Tuesday" into YYYY-MM-DD.
+                instructions = f"{self.instructions}\n\nToday's date is {date.today().isoformat()}."
+                await connection.configure(instructions, self.tools, transcription=self.transcription)
+            except RealtimeFailure as failure:
+                raise EngineUnavailable(f"{type(failure).__name__}: {failure}") from failure
+            yield RealtimeEngine(connection)

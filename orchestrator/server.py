@@ -1,0 +1,389 @@
+"""The HTTP and WebSocket face of the front desk: one Starlette app, served by hypercorn under Trio.
+
+    POST /voice/incoming      Twilio's voice webhook (or a Studio TwiML Redirect widget): opens a triage
+                              pass and answers <Connect action><Stream><Parameter/></Stream></Connect>
+    WS   /media               the Media Stream; one CallSession per stream
+    POST /voice/after         the <Connect action>: the TwiML of the pass's decision, else the fallback
+    POST /voice/recorded      the <Record action> of the voicemail route: <Hangup/>
+    GET  /calls/{sid}/handoff the decision for a Studio flow started fresh (signed, or a bearer token)
+    GET  /calls/{sid}         the call's record: passes, state paths, decisions (signed)
+    GET  /healthz, /metrics
+
+Every Twilio-facing request is checked against `X-Twilio-Signature` (403 when it fails). Whatever goes
+wrong on the way, a caller gets TwiML that moves the call on, never silence.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketState
+from twilio.twiml.voice_response import VoiceResponse
+
+from bridge.media_stream import MediaStreamProtocolError, StartMessage, parse_twilio_message
+from machines.call_machine import CallFlow
+from machines.policy import CallHistory
+from orchestrator.call_logging import mask_phone
+from orchestrator.call_session import CallSession, SessionDeps
+from orchestrator.call_store import CallStore, TriagePass, decision_to_json
+from orchestrator.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml
+from orchestrator.routing_config import RoutingConfig, StudioRoute, studio_node_key
+from orchestrator.server_metrics import METRICS_CONTENT_TYPE, ServerMetrics
+from orchestrator.triage_engine import EngineConnector
+from orchestrator.twilio_signature import SIGNATURE_HEADER, TwilioSignatureCheck
+
+log = structlog.get_logger("orchestrator.server")
+
+TWIML_MEDIA_TYPE = "application/xml"
+# Names of the <Parameter>s that tie a Media Stream to the pass that /voice/incoming opened.
+PASS_PARAMETER = "pass"
+TOKEN_PARAMETER = "pass_token"
+_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+_FLOW_SID = re.compile(r"FW[0-9a-fA-F]{32}")
+_WIDGET = re.compile(r"[^\s/]{1,64}")
+# Only what a voicemail or a hang-up needs: the answer when nothing else could be built.
+_LAST_RESORT_LINE = "Sorry, we could not connect your call. Please call again later."
+
+
+@dataclass
+class ServerState:
+    """Everything the endpoints share, built once by the composition root."""
+
+    config: RoutingConfig
+    store: CallStore
+    connector: EngineConnector
+    signature: TwilioSignatureCheck
+    public_url: str
+    media_stream_url: str
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    handoff_token: str | None = None
+    after_wait_s: float = 5.0
+    stream_start_timeout_s: float = 10.0
+    max_concurrent_calls: int = 500
+    arm: str = "ai"
+    shutting_down: trio.Event = field(default_factory=trio.Event)
+    sessions: dict[tuple[str, int], CallSession] = field(default_factory=dict)
+    flow: CallFlow = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.flow = CallFlow(self.config.triage_policy(), trio.current_time)
+
+    @property
+    def session_deps(self) -> SessionDeps:
+        return SessionDeps(self.config, self.flow, self.store, self.connector, self.metrics, self.shutting_down)
+
+    def public(self, path: str) -> str:
+        return self.public_url + path
+
+
+def build_app(state: ServerState) -> Starlette:
+    endpoints = _Endpoints(state)
+    app = Starlette(
+        routes=[
+            Route("/voice/incoming", endpoints.voice_incoming, methods=["POST"]),
+            WebSocketRoute("/media", endpoints.media_stream),
+            Route("/voice/after", endpoints.voice_after, methods=["POST"]),
+            Route("/voice/recorded", endpoints.voice_recorded, methods=["POST"]),
+            Route("/calls/{call_sid}/handoff", endpoints.call_handoff, methods=["GET"]),
+            Route("/calls/{call_sid}", endpoints.call_record, methods=["GET"]),
+            Route("/healthz", endpoints.healthz, methods=["GET"]),
+            Route("/metrics", endpoints.metrics, methods=["GET"]),
+        ],
+    )
+    app.state.front_desk = state
+    return app
+
+
+def _twiml(xml: str) -> Response:
+    return Response(xml, media_type=TWIML_MEDIA_TYPE)
+
+
+def _forbidden() -> Response:
+    return PlainTextResponse("invalid or missing X-Twilio-Signature", status_code=403)
+
+
+class _Endpoints:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def _signed_form(self, request: Request, endpoint: str) -> Any | None:
+        """The form of a signed Twilio POST, or None (counted) when the signature does not hold."""
+        form = await request.form()
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not self.state.signature.check_webhook(request.url.path, request.url.query, form, signature):
+            self.state.metrics.signature_failures.labels(endpoint).inc()
+            log.warning("refused: bad signature", endpoint=endpoint)
+            return None
+        return form
+
+    async def voice_incoming(self, request: Request) -> Response:
+        form = await self._signed_form(request, "voice_incoming")
+        if form is None:
+            return _forbidden()
+        state = self.state
+        call_sid = str(form.get("CallSid", ""))
+        if not _CALL_SID.fullmatch(call_sid):
+            return PlainTextResponse("CallSid missing or malformed", status_code=400)
+        facts = _call_facts(form, state.arm)
+        bound = log.bind(call_sid=call_sid, caller=mask_phone(facts.caller))
+        if state.shutting_down.is_set() or len(state.sessions) >= state.max_concurrent_calls:
+            bound.warning("not taking the call: fallback route", shutting_down=state.shutting_down.is_set())
+            return await self._fallback(facts, "capacity")
+        try:
+            triage_pass = await state.store.open_pass(
+                call_sid,
+                caller=facts.caller,
+                called=facts.called,
+                account_sid=facts.account_sid,
+                entry_node=_entry_node(request.query_params),
+                arm=state.arm,
+            )
+        except Exception as error:
+            state.metrics.store_errors.inc()
+            bound.error("cannot open a triage pass: fallback route", error=repr(error))
+            return await self._fallback(facts, "store_error")
+        response = VoiceResponse()
+        connect = response.connect(action=state.public(f"/voice/after?{PASS_PARAMETER}={triage_pass.number}"),
+                                   method="POST")
+        stream = connect.stream(url=state.media_stream_url)
+        stream.parameter(name=PASS_PARAMETER, value=str(triage_pass.number))
+        stream.parameter(name=TOKEN_PARAMETER, value=triage_pass.token)
+        bound.info("triage pass opened", triage_pass=triage_pass.number, entry_node=triage_pass.entry_node)
+        return _twiml(response.to_xml())
+
+    async def voice_after(self, request: Request) -> Response:
+        form = await self._signed_form(request, "voice_after")
+        if form is None:
+            return _forbidden()
+        state = self.state
+        facts = _call_facts(form, state.arm)
+        number = _int_or_none(request.query_params.get(PASS_PARAMETER))
+        session = state.sessions.get((facts.call_sid, number or 0))
+        if session is not None:
+            # The hang-up path: Twilio closed the stream first; the engine may still be closing.
+            with trio.move_on_after(state.after_wait_s):
+                await session.realtime_closed.wait()
+        try:
+            decision = None if number is None else await state.store.get_decision(facts.call_sid, number)
+            if decision is None:
+                return await self._fallback(facts, "no_decision")
+            twiml = dispatch_twiml(decision, state.config, facts, public_url=state.public_url)
+            route = state.config.routes.get(decision.route)
+            if isinstance(route, StudioRoute):
+                await state.store.record_visit(facts.call_sid, route.studio_node)
+            await state.store.mark_answered(facts.call_sid, number, decision.route)
+        except Exception as error:
+            state.metrics.store_errors.inc()
+            log.error("answering the action URL failed: fallback route", call_sid=facts.call_sid, error=repr(error))
+            return await self._fallback(facts, "error")
+        state.metrics.after_answers.labels("decision").inc()
+        return _twiml(twiml)
+
+    async def _fallback(self, facts: CallFacts, source: str) -> Response:
+        self.state.metrics.after_answers.labels(source).inc()
+        try:
+            return _twiml(fallback_twiml(self.state.config, facts, public_url=self.state.public_url))
+        except Exception as error:  # still never silence
+            log.error("fallback TwiML failed", error=repr(error))
+            response = VoiceResponse()
+            response.say(_LAST_RESORT_LINE)
+            response.hangup()
+            return _twiml(response.to_xml())
+
+    async def voice_recorded(self, request: Request) -> Response:
+        if await self._signed_form(request, "voice_recorded") is None:
+            return _forbidden()
+        response = VoiceResponse()
+        response.hangup()
+        return _twiml(response.to_xml())
+
+    # ------------------------------------------------------------------ reading calls back
+
+    def _signed_get(self, request: Request) -> bool:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        return self.state.signature.check_webhook(request.url.path, request.url.query, {}, signature)
+
+    def _bearer_ok(self, request: Request) -> bool:
+        token = self.state.handoff_token
+        given = request.headers.get("authorization", "")
+        return bool(token) and given.startswith("Bearer ") and secrets.compare_digest(given[7:], token)
+
+    async def call_handoff(self, request: Request) -> Response:
+        if not (self._bearer_ok(request) or self._signed_get(request)):
+            self.state.metrics.signature_failures.labels("call_handoff").inc()
+            return _forbidden()
+        record = await self.state.store.call_record(request.path_params["call_sid"])
+        decided = [p for p in (record.passes if record else ()) if p.decision is not None]
+        if not decided:
+            return JSONResponse({"error": "no handoff for this call"}, status_code=404)
+        latest = decided[-1]
+        body = {"call_sid": record.call_sid, "pass": latest.triage_pass.number, **decision_to_json(latest.decision)}
+        return JSONResponse(body)
+
+    async def call_record(self, request: Request) -> Response:
+        if not self._signed_get(request):
+            self.state.metrics.signature_failures.labels("call_record").inc()
+            return _forbidden()
+        record = await self.state.store.call_record(request.path_params["call_sid"])
+        if record is None:
+            return JSONResponse({"error": "unknown call"}, status_code=404)
+        return Response(orjson.dumps(record.to_json()), media_type="application/json")
+
+    async def healthz(self, request: Request) -> Response:
+        state = self.state
+        return JSONResponse(
+            {
+                "status": "shutting_down" if state.shutting_down.is_set() else "ok",
+                "engine": state.connector.name,
+                "active_calls": len(state.sessions),
+                "signature_check": state.signature.enabled,
+            }
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    # ------------------------------------------------------------------ the Media Stream
+
+    async def media_stream(self, websocket: WebSocket) -> None:
+        state = self.state
+        signature = websocket.headers.get(SIGNATURE_HEADER)
+        if not state.signature.check_websocket(websocket.url.path, websocket.url.query, signature):
+            state.metrics.signature_failures.labels("media").inc()
+            log.warning("refused: bad signature on the stream upgrade")
+            await websocket.close(code=1008)  # before accept: the server answers HTTP 403
+            return
+        await websocket.accept()
+        socket = StarletteMediaSocket(websocket)
+        try:
+            opened = await self._open_stream(socket)
+            if opened is None:
+                return
+            start, triage_pass = opened
+            history = CallHistory(
+                entry_node=triage_pass.entry_node,
+                visited_nodes=await state.store.visited_nodes(triage_pass.call_sid),
+            )
+            session = CallSession(state.session_deps, socket, start, triage_pass, history)
+            key = (triage_pass.call_sid, triage_pass.number)
+            state.sessions[key] = session
+            try:
+                await session.run()
+            finally:
+                if state.sessions.get(key) is session:
+                    del state.sessions[key]
+        finally:
+            await socket.close(1000)
+
+    async def _open_stream(self, socket: StarletteMediaSocket) -> tuple[StartMessage, TriagePass] | None:
+        """Wait for `start` and match it to an open pass by its token; None (socket closed) otherwise."""
+        state = self.state
+        start: StartMessage | None = None
+        with trio.move_on_after(state.stream_start_timeout_s):
+            while start is None:
+                frame = await socket.receive()
+                if frame is None:
+                    return None
+                try:
+                    message = parse_twilio_message(frame)
+                except MediaStreamProtocolError as error:
+                    state.metrics.media_errors.labels(error.kind).inc()
+                    continue
+                if isinstance(message, StartMessage):
+                    start = message
+        if start is None:
+            log.warning("no start message on the stream; closing it")
+            await socket.close(1008)
+            return None
+        call_sid = start.start.call_sid
+        parameters = start.start.custom_parameters
+        number = _int_or_none(parameters.get(PASS_PARAMETER))
+        token = parameters.get(TOKEN_PARAMETER, "")
+        triage_pass = None
+        if number is not None and _CALL_SID.fullmatch(call_sid):
+            triage_pass = await state.store.get_pass(call_sid, number)
+        if triage_pass is None or not secrets.compare_digest(token.encode(), triage_pass.token.encode()):
+            state.metrics.signature_failures.labels("media_token").inc()
+            log.warning("stream does not match an open triage pass; closing it", call_sid=call_sid)
+            await socket.close(1008)
+            return None
+        return start, triage_pass
+
+
+class StarletteMediaSocket:
+    """A Starlette WebSocket seen as the session's `MediaSocket`: closed sockets drop sends, never raise."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+        self._closed = False
+
+    async def receive(self) -> str | bytes | None:
+        if self._closed:
+            return None
+        try:
+            message = await self._websocket.receive()
+        except (RuntimeError, OSError):
+            message = {"type": "websocket.disconnect"}
+        if message["type"] == "websocket.disconnect":
+            self._closed = True
+            return None
+        text = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
+
+    async def send_text(self, text: str) -> None:
+        if self._closed:
+            return
+        try:
+            await self._websocket.send_text(text)
+        except Exception:  # the peer is gone; the reader sees the disconnect
+            self._closed = True
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        try:
+            with trio.move_on_after(2):
+                await self._websocket.close(code)
+        except Exception:
+            pass
+
+
+def _call_facts(form: Any, arm: str) -> CallFacts:
+    return CallFacts(
+        call_sid=str(form.get("CallSid", "")),
+        caller=str(form.get("From", "")),
+        called=str(form.get("To", "")),
+        account_sid=str(form.get("AccountSid", "")),
+        arm=arm,
+    )
+
+
+def _entry_node(query: Any) -> str | None:
+    """`?flow_sid=FW…&node=widget` on the webhook URL names the Studio node that sent the call to us."""
+    flow_sid, node = query.get("flow_sid"), query.get("node")
+    if not flow_sid or not _FLOW_SID.fullmatch(flow_sid):
+        return None
+    return studio_node_key(flow_sid, node if node and _WIDGET.fullmatch(node) else None)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,197 @@
+"""The composition root: builds the config, store, engine, signature check and app once, and serves them.
+
+`run_server` is what `orchestrator serve` runs and what the end-to-end tests run, so both exercise the
+same wiring; tests only swap in an engine connector pointed at their own fake.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from bridge.realtime import RealtimeSettings
+from orchestrator.call_store import CallStore, SqliteCallStore
+from orchestrator.call_tools import agent_instructions, realtime_tools
+from orchestrator.demo_engine import run_demo_engine
+from orchestrator.realtime_engine import RealtimeConnector
+from orchestrator.routing_config import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.server import ServerState, build_app
+from orchestrator.server_settings import ServerSettings, development_auth_token, media_stream_url
+from orchestrator.triage_engine import EngineConnector
+from orchestrator.twilio_signature import TwilioSignatureCheck
+
+STORE_FILE = "calls.sqlite3"
+# Twilio frames are ~300 bytes; anything near this is not Media Streams (the stream is closed, 1009).
+MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024
+
+
+@dataclass
+class RunningServer:
+    base_url: str  # where it listens, e.g. http://127.0.0.1:8080
+    public_url: str  # what Twilio is told (and signs)
+    auth_token: str
+    state: ServerState
+    announcements: list[str]
+    stop: Callable[[], None]
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ConfigError(f"{host}:{port}", None, f"cannot listen there ({error.strerror or error})") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def choose_engine(settings: ServerSettings) -> str:
+    if settings.engine != "auto":
+        return settings.engine
+    return "realtime" if settings.openai_api_key is not None else "fake"
+
+
+def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
+    if settings.openai_api_key is None and not settings.realtime_headers:
+        raise ConfigError(
+            "$OPENAI_API_KEY", None, "not set (needed by --engine realtime; or set ORCHESTRATOR_REALTIME_HEADERS)"
+        )
+    return RealtimeSettings(
+        url=settings.realtime_url,
+        model=settings.realtime_model,
+        api_key=settings.openai_api_key,
+        extra_headers=settings.realtime_headers,
+        voice=settings.realtime_voice,
+    )
+
+
+@asynccontextmanager
+async def run_server(
+    settings: ServerSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    config: RoutingConfig | None = None,
+    connector: EngineConnector | None = None,
+    store: CallStore | None = None,
+    access_log: bool = False,
+) -> AsyncIterator[RunningServer]:
+    """Serve until the block exits (or `stop()` is called, then wait out the calls in progress)."""
+    config = config or load_routing_config(settings.config)
+    announcements: list[str] = []
+    sock = _listening_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    base_url = f"http://{_url_host(host)}:{bound_port}"
+    public_url = settings.public_url or base_url
+
+    if settings.twilio_auth_token is not None:
+        auth_token = settings.twilio_auth_token.get_secret_value()
+    else:
+        auth_token = development_auth_token(settings.data_dir)
+        announcements.append(
+            f"TWILIO_AUTH_TOKEN is not set: signatures are checked with a development token kept in "
+            f"{settings.data_dir / 'dev-twilio-auth-token'} (`orchestrator call` uses it); real Twilio "
+            "requests get 403 until TWILIO_AUTH_TOKEN is set."
+        )
+    if settings.insecure_skip_signature_check:
+        announcements.append(
+            "WARNING: ORCHESTRATOR_INSECURE_SKIP_SIGNATURE_CHECK is on: X-Twilio-Signature is NOT checked. "
+            "Development only; anyone who can reach this server can drive it."
+        )
+    signature = TwilioSignatureCheck(auth_token, public_url, enabled=not settings.insecure_skip_signature_check)
+
+    async with AsyncExitStack() as stack:
+        if store is None:
+            store = await SqliteCallStore.open(settings.data_dir / STORE_FILE)
+            stack.push_async_callback(store.aclose)
+            purged = await store.purge_older_than(settings.retention_days * 86400)
+            if purged:
+                announcements.append(f"purged {purged} call records older than {settings.retention_days:g} days")
+        if connector is None:
+            instructions, tools = agent_instructions(config), realtime_tools(config)
+            engine = choose_engine(settings)
+            if engine == "realtime":
+                connector = RealtimeConnector(
+                    realtime_settings(settings),
+                    instructions=instructions,
+                    tools=tools,
+                    transcription_model=settings.transcription_model,
+                )
+                announcements.append(
+                    f"engine: OpenAI Realtime at {settings.realtime_url} (model {settings.realtime_model or 'from URL'})"
+                )
+            else:
+                connector = await stack.enter_async_context(
+                    run_demo_engine(
+                        config, instructions=instructions, tools=tools,
+                        transcription_model=settings.transcription_model,
+                    )
+                )
+                announcements.append(
+                    "engine: FAKE (no OPENAI_API_KEY). A scripted stand-in that does not listen to the caller: "
+                    f"it greets, then after ~1.5 s proposes '{config.intents[0].name if config.intents else '-'}'. "
+                    "Set OPENAI_API_KEY for real calls."
+                )
+        else:
+            announcements.append(f"engine: {connector.name} (given)")
+
+        state = ServerState(
+            config=config,
+            store=store,
+            connector=connector,
+            signature=signature,
+            public_url=public_url,
+            media_stream_url=media_stream_url(public_url),
+            handoff_token=settings.handoff_token.get_secret_value() if settings.handoff_token else None,
+            after_wait_s=settings.after_wait_seconds,
+            stream_start_timeout_s=settings.stream_start_timeout_seconds,
+            max_concurrent_calls=settings.max_concurrent_calls,
+        )
+        hypercorn = HypercornConfig()
+        hypercorn.bind = [f"fd://{sock.detach()}"]
+        hypercorn.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE_BYTES
+        hypercorn.graceful_timeout = settings.graceful_shutdown_seconds
+        hypercorn.accesslog = logging.getLogger("hypercorn.access") if access_log else None
+        hypercorn.errorlog = logging.getLogger("hypercorn.error")
+        stop_serving = trio.Event()
+
+        async def shutdown_trigger() -> None:
+            await stop_serving.wait()
+            # Calls in progress are told first (they take the fallback route and close in order), and the
+            # listener stays up meanwhile so their action URL requests are still answered.
+            state.shutting_down.set()
+            had_calls = bool(state.sessions)
+            with trio.move_on_after(settings.graceful_shutdown_seconds):
+                while state.sessions:
+                    await trio.sleep(0.05)
+                if had_calls:  # their action URL requests follow the stream's close
+                    await trio.sleep(min(1.0, settings.graceful_shutdown_seconds))
+
+        app = build_app(state)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(lambda task_status: hypercorn_serve(
+                app, hypercorn, shutdown_trigger=shutdown_trigger, task_status=task_status
+            ))
+            running = RunningServer(base_url, public_url, auth_token, state, announcements, stop_serving.set)
+            try:
+                yield running
+            finally:
+                stop_serving.set()

@@ -1,0 +1,137 @@
+"""The one small interface between a call's session and whoever listens to the caller.
+
+The session runner drives a `TriageEngine` and cannot tell which one it is: the OpenAI Realtime engine
+(`orchestrator.realtime_engine`), the same engine pointed at the protocol-faithful fake, or (later) an
+offline engine. An engine takes the caller's µ-law audio and requests to speak, and reports what happened
+as the plain `EngineEvent`s below; it knows nothing of routes or of the call machine.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+
+class EngineUnavailable(Exception):
+    """The engine could not be opened for this call (refused, timed out, misconfigured)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- events out of an engine
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudio:
+    """A chunk of the agent's speech, base64 µ-law 8 kHz, to be played to the caller as is."""
+
+    response_id: str
+    item_id: str
+    payload_b64: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarted:
+    """The agent started a response; `tag` is the one given to `speak`, None for one it started itself."""
+
+    response_id: str
+    tag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFinished:
+    """A response ended (`status`: completed, cancelled, incomplete, failed). All its audio came before."""
+
+    response_id: str
+    tag: str | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSpeechStarted:
+    """The caller started talking (barge-in: whatever the agent is saying must stop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTranscript:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTranscript:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallReady:
+    """A tool call from a response item that completed (never from a cancelled one)."""
+
+    call_id: str
+    name: str
+    arguments_json: str
+    response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineProblem:
+    """An error the engine reported. `fatal` problems end the engine's usefulness for this call;
+    `request_id` names our request that caused it, when the engine says so."""
+
+    code: str
+    message: str
+    fatal: bool
+    request_id: str | None = None
+
+
+EngineEvent = (
+    AgentAudio
+    | ResponseStarted
+    | ResponseFinished
+    | CallerSpeechStarted
+    | CallerTranscript
+    | AgentTranscript
+    | ToolCallReady
+    | EngineProblem
+)
+
+
+# --------------------------------------------------------------------------- the engine itself
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCall:
+    """What an engine may know about the call it serves."""
+
+    call_sid: str
+    # Details already captured (e.g. before a failover); an engine may use them to avoid asking again.
+    captured: Mapping[str, str] = field(default_factory=dict)
+
+
+class TriageEngine(Protocol):
+    async def send_caller_audio(self, payload_b64: str) -> None:
+        """Forward one base64 µ-law 8 kHz payload from the caller."""
+
+    async def speak(self, instructions: str | None, *, tag: str | None, request_id: str | None = None) -> None:
+        """Ask for one response (None: let the agent continue the conversation). Its ResponseStarted and
+        ResponseFinished carry `tag`; a refusal comes back as an EngineProblem with `request_id`."""
+
+    async def send_tool_output(self, call_id: str, output: str) -> None:
+        """Answer a tool call; does not by itself make the agent speak (call `speak(None, …)` after)."""
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        """The caller heard only `audio_end_ms` of this item (barge-in)."""
+
+    def events(self) -> AsyncIterator[EngineEvent]:
+        """Events until the engine's connection ends (the iteration then stops)."""
+
+
+class EngineConnector(Protocol):
+    """Opens one engine per call. Leaving the context closes the engine on every path."""
+
+    name: str
+
+    def connect(self, call: EngineCall) -> AbstractAsyncContextManager[TriageEngine]:
+        """Raises EngineUnavailable when the engine cannot be opened."""

@@ -1,0 +1,186 @@
+"""Shared set-up of the end-to-end tests: the real server (same composition root as `orchestrator serve`),
+the fake Realtime server it talks to, and simulated Twilio callers, all over loopback in one Trio run."""
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+from twilio.request_validator import RequestValidator
+
+from bridge.realtime import RealtimeSettings
+from orchestrator.call_tools import PROPOSE_ROUTE, RECORD_DETAILS, agent_instructions, realtime_tools
+from orchestrator.caller_audio import tone
+from orchestrator.realtime_engine import RealtimeConnector
+from orchestrator.routing_config import RoutingConfig, load_routing_config
+from orchestrator.server_settings import load_server_settings
+from orchestrator.serving import RunningServer, run_server
+from orchestrator.testing.fake_realtime import (
+    FakeRealtime,
+    RecordedSession,
+    Respond,
+    Scenario,
+    Step,
+    UserSpeech,
+    after_audio_frames,
+    after_response_create,
+    call_function,
+    on,
+    run_fake_realtime,
+    speak,
+)
+from orchestrator.testing.twilio_caller import CallerOptions, CallerStep, CallResult, Say, SimulatedCaller, WaitForAgent
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ACME = EXAMPLES / "acme_plumbing.toml"
+CALL_TIMEOUT_S = 20  # a call that takes longer than this in a test is hung
+SPEED = 8.0  # callers stream and play audio this much faster than real time
+
+# Acme's routing plus a Studio route in fresh mode and a SIP route, so every route kind is reachable.
+EXTRA_ROUTES = """
+[routes.feedback_survey]
+kind = "studio"
+flow_sid = "FW0123456789abcdef0123456789abcdef"
+mode = "fresh"
+
+[routes.sales_line]
+kind = "sip"
+uri = "sip:sales@pbx.example.com"
+
+[[intents]]
+name = "feedback"
+description = "The caller wants to give feedback about a visit."
+route = "feedback_survey"
+
+[[intents]]
+name = "sales"
+description = "The caller wants to buy a service plan."
+route = "sales_line"
+"""
+
+
+def every_route_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "every_route.toml"
+    path.write_text(ACME.read_text(encoding="utf-8") + EXTRA_ROUTES + extra, encoding="utf-8")
+    return path
+
+
+def with_triage(tmp_path: Path, **triage: Any) -> Path:
+    """Acme with some [triage] values replaced (e.g. budget_seconds=1)."""
+    text = ACME.read_text(encoding="utf-8")
+    for key, value in triage.items():
+        text, count = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {value!r}".replace("'", '"'), text)
+        assert count == 1, key
+    path = tmp_path / "triage.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+DETAILS = {"caller_name": "Ann Lee", "callback_number": "+14155552671", "address": "1 Main St, Springfield"}
+
+
+def greeting() -> Step:
+    return on(after_response_create(), speak(ms=400, transcript="Thanks for calling, how can I help?"))
+
+
+def handoff_line(ms: int = 300) -> Step:
+    return on(after_response_create(), speak(ms=ms, transcript="Putting you through now."))
+
+
+def propose(intent: str, confidence: float = 0.9, summary: str = "caller needs help") -> Respond:
+    return call_function(PROPOSE_ROUTE, {"intent": intent, "confidence": confidence, "summary": summary})
+
+
+def triage_scenario(intent: str, *, details: dict[str, str] | None = None, frames: int = 10, **options: Any) -> Scenario:
+    """Greeting; the caller speaks; details recorded (if any); the intent proposed; the handoff line."""
+    heard = UserSpeech(transcript=f"I need help ({intent})")
+    steps = [greeting()]
+    if details:
+        steps += [
+            on(after_audio_frames(frames), heard, call_function(RECORD_DETAILS, details)),
+            on(after_response_create(), propose(intent)),
+        ]
+    else:
+        steps.append(on(after_audio_frames(frames), heard, propose(intent)))
+    steps.append(handoff_line())
+    return Scenario(steps=steps, **options)
+
+
+CALLER_SPEAKS: tuple[CallerStep, ...] = (Say(tone(1200), "I need some help"), WaitForAgent(quiet_ms=400))
+
+
+@dataclass
+class FrontDesk:
+    server: RunningServer
+    fake: FakeRealtime
+    config: RoutingConfig
+
+    def caller(self, steps: Sequence[CallerStep] = (), **options: Any) -> SimulatedCaller:
+        defaults: dict[str, Any] = {"speed": SPEED, "max_call_s": CALL_TIMEOUT_S * SPEED}
+        return SimulatedCaller(
+            CallerOptions(base_url=self.server.base_url, auth_token=self.server.auth_token, **{**defaults, **options}),
+            steps,
+        )
+
+    async def call(self, steps: Sequence[CallerStep] = CALLER_SPEAKS, **options: Any) -> CallResult:
+        with trio.fail_after(CALL_TIMEOUT_S):
+            return await self.caller(steps, **options).run()
+
+    def realtime_session_of(self, result: CallResult) -> RecordedSession:
+        """The fake's record of the call's Realtime connection (the Authorization header names no call, so
+        connections are matched by order: tests with one call per fake, or the n-th call)."""
+        return self.fake.last_session
+
+    def assert_nothing_of_the_call_remains(self) -> None:
+        state = self.server.state
+        assert state.sessions == {}
+        assert state.flow.active_calls == 0
+        assert all(session.is_closed for session in self.fake.sessions)
+        assert _sample(state, "active_calls") == 0
+
+
+
+def _sample(state: Any, name: str) -> float:
+    return state.metrics.registry.get_sample_value(name) or 0.0
+
+
+def metric(front_desk: FrontDesk, name: str, **labels: str) -> float:
+    return front_desk.server.state.metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+
+@asynccontextmanager
+async def front_desk(
+    tmp_path: Path, scenario: Scenario, *, config_path: Path = ACME, **settings: Any
+) -> AsyncIterator[FrontDesk]:
+    config = load_routing_config(config_path)
+    async with run_fake_realtime(scenario) as fake:
+        connector = RealtimeConnector(
+            RealtimeSettings(url=fake.url, api_key="sk-test", connect_timeout_s=2, configure_timeout_s=2),
+            instructions=agent_instructions(config),
+            tools=realtime_tools(config),
+            transcription_model="gpt-4o-mini-transcribe",
+        )
+        server_settings = load_server_settings(
+            data_dir=tmp_path / "var", graceful_shutdown_seconds=2, after_wait_seconds=3, **settings
+        )
+        async with run_server(server_settings, port=0, config=config, connector=connector) as server:
+            yield FrontDesk(server, fake, config)
+
+
+def assert_closed_in_order(desk: FrontDesk, result: CallResult) -> None:
+    """Realtime closed, then the Media Stream, then the action URL answered."""
+    realtime = desk.realtime_session_of(result)
+    assert realtime.closed_at is not None and realtime.closed_by == "client", (realtime.closed_by, realtime.close_code)
+    assert result.media_closed_at is not None and result.action_answered_at is not None
+    if result.media_closed_by == "server":
+        assert realtime.closed_at <= result.media_closed_at
+    assert realtime.closed_at <= result.action_answered_at
+    assert result.media_closed_at <= result.action_answered_at
+
+
+def signed_headers(url: str, auth_token: str, params: dict[str, str] | None = None) -> dict[str, str]:
+    return {"X-Twilio-Signature": RequestValidator(auth_token).compute_signature(url, params or {})}
