@@ -62,8 +62,9 @@ logging.getLogger("transitions.core").setLevel(logging.ERROR)
 
 def build_state_machine(model_class: type | None = None, machine_class: type[Machine] = Machine, **kwargs) -> Machine:
     """The one transitions.Machine shared by every call (and, with GraphMachine, by the diagram)."""
+    # note_state first: a state left again from its own on_enter callback is still on the path.
     states = [
-        {"name": name, "on_enter": [STATE_CALLBACKS[name]]} if name in STATE_CALLBACKS else name
+        {"name": name, "on_enter": ["note_state", *([STATE_CALLBACKS[name]] if name in STATE_CALLBACKS else [])]}
         for name in STATES
     ]
     return machine_class(
@@ -73,7 +74,6 @@ def build_state_machine(model_class: type | None = None, machine_class: type[Mac
         initial="greeting",
         auto_transitions=False,
         ignore_invalid_triggers=True,
-        after_state_change="note_state",
         **kwargs,
     )
 

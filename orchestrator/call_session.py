@@ -286,6 +286,8 @@ class CallSession:
                 self._close_media_requested = True
                 self._teardown_ready.set()
             case CallFinished():
+                # Also ends a connection attempt still in flight, which the machine never saw open.
+                self._engine_scope.cancel()
                 self._teardown_ready.set()
                 self._machine_ended.set()
 

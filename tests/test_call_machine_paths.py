@@ -217,3 +217,15 @@ def test_dispose_leaves_no_call_attached() -> None:
         flow.dispose(flow.start_call("CA_x"))
     flow.dispose(call)
     assert flow.active_calls == 0
+
+
+def test_states_passed_through_within_one_event_are_on_the_path() -> None:
+    _, call, _ = in_capture()
+    call.handle(ev.EngineFailed("boom"))  # capture → dispatch → teardown in one event (no handoff line)
+    call.handle(ev.RealtimeClosed())
+    call.handle(ev.MediaClosed())
+    assert call.states_visited == ["greeting", "capture", "dispatch", "teardown", "ended"]
+
+    _, call, _ = in_capture()
+    call.handle(ev.IntentProposed("billing", 0.9, "", "t1"))  # classify lasts no longer than the event
+    assert call.states_visited == ["greeting", "capture", "classify", "dispatch"]
