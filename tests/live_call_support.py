@@ -119,11 +119,12 @@ class FrontDesk:
     fake: FakeRealtime
     config: RoutingConfig
 
-    def caller(self, steps: Sequence[CallerStep] = (), **options: Any) -> SimulatedCaller:
+    def caller(self, steps: Sequence[CallerStep] = (), *, http: Any = None, **options: Any) -> SimulatedCaller:
         defaults: dict[str, Any] = {"speed": SPEED, "max_call_s": CALL_TIMEOUT_S * SPEED}
         return SimulatedCaller(
             CallerOptions(base_url=self.server.base_url, auth_token=self.server.auth_token, **{**defaults, **options}),
             steps,
+            http=http,
         )
 
     async def call(self, steps: Sequence[CallerStep] = CALLER_SPEAKS, **options: Any) -> CallResult:
