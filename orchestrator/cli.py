@@ -32,6 +32,31 @@ def draw_diagrams(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from orchestrator.call_logging import configure_logging
+    from orchestrator.server_settings import load_server_settings
+    from orchestrator.serving import serve_until_signalled
+
+    settings = load_server_settings(
+        config=args.config,
+        engine=args.engine,
+        public_url=args.public_url,
+        data_dir=args.data_dir,
+        insecure_skip_signature_check=True if args.insecure_skip_signature_check else None,
+    )
+    configure_logging()
+    trio.run(serve_until_signalled, settings, args.host, args.port, args.access_log)
+    return 0
+
+
+def call(args: argparse.Namespace) -> int:
+    from orchestrator.call_command import run_call
+
+    return run_call(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description="AI front desk for Twilio Studio and Flex.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     diagram.add_argument("--config", help="draw the routing of this config instead of the call machine")
     diagram.add_argument("--out", type=Path, default=DEFAULT_DIAGRAM_DIR, help="output folder (default: diagrams)")
     diagram.set_defaults(run=draw_diagrams)
+
+    server = commands.add_parser("serve", help="run the front desk server (Twilio webhooks and Media Streams)")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    server.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    server.add_argument("--config", type=Path, help="routing config (default: $ORCHESTRATOR_CONFIG, else the example)")
+    server.add_argument("--engine", choices=["auto", "realtime", "fake"],
+                        help="who listens to the caller (default auto: realtime with OPENAI_API_KEY, else fake)")
+    server.add_argument("--public-url", help="the URL Twilio reaches this server at (default: the listen address)")
+    server.add_argument("--data-dir", type=Path, help="where the call store lives (default: var)")
+    server.add_argument("--insecure-skip-signature-check", action="store_true",
+                        help="development only: accept requests without a valid X-Twilio-Signature")
+    server.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    server.set_defaults(run=serve)
+
+    from orchestrator.call_command import add_call_arguments
+
+    caller = commands.add_parser("call", help="simulate one phone call against a running server")
+    add_call_arguments(caller)
+    caller.set_defaults(run=call)
     return parser
 
 

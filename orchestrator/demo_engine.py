@@ -29,7 +29,7 @@ from bridge.realtime import RealtimeSettings
 
 DEMO_CALLER_FRAMES = 75  # 1.5 s of caller audio before the demo "hears" something
 DEMO_CONFIDENCE = 0.92
-_DEMO_TEXT = {"text": "Alex Demo", "phone": "+14155552671", "email": "alex.demo@example.com"}
+_DEMO_TEXT = {"phone": "+14155552671", "email": "alex.demo@example.com"}
 
 
 def _demo_value(field: CapturedField) -> str:
@@ -37,7 +37,7 @@ def _demo_value(field: CapturedField) -> str:
         return (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
     if field.type == "choice":
         return (field.choices or ["?"])[0]
-    return _DEMO_TEXT[field.type]
+    return _DEMO_TEXT.get(field.type) or f"demo {field.name.replace('_', ' ')}"
 
 
 def demo_scenario(config: RoutingConfig) -> Scenario:

@@ -6,6 +6,7 @@ same wiring; tests only swap in an engine connector pointed at their own fake.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -195,3 +196,22 @@ async def run_server(
                 yield running
             finally:
                 stop_serving.set()
+
+
+async def serve_until_signalled(settings: ServerSettings, host: str, port: int, access_log: bool = False) -> None:
+    """`orchestrator serve`: announce what runs, then serve until SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with run_server(settings, host=host, port=port, access_log=access_log) as running:
+            state = running.state
+            for line in running.announcements:
+                print(line, flush=True)
+            print(
+                f"front desk for {state.config.company.name or 'the configured company'} listening on "
+                f"{running.base_url}\n  voice webhook: {running.public_url}/voice/incoming"
+                f"\n  media stream:  {state.media_stream_url}\n  health:        {running.base_url}/healthz"
+                "\nCtrl+C to stop.",
+                flush=True,
+            )
+            async for received in signals:
+                print(f"{signal.Signals(received).name}: finishing the calls in progress, then stopping", flush=True)
+                break
