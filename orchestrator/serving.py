@@ -28,8 +28,9 @@ from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import TwilioSignatureCheck
 
 STORE_FILE = "calls.sqlite3"
-# Twilio frames are ~300 bytes; anything near this is not Media Streams (the stream is closed, 1009).
-MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024
+# Twilio frames are ~300 bytes. Frames up to this size reach our parser, which counts and skips those
+# over its own limit (64 KiB) so the call goes on; hypercorn closes the stream (1009) on bigger ones.
+MAX_WEBSOCKET_MESSAGE_BYTES = 1024 * 1024
 
 
 @dataclass

@@ -438,3 +438,43 @@ async def test_server_shutdown_mid_call_sends_the_caller_to_the_fallback_in_orde
         assert record["decision"]["reason"] == "engine_failed"
         assert "server_shutdown" in " ".join(record["outcome"]["notes"])
         desk.assert_nothing_of_the_call_remains()
+
+
+async def test_an_oversized_frame_is_counted_and_skipped_and_the_call_goes_on(tmp_path):
+    async with front_desk(tmp_path, triage_scenario("billing")) as desk:
+        call_sid = "CA" + "5" * 32
+        async with httpx.AsyncClient() as http:
+            url = f"{desk.server.base_url}/voice/incoming"
+            params = {"CallSid": call_sid, "From": "+14155550100", "To": "+14155550199", "AccountSid": "AC" + "0" * 32}
+            twiml = (await http.post(url, data=params, headers=signed_headers(url, desk.server.auth_token, params))).text
+        stream = ElementTree.fromstring(twiml).find("Connect/Stream")
+        custom = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        signature = signed_headers(stream.get("url"), desk.server.auth_token)["X-Twilio-Signature"].encode()
+        async with open_websocket_url(stream.get("url"), extra_headers=[(b"X-Twilio-Signature", signature)]) as ws:
+            await ws.send_message(orjson.dumps(_start(call_sid, custom)).decode())
+            await ws.send_message('{"event": "media", "payload": "' + "A" * 200_000 + '"}')
+            for chunk in range(1, 30):
+                await ws.send_message(orjson.dumps(_media(call_sid, chunk)).decode())
+            with trio.fail_after(5):
+                try:
+                    while True:
+                        message = orjson.loads(await ws.get_message())
+                        if message["event"] == "mark":
+                            await ws.send_message(orjson.dumps(
+                                {"event": "mark", "sequenceNumber": "99", "streamSid": "MZ" + "0" * 32,
+                                 "mark": message["mark"]}).decode())
+                except ConnectionClosed:
+                    pass
+        assert ws.closed.code == 1000  # closed by us after the decision, not for the big frame
+        assert metric(desk, "media_stream_errors_total", kind="oversized") == 1
+        record = await fetch_call_record(desk.server.base_url, call_sid, desk.server.auth_token)
+        assert record["passes"][0]["decision"]["intent"] == "billing"
+
+
+async def test_the_development_switch_accepts_unsigned_requests_and_says_so(tmp_path):
+    async with front_desk(tmp_path, triage_scenario("billing"), insecure_skip_signature_check=True) as desk:
+        assert any("NOT checked" in line for line in desk.server.announcements)
+        result = await desk.call(sign=False)
+        assert result.webhook_status == 200
+        assert task_attributes(result.final_twiml)["intent"] == "billing"
+        desk.assert_nothing_of_the_call_remains()

@@ -58,7 +58,8 @@ async def test_flex_route_enqueues_the_live_call_with_structured_task_attributes
         requests = session.events_of_type("response.create")
         assert requests[0].data["response"]["metadata"] == {"tag": "greeting"}
         assert requests[-1].data["response"]["metadata"] == {"tag": "handoff"}
-        assert any(mark.name.startswith("line-handoff") and not mark.cleared for mark in result.marks)
+        (handoff_played,) = [mark for mark in result.marks if mark.name.startswith("line-handoff")]
+        assert not handoff_played.cleared and handoff_played.at <= session.closed_at  # heard before teardown
         assert desk.fake.violations == [] and result.violations == []
 
         record = await fetch_call_record(desk.server.base_url, result.call_sid, desk.server.auth_token)

@@ -727,12 +727,20 @@ class _SessionRunner:
                 self._remember(check)
                 accepted = await self._apply(check.event)
             except _SocketGone:
+                # The client closed while we answered; the fake marks its own closes before making them.
+                self._mark_closed_by_client()
                 return
             if accepted and self._script_listening:
                 try:
                     to_script.send_nowait(check.event)
                 except trio.BrokenResourceError:  # the script finished
                     self._script_listening = False
+
+    def _mark_closed_by_client(self) -> None:
+        reason = self._websocket.closed
+        self._record._mark_closed(
+            int(reason.code) if reason else 1006, reason.reason if reason else None, "client"
+        )
 
     def _remember(self, check: ClientFrameCheck) -> None:
         event = check.event
