@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ElementTree
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -368,36 +370,61 @@ def _handoff_ms(result) -> float:
 async def test_junk_frames_from_twilio_are_counted_and_the_call_goes_on(tmp_path):
     async with front_desk(tmp_path, triage_scenario("billing")) as desk:
         call_sid = "CA" + "4" * 32
-        async with httpx.AsyncClient() as http:
-            url = f"{desk.server.base_url}/voice/incoming"
-            params = {"CallSid": call_sid, "From": "+14155550100", "To": "+14155550199", "AccountSid": "AC" + "0" * 32}
-            twiml = (await http.post(url, data=params, headers=signed_headers(url, desk.server.auth_token, params))).text
-        stream = ElementTree.fromstring(twiml).find("Connect/Stream")
-        custom = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-        headers = [(b"X-Twilio-Signature", signed_headers(stream.get("url"), desk.server.auth_token)["X-Twilio-Signature"].encode())]
-        async with open_websocket_url(stream.get("url"), extra_headers=headers) as websocket:
-            await websocket.send_message(orjson.dumps(_start(call_sid, custom)).decode())
+        async with raw_stream(desk, call_sid) as websocket:
             for junk in ("not json", b"\x00binary", '{"event": "media", "media": 7}', '{"event": "surprise"}',
                          "[1, 2]", '{"event": "mark", "mark": {}}'):
                 await websocket.send_message(junk)
-            for chunk in range(1, 30):
-                await websocket.send_message(orjson.dumps(_media(call_sid, chunk)).decode())
-            with trio.fail_after(5):
-                try:
-                    while True:  # the call goes on to its decision; marks are echoed as Twilio would
-                        message = orjson.loads(await websocket.get_message())
-                        if message["event"] == "mark":
-                            await websocket.send_message(orjson.dumps(
-                                {"event": "mark", "sequenceNumber": "99", "streamSid": "MZ" + "0" * 32,
-                                 "mark": message["mark"]}).decode())
-                except ConnectionClosed:
-                    pass
+            await talk_until_closed(websocket, call_sid)
         assert metric(desk, "media_stream_errors_total", kind="malformed_json") == 1
         assert metric(desk, "media_stream_errors_total", kind="binary_frame") == 1
         assert metric(desk, "media_stream_errors_total", kind="invalid_shape") == 3
         assert metric(desk, "media_stream_unknown_events_total") == 1
         record = await fetch_call_record(desk.server.base_url, call_sid, desk.server.auth_token)
         assert record["passes"][0]["decision"]["intent"] == "billing"
+
+
+async def test_an_oversized_frame_is_counted_and_skipped_and_the_call_goes_on(tmp_path):
+    async with front_desk(tmp_path, triage_scenario("billing")) as desk:
+        call_sid = "CA" + "5" * 32
+        async with raw_stream(desk, call_sid) as websocket:
+            await websocket.send_message('{"event": "media", "payload": "' + "A" * 200_000 + '"}')
+            await talk_until_closed(websocket, call_sid)
+        assert websocket.closed.code == 1000  # closed by us after the decision, not for the big frame
+        assert metric(desk, "media_stream_errors_total", kind="oversized") == 1
+        record = await fetch_call_record(desk.server.base_url, call_sid, desk.server.auth_token)
+        assert record["passes"][0]["decision"]["intent"] == "billing"
+
+
+@asynccontextmanager
+async def raw_stream(desk: FrontDesk, call_sid: str) -> AsyncIterator[Any]:
+    """A hand-driven Twilio side (to send what the simulated caller never would): the signed webhook,
+    then the signed stream with its `start`."""
+    async with httpx.AsyncClient() as http:
+        url = f"{desk.server.base_url}/voice/incoming"
+        params = {"CallSid": call_sid, "From": "+14155550100", "To": "+14155550199", "AccountSid": "AC" + "0" * 32}
+        twiml = (await http.post(url, data=params, headers=signed_headers(url, desk.server.auth_token, params))).text
+    stream = ElementTree.fromstring(twiml).find("Connect/Stream")
+    custom = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    signature = signed_headers(stream.get("url"), desk.server.auth_token)["X-Twilio-Signature"].encode()
+    async with open_websocket_url(stream.get("url"), extra_headers=[(b"X-Twilio-Signature", signature)]) as websocket:
+        await websocket.send_message(orjson.dumps(_start(call_sid, custom)).decode())
+        yield websocket
+
+
+async def talk_until_closed(websocket: Any, call_sid: str) -> None:
+    """Caller audio, then marks echoed as Twilio would, until the server closes the stream."""
+    for chunk in range(1, 30):
+        await websocket.send_message(orjson.dumps(_media(call_sid, chunk)).decode())
+    with trio.fail_after(5):
+        try:
+            while True:
+                message = orjson.loads(await websocket.get_message())
+                if message["event"] == "mark":
+                    echo = {"event": "mark", "sequenceNumber": "99", "streamSid": "MZ" + "0" * 32,
+                            "mark": message["mark"]}
+                    await websocket.send_message(orjson.dumps(echo).decode())
+        except ConnectionClosed:
+            pass
 
 
 def _start(call_sid: str, custom: dict[str, str]) -> dict[str, Any]:
@@ -438,37 +465,6 @@ async def test_server_shutdown_mid_call_sends_the_caller_to_the_fallback_in_orde
         assert record["decision"]["reason"] == "engine_failed"
         assert "server_shutdown" in " ".join(record["outcome"]["notes"])
         desk.assert_nothing_of_the_call_remains()
-
-
-async def test_an_oversized_frame_is_counted_and_skipped_and_the_call_goes_on(tmp_path):
-    async with front_desk(tmp_path, triage_scenario("billing")) as desk:
-        call_sid = "CA" + "5" * 32
-        async with httpx.AsyncClient() as http:
-            url = f"{desk.server.base_url}/voice/incoming"
-            params = {"CallSid": call_sid, "From": "+14155550100", "To": "+14155550199", "AccountSid": "AC" + "0" * 32}
-            twiml = (await http.post(url, data=params, headers=signed_headers(url, desk.server.auth_token, params))).text
-        stream = ElementTree.fromstring(twiml).find("Connect/Stream")
-        custom = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-        signature = signed_headers(stream.get("url"), desk.server.auth_token)["X-Twilio-Signature"].encode()
-        async with open_websocket_url(stream.get("url"), extra_headers=[(b"X-Twilio-Signature", signature)]) as ws:
-            await ws.send_message(orjson.dumps(_start(call_sid, custom)).decode())
-            await ws.send_message('{"event": "media", "payload": "' + "A" * 200_000 + '"}')
-            for chunk in range(1, 30):
-                await ws.send_message(orjson.dumps(_media(call_sid, chunk)).decode())
-            with trio.fail_after(5):
-                try:
-                    while True:
-                        message = orjson.loads(await ws.get_message())
-                        if message["event"] == "mark":
-                            await ws.send_message(orjson.dumps(
-                                {"event": "mark", "sequenceNumber": "99", "streamSid": "MZ" + "0" * 32,
-                                 "mark": message["mark"]}).decode())
-                except ConnectionClosed:
-                    pass
-        assert ws.closed.code == 1000  # closed by us after the decision, not for the big frame
-        assert metric(desk, "media_stream_errors_total", kind="oversized") == 1
-        record = await fetch_call_record(desk.server.base_url, call_sid, desk.server.auth_token)
-        assert record["passes"][0]["decision"]["intent"] == "billing"
 
 
 async def test_the_development_switch_accepts_unsigned_requests_and_says_so(tmp_path):
