@@ -180,7 +180,7 @@ class CallSession:
                     nursery.start_soon(self._read_media)
                     nursery.start_soon(self._drive)
                     nursery.start_soon(self._fail_on_shutdown)
-                    self._post_effects(machine.start())
+                    self._start_timers(machine.start())
                     with self._engine_scope:
                         await self._run_engine()
                     # The engine is closed here, on every path.
@@ -238,8 +238,8 @@ class CallSession:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the driver is done: the call is over
 
-    def _post_effects(self, effects: list[CallEffect]) -> None:
-        # Only the start-of-call effects are posted; everything else is executed by the driver.
+    def _start_timers(self, effects: list[CallEffect]) -> None:
+        # The machine's start-of-call effects are wake-ups only; every later effect goes through the driver.
         for effect in effects:
             if isinstance(effect, WakeAt):
                 self._wake_at(effect.at)

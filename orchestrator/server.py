@@ -269,24 +269,30 @@ class _Endpoints:
         await websocket.accept()
         socket = StarletteMediaSocket(websocket)
         try:
-            opened = await self._open_stream(socket)
-            if opened is None:
-                return
-            start, triage_pass = opened
-            history = CallHistory(
-                entry_node=triage_pass.entry_node,
-                visited_nodes=await state.store.visited_nodes(triage_pass.call_sid),
-            )
-            session = CallSession(state.session_deps, socket, start, triage_pass, history)
-            key = (triage_pass.call_sid, triage_pass.number)
-            state.sessions[key] = session
-            try:
-                await session.run()
-            finally:
-                if state.sessions.get(key) is session:
-                    del state.sessions[key]
+            await self._run_stream(socket)
+        except Exception:  # a bug: logged here; the caller gets the fallback route at /voice/after
+            log.exception("media stream failed")
         finally:
             await socket.close(1000)
+
+    async def _run_stream(self, socket: StarletteMediaSocket) -> None:
+        state = self.state
+        opened = await self._open_stream(socket)
+        if opened is None:
+            return
+        start, triage_pass = opened
+        history = CallHistory(
+            entry_node=triage_pass.entry_node,
+            visited_nodes=await state.store.visited_nodes(triage_pass.call_sid),
+        )
+        session = CallSession(state.session_deps, socket, start, triage_pass, history)
+        key = (triage_pass.call_sid, triage_pass.number)
+        state.sessions[key] = session
+        try:
+            await session.run()
+        finally:
+            if state.sessions.get(key) is session:
+                del state.sessions[key]
 
     async def _open_stream(self, socket: StarletteMediaSocket) -> tuple[StartMessage, TriagePass] | None:
         """Wait for `start` and match it to an open pass by its token; None (socket closed) otherwise."""
