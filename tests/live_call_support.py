@@ -142,6 +142,26 @@ class FrontDesk:
         assert state.flow.active_calls == 0
         assert all(session.is_closed for session in self.fake.sessions)
         assert _sample(state, "active_calls") == 0
+        leftovers = call_task_names()
+        assert leftovers == [], leftovers
+
+
+# Tasks that belong to a call: its session's and its Realtime socket's.
+CALL_TASK_PREFIXES = ("orchestrator.call_session.", "bridge.realtime.", "trio_websocket._impl.WebSocketConnection")
+
+
+def call_task_names() -> list[str]:
+    return [name for name in _task_names() if name.startswith(CALL_TASK_PREFIXES)]
+
+
+def _task_names(task: trio.lowlevel.Task | None = None) -> list[str]:
+    """Every live Trio task in this run (the server's, the fake's, the test's)."""
+    task = task or trio.lowlevel.current_root_task()
+    names = [task.name]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            names += _task_names(child)
+    return names
 
 
 

@@ -37,6 +37,7 @@ from orchestrator.testing.fake_realtime import (
 )
 from orchestrator.testing.twilio_caller import HangUp, Say, Wait, WaitForAgent, fetch_call_record
 from tests.live_call_support import (
+    call_task_names,
     CALL_TIMEOUT_S,
     DETAILS,
     FrontDesk,
@@ -111,8 +112,16 @@ async def test_hang_up_during_the_greeting_abandons_the_call_and_closes_realtime
 
 
 async def test_hang_up_while_capturing_abandons_the_call(tmp_path):
+    seen: list[str] = []
+
+    def capturing(d: FrontDesk) -> bool:
+        seen[:] = call_task_names()  # what "nothing of the call remains" looks for, while it is there
+        return server_machine_state(d) == "capture"
+
     async with front_desk(tmp_path, Scenario(steps=[greeting()])) as desk:
-        result = await hang_up_when(desk, (Wait(60_000),), lambda d: server_machine_state(d) == "capture")
+        result = await hang_up_when(desk, (Wait(60_000),), capturing)
+        assert any(name.endswith("CallSession._drive") for name in seen)
+        assert any(name.startswith("bridge.realtime.") for name in seen)
         assert tags(result.final_twiml) == VOICEMAIL
         assert_closed_in_order(desk, result)
         record = await pass_record(desk, result.call_sid)
