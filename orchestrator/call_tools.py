@@ -39,7 +39,7 @@ MAX_EXAMPLES_PER_INTENT = 3
 QUOTED_VALUE_LIMIT = 40  # how much of a bad value a problem repeats back
 
 FORMAT_HINTS = {
-    "phone": "In international format, e.g. +15551234567.",
+    "phone": "In international format, e.g. +14155552671.",
     "email": "An email address, e.g. name@example.com.",
     "date": "As YYYY-MM-DD.",
 }

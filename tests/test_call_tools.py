@@ -136,7 +136,7 @@ def test_record_details_offers_one_optional_string_per_field(example: RoutingCon
     assert all(schema["type"] == "string" for schema in properties.values())
     assert properties["caller_name"]["description"] == "The caller's full name."
     assert properties["callback_number"]["description"].startswith("A number to call back on")
-    assert "in international format, e.g. +15551234567" in properties["callback_number"]["description"].lower()
+    assert "in international format, e.g. +14155552671" in properties["callback_number"]["description"].lower()
     assert "YYYY-MM-DD" in properties["preferred_date"]["description"]
 
 
