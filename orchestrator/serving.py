@@ -100,6 +100,24 @@ async def run_server(
     config = config or load_routing_config(settings.config)
     announcements: list[str] = []
     sock = _listening_socket(host, port)
+    try:
+        async with _serving(settings, config, sock, host, connector, store, access_log, announcements) as running:
+            yield running
+    finally:
+        sock.close()  # a no-op once hypercorn has taken the socket over (detached)
+
+
+@asynccontextmanager
+async def _serving(
+    settings: ServerSettings,
+    config: RoutingConfig,
+    sock: socket.socket,
+    host: str,
+    connector: EngineConnector | None,
+    store: CallStore | None,
+    access_log: bool,
+    announcements: list[str],
+) -> AsyncIterator[RunningServer]:
     bound_port = sock.getsockname()[1]
     base_url = f"http://{_url_host(host)}:{bound_port}"
     public_url = settings.public_url or base_url
