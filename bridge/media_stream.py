@@ -362,7 +362,7 @@ class MarkTracker:
     Guarantees:
     - `played_bytes(item) <= sent_bytes(item)` and it never decreases.
     - It never counts discarded audio as played. Precision is the mark spacing: audio after the
-      last echoed mark counts as unplayed, so send a mark after every outbound chunk.
+      last echoed mark counts as unplayed, so the mark spacing is the precision of `played_ms`.
     - Conservative under the one race Twilio leaves open: a mark truly played whose echo reaches us
       after we sent `clear` is counted as cleared (an echo does not say which it was). That
       under-reports by at most one mark interval.

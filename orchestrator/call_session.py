@@ -24,6 +24,7 @@ from typing import Protocol
 import trio
 
 from bridge.media_stream import (
+    MULAW_BYTES_PER_MS,
     DtmfMessage,
     MarkMessage,
     MarkTracker,
@@ -81,6 +82,9 @@ _LINE_PLAYED = {Line.GREETING.value: ev.GreetingPlayed, Line.HANDOFF.value: ev.H
 _SILENT_HANDOFF_KINDS = frozenset({"resolve", "voicemail"})
 # How many trail notes a finished pass keeps in the store.
 _KEPT_NOTES = 20
+# A mark at least every this much agent audio (and at each response's end): the precision of barge-in's
+# audio_end_ms. A mark per 20 ms chunk measured 6 WebSocket messages per echoed frame instead of 4.4.
+MARK_EVERY_MS = 100
 # Slack on top of budget and handoff line before a session is cut short as hung (a bug, not a path).
 _HUNG_CALL_SLACK_S = 60.0
 
@@ -155,6 +159,7 @@ class CallSession:
         self._current_item: str | None = None
         self._cleared_items: set[str] = set()
         self._line_marks: dict[str, str] = {}  # mark name → line tag
+        self._unmarked_bytes = 0  # audio sent since the last mark
         # Requests to the engine (driver only).
         self._response_active = False
         self._pending_outputs: list[tuple[str, str]] = []
@@ -407,6 +412,8 @@ class CallSession:
             self._post(_EngineNotice(event))
         elif isinstance(event, ResponseFinished):
             tag = self._tag_by_response.pop(event.response_id, event.tag)
+            if self._unmarked_bytes:
+                await self._mark_audio()  # the end of every response is marked: barge-in knows when it played
             if tag in _LINE_PLAYED:
                 await self._mark_line_end(tag)
             self._post(_EngineNotice(ResponseFinished(event.response_id, tag, event.status)))
@@ -436,8 +443,15 @@ class CallSession:
         # Bookkeeping before each send, so an echo can never overtake it (MarkTracker's contract).
         tracker.on_audio_sent(audio.item_id, n_bytes)
         await self.socket.send_text(media_frame(self.stream_sid, audio.payload_b64))
-        name = tracker.next_mark_name()
-        tracker.on_mark_sent(name)
+        self._unmarked_bytes += n_bytes
+        if self._unmarked_bytes >= MARK_EVERY_MS * MULAW_BYTES_PER_MS:
+            await self._mark_audio()
+
+    async def _mark_audio(self) -> None:
+        """A mark after the audio sent so far: its echo proves that much was played."""
+        self._unmarked_bytes = 0
+        name = self._tracker.next_mark_name()
+        self._tracker.on_mark_sent(name)
         await self.socket.send_text(mark_frame(self.stream_sid, name))
 
     async def _mark_line_end(self, tag: str) -> None:
@@ -452,6 +466,7 @@ class CallSession:
             return  # everything sent was already played: nothing to stop
         self.deps.metrics.barge_ins.inc()
         tracker.on_clear_sent()
+        self._unmarked_bytes = 0  # discarded with the rest of Twilio's buffer
         await self.socket.send_text(clear_frame(self.stream_sid))
         item = self._current_item
         if item is None:
