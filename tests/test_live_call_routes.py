@@ -11,15 +11,28 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from orchestrator.call_tools import RECORD_DETAILS
+from orchestrator.testing.fake_realtime import (
+    Scenario,
+    after_audio_frames,
+    after_response_create,
+    call_function,
+    on,
+    speak,
+)
 from orchestrator.testing.twilio_caller import fetch_call_record
 from tests.live_call_support import (
     DETAILS,
     assert_closed_in_order,
     every_route_config,
     front_desk,
+    greeting,
+    handoff_line,
     metric,
+    propose,
     signed_headers,
     triage_scenario,
+    with_triage,
 )
 
 ACME_ACCOUNT = "AC6918b3f30d86a2b7b27af58bbe029f87"
@@ -173,6 +186,48 @@ async def test_sip_route_dials_the_sip_uri(tmp_path):
 
 
 def _no_clarification(tmp_path):
-    from tests.live_call_support import with_triage
-
     return with_triage(tmp_path, max_clarifications=0)
+
+
+async def test_low_confidence_gets_one_clarifying_line_then_the_clear_answer_is_routed(tmp_path):
+    scenario = Scenario(steps=[
+        greeting(),
+        on(after_audio_frames(10), propose("billing", confidence=0.3)),
+        on(after_response_create(), speak(ms=300, transcript="Is this about a bill?")),  # the clarify line
+        on(after_audio_frames(10), propose("billing", confidence=0.95)),  # the caller's answer
+        handoff_line(),
+    ])
+    async with front_desk(tmp_path, scenario) as desk:
+        result = await desk.call()
+        session = desk.realtime_session_of(result)
+        requests = [r.data.get("response", {}) for r in session.events_of_type("response.create")]
+        tags = [r.get("metadata", {}).get("tag") if r.get("metadata") else None for r in requests]
+        assert tags[0] == "greeting" and "clarify" in tags and tags[-1] == "handoff"
+        clarify = requests[tags.index("clarify")]
+        assert desk.config.lines.clarify in clarify["instructions"]
+        outputs = [json.loads(e.data["item"]["output"])["status"] for e in session.events_of_type("conversation.item.create")]
+        assert outputs == ["clarify", "accepted"]
+        assert json.loads(parse(result.final_twiml).find("Enqueue/Task").text)["intent"] == "billing"
+        desk.assert_nothing_of_the_call_remains()
+
+
+async def test_missing_required_details_are_asked_for_by_name_before_the_route_is_taken(tmp_path):
+    scenario = Scenario(steps=[
+        greeting(),
+        on(after_audio_frames(10), propose("emergency", confidence=0.95)),
+        on(after_response_create(), speak(ms=300, transcript="Could I take your name and address?")),
+        on(after_audio_frames(10), call_function(RECORD_DETAILS, DETAILS)),  # the caller's answer
+        on(after_response_create(), propose("emergency", confidence=0.95)),
+        handoff_line(),
+    ])
+    async with front_desk(tmp_path, scenario) as desk:
+        result = await desk.call()
+        session = desk.realtime_session_of(result)
+        requests = [r.data.get("response", {}) for r in session.events_of_type("response.create")]
+        ask = [r for r in requests if (r.get("metadata") or {}).get("tag") == "ask_details"]
+        assert len(ask) == 1
+        for field in ("caller_name", "callback_number", "address"):
+            assert field in ask[0]["instructions"]
+        attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
+        assert attributes["intent"] == "emergency" and attributes["captured"] == DETAILS
+        desk.assert_nothing_of_the_call_remains()
