@@ -411,12 +411,12 @@ class CallSession:
             self._tag_by_response[event.response_id] = event.tag
             self._post(_EngineNotice(event))
         elif isinstance(event, ResponseFinished):
-            tag = self._tag_by_response.pop(event.response_id, event.tag)
+            self._tag_by_response.pop(event.response_id, None)
             if self._unmarked_bytes:
                 await self._mark_audio()  # the end of every response is marked: barge-in knows when it played
-            if tag in _LINE_PLAYED:
-                await self._mark_line_end(tag)
-            self._post(_EngineNotice(ResponseFinished(event.response_id, tag, event.status)))
+            if event.tag in _LINE_PLAYED:
+                await self._mark_line_end(event.tag)
+            self._post(_EngineNotice(event))
         elif isinstance(event, CallerSpeechStarted):
             if machine.state in TRIAGE_OPEN:
                 await self._barge_in(engine)

@@ -12,6 +12,7 @@ import datetime
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from bridge.realtime import RealtimeSettings
 from orchestrator.call_tools import PROPOSE_ROUTE, RECORD_DETAILS
 from orchestrator.realtime_engine import RealtimeConnector
 from orchestrator.routing_config import CapturedField, RoutingConfig
@@ -25,7 +26,6 @@ from orchestrator.testing.fake_realtime import (
     run_fake_realtime,
     speak,
 )
-from bridge.realtime import RealtimeSettings
 
 DEMO_CALLER_FRAMES = 75  # 1.5 s of caller audio before the demo "hears" something
 DEMO_CONFIDENCE = 0.92

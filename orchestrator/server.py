@@ -14,10 +14,8 @@ wrong on the way, a caller gets TwiML that moves the call on, never silence.
 """
 from __future__ import annotations
 
-import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +79,7 @@ class ServerState:
 
     @property
     def session_deps(self) -> SessionDeps:
+        # Built per call on purpose: a test may swap `connector` on a running server.
         return SessionDeps(self.config, self.flow, self.store, self.connector, self.metrics, self.shutting_down)
 
     def public(self, path: str) -> str:

@@ -22,7 +22,6 @@ from orchestrator.caller_audio import tone
 from orchestrator.realtime_engine import RealtimeConnector
 from orchestrator.testing.fake_realtime import (
     Drop,
-    Pause,
     Respond,
     Scenario,
     SendError,
@@ -35,7 +34,7 @@ from orchestrator.testing.fake_realtime import (
     on,
     speak,
 )
-from orchestrator.testing.twilio_caller import HangUp, Say, Wait, WaitForAgent, fetch_call_record
+from orchestrator.testing.twilio_caller import Say, Wait, WaitForAgent, fetch_call_record
 from tests.live_call_support import (
     call_task_names,
     CALL_TIMEOUT_S,

@@ -546,6 +546,7 @@ class FakeRealtime:
             record.refused_status = status
             await request.reject(status, body=f"fake realtime refused the handshake ({status})".encode())
             record._mark_closed(None, None, "server")
+            self._forget_unless_kept(record)
             return
         websocket = await request.accept()
         try:
@@ -558,8 +559,11 @@ class FakeRealtime:
                 await websocket.aclose(1011, "fake realtime crashed")
         finally:
             record._mark_closed(None, "fake server stopped", "server")
-            if not self.keep_sessions and record in self.sessions:
-                self.sessions.remove(record)
+            self._forget_unless_kept(record)
+
+    def _forget_unless_kept(self, record: RecordedSession) -> None:
+        if not self.keep_sessions and record in self.sessions:
+            self.sessions.remove(record)
 
 
 def _unwrap_lone(error: Exception) -> Exception:
