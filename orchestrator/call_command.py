@@ -12,7 +12,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import urlencode
 
+import httpx
 import trio
 
 from orchestrator.call_report import render_call
@@ -47,6 +49,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="audio faster than real time (default 1)")
     parser.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds of call")
     parser.add_argument("--save-heard", type=Path, metavar="WAV", help="save what the caller heard")
+    parser.add_argument("--engine", help="ask the server for one of its engines by name for this call "
+                        "(e.g. offline; default: the server's own choice)")
 
 
 def caller_lines(args: argparse.Namespace) -> list[str]:
@@ -57,7 +61,13 @@ def caller_lines(args: argparse.Namespace) -> list[str]:
 
 
 def speech_for(line: str) -> tuple[bytes, str]:
-    """µ-law audio of a caller line: espeak-ng when installed, else a tone as long as the line."""
+    """µ-law audio of a caller line: the offline engine's voice (speech extra) or espeak-ng when installed,
+    else a tone as long as the line."""
+    from orchestrator.offline_engine import load_offline_speech
+
+    speech = load_offline_speech().speech
+    if speech is not None:
+        return speech.synthesizer.synthesize(line), "piper"  # type: ignore[attr-defined]
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
     if espeak:
         with tempfile.TemporaryDirectory() as folder:
@@ -92,11 +102,28 @@ def auth_token(args: argparse.Namespace) -> str:
                       "`orchestrator serve` from this folder first (it writes a development token there)")
 
 
-def entry_query(entry: str | None) -> str:
-    if not entry:
-        return ""
-    flow_sid, _, node = entry.partition("/")
-    return f"flow_sid={flow_sid}" + (f"&node={node}" if node else "")
+def incoming_query(entry: str | None, engine: str | None) -> str:
+    """The webhook's query: the Studio node that sent the call, and the engine asked for."""
+    parts = {}
+    if entry:
+        flow_sid, _, node = entry.partition("/")
+        parts["flow_sid"] = flow_sid
+        if node:
+            parts["node"] = node
+    if engine:
+        parts["engine"] = engine
+    return urlencode(parts)
+
+
+def check_engine_offered(base_url: str, engine: str) -> None:
+    """Fail before the call when the server does not have the engine asked for (it would silently use its own)."""
+    try:
+        health = httpx.get(f"{base_url}/healthz", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as error:
+        raise ConfigError(base_url, None, f"cannot read /healthz ({error})") from None
+    offered = health.get("engines") or [health.get("engine")]
+    if engine not in offered:
+        raise ConfigError(base_url, None, f"the server has no {engine!r} engine (it has: {', '.join(map(str, offered))})")
 
 
 def run_call(args: argparse.Namespace) -> int:
@@ -104,10 +131,12 @@ def run_call(args: argparse.Namespace) -> int:
         steps, voice = build_steps(args)
     except CallerAudioError as error:
         raise ConfigError(str(args.wav), None, str(error)) from None
+    if args.engine:
+        check_engine_offered(args.url, args.engine)
     options = CallerOptions(
         base_url=args.url,
         auth_token=auth_token(args),
-        incoming_query=entry_query(args.entry),
+        incoming_query=incoming_query(args.entry, args.engine),
         call_sid=args.call_sid,
         caller=args.caller,
         called=args.called,

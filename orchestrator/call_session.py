@@ -6,13 +6,19 @@
     ├── timers         WakeAt effects
     └── session task   async with engine:            (nested: the engine's lifetime)
                            engine reader             agent audio → Twilio (+ marks), barge-in
-                       # the engine is closed here, on every path
+                       [async with failover engine:  (once, if the first is refused or lost mid-triage)
+                           engine reader]
+                       # every engine is closed here, on every path
                        close the Media Stream        (only here, after the block)
 
 The Media Stream is closed by the session task, lexically after the engine's `async with`; nothing
 else closes it. That structure, not a flag, is what puts "Realtime closed" before "stream closed"
 (and so before Twilio requests the action URL). `realtime_closed` lets the action URL handler wait
 for the hang-up path, where Twilio closes the stream first.
+
+Failover: when the engine is refused at the start, drops, or fails while the caller is still being
+triaged, the session opens the failover engine (the offline one) with what the machine has captured and
+heard so far. The machine does not see the first engine go: only a failover that fails too reaches it.
 """
 from __future__ import annotations
 
@@ -57,7 +63,7 @@ from machines.effects import (
 from machines.policy import CallHistory
 from orchestrator.call_logging import call_logger
 from orchestrator.call_store import CallStore, PassOutcome, TriagePass
-from orchestrator.call_tools import ToolRejected, interpret_tool_call, line_instructions, tool_output
+from orchestrator.call_tools import ToolRejected, interpret_tool_call, line_instructions, spoken_line, tool_output
 from orchestrator.routing_config import RoutingConfig
 from orchestrator.server_metrics import ServerMetrics
 from orchestrator.triage_engine import (
@@ -87,6 +93,7 @@ _KEPT_NOTES = 20
 MARK_EVERY_MS = 100
 # Slack on top of budget and handoff line before a session is cut short as hung (a bug, not a path).
 _HUNG_CALL_SLACK_S = 60.0
+_CATCH_UP_LIMIT_S = 1.0  # the driver never takes this long for what is queued; if it does, go on anyway
 
 
 class MediaSocket(Protocol):
@@ -112,6 +119,8 @@ class SessionDeps:
     connector: EngineConnector
     metrics: ServerMetrics
     shutting_down: trio.Event = field(default_factory=trio.Event)
+    # Takes over a call whose engine is refused or lost while the caller is being triaged (None: fallback route).
+    failover: EngineConnector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +128,18 @@ class _EngineNotice:
     """An engine event the driver decides on, handed over by the engine reader."""
 
     event: ResponseStarted | ResponseFinished | EngineProblem | ToolCallReady
+
+
+@dataclass(frozen=True, slots=True)
+class _CatchUp:
+    """Set once the driver has handled everything posted before it (e.g. the lost engine's last tool calls)."""
+
+    done: trio.Event
+
+
+@dataclass(frozen=True, slots=True)
+class _EngineSwitched:
+    """The failover engine is open: the driver forgets the old engine's requests and re-asks what was lost."""
 
 
 class CallSession:
@@ -147,6 +168,11 @@ class CallSession:
 
         self._engine: TriageEngine | None = None
         self._engine_scope = trio.CancelScope()
+        self._engine_lost: str | None = None  # why the current engine ended by itself
+        self._engine_reader_scope: trio.CancelScope | None = None
+        self._switching_engine = False  # between losing an engine and the failover being open
+        self._failed_over = False
+        self._session_notes: list[str] = []  # kept in the pass record with the machine's notes
         self._events_in, self._events_out = trio.open_memory_channel[object](math.inf)
         self._teardown_ready = trio.Event()
         self._machine_ended = trio.Event()
@@ -166,6 +192,7 @@ class CallSession:
         self._pending_line: Speak | None = None
         self._pending_continue = False
         self._last_request: tuple[str, Speak | None] | None = None
+        self._line_in_flight: Speak | None = None  # a line requested whose response has not finished
         self._request_ids = itertools.count(1)
 
     # ------------------------------------------------------------------ the session task
@@ -211,22 +238,68 @@ class CallSession:
             self.log.info("triage finished", outcome=machine.outcome, state=machine.state)
 
     async def _run_engine(self) -> None:
+        """The engine's lifetime; the failover engine's too when the first one is refused or lost.
+        Returns when an engine ended by itself; cancelled (by the driver) when the call closes it."""
+        connector = self.deps.connector
+        while True:
+            lost = await self._run_one_engine(connector, taking_over=connector is not self.deps.connector)
+            if lost is None or not self._can_fail_over():
+                self._switching_engine = False
+                if lost is not None and lost.startswith("engine_unavailable"):
+                    self._post(ev.EngineFailed(lost))
+                return  # a dropped engine reaches the machine as RealtimeClosed
+            assert self.deps.failover is not None
+            self._failed_over = True
+            connector = self.deps.failover
+            self.deps.metrics.engine_failovers.inc()
+            self._session_notes.append(f"failover to {connector.name}: {lost}")
+            self.log.warning("engine lost; the failover engine takes the call", reason=lost, engine=connector.name)
+
+    async def _run_one_engine(self, connector: EngineConnector, *, taking_over: bool) -> str | None:
+        """Run one engine until it ends by itself (returns why) or is refused (returns why)."""
+        machine = self.machine
+        assert machine is not None
+        if taking_over:  # what the lost engine heard reaches the machine first, so the new one knows it
+            caught_up = trio.Event()
+            self._post(_CatchUp(caught_up))
+            with trio.move_on_after(_CATCH_UP_LIMIT_S):
+                await caught_up.wait()
+        call = EngineCall(self.call_sid, dict(machine.captured), tuple(machine.caller_turns), taking_over)
+        self._engine_lost = None
         try:
-            async with self.deps.connector.connect(EngineCall(self.call_sid)) as engine:
+            async with connector.connect(call) as engine:
                 self._engine = engine
                 async with trio.open_nursery() as engine_nursery:
+                    self._engine_reader_scope = engine_nursery.cancel_scope
                     engine_nursery.start_soon(self._read_engine, engine, engine_nursery.cancel_scope)
+                    if taking_over:
+                        self._post(_EngineSwitched())
                     self._post(ev.RealtimeOpened())
                     await trio.sleep_forever()
         except EngineUnavailable as unavailable:
             self.deps.metrics.engine_unavailable.inc()
-            self.log.warning("engine unavailable", reason=unavailable.reason)
-            self._post(ev.EngineFailed(f"engine_unavailable: {unavailable.reason}"))
+            self.log.warning("engine unavailable", engine=connector.name, reason=unavailable.reason)
+            self._engine_lost = f"engine_unavailable: {unavailable.reason}"
         finally:
             self._engine = None
+            self._engine_reader_scope = None
+        if self._engine_lost is not None and self._can_fail_over():
+            self._switching_engine = True  # the driver keeps its pending requests for the next engine
+        return self._engine_lost
+
+    def _can_fail_over(self) -> bool:
+        machine = self.machine
+        return (
+            self.deps.failover is not None
+            and not self._failed_over
+            and machine is not None
+            and machine.state in TRIAGE_OPEN
+            and not self.deps.shutting_down.is_set()
+        )
 
     async def _record_outcome(self, machine: CallMachine) -> None:
         notes = tuple(f"{entry.event}: {entry.note}" for entry in machine.trail if entry.note)[-_KEPT_NOTES:]
+        notes = (*self._session_notes, *notes)[-_KEPT_NOTES:]
         outcome = PassOutcome(machine.outcome, tuple(machine.states_visited), machine.faults, notes)
         try:
             with trio.fail_after(5):
@@ -256,6 +329,10 @@ class CallSession:
             async for item in self._events_out:
                 if isinstance(item, _EngineNotice):
                     await self._on_engine_notice(item.event)
+                elif isinstance(item, _EngineSwitched):
+                    self._on_engine_switched()
+                elif isinstance(item, _CatchUp):
+                    item.done.set()
                 else:
                     await self._handle(item)
                 # One flush per input: the effects of one event make at most one response request.
@@ -326,12 +403,29 @@ class CallSession:
 
     # ------------------------------------------------------------------ requests to the engine (driver)
 
+    def _on_engine_switched(self) -> None:
+        machine = self.machine
+        assert machine is not None
+        self._switching_engine = False
+        self._response_active = False
+        self._pending_outputs.clear()  # answers to the old engine's tool calls mean nothing to the new one
+        self._last_request = None
+        lost_line, self._line_in_flight = self._line_in_flight, None
+        if machine.state == "greeting":
+            return  # the machine asks for the greeting again when the new engine opens
+        if self._pending_line is None and lost_line is not None and lost_line.line is not Line.GREETING:
+            self._pending_line = lost_line
+        elif self._pending_line is None:
+            self._pending_continue = True  # the new engine picks the conversation up
+
     async def _on_engine_notice(self, event: ResponseStarted | ResponseFinished | EngineProblem | ToolCallReady) -> None:
         match event:
             case ResponseStarted():
                 self._response_active = True
             case ResponseFinished():
                 self._response_active = False
+                if self._line_in_flight is not None and event.tag == self._line_in_flight.line.value:
+                    self._line_in_flight = None
             case ToolCallReady():
                 await self._on_tool_call(event)
             case EngineProblem():
@@ -361,6 +455,11 @@ class CallSession:
                     self._pending_continue = True
             return
         self.log.warning("engine failed", code=problem.code, message=problem.message[:200])
+        reader_scope = self._engine_reader_scope
+        if self._can_fail_over() and reader_scope is not None:
+            self._engine_lost = f"engine_error: {problem.code}"
+            reader_scope.cancel()  # the session task opens the failover engine
+            return
         await self._handle(ev.EngineFailed(f"engine_error: {problem.code}"))
 
     async def _flush_requests(self) -> None:
@@ -370,6 +469,8 @@ class CallSession:
         because it started a response itself comes back as a harmless problem and is asked again."""
         engine = self._engine
         if engine is None:
+            if self._switching_engine:
+                return  # kept for the failover engine
             self._pending_outputs.clear()
             self._pending_line = None
             self._pending_continue = False
@@ -390,7 +491,12 @@ class CallSession:
         if line is None:
             await engine.speak(None, tag=None, request_id=request_id)
         else:
-            await engine.speak(line_instructions(self.deps.config, line), tag=line.line.value, request_id=request_id)
+            self._line_in_flight = line
+            config = self.deps.config
+            await engine.speak(
+                line_instructions(config, line), tag=line.line.value, request_id=request_id,
+                line=spoken_line(config, line),
+            )
 
     # ------------------------------------------------------------------ the engine reader
 
@@ -398,6 +504,8 @@ class CallSession:
         try:
             async for event in engine.events():
                 await self._on_engine_event(engine, event)
+            if self._engine_lost is None:
+                self._engine_lost = "engine_dropped"
         finally:
             # The engine's connection ended (or we are leaving): nothing keeps its block open.
             engine_scope.cancel()

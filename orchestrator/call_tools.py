@@ -25,6 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 from machines.effects import AnswerTool, Line, Speak
 from machines.events import DetailsCaptured, IntentProposed
 from orchestrator.routing_config import CapturedField, RoutingConfig
+from orchestrator.triage_engine import SpokenLine
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,19 @@ def _field_lines(config: RoutingConfig) -> list[str]:
     return lines
 
 
+def line_text(config: RoutingConfig, line: Line) -> str:
+    return getattr(config.lines, str(line), None) or config.lines.clarify
+
+
+def spoken_line(config: RoutingConfig, speak: Speak) -> SpokenLine:
+    """The same request as `line_instructions`, as data, for engines that say lines themselves."""
+    asks_for = speak.missing_fields if speak.line is Line.ASK_DETAILS else ()
+    return SpokenLine(line_text(config, speak.line), tuple(asks_for))
+
+
 def line_instructions(config: RoutingConfig, speak: Speak) -> str:
     """Per-response instructions that make the agent say one fixed line from the config."""
-    line = getattr(config.lines, str(speak.line), None) or config.lines.clarify
+    line = line_text(config, speak.line)
     if speak.line is not Line.ASK_DETAILS or not speak.missing_fields:
         return f"Say exactly the following, then stop: «{line}»"
     by_name = {field.name: field for field in config.fields}

@@ -57,6 +57,57 @@ def call(args: argparse.Namespace) -> int:
     return run_call(args)
 
 
+def fit_engine(args: argparse.Namespace) -> int:
+    from orchestrator.call_corpus import read_corpus
+    from orchestrator.intent_model import IntentModel
+    from orchestrator.offline_engine import model_file_for
+
+    config = load_routing_config(args.config)
+    corpus = read_corpus(args.corpus)
+    for problem in corpus.problems:
+        print(f"{args.corpus}:{problem.line_number}: skipped: {problem.reason}", file=sys.stderr)
+    known = {intent.name for intent in config.intents}
+    used = [call for call in corpus.calls if call.expected_intent in known]
+    model = IntentModel.fit(config, used, use_asr=args.use_asr)
+    out = args.out or model_file_for(Path(args.config))
+    model.save(out)
+    print(f"fit on {len(config.intents)} intents of {args.config} and {len(used)} of {len(corpus.calls)} calls "
+          f"({len(corpus.calls) - len(used)} with no or another intent); wrote {out}")
+    print(f'point the config at it:  [engine]\nintent_model = "{_relative_to(out, Path(args.config).parent)}"')
+    return 0
+
+
+def _relative_to(path: Path, folder: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from orchestrator.call_corpus import read_corpus
+    from orchestrator.call_eval import evaluate_offline, write_summary
+    from orchestrator.eval_report import print_summary
+    from orchestrator.offline_engine import load_intent_model
+
+    if args.engine != "offline":
+        print("error: eval --engine realtime is not built yet; use --engine offline", file=sys.stderr)
+        return 2
+    config = load_routing_config(args.config)
+    corpus = read_corpus(args.corpus)
+    for problem in corpus.problems:
+        print(f"{args.corpus}:{problem.line_number}: skipped: {problem.reason}", file=sys.stderr)
+    summary = evaluate_offline(corpus, config, load_intent_model(config), use_asr=args.asr)
+    print_summary(summary)
+    if args.summary is not None:
+        write_summary(summary, args.summary)
+        print(f"wrote {args.summary}")
+    if not summary.calls:
+        print("error: no call of the corpus has an intent of this config", file=sys.stderr)
+        return 2
+    return 0 if summary.parity >= args.min_parity else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description="AI front desk for Twilio Studio and Flex.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -74,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     server.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
     server.add_argument("--config", type=Path, help="routing config (default: $ORCHESTRATOR_CONFIG, else the example)")
-    server.add_argument("--engine", choices=["auto", "realtime", "fake"],
-                        help="who listens to the caller (default auto: realtime with OPENAI_API_KEY, else fake)")
+    server.add_argument("--engine", choices=["auto", "realtime", "offline", "fake"],
+                        help="who listens to the caller (default auto: realtime with OPENAI_API_KEY, else offline)")
     server.add_argument("--public-url", help="the URL Twilio reaches this server at (default: the listen address)")
     server.add_argument("--data-dir", type=Path, help="where the call store lives (default: var)")
     server.add_argument("--insecure-skip-signature-check", action="store_true",
@@ -88,6 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     caller = commands.add_parser("call", help="simulate one phone call against a running server")
     add_call_arguments(caller)
     caller.set_defaults(run=call)
+
+    engine = commands.add_parser("engine", help="the offline engine's intent model")
+    engine_commands = engine.add_subparsers(dest="engine_command", required=True)
+    fit = engine_commands.add_parser("fit", help="fit the intent model on a config and a corpus of past calls")
+    fit.add_argument("corpus", type=Path, help="past calls, JSON Lines (see the README)")
+    fit.add_argument("--config", type=Path, required=True, help="the routing config whose intents are learnt")
+    fit.add_argument("--out", type=Path, help="model file (default: next to the config, .model.json)")
+    fit.add_argument("--use-asr", action="store_true", help="learn from the recognised text (asr) of each turn")
+    fit.set_defaults(run=fit_engine)
+
+    replay = commands.add_parser("eval", help="replay past calls through the triage and report intent parity")
+    replay.add_argument("corpus", type=Path, help="past calls, JSON Lines (see the README)")
+    replay.add_argument("--config", type=Path, required=True)
+    replay.add_argument("--engine", choices=["offline", "realtime"], default="offline")
+    replay.add_argument("--asr", action="store_true", help="use each turn's recognised text (asr) when present")
+    replay.add_argument("--summary", type=Path, metavar="FILE.json", help="write the figures as JSON")
+    replay.add_argument("--min-parity", type=float, default=0.90, help="exit 1 below this (default %(default)s)")
+    replay.set_defaults(run=evaluate)
     return parser
 
 

@@ -42,6 +42,7 @@ from orchestrator.triage_engine import (
     EngineUnavailable,
     ResponseFinished,
     ResponseStarted,
+    SpokenLine,
     ToolCallReady,
 )
 
@@ -73,7 +74,14 @@ class RealtimeEngine:
     async def send_caller_audio(self, payload_b64: str) -> None:
         await self._quietly(self._connection.append_audio(payload_b64))
 
-    async def speak(self, instructions: str | None, *, tag: str | None, request_id: str | None = None) -> None:
+    async def speak(
+        self,
+        instructions: str | None,
+        *,
+        tag: str | None,
+        request_id: str | None = None,
+        line: SpokenLine | None = None,  # the model follows the instructions, which quote the line
+    ) -> None:
         metadata = {TAG_KEY: tag} if tag is not None else None
         await self._quietly(self._connection.create_response(instructions, metadata=metadata, event_id=request_id))
 

@@ -173,6 +173,20 @@ class Lines(_Section):
     handoff: Text = "Thanks, I'm putting you through now. Please hold."
     clarify: Text = "Sorry, could you tell me a little more about what you need?"
     ask_details: Text = "Before I put you through, could I take a few details?"
+    # Said by the offline engine (the Realtime model words these moments itself).
+    ask_intent: Text = "How can I help you today?"
+    not_heard: Text = "Sorry, I didn't catch that. Could you say it again?"
+    taking_over: Text = "Sorry about that, the line dropped for a moment. Could you tell me again what you need?"
+
+
+class EngineSettings(_Section):
+    """What listens to the caller besides the Realtime model."""
+
+    # When Realtime refuses a call or drops mid-call: go on with the offline engine, or take the fallback route.
+    failover: Literal["offline", "fallback-route"] = "offline"
+    # A model file written by `orchestrator engine fit` (relative to this config file); without one the
+    # offline engine learns from the intents' descriptions and examples when the server starts.
+    intent_model: Path | None = None
 
 
 class CompanySettings(_Section):
@@ -276,6 +290,7 @@ class CapturedField(_Section):
     description: Text | None = None
     choices: list[Text] | None = None
     required_for: list[Name] = []  # route names
+    question: Text | None = None  # how the offline engine asks for it (default: worded from the name and type)
 
     @model_validator(mode="after")
     def _choices_iff_choice_type(self) -> CapturedField:
@@ -308,6 +323,7 @@ class RoutingConfig(BaseSettings):
     company: CompanySettings = CompanySettings()
     triage: TriageSettings
     lines: Lines = Lines()
+    engine: EngineSettings = EngineSettings()
     routes: dict[Name, Route]
     intents: list[Intent] = []
     fields: list[CapturedField] = []
@@ -377,6 +393,16 @@ class RoutingConfig(BaseSettings):
             for position, route in enumerate(field.required_for):
                 if route not in self.routes:
                     yield ("fields", index, "required_for", position), unknown(route)
+
+    def intent_model_path(self) -> Path | None:
+        """`engine.intent_model`, relative to the config file it was written in."""
+        path = self.engine.intent_model
+        if path is None:
+            return None
+        path = path.expanduser()
+        if not path.is_absolute() and self._source_path is not None:
+            path = self._source_path.parent / path
+        return path
 
     def required_fields(self, route: str) -> frozenset[str]:
         return frozenset(field.name for field in self.fields if route in field.required_for)

@@ -47,6 +47,7 @@ TWIML_MEDIA_TYPE = "application/xml"
 # Names of the <Parameter>s that tie a Media Stream to the pass that /voice/incoming opened.
 PASS_PARAMETER = "pass"
 TOKEN_PARAMETER = "pass_token"
+ENGINE_PARAMETER = "engine"  # a call may ask for one of the server's engines by name
 _CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 _FLOW_SID = re.compile(r"FW[0-9a-fA-F]{32}")
 _WIDGET = re.compile(r"[^\s/]{1,64}")
@@ -70,6 +71,10 @@ class ServerState:
     stream_start_timeout_s: float = 10.0
     max_concurrent_calls: int = 500
     arm: str = "ai"
+    # Takes over calls whose engine is refused or lost mid-triage (config `engine.failover`).
+    failover: EngineConnector | None = None
+    # Engines a call may ask for by name (`/voice/incoming?engine=offline`), besides `connector`.
+    engines: dict[str, EngineConnector] = field(default_factory=dict)
     shutting_down: trio.Event = field(default_factory=trio.Event)
     sessions: dict[tuple[str, int], CallSession] = field(default_factory=dict)
     flow: CallFlow = field(init=False)
@@ -77,10 +82,13 @@ class ServerState:
     def __post_init__(self) -> None:
         self.flow = CallFlow(self.config.triage_policy(), trio.current_time)
 
-    @property
-    def session_deps(self) -> SessionDeps:
+    def session_deps(self, engine: str | None = None) -> SessionDeps:
         # Built per call on purpose: a test may swap `connector` on a running server.
-        return SessionDeps(self.config, self.flow, self.store, self.connector, self.metrics, self.shutting_down)
+        connector = self.engines.get(engine or "", self.connector)
+        failover = self.failover if self.failover is not connector else None
+        return SessionDeps(
+            self.config, self.flow, self.store, connector, self.metrics, self.shutting_down, failover=failover
+        )
 
     def public(self, path: str) -> str:
         return self.public_url + path
@@ -160,6 +168,9 @@ class _Endpoints:
         stream = connect.stream(url=state.media_stream_url)
         stream.parameter(name=PASS_PARAMETER, value=str(triage_pass.number))
         stream.parameter(name=TOKEN_PARAMETER, value=triage_pass.token)
+        engine = request.query_params.get(ENGINE_PARAMETER)
+        if engine in state.engines:
+            stream.parameter(name=ENGINE_PARAMETER, value=engine)
         bound.info("triage pass opened", triage_pass=triage_pass.number, entry_node=triage_pass.entry_node)
         return _twiml(response.to_xml())
 
@@ -247,6 +258,8 @@ class _Endpoints:
             {
                 "status": "shutting_down" if state.shutting_down.is_set() else "ok",
                 "engine": state.connector.name,
+                "failover": state.failover.name if state.failover else None,
+                "engines": sorted({state.connector.name, *state.engines}),
                 "active_calls": len(state.sessions),
                 "signature_check": state.signature.enabled,
             }
@@ -284,7 +297,8 @@ class _Endpoints:
             entry_node=triage_pass.entry_node,
             visited_nodes=await state.store.visited_nodes(triage_pass.call_sid),
         )
-        session = CallSession(state.session_deps, socket, start, triage_pass, history)
+        deps = state.session_deps(start.start.custom_parameters.get(ENGINE_PARAMETER))
+        session = CallSession(deps, socket, start, triage_pass, history)
         key = (triage_pass.call_sid, triage_pass.number)
         state.sessions[key] = session
         try:

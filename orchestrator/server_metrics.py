@@ -36,6 +36,10 @@ class ServerMetrics:
         self.engine_unavailable = Counter(
             "engine_unavailable", "Calls whose engine could not be opened", registry=registry
         )
+        self.engine_failovers = Counter(
+            "engine_failovers", "Calls taken over by the failover engine after the first was refused or lost",
+            registry=registry,
+        )
         self.tool_rejections = Counter(
             "tool_rejections", "Tool calls refused for invalid arguments, by tool", ["tool"], registry=registry
         )

@@ -21,7 +21,7 @@ from orchestrator.routing_config import ENV_PREFIX, ConfigError
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "acme_plumbing.toml"
 DEV_AUTH_TOKEN_FILE = "dev-twilio-auth-token"
 
-EngineChoice = Literal["auto", "realtime", "fake"]
+EngineChoice = Literal["auto", "realtime", "offline", "fake"]
 
 
 class ServerSettings(BaseSettings):

@@ -20,6 +20,7 @@ from bridge.realtime import RealtimeSettings
 from orchestrator.call_store import CallStore, SqliteCallStore
 from orchestrator.call_tools import agent_instructions, realtime_tools
 from orchestrator.demo_engine import run_demo_engine
+from orchestrator.offline_engine import OfflineConnector
 from orchestrator.realtime_engine import RealtimeConnector
 from orchestrator.routing_config import ConfigError, RoutingConfig, load_routing_config
 from orchestrator.server import ServerState, build_app
@@ -68,7 +69,46 @@ def _url_host(host: str) -> str:
 def choose_engine(settings: ServerSettings) -> str:
     if settings.engine != "auto":
         return settings.engine
-    return "realtime" if settings.openai_api_key is not None else "fake"
+    return "realtime" if settings.openai_api_key is not None else "offline"
+
+
+async def _build_engines(
+    settings: ServerSettings, config: RoutingConfig, stack: AsyncExitStack, announcements: list[str]
+) -> tuple[EngineConnector, EngineConnector | None]:
+    """The configured engine and the one that takes over when it fails (None: the fallback route)."""
+    engine = choose_engine(settings)
+    offline = None
+    if engine == "offline" or config.engine.failover == "offline":
+        offline = OfflineConnector.for_config(config)
+    if engine == "offline":
+        assert offline is not None
+        why = "" if settings.openai_api_key is not None or settings.engine == "offline" else " (no OPENAI_API_KEY)"
+        announcements.append(f"engine: {offline.describe()}{why}")
+        return offline, None
+    instructions, tools = agent_instructions(config), realtime_tools(config)
+    if engine == "realtime":
+        connector: EngineConnector = RealtimeConnector(
+            realtime_settings(settings),
+            instructions=instructions,
+            tools=tools,
+            transcription_model=settings.transcription_model,
+        )
+        announcements.append(
+            f"engine: OpenAI Realtime at {settings.realtime_url} (model {settings.realtime_model or 'from URL'})"
+        )
+    else:
+        connector = await stack.enter_async_context(
+            run_demo_engine(
+                config, instructions=instructions, tools=tools, transcription_model=settings.transcription_model
+            )
+        )
+        announcements.append(
+            "engine: FAKE. A scripted stand-in that does not listen to the caller: it greets, then after ~1.5 s "
+            f"proposes '{config.intents[0].name if config.intents else '-'}'."
+        )
+    if offline is not None:
+        announcements.append(f"  (offline engine for failover: {offline.describe()})")
+    return connector, offline
 
 
 def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
@@ -93,15 +133,19 @@ async def run_server(
     port: int = 8080,
     config: RoutingConfig | None = None,
     connector: EngineConnector | None = None,
+    failover: EngineConnector | None = None,
     store: CallStore | None = None,
     access_log: bool = False,
 ) -> AsyncIterator[RunningServer]:
-    """Serve until the block exits (or `stop()` is called, then wait out the calls in progress)."""
+    """Serve until the block exits (or `stop()` is called, then wait out the calls in progress).
+    Without `connector`, the engines come from the settings and the config (`failover` is then ignored)."""
     config = config or load_routing_config(settings.config)
     announcements: list[str] = []
     sock = _listening_socket(host, port)
     try:
-        async with _serving(settings, config, sock, host, connector, store, access_log, announcements) as running:
+        async with _serving(
+            settings, config, sock, host, connector, failover, store, access_log, announcements
+        ) as running:
             yield running
     finally:
         sock.close()  # a no-op once hypercorn has taken the socket over (detached)
@@ -114,6 +158,7 @@ async def _serving(
     sock: socket.socket,
     host: str,
     connector: EngineConnector | None,
+    failover: EngineConnector | None,
     store: CallStore | None,
     access_log: bool,
     announcements: list[str],
@@ -145,33 +190,14 @@ async def _serving(
             purged = await store.purge_older_than(settings.retention_days * 86400)
             if purged:
                 announcements.append(f"purged {purged} call records older than {settings.retention_days:g} days")
+        engines: dict[str, EngineConnector] = {}
         if connector is None:
-            instructions, tools = agent_instructions(config), realtime_tools(config)
-            engine = choose_engine(settings)
-            if engine == "realtime":
-                connector = RealtimeConnector(
-                    realtime_settings(settings),
-                    instructions=instructions,
-                    tools=tools,
-                    transcription_model=settings.transcription_model,
-                )
-                announcements.append(
-                    f"engine: OpenAI Realtime at {settings.realtime_url} (model {settings.realtime_model or 'from URL'})"
-                )
-            else:
-                connector = await stack.enter_async_context(
-                    run_demo_engine(
-                        config, instructions=instructions, tools=tools,
-                        transcription_model=settings.transcription_model,
-                    )
-                )
-                announcements.append(
-                    "engine: FAKE (no OPENAI_API_KEY). A scripted stand-in that does not listen to the caller: "
-                    f"it greets, then after ~1.5 s proposes '{config.intents[0].name if config.intents else '-'}'. "
-                    "Set OPENAI_API_KEY for real calls."
-                )
+            connector, failover = await _build_engines(settings, config, stack, announcements)
+            engines = {engine.name: engine for engine in (connector, failover) if engine is not None}
         else:
             announcements.append(f"engine: {connector.name} (given)")
+        if failover is not None:
+            announcements.append(f"failover: {failover.name} takes over calls whose engine is refused or lost")
 
         state = ServerState(
             config=config,
@@ -184,6 +210,8 @@ async def _serving(
             after_wait_s=settings.after_wait_seconds,
             stream_start_timeout_s=settings.stream_start_timeout_seconds,
             max_concurrent_calls=settings.max_concurrent_calls,
+            failover=failover,
+            engines=engines,
         )
         hypercorn = HypercornConfig()
         hypercorn.bind = [f"fd://{sock.detach()}"]

@@ -4,6 +4,9 @@ The session runner drives a `TriageEngine` and cannot tell which one it is: the 
 (`orchestrator.realtime_engine`), the same engine pointed at the protocol-faithful fake, or (later) an
 offline engine. An engine takes the caller's µ-law audio and requests to speak, and reports what happened
 as the plain `EngineEvent`s below; it knows nothing of routes or of the call machine.
+
+The offline engine (`orchestrator.offline_engine`) does not follow free-text instructions, so a request to
+say a fixed line also carries the line itself (`SpokenLine`); the Realtime engine uses the instructions.
 """
 from __future__ import annotations
 
@@ -102,21 +105,40 @@ EngineEvent = (
 
 
 @dataclass(frozen=True, slots=True)
+class SpokenLine:
+    """A fixed line from the config, word for word, and the fields the agent must ask for after it."""
+
+    text: str
+    asks_for: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EngineCall:
     """What an engine may know about the call it serves."""
 
     call_sid: str
     # Details already captured (e.g. before a failover); an engine may use them to avoid asking again.
     captured: Mapping[str, str] = field(default_factory=dict)
+    # What the caller said so far, when this engine takes over a call another engine started.
+    caller_turns: tuple[str, ...] = ()
+    taking_over: bool = False
 
 
 class TriageEngine(Protocol):
     async def send_caller_audio(self, payload_b64: str) -> None:
         """Forward one base64 µ-law 8 kHz payload from the caller."""
 
-    async def speak(self, instructions: str | None, *, tag: str | None, request_id: str | None = None) -> None:
+    async def speak(
+        self,
+        instructions: str | None,
+        *,
+        tag: str | None,
+        request_id: str | None = None,
+        line: SpokenLine | None = None,
+    ) -> None:
         """Ask for one response (None: let the agent continue the conversation). Its ResponseStarted and
-        ResponseFinished carry `tag`; a refusal comes back as an EngineProblem with `request_id`."""
+        ResponseFinished carry `tag`; a refusal comes back as an EngineProblem with `request_id`.
+        `line` is the fixed line the instructions ask for, for engines that speak it themselves."""
 
     async def send_tool_output(self, call_id: str, output: str) -> None:
         """Answer a tool call; does not by itself make the agent speak (call `speak(None, …)` after)."""

@@ -3,7 +3,7 @@ the fake Realtime server it talks to, and simulated Twilio callers, all over loo
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from orchestrator.realtime_engine import RealtimeConnector
 from orchestrator.routing_config import RoutingConfig, load_routing_config
 from orchestrator.server_settings import load_server_settings
 from orchestrator.serving import RunningServer, run_server
+from orchestrator.triage_engine import EngineConnector
 from orchestrator.testing.fake_realtime import (
     FakeRealtime,
     RecordedSession,
@@ -175,8 +176,14 @@ def metric(front_desk: FrontDesk, name: str, **labels: str) -> float:
 
 @asynccontextmanager
 async def front_desk(
-    tmp_path: Path, scenario: Scenario, *, config_path: Path = ACME, **settings: Any
+    tmp_path: Path,
+    scenario: Scenario,
+    *,
+    config_path: Path = ACME,
+    failover: Callable[[RoutingConfig], EngineConnector] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[FrontDesk]:
+    """The server on the fake Realtime; `failover` builds the engine that takes over failed calls."""
     config = load_routing_config(config_path)
     async with run_fake_realtime(scenario) as fake:
         connector = RealtimeConnector(
@@ -188,7 +195,10 @@ async def front_desk(
         server_settings = load_server_settings(
             data_dir=tmp_path / "var", graceful_shutdown_seconds=2, after_wait_seconds=3, **settings
         )
-        async with run_server(server_settings, port=0, config=config, connector=connector) as server:
+        async with run_server(
+            server_settings, port=0, config=config, connector=connector,
+            failover=failover(config) if failover else None,
+        ) as server:
             yield FrontDesk(server, fake, config)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.offline_speech import speech_support
+
 BIN = Path(sys.executable).parent
 ACCOUNT_VARIABLES = ("OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID")
 
@@ -23,9 +25,19 @@ def clean_environment() -> dict[str, str]:
 
 @pytest.fixture
 def served(tmp_path):
-    """`orchestrator serve` on a free port in a fresh folder; yields (base URL, the lines it printed)."""
+    """`orchestrator serve` as the README runs it (no account: the offline engine); (base URL, lines printed)."""
+    yield from serving(tmp_path)
+
+
+@pytest.fixture
+def served_fake(tmp_path):
+    """`orchestrator serve --engine fake`: the scripted demo engine."""
+    yield from serving(tmp_path, "--engine", "fake")
+
+
+def serving(tmp_path: Path, *options: str):
     server = subprocess.Popen(
-        [str(BIN / "orchestrator"), "serve", "--port", "0"],
+        [str(BIN / "orchestrator"), "serve", "--port", "0", *options],
         cwd=tmp_path, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     printed: list[str] = []
@@ -55,13 +67,17 @@ def served(tmp_path):
 def test_serve_starts_with_no_account_and_says_which_engine_it_uses(served):
     base_url, printed = served
     text = "\n".join(printed)
-    assert "engine: FAKE (no OPENAI_API_KEY)" in text
+    if speech_support().available:
+        assert "engine: offline (speech-to-text, intent classifier and text-to-speech on this machine)" in text
+    else:
+        assert "engine: offline, TEXT MODE (speech extra not installed" in text
+    assert "(no OPENAI_API_KEY)" in text
     assert "TWILIO_AUTH_TOKEN is not set" in text
     assert f"voice webhook: {base_url}/voice/incoming" in text
 
 
-def test_orchestrator_call_prints_a_complete_call_against_the_server(served, tmp_path):
-    base_url, _ = served
+def test_orchestrator_call_prints_a_complete_call_against_the_fake_engine(served_fake, tmp_path):
+    base_url, _ = served_fake
     done = subprocess.run(
         [str(BIN / "orchestrator"), "call", "--url", base_url, "--say", "my basement is flooding", "--speed", "4"],
         cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=60,
@@ -73,6 +89,38 @@ def test_orchestrator_call_prints_a_complete_call_against_the_server(served, tmp
     assert "decision: route emergency_desk (flex), reason accepted, intent emergency" in output
     assert "callback_number: +14155552671" in output
     assert '<Enqueue workflowSid="WW37efa99795cd582f2f4c31893159fe53">' in output
+
+
+@pytest.mark.skipif(not speech_support().available, reason="the speech extra is not installed")
+def test_a_call_from_a_wav_file_goes_through_the_offline_engine_to_the_right_flex_queue(served, tmp_path):
+    base_url, _ = served
+    from orchestrator.caller_audio import mulaw_to_wav, silence
+    from orchestrator.offline_engine import load_offline_speech
+
+    speech = load_offline_speech().speech
+    wav = tmp_path / "caller.wav"
+    mulaw_to_wav(silence(300) + speech.synthesizer.synthesize(
+        "Hi, I have a question about my invoice. I think I was charged twice.") + silence(1000), wav)
+    done = subprocess.run(
+        [str(BIN / "orchestrator"), "call", "--url", base_url, "--wav", str(wav), "--engine", "offline",
+         "--speed", "2"],
+        cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=90,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    output = done.stdout
+    assert "greeting → capture → classify → dispatch → teardown → ended" in output
+    assert "decision: route billing_desk (flex), reason accepted, intent billing" in output
+    assert '<Enqueue workflowSid="WW77927f36a49d594244217cbcbcae9cee">' in output
+
+
+def test_asking_for_an_engine_the_server_does_not_have_fails_before_the_call(served_fake, tmp_path):
+    base_url, _ = served_fake
+    done = subprocess.run(
+        [str(BIN / "orchestrator"), "call", "--url", base_url, "--engine", "realtime"],
+        cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "has no 'realtime' engine" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_orchestrator_call_without_a_token_explains_itself(tmp_path):

@@ -22,11 +22,11 @@ def no_accounts(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_defaults_need_no_account_and_choose_the_fake_engine():
+def test_defaults_need_no_account_and_choose_the_offline_engine():
     settings = load_server_settings()
     assert settings.twilio_auth_token is None and settings.openai_api_key is None
     assert settings.public_url is None and settings.config.name == "acme_plumbing.toml"
-    assert choose_engine(settings) == "fake"
+    assert choose_engine(settings) == "offline"
     assert settings.insecure_skip_signature_check is False
 
 
