@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 AUDIO_CHUNK_BYTES = 800  # 100 ms of µ-law per AgentAudio, about what Realtime sends per delta
 ACTIVE_RESPONSE = "conversation_already_has_active_response"  # the Realtime code, so the session re-asks
 MAX_QUEUED_TURNS = 8  # a caller who talks far faster than speech-to-text keeps up loses the oldest
+# Transcription starts this far into the silence that may end the caller's turn (the turn ends at 600 ms):
+# the text is usually ready when the turn ends. Voice coming back wastes that transcription, nothing more.
+TRANSCRIBE_EARLY_AFTER_MS = 240
 
 
 # --------------------------------------------------------------------------- shared models
@@ -121,6 +124,13 @@ def load_intent_model(config: RoutingConfig) -> IntentModel:
 # --------------------------------------------------------------------------- the engine
 
 
+@dataclass
+class _EarlyTranscript:
+    audio: bytes
+    done: trio.Event
+    text: str | None = None
+
+
 class OfflineEngine:
     """One call's offline conversation. Sends after the call ended are dropped, as with Realtime."""
 
@@ -137,7 +147,8 @@ class OfflineEngine:
         self.dialogue = OfflineDialogue(config, model, today, dict(call.captured), call.taking_over)
         self.dialogue.seed(call.caller_turns)
         self._events_in, self._events_out = trio.open_memory_channel[EngineEvent](math.inf)
-        self._turns_in, self._turns_out = trio.open_memory_channel[bytes | str](MAX_QUEUED_TURNS)
+        # A turn: its audio, its text (text mode), or its audio already being transcribed.
+        self._turns_in, self._turns_out = trio.open_memory_channel[bytes | str | _EarlyTranscript](MAX_QUEUED_TURNS)
         self._detector = speech.detector_factory() if speech is not None else None
         self._responding = False
         self._idle = trio.Event()
@@ -145,7 +156,9 @@ class OfflineEngine:
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._closed = False
+        self._early: _EarlyTranscript | None = None
         self.truncations: list[tuple[str, int]] = []
+        self.early_transcripts_used = 0
         self.turn_latencies_ms: list[float] = []  # caller's speech end → the engine's answer ready
 
     # ------------------------------------------------------------------ TriageEngine
@@ -157,8 +170,17 @@ class OfflineEngine:
             audio = base64.b64decode(payload_b64, validate=False)
         except ValueError:
             return
-        for event in self._detector.feed(audio):
+        detector = self._detector
+        for event in detector.feed(audio):
             self._on_voice_event(event)
+        silence_ms = detector.trailing_silence_ms
+        if silence_ms == 0:
+            self._early = None  # voice again (or no turn): an early transcript would be of other audio
+        elif silence_ms >= TRANSCRIBE_EARLY_AFTER_MS and self._early is None and self._nursery is not None:
+            turn = detector.utterance_if_it_ended_now()
+            if turn:
+                self._early = _EarlyTranscript(turn, trio.Event())
+                self._nursery.start_soon(self._transcribe_early, self._early)
 
     async def send_caller_text(self, text: str) -> None:
         """A caller turn as text (text mode: eval and tests)."""
@@ -207,9 +229,10 @@ class OfflineEngine:
         if isinstance(event, SpeechStarted):
             self._emit(CallerSpeechStarted())
         elif isinstance(event, UtteranceEnded):
-            self._queue_turn(event.mulaw)
+            early, self._early = self._early, None
+            self._queue_turn(early if early is not None and early.audio == event.mulaw else event.mulaw)
 
-    def _queue_turn(self, turn: bytes | str) -> None:
+    def _queue_turn(self, turn: bytes | str | _EarlyTranscript) -> None:
         if self._closed:
             return
         try:
@@ -263,14 +286,31 @@ class OfflineEngine:
         transcribe = self.speech.recognizer.transcribe  # type: ignore[attr-defined]
         return await trio.to_thread.run_sync(transcribe, audio, limiter=slots, abandon_on_cancel=True)
 
+    async def _transcribe_early(self, early: _EarlyTranscript) -> None:
+        try:
+            early.text = await self._transcribe(early.audio)
+        except Exception:  # the turn is transcribed again when it ends
+            log.exception("offline engine: early speech-to-text failed")
+        finally:
+            early.done.set()
+
+    async def _heard(self, turn: bytes | _EarlyTranscript) -> str:
+        if isinstance(turn, bytes):
+            return await self._transcribe(turn)
+        await turn.done.wait()
+        if turn.text is None:
+            return await self._transcribe(turn.audio)
+        self.early_transcripts_used += 1
+        return turn.text
+
     async def _converse(self) -> None:
         """Caller turns in order: hear, understand, answer (one response at a time)."""
         async with self._turns_out:
             async for turn in self._turns_out:
                 heard_at = time.perf_counter()
-                if isinstance(turn, bytes):
+                if not isinstance(turn, str):
                     try:
-                        text = await self._transcribe(turn)
+                        text = await self._heard(turn)
                     except Exception:  # a recogniser failure is a turn not heard, not a dead call
                         log.exception("offline engine: speech-to-text failed")
                         text = ""

@@ -229,6 +229,18 @@ class VoiceActivityDetector:
     def in_speech(self) -> bool:
         return self._utterance is not None
 
+    @property
+    def trailing_silence_ms(self) -> int:
+        """Silence since the utterance in progress last had voice (0 when not in speech)."""
+        return self._silent_run * self.FRAME_MS if self._utterance is not None else 0
+
+    def utterance_if_it_ended_now(self) -> bytes | None:
+        """The audio `UtteranceEnded` will carry if no more voice comes, so that it can be transcribed
+        during the end-of-turn silence. None when not in speech or before the post-roll is complete."""
+        if self._utterance is None or self._silent_run < self._post_roll_frames:
+            return None
+        return b"".join(self._utterance[: self._voiced_frames_kept + self._post_roll_frames])
+
     def feed(self, mulaw: bytes) -> list[VoiceEvent]:
         """Feed any amount of µ-law audio; returns the events it completes, in order."""
         self._pending += _require_bytes(mulaw, "VoiceActivityDetector.feed() audio")
