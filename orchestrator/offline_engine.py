@@ -355,6 +355,8 @@ class OfflineConnector:
         self.speech = speech
         self.text_mode_reason = text_mode_reason or ("no speech models" if speech is None else None)
         self.today = today
+        self.max_calls = config.engine.offline_max_calls
+        self.active_calls = 0
 
     @classmethod
     def for_config(cls, config: RoutingConfig) -> OfflineConnector:
@@ -375,8 +377,14 @@ class OfflineConnector:
     async def connect(self, call: EngineCall) -> AsyncIterator[OfflineEngine]:
         if self.speech is None:
             raise EngineUnavailable(f"offline engine in text mode: {self.text_mode_reason}")
-        async with self._open(call, self.speech) as engine:
-            yield engine
+        if self.active_calls >= self.max_calls:
+            raise EngineUnavailable(f"offline engine at capacity ({self.max_calls} calls)")
+        self.active_calls += 1
+        try:
+            async with self._open(call, self.speech) as engine:
+                yield engine
+        finally:
+            self.active_calls -= 1
 
     @asynccontextmanager
     async def connect_text(self, call: EngineCall) -> AsyncIterator[OfflineEngine]:

@@ -187,6 +187,9 @@ class EngineSettings(_Section):
     # A model file written by `orchestrator engine fit` (relative to this config file); without one the
     # offline engine learns from the intents' descriptions and examples when the server starts.
     intent_model: Path | None = None
+    # Calls the offline engine takes at once; more are refused (fallback route). Speech-to-text is the
+    # limit: about 0.4 s of CPU per caller turn on 2 cores (benchmarks/offline_turn_latency.py).
+    offline_max_calls: int = Field(6, gt=0)
 
 
 class CompanySettings(_Section):

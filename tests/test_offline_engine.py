@@ -169,3 +169,18 @@ def test_a_config_names_its_model_file_which_must_fit_its_intents(tmp_path, acme
     model.save(tmp_path / "acme.model.json")
     with pytest.raises(ConfigError, match="other intents"):
         load_intent_model(load_routing_config(tmp_path / "other.toml"))
+
+
+@needs_speech
+async def test_beyond_its_call_limit_the_engine_refuses_and_frees_the_place_when_a_call_ends(tmp_path):
+    text = ACME.read_text(encoding="utf-8") + "\n[engine]\noffline_max_calls = 1\n"
+    (tmp_path / "one.toml").write_text(text, encoding="utf-8")
+    config = load_routing_config(tmp_path / "one.toml")
+    connector = OfflineConnector(config, IntentModel.fit(config), SPEECH.speech)
+    async with connector.connect(CALL):
+        with pytest.raises(EngineUnavailable, match="at capacity"):
+            async with connector.connect(CALL):
+                pass
+    async with connector.connect(CALL):
+        assert connector.active_calls == 1
+    assert connector.active_calls == 0
