@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--banking77", type=Path, default=DEFAULT_BANKING77, help="BANKING77 folder (skipped if absent)")
+    parser.add_argument(
+        "--banking77", type=Path, default=DEFAULT_BANKING77, help="BANKING77 folder (skipped if absent)"
+    )
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 130))
     try:
@@ -158,15 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     config_model = IntentModel.fit(config)
     figures["fit_seconds_config_only"] = time.perf_counter() - start
     results = Table(title=f"Intent from text: {len(calls)} calls of {args.corpus.name}, config {args.config.name}")
-    for column in ("evaluation", "accuracy", "ECE", "mean conf.", f"< {min_confidence:g}", f"acc. ≥ {min_confidence:g}"):
-        results.add_column(column, justify="left" if column == "evaluation" else "right")
+    results.add_column("evaluation")
+    for column in ("accuracy", "ECE", "mean conf.", f"< {min_confidence:g}", f"acc. ≥ {min_confidence:g}"):
+        results.add_column(column, justify="right")
 
     def report(key: str, label: str, outcomes: list[Outcome], shown_accuracy: str | None = None) -> None:
         guard = guard_figures(outcomes, min_confidence)
         figures[key] = {"accuracy": accuracy(outcomes), **guard}
         results.add_row(
-            label, shown_accuracy or f"{accuracy(outcomes):.3f}", f"{guard['ece']:.3f}", f"{guard['mean_confidence']:.3f}",
-            f"{guard['below_min_confidence']}/{len(outcomes)}", f"{guard['accuracy_above_min_confidence']:.3f}",
+            label,
+            shown_accuracy or f"{accuracy(outcomes):.3f}",
+            f"{guard['ece']:.3f}",
+            f"{guard['mean_confidence']:.3f}",
+            f"{guard['below_min_confidence']}/{len(outcomes)}",
+            f"{guard['accuracy_above_min_confidence']:.3f}",
         )
 
     for use_asr, name in ((False, "transcripts"), (True, "asr")):
@@ -197,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     figures["model_file_bytes"] = len(orjson.dumps(full_model.to_json()))
     figures["neutral_confidence"] = {text: full_model.predict(text).confidence for text in NEUTRAL_TEXTS}
     summary = full_model.summary
+    calls_latency, long_latency = figures["latency_ms_call_texts"], figures["latency_ms_300_chars"]
     console.print(
         f"(f) predict latency, model fitted on config + {summary.corpus_calls} calls: "
-        f"call texts p50 {figures['latency_ms_call_texts']['p50']:.2f} ms, p95 {figures['latency_ms_call_texts']['p95']:.2f} ms; "
-        f"300-char text p50 {figures['latency_ms_300_chars']['p50']:.2f} ms, p95 {figures['latency_ms_300_chars']['p95']:.2f} ms",
+        f"call texts p50 {calls_latency['p50']:.2f} ms, p95 {calls_latency['p95']:.2f} ms; "
+        f"300-char text p50 {long_latency['p50']:.2f} ms, p95 {long_latency['p95']:.2f} ms",
         highlight=False,
     )
     console.print(

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestrator.call_corpus import CorpusError
+from orchestrator.intent_model import IntentModelError
 from orchestrator.routing_config import ConfigError, describe_config, load_routing_config
 
 DEFAULT_DIAGRAM_DIR = Path("diagrams")
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ConfigError as error:
+    except (ConfigError, CorpusError, IntentModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

@@ -26,13 +26,13 @@ def print_summary(summary: EvalSummary, console: Console | None = None) -> None:
     console.print(per_intent)
     confusion = figures["confusion"]
     labels = sorted(set(confusion) | {p for row in confusion.values() for p in row})
-    matrix = Table(title="confusion (rows: expected, columns: predicted)")
+    matrix = Table(title="confusion (rows: expected; columns: predicted, numbered as the rows)")
     matrix.add_column("expected")
-    for label in labels:
-        matrix.add_column(label[:10], justify="right")
-    for expected in labels:
+    for number in range(1, len(labels) + 1):
+        matrix.add_column(str(number), justify="right")
+    for number, expected in enumerate(labels, 1):
         row = confusion.get(expected, {})
-        matrix.add_row(expected, *(str(row.get(label, "")) for label in labels))
+        matrix.add_row(f"{number} {expected}", *(str(row.get(label, "·")) for label in labels))
     console.print(matrix)
     for call in figures["disagreements"][:20]:
         console.print(f"- {call['call_id']}: expected {call['expected']}, got {call['predicted']} "

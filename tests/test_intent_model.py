@@ -58,7 +58,10 @@ def small_config(*extra_intents: dict) -> RoutingConfig:
 
 
 def call(call_id: str, text: str, intent: str | None) -> CorpusCall:
-    turns = (CorpusTurn("agent", "hello how can i help you", None, 0, 1000), CorpusTurn("caller", text, None, 1500, 2000))
+    turns = (
+        CorpusTurn("agent", "hello how can i help you", None, 0, 1000),
+        CorpusTurn("caller", text, None, 1500, 2000),
+    )
     return CorpusCall(call_id, turns, intent, None, None, None, {}, 1)
 
 

@@ -1,0 +1,93 @@
+"""`orchestrator engine fit` and `orchestrator eval` as a user runs them: files in, figures and exit codes out."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.offline_engine import load_intent_model
+from orchestrator.routing_config import load_routing_config
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+BANK = REPO / "examples" / "harper_valley_bank.toml"
+DEV = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
+
+needs_corpus = pytest.mark.skipif(not DEV.is_file(), reason="the shared development corpus is not here")
+
+
+def orchestrator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "orchestrator"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def small_corpus(folder: Path) -> Path:
+    lines = [
+        {"call_id": "a1", "turns": [{"role": "caller", "text": "i lost my debit card"}], "expected": {"intent": "replace_card"}},
+        {"call_id": "a2", "turns": [{"role": "caller", "text": "what time do you close on friday"}],
+         "expected": {"intent": "get_branch_hours"}},
+        {"call_id": "a3", "turns": [{"role": "caller", "text": "i want to know how much money is in my savings"}],
+         "expected": {"intent": "check_balance"}},
+        {"call_id": "a4", "turns": [{"role": "caller", "text": "hello"}], "expected": {"intent": "open_account"}},
+    ]
+    path = folder / "calls.jsonl"
+    text = "\n".join(json.dumps(line) for line in lines) + "\nnot json at all\n" + json.dumps({"call_id": "x"}) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_eval_reports_parity_writes_the_summary_and_gates_on_min_parity(tmp_path):
+    corpus = small_corpus(tmp_path)
+    done = orchestrator("eval", str(corpus), "--config", str(BANK), "--engine", "offline",
+                        "--summary", str(tmp_path / "summary.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["calls"] == 3 and summary["parity"] == 1.0
+    assert summary["per_intent"]["replace_card"] == {"precision": 1.0, "recall": 1.0, "support": 1}
+    assert summary["confusion"]["check_balance"] == {"check_balance": 1}
+    assert summary["skipped"] == {"intent not in the config": 1, "unreadable lines": 2}
+    assert "intent parity 100.0% on 3 calls" in done.stdout
+    assert "calls.jsonl:5: skipped" in done.stderr and "Traceback" not in done.stderr
+
+    strict = orchestrator("eval", str(corpus), "--config", str(BANK), "--min-parity", "1.01", cwd=tmp_path)
+    assert strict.returncode == 1
+
+
+def test_eval_explains_bad_input_without_a_traceback(tmp_path):
+    missing = orchestrator("eval", str(tmp_path / "nope.jsonl"), "--config", str(BANK), cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "nope.jsonl" in missing.stderr
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"call_id": "b", "turns": [{"role": "caller", "text": "hi"}],
+                                 "expected": {"intent": "sell_house"}}) + "\n", encoding="utf-8")
+    none_known = orchestrator("eval", str(other), "--config", str(BANK), cwd=tmp_path)
+    assert none_known.returncode == 2 and "no call of the corpus has an intent of this config" in none_known.stderr
+    realtime = orchestrator("eval", str(other), "--config", str(BANK), "--engine", "realtime", cwd=tmp_path)
+    assert realtime.returncode == 2 and "not built yet" in realtime.stderr
+
+
+@needs_corpus
+def test_fit_writes_a_model_the_config_can_point_to_and_eval_uses_it(tmp_path):
+    config = tmp_path / "bank.toml"
+    shutil.copy(BANK, config)
+    done = orchestrator("engine", "fit", str(DEV), "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    model_file = tmp_path / "bank.model.json"
+    assert model_file.is_file() and "fit on 8 intents" in done.stdout and "40 of 40 calls" in done.stdout
+    assert 'intent_model = "bank.model.json"' in done.stdout
+    config.write_text(config.read_text(encoding="utf-8") + '\n[engine]\nintent_model = "bank.model.json"\n',
+                      encoding="utf-8")
+    model = load_intent_model(load_routing_config(config))
+    assert model.predict("i need to order more checks").intent == "order_checks"
+    evaluated = orchestrator("eval", str(small_corpus(tmp_path)), "--config", str(config), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+
+
+def test_a_config_pointing_at_a_missing_model_file_is_a_clear_error(tmp_path):
+    config = tmp_path / "bank.toml"
+    config.write_text(BANK.read_text(encoding="utf-8") + '\n[engine]\nintent_model = "gone.model.json"\n',
+                      encoding="utf-8")
+    done = orchestrator("eval", str(small_corpus(tmp_path)), "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 2 and "engine.intent_model" in done.stderr and "Traceback" not in done.stderr
