@@ -7,7 +7,8 @@ the model is small enough that ~150 lines do it.
 
 - Training texts: each intent's examples, its description split into phrases (weighted less: they are
   written about callers, not by them) and the opening caller text of labelled past calls. Intent-neutral
-  texts (the config's greeting and handoff lines, and what agents said before the caller spoke) are
+  texts (the config's greeting and handoff lines, a short list of things callers say on any call, and
+  what agents said before the caller spoke) are
   trained towards the uniform distribution, so "hello, my name is ..." is not evidence for any intent.
 - The regression is fitted in the span of the training rows (W = X^T A, exact for an L2 penalty), so each
   gradient step costs n x n, not n x features; accelerated gradient descent, fixed schedule: deterministic.

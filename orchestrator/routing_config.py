@@ -657,5 +657,11 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
             f" up to {triage.max_clarifications} clarifications,"
             f" handoff line timeout {triage.handoff_line_timeout_seconds:g} s"
         )
+        engine = config.engine
+        model = engine.intent_model or "fit on the intents above at start"
+        console.print(
+            f"Engine: failover {engine.failover}; offline engine up to {engine.offline_max_calls} calls,"
+            f" intent model {model}; phone numbers read as {config.company.country}"
+        )
     # Rich pads every table line to full width; trailing blanks only get in the way of a summary.
     return "\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n"

@@ -155,7 +155,9 @@ async def test_junk_audio_is_ignored_and_the_engine_goes_on(acme):
 def test_a_config_names_its_model_file_which_must_fit_its_intents(tmp_path, acme):
     config, model = acme
     model.save(tmp_path / "acme.model.json")
-    text = ACME.read_text(encoding="utf-8") + '\n[engine]\nintent_model = "acme.model.json"\n'
+    text = ACME.read_text(encoding="utf-8").replace(
+        '# intent_model = "acme_plumbing.model.json"', 'intent_model = "acme.model.json"')
+    assert 'intent_model = "acme.model.json"' in text
     (tmp_path / "acme.toml").write_text(text, encoding="utf-8")
     loaded = load_intent_model(load_routing_config(tmp_path / "acme.toml"))
     assert loaded.predict("my basement is flooding") == model.predict("my basement is flooding")
@@ -173,7 +175,7 @@ def test_a_config_names_its_model_file_which_must_fit_its_intents(tmp_path, acme
 
 @needs_speech
 async def test_beyond_its_call_limit_the_engine_refuses_and_frees_the_place_when_a_call_ends(tmp_path):
-    text = ACME.read_text(encoding="utf-8") + "\n[engine]\noffline_max_calls = 1\n"
+    text = ACME.read_text(encoding="utf-8").replace("offline_max_calls = 6", "offline_max_calls = 1")
     (tmp_path / "one.toml").write_text(text, encoding="utf-8")
     config = load_routing_config(tmp_path / "one.toml")
     connector = OfflineConnector(config, IntentModel.fit(config), SPEECH.speech)
