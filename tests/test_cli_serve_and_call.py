@@ -35,6 +35,12 @@ def served_fake(tmp_path):
     yield from serving(tmp_path, "--engine", "fake")
 
 
+def orchestrator(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run an `orchestrator` command in `tmp_path` with no account variables."""
+    return subprocess.run([str(BIN / "orchestrator"), *args], cwd=tmp_path, env=clean_environment(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def serving(tmp_path: Path, *options: str):
     server = subprocess.Popen(
         [str(BIN / "orchestrator"), "serve", "--port", "0", *options],
@@ -78,10 +84,7 @@ def test_serve_starts_with_no_account_and_says_which_engine_it_uses(served):
 
 def test_orchestrator_call_prints_a_complete_call_against_the_fake_engine(served_fake, tmp_path):
     base_url, _ = served_fake
-    done = subprocess.run(
-        [str(BIN / "orchestrator"), "call", "--url", base_url, "--say", "my basement is flooding", "--speed", "4"],
-        cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=60,
-    )
+    done = orchestrator(tmp_path, "call", "--url", base_url, "--say", "my basement is flooding", "--speed", "4")
     assert done.returncode == 0, done.stdout + done.stderr
     output = done.stdout
     assert "greeting → capture → classify → dispatch → teardown → ended" in output
@@ -101,11 +104,8 @@ def test_a_call_from_a_wav_file_goes_through_the_offline_engine_to_the_right_fle
     wav = tmp_path / "caller.wav"
     mulaw_to_wav(silence(300) + speech.synthesizer.synthesize(
         "Hi, I have a question about my invoice. I think I was charged twice.") + silence(1000), wav)
-    done = subprocess.run(
-        [str(BIN / "orchestrator"), "call", "--url", base_url, "--wav", str(wav), "--engine", "offline",
-         "--speed", "2"],
-        cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=90,
-    )
+    done = orchestrator(tmp_path, "call", "--url", base_url, "--wav", str(wav), "--engine", "offline",
+                        "--speed", "2", timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     output = done.stdout
     assert "greeting → capture → classify → dispatch → teardown → ended" in output
@@ -115,18 +115,12 @@ def test_a_call_from_a_wav_file_goes_through_the_offline_engine_to_the_right_fle
 
 def test_asking_for_an_engine_the_server_does_not_have_fails_before_the_call(served_fake, tmp_path):
     base_url, _ = served_fake
-    done = subprocess.run(
-        [str(BIN / "orchestrator"), "call", "--url", base_url, "--engine", "realtime"],
-        cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=60,
-    )
+    done = orchestrator(tmp_path, "call", "--url", base_url, "--engine", "realtime")
     assert done.returncode == 2
     assert "has no 'realtime' engine" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_orchestrator_call_without_a_token_explains_itself(tmp_path):
-    done = subprocess.run(
-        [str(BIN / "orchestrator"), "call", "--url", "http://127.0.0.1:9"],
-        cwd=tmp_path, env=clean_environment(), capture_output=True, text=True, timeout=60,
-    )
+    done = orchestrator(tmp_path, "call", "--url", "http://127.0.0.1:9")
     assert done.returncode == 2
     assert "no auth token" in done.stderr and "Traceback" not in done.stderr

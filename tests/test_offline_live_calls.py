@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ElementTree
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,8 @@ from orchestrator.testing.fake_realtime import (
     call_function,
     on,
 )
-from orchestrator.testing.twilio_caller import Say, WaitForAgent, fetch_call_record
-from tests.live_call_support import ACME, EXAMPLES, FrontDesk, assert_closed_in_order, front_desk, greeting, metric
+from orchestrator.testing.twilio_caller import Say, Wait, WaitForAgent, fetch_call_record
+from tests.live_call_support import EXAMPLES, FrontDesk, assert_closed_in_order, front_desk, greeting, metric
 
 BANK = EXAMPLES / "harper_valley_bank.toml"
 ACME_BILLING_WORKFLOW = "WW77927f36a49d594244217cbcbcae9cee"
@@ -155,4 +154,21 @@ async def test_the_offline_engine_alone_routes_a_bank_caller_to_the_card_queue(t
         workflow, attributes = enqueue_of(result.final_twiml)
         assert workflow == workflow_sid and attributes["intent"] == "replace_card"
         assert desk.fake.sessions == []  # Realtime was never asked
+        desk.assert_nothing_of_the_call_remains()
+
+
+@needs_speech
+async def test_a_caller_talking_over_the_greeting_stops_it_and_is_heard(tmp_path):
+    config = load_routing_config(BANK)
+    async with front_desk(tmp_path, refused_scenario(), config_path=BANK, failover=offline_failover) as desk:
+        # The caller does not wait for the greeting to end: barge-in, as with Realtime. (At twice real time,
+        # so that the greeting has surely started playing 2 s into the call.)
+        steps = [Wait(2000), Say(spoken("I lost my credit card and I need a new one."), "need"),
+                 WaitForAgent(quiet_ms=500)]
+        result = await desk.call(steps, speed=2.0)
+        assert result.clears >= 1 and result.audio_cleared_ms > 0
+        assert metric(desk, "barge_ins_total") >= 1
+        workflow, attributes = enqueue_of(result.final_twiml)
+        card_route = next(intent.route for intent in config.intents if intent.name == "replace_card")
+        assert workflow == config.routes[card_route].workflow_sid and attributes["intent"] == "replace_card"
         desk.assert_nothing_of_the_call_remains()
