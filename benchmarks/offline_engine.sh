@@ -39,7 +39,7 @@ if [ -z "${SKIP_INSTALL_SIZE:-}" ]; then
   trap 'rm -rf "$scratch"' EXIT
   for extra in "" "[speech]"; do
     python3 -m venv "$scratch/venv"
-    "$scratch/venv/bin/pip" install -q "$repo$extra"
+    "$scratch/venv/bin/pip" install -q "$repo$extra" 2> >(grep -v "is ignored: it is neither" >&2)
     size="$(du -sm "$scratch/venv/lib/python3.11/site-packages" | cut -f1)"
     torch="$("$scratch/venv/bin/pip" show torch >/dev/null 2>&1 && echo "torch INSTALLED" || echo "no torch")"
     echo "  install '.${extra}': ${size} MB, ${torch}"
