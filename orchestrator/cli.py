@@ -87,27 +87,9 @@ def _relative_to(path: Path, folder: Path) -> str:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from orchestrator.call_corpus import read_corpus
-    from orchestrator.call_eval import evaluate_offline, write_summary
-    from orchestrator.eval_report import print_summary
-    from orchestrator.offline_engine import load_intent_model
+    from orchestrator.eval_command import run_eval
 
-    if args.engine != "offline":
-        print("error: eval --engine realtime is not built yet; use --engine offline", file=sys.stderr)
-        return 2
-    config = load_routing_config(args.config)
-    corpus = read_corpus(args.corpus)
-    for problem in corpus.problems:
-        print(f"{args.corpus}:{problem.line_number}: skipped: {problem.reason}", file=sys.stderr)
-    summary = evaluate_offline(corpus, config, load_intent_model(config), use_asr=args.asr)
-    print_summary(summary)
-    if args.summary is not None:
-        write_summary(summary, args.summary)
-        print(f"wrote {args.summary}")
-    if not summary.calls:
-        print("error: no call of the corpus has an intent of this config", file=sys.stderr)
-        return 2
-    return 0 if summary.parity >= args.min_parity else 1
+    return run_eval(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,12 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.set_defaults(run=fit_engine)
 
     replay = commands.add_parser("eval", help="replay past calls through the triage and report intent parity")
-    replay.add_argument("corpus", type=Path, help="past calls, JSON Lines (see the README)")
-    replay.add_argument("--config", type=Path, required=True)
-    replay.add_argument("--engine", choices=["offline", "realtime"], default="offline")
-    replay.add_argument("--asr", action="store_true", help="use each turn's recognised text (asr) when present")
-    replay.add_argument("--summary", type=Path, metavar="FILE.json", help="write the figures as JSON")
-    replay.add_argument("--min-parity", type=float, default=0.90, help="exit 1 below this (default %(default)s)")
+    from orchestrator.eval_command import add_eval_arguments
+
+    add_eval_arguments(replay)
     replay.set_defaults(run=evaluate)
     return parser
 

@@ -10,12 +10,20 @@ from orchestrator.call_eval import EvalSummary
 def print_summary(summary: EvalSummary, console: Console | None = None) -> None:
     console = console or Console()
     figures = summary.to_json()
+    timing = figures["time_to_decision_ms"]
+    verdict = "[green]passed[/]" if figures["passed"] else "[red]below[/]"
     console.print(
         f"[bold]intent parity {figures['parity']:.1%}[/] on {figures['calls']} calls "
-        f"(offline engine, text); {figures['below_min_confidence']} below the minimum confidence "
-        f"{figures['min_confidence']:g} (parity {figures['parity_when_confident']:.1%} on the others); "
-        f"decision p50 {figures['decide_ms_p50']:.2f} ms, p95 {figures['decide_ms_p95']:.2f} ms"
+        f"({figures['engine']} engine, {figures['mode']}; {verdict} the minimum {figures['min_parity']:.0%}); "
+        f"the engine proposed the right intent in {figures['proposal_parity']:.1%}; "
+        f"time to decision p50 {timing['p50']:.0f} ms, p95 {timing['p95']:.0f} ms"
     )
+    fallbacks = ", ".join(f"{count} {reason}" for reason, count in figures["fallbacks"].items())
+    if fallbacks or figures["no_decision"]:
+        console.print(f"fallbacks: {fallbacks or 'none'}; no decision: {figures['no_decision']}")
+    flex = figures["flex"]
+    if flex["compared"]:
+        console.print(f"Flex: the same task for {flex['same_task']} of {flex['compared']} calls with a past task")
     for reason, count in figures["skipped"].items():
         console.print(f"skipped {count}: {reason}")
     per_intent = Table(title="per intent")
@@ -35,5 +43,6 @@ def print_summary(summary: EvalSummary, console: Console | None = None) -> None:
         matrix.add_row(f"{number} {expected}", *(str(row.get(label, "·")) for label in labels))
     console.print(matrix)
     for call in figures["disagreements"][:20]:
-        console.print(f"- {call['call_id']}: expected {call['expected']}, got {call['predicted']} "
-                      f"({call['confidence']:.2f}): “{call['words'][:140]}”")
+        confidence = "" if call["confidence"] is None else f" ({call['confidence']:.2f})"
+        console.print(f"- {call['call_id']}: expected {call['expected']}, got {call['predicted']}{confidence}: "
+                      f"“{call['words'][:140]}”", markup=False)

@@ -321,7 +321,9 @@ class OfflineEngine:
                 reply = self.dialogue.on_caller_turn(text)
                 while self._responding:  # never two responses at once (the session's rule too)
                     await self._idle.wait()
-                if not reply.is_empty and not self._closed:
+                # A text turn is always answered by one response, possibly empty (as Realtime does when
+                # asked): a replay knows when the engine is done with the turn.
+                if (not reply.is_empty or isinstance(turn, str)) and not self._closed:
                     self._respond(reply, None, heard_at)
 
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

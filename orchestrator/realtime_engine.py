@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import date
 from typing import Any
 
@@ -88,6 +88,11 @@ class RealtimeEngine:
     async def send_tool_output(self, call_id: str, output: str) -> None:
         await self._quietly(self._connection.send_function_output(call_id, output, respond=False))
 
+    async def send_caller_text(self, text: str) -> None:
+        """A caller turn as text (replay), answered by one response."""
+        await self._quietly(self._connection.add_user_text(text))
+        await self._quietly(self._connection.create_response(None))
+
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         event_id = f"{_TRUNCATE_ID_PREFIX}{next(self._truncates)}"
         await self._quietly(self._connection.truncate(item_id, 0, audio_end_ms, event_id=event_id))
@@ -162,14 +167,24 @@ class RealtimeConnector:
         self.transcription = {"model": transcription_model} if transcription_model else None
         self.name = label
 
+    def connect(self, call: EngineCall) -> AbstractAsyncContextManager[RealtimeEngine]:
+        return self._open(call, text_only=False)
+
+    def connect_text(self, call: EngineCall) -> AbstractAsyncContextManager[RealtimeEngine]:
+        """A text-only session (no audio either way, no turn detection): cheap replays of past calls."""
+        return self._open(call, text_only=True)
+
     @asynccontextmanager
-    async def connect(self, call: EngineCall) -> AsyncIterator[RealtimeEngine]:
+    async def _open(self, call: EngineCall, *, text_only: bool) -> AsyncIterator[RealtimeEngine]:
         async with AsyncExitStack() as stack:
             try:
                 connection = await stack.enter_async_context(open_realtime(self.settings))
                 # The date is per call so the model can turn "next Tuesday" into YYYY-MM-DD.
                 instructions = f"{self.instructions}\n\nToday's date is {date.today().isoformat()}."
-                await connection.configure(instructions, self.tools, transcription=self.transcription)
+                if text_only:
+                    await connection.configure(instructions, self.tools, vad=None, output_modalities=("text",))
+                else:
+                    await connection.configure(instructions, self.tools, transcription=self.transcription)
             except RealtimeFailure as failure:
                 raise EngineUnavailable(f"{type(failure).__name__}: {failure}") from failure
             yield RealtimeEngine(connection)

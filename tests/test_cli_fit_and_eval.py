@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,9 @@ needs_corpus = pytest.mark.skipif(not DEV.is_file(), reason="the shared developm
 
 
 def orchestrator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "orchestrator"), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY" and not k.startswith("ORCHESTRATOR_")}
+    return subprocess.run([str(BIN / "orchestrator"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def small_corpus(folder: Path) -> Path:
@@ -64,8 +67,9 @@ def test_eval_explains_bad_input_without_a_traceback(tmp_path):
                                  "expected": {"intent": "sell_house"}}) + "\n", encoding="utf-8")
     none_known = orchestrator("eval", str(other), "--config", str(BANK), cwd=tmp_path)
     assert none_known.returncode == 2 and "no call of the corpus has an intent of this config" in none_known.stderr
-    realtime = orchestrator("eval", str(other), "--config", str(BANK), "--engine", "realtime", cwd=tmp_path)
-    assert realtime.returncode == 2 and "not built yet" in realtime.stderr
+    realtime = orchestrator("eval", str(small_corpus(tmp_path)), "--config", str(BANK), "--engine", "realtime",
+                            cwd=tmp_path)
+    assert realtime.returncode == 2 and "OPENAI_API_KEY" in realtime.stderr and "Traceback" not in realtime.stderr
 
 
 @needs_corpus

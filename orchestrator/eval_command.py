@@ -1,0 +1,112 @@
+"""`orchestrator eval CORPUS --config FILE [--engine realtime|offline] [--report FILE.html] [--summary FILE.json]`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orchestrator.call_corpus import Corpus, read_corpus
+from orchestrator.call_eval import score, scorable_calls, write_summary
+from orchestrator.call_replay import TextConnect, replay_calls
+from orchestrator.eval_report import print_summary
+from orchestrator.routing_config import ConfigError, RoutingConfig, load_routing_config
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("corpus", type=Path, help="past calls, JSON Lines (see the README), or a Studio "
+                        "executions export with --studio-executions")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--engine", choices=["realtime", "offline"],
+                        help="who triages the replayed calls (default: realtime with OPENAI_API_KEY, else offline)")
+    parser.add_argument("--asr", action="store_true", help="replay each turn's recognised text (asr) when present")
+    parser.add_argument("--studio-executions", action="store_true",
+                        help="the corpus is an export of Studio executions (SpeechResult/Digits and the next widget)")
+    parser.add_argument("--gather", help="with --studio-executions: the Gather widget's name (default: found)")
+    parser.add_argument("--summary", type=Path, metavar="FILE.json", help="write the figures as JSON")
+    parser.add_argument("--report", type=Path, metavar="FILE.html", help="write a self-contained HTML report")
+    parser.add_argument("--min-parity", type=float, default=0.90, help="exit 1 below this (default %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=8, help="calls replayed at once (default %(default)s)")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    config = load_routing_config(args.config)
+    corpus = _read(args, config)
+    for problem in corpus.problems:
+        print(f"{args.corpus}:{problem.line_number}: skipped: {problem.reason}", file=sys.stderr)
+    calls, skipped = scorable_calls(corpus, config)
+    if not calls:
+        print("error: no call of the corpus has an intent of this config", file=sys.stderr)
+        return 2
+    engine = args.engine or ("realtime" if os.environ.get("OPENAI_API_KEY") else "offline")
+    connect = _text_connector(engine, config)
+    console = Console(stderr=True)
+    with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("calls", total=len(calls))
+        outcomes = trio.run(lambda: replay_calls(
+            connect, config, calls, use_asr=args.asr, concurrency=args.concurrency,
+            on_done=lambda _: progress.advance(task),
+        ))
+    summary = score(calls, outcomes, config, engine=engine, mode="text", min_parity=args.min_parity, skipped=skipped)
+    print_summary(summary)
+    if args.summary is not None:
+        write_summary(summary, args.summary)
+        print(f"wrote {args.summary}")
+    if args.report is not None:
+        from orchestrator.eval_html import write_eval_html
+
+        write_eval_html(summary.to_json(), args.report, title=f"Intent parity: {args.corpus.name} on {args.config.name}")
+        print(f"wrote {args.report}")
+    return 0 if summary.parity >= args.min_parity else 1
+
+
+def _read(args: argparse.Namespace, config: RoutingConfig) -> Corpus:
+    if not args.studio_executions:
+        return read_corpus(args.corpus)
+    from orchestrator.studio_executions import read_studio_executions
+
+    return with_intents_from_routes(read_studio_executions(args.corpus, gather=args.gather), config)
+
+
+def with_intents_from_routes(corpus: Corpus, config: RoutingConfig) -> Corpus:
+    """A Studio export names the widget the flow went to, not an intent: the config says which intent
+    leads there (a route named after the widget, or a Studio route to that node)."""
+    from dataclasses import replace
+
+    intent_of_target: dict[str, str] = {}
+    for intent in config.intents:
+        route = config.routes.get(intent.route)
+        intent_of_target.setdefault(intent.route, intent.name)
+        node = getattr(route, "node", None)
+        if node:
+            intent_of_target.setdefault(node, intent.name)
+    calls = [
+        call if call.expected_intent or not call.expected_route
+        else replace(call, expected_intent=intent_of_target.get(call.expected_route))
+        for call in corpus.calls
+    ]
+    return Corpus(calls, corpus.problems, corpus.path)
+
+
+def _text_connector(engine: str, config: RoutingConfig) -> TextConnect:
+    if engine == "offline":
+        from orchestrator.offline_engine import OfflineConnector, load_intent_model
+
+        # Text only: no speech models are loaded, the replay needs none.
+        return OfflineConnector(config, load_intent_model(config), None).connect_text
+    from orchestrator.call_tools import agent_instructions, realtime_tools
+    from orchestrator.realtime_engine import RealtimeConnector
+    from orchestrator.server_settings import load_server_settings
+    from orchestrator.serving import realtime_settings
+
+    settings = load_server_settings()
+    if settings.openai_api_key is None and not settings.realtime_headers:
+        raise ConfigError("$OPENAI_API_KEY", None, "not set (needed by --engine realtime)")
+    connector = RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
+                                  tools=realtime_tools(config))
+    return connector.connect_text
