@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import trio
@@ -24,6 +25,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["realtime", "offline"],
                         help="who triages the replayed calls (default: realtime with OPENAI_API_KEY, else offline)")
     parser.add_argument("--asr", action="store_true", help="replay each turn's recognised text (asr) when present")
+    parser.add_argument("--audio", action="store_true", help="stream each call's recording (expected.audio) "
+                        "through the live path: a local server, a simulated Twilio caller; calls without one "
+                        "are replayed as text")
     parser.add_argument("--studio-executions", action="store_true",
                         help="the corpus is an export of Studio executions (SpeechResult/Digits and the next widget)")
     parser.add_argument("--gather", help="with --studio-executions: the Gather widget's name (default: found)")
@@ -48,11 +52,26 @@ def run_eval(args: argparse.Namespace) -> int:
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("calls", total=len(calls))
-        outcomes = trio.run(lambda: replay_calls(
-            connect, config, calls, use_asr=args.asr, concurrency=args.concurrency,
-            on_done=lambda _: progress.advance(task),
-        ))
-    summary = score(calls, outcomes, config, engine=engine, mode="text", min_parity=args.min_parity, skipped=skipped)
+        recorded = [call for call in calls if args.audio and call.audio is not None]
+        typed = [call for call in calls if call not in recorded]
+        live = _live_connector(engine, config) if recorded else None
+
+        async def replay() -> list:
+            done = lambda _: progress.advance(task)  # noqa: E731
+            outcomes = await replay_calls(connect, config, typed, use_asr=args.asr,
+                                          concurrency=args.concurrency, on_done=done)
+            if live is not None:
+                from orchestrator.call_replay_audio import replay_recordings
+
+                with tempfile.TemporaryDirectory() as data_dir:
+                    outcomes += await replay_recordings(live, config, recorded, Path(data_dir), on_done=done)
+            return outcomes
+
+        outcomes = trio.run(replay)
+    mode = "audio" if recorded and not typed else "audio and text" if recorded else "text"
+    if args.audio and not recorded:
+        print("note: no call of the corpus has a recording (expected.audio); replayed as text", file=sys.stderr)
+    summary = score(calls, outcomes, config, engine=engine, mode=mode, min_parity=args.min_parity, skipped=skipped)
     print_summary(summary)
     if args.summary is not None:
         write_summary(summary, args.summary)
@@ -91,6 +110,24 @@ def with_intents_from_routes(corpus: Corpus, config: RoutingConfig) -> Corpus:
         for call in corpus.calls
     ]
     return Corpus(calls, corpus.problems, corpus.path)
+
+
+def _live_connector(engine: str, config: RoutingConfig):
+    if engine == "offline":
+        from orchestrator.offline_engine import OfflineConnector
+
+        connector = OfflineConnector.for_config(config)
+        if connector.text_mode:
+            raise ConfigError("--audio", None, f"the offline engine cannot listen: {connector.text_mode_reason}")
+        return connector
+    from orchestrator.call_tools import agent_instructions, realtime_tools
+    from orchestrator.realtime_engine import RealtimeConnector
+    from orchestrator.server_settings import load_server_settings
+    from orchestrator.serving import realtime_settings
+
+    settings = load_server_settings()
+    return RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
+                             tools=realtime_tools(config), transcription_model=settings.transcription_model)
 
 
 def _text_connector(engine: str, config: RoutingConfig) -> TextConnect:

@@ -51,28 +51,24 @@ _KEYPRESS_EVENT = "keypress"  # the Gather's transition when the caller pressed 
 
 # --- The entry schema (pydantic names the bad key) -----------------------------------------------
 
-def _either(*names: str) -> AliasChoices:
-    return AliasChoices(*names)
-
-
 class _Step(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    transitioned_from: str | None = Field(None, validation_alias=_either("transitioned_from", "transitionedFrom"))
-    transitioned_to: str | None = Field(None, validation_alias=_either("transitioned_to", "transitionedTo"))
+    transitioned_from: str | None = Field(None, validation_alias=AliasChoices("transitioned_from", "transitionedFrom"))
+    transitioned_to: str | None = Field(None, validation_alias=AliasChoices("transitioned_to", "transitionedTo"))
     name: str | None = None  # the event that caused the transition
-    date_created: str | None = Field(None, validation_alias=_either("date_created", "dateCreated"))
+    date_created: str | None = Field(None, validation_alias=AliasChoices("date_created", "dateCreated"))
 
 
 class _Execution(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     sid: Annotated[str, Field(strict=True, min_length=1)] = Field(
-        validation_alias=_either("sid", "execution_sid", "executionSid")
+        validation_alias=AliasChoices("sid", "execution_sid", "executionSid")
     )
     context: Any = None  # checked by `_context`, which names what is wrong in plain words
     steps: list[_Step] = []
-    flow_sid: str | None = Field(None, validation_alias=_either("flow_sid", "flowSid"))
+    flow_sid: str | None = Field(None, validation_alias=AliasChoices("flow_sid", "flowSid"))
 
     @field_validator("steps", mode="before")
     @classmethod

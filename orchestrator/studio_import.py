@@ -464,6 +464,8 @@ class _Importer:
             return None
         table = {"kind": "studio", "flow_sid": self.flow_sid, "mode": "resume", "node": state.name}
         comments = [f"Studio widget {state.name} ({state.type}): the call goes back into the flow there."]
+        if state.name == self.menu.gather:
+            comments.append("It is the old menu the AI replaces: the caller hears the legacy IVR from there.")
         if why:
             comments.append(why)
         return table, comments, f"studio resume at `{state.name}`"
@@ -807,7 +809,7 @@ def flow_mermaid(definition: Mapping[str, Any], *, added: Iterable[str] = (), ch
             if target not in ids:
                 missing.setdefault(target, f"missing{len(missing)}")
                 lines.append(f'  {missing[target]}["{_mermaid_text(target)}<br/>(no such widget)"]')
-            label = _mermaid_text(_short(_edge_label(transition), 32))
+            label = _mermaid_text(_truncate(_edge_label(transition), 32))
             lines.append(f'  {ids[state["name"]]} -->|"{label}"| {ids.get(target) or missing[target]}')
     for css, names in (("added", added), ("changed", changed), ("legacy", legacy)):
         members = [ids[name] for name in names if name in ids]
@@ -1223,8 +1225,13 @@ def _list_or_none(items: list[str]) -> str:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = _one_line(repr(text) if isinstance(value, str) else text)
+    """A value from the flow, quoted and cut short, for a message."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return _truncate(text, limit)
+
+
+def _truncate(text: str, limit: int) -> str:
+    text = _one_line(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

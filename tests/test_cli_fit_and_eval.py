@@ -95,3 +95,29 @@ def test_a_config_pointing_at_a_missing_model_file_is_a_clear_error(tmp_path):
                       encoding="utf-8")
     done = orchestrator("eval", str(small_corpus(tmp_path)), "--config", str(config), cwd=tmp_path)
     assert done.returncode == 2 and "engine.intent_model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_eval_with_audio_streams_each_recording_through_the_live_path(tmp_path):
+    from orchestrator.caller_audio import mulaw_to_wav, silence
+    from orchestrator.offline_engine import load_offline_speech
+
+    speech = load_offline_speech().speech
+    if speech is None:
+        pytest.skip("the speech extra is not installed")
+    mulaw_to_wav(silence(500) + speech.synthesizer.synthesize("Hi, I lost my debit card, I need a new one."),
+                 tmp_path / "card.wav")
+    lines = [
+        {"call_id": "rec1", "turns": [{"role": "caller", "text": "hi i lost my debit card i need a new one"}],
+         "expected": {"intent": "replace_card", "audio": "card.wav"}},
+        {"call_id": "txt1", "turns": [{"role": "caller", "text": "what time do you close on friday"}],
+         "expected": {"intent": "get_branch_hours"}},
+    ]
+    corpus = tmp_path / "recorded.jsonl"
+    corpus.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    done = orchestrator("eval", str(corpus), "--config", str(BANK), "--engine", "offline", "--audio",
+                        "--summary", str(tmp_path / "s.json"), "--report", str(tmp_path / "r.html"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["mode"] == "audio and text" and summary["calls"] == 2 and summary["parity"] == 1.0
+    assert summary["time_to_decision_ms"]["max"] > 0
+    assert (tmp_path / "r.html").read_text(encoding="utf-8").count("<svg") == 1

@@ -5,6 +5,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.eval_html import EvalReportError, render_eval_html, write_eval_html
 
@@ -247,3 +249,45 @@ def test_write_eval_html_writes_the_page_and_reports_an_unwritable_path(tmp_path
     assert target.read_text(encoding="utf-8") == render_eval_html(minimal_summary(), title="Acme")
     with pytest.raises(EvalReportError, match="cannot write the report"):
         write_eval_html(minimal_summary(), tmp_path, title="Acme")
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels=st.lists(_TEXT, min_size=1, max_size=6, unique=True), words=_TEXT, data=st.data())
+def test_any_intent_names_and_words_render_escaped_with_one_cell_each(labels: list[str], words: str, data) -> None:
+    confusion = {
+        expected: {predicted: data.draw(st.integers(0, 30)) for predicted in labels} for expected in labels
+    }
+    summary = {
+        "calls": 1, "parity": 0.5, "confusion": confusion,
+        "per_intent": {label: {"precision": 0.5, "recall": 0.5, "support": 1} for label in labels},
+        "disagreements": [{"call_id": "c1", "expected": labels[0], "predicted": labels[-1], "words": words}],
+    }
+    parts = parse(render_eval_html(summary, title=words))
+    assert len(parts.named("svg")) == 1
+    assert len(parts.named("rect")) == len(labels) ** 2
+    assert parts.named("script") == []
+
+
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 50) | st.floats(0, 2) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(summary=st.dictionaries(
+    st.sampled_from(["parity", "calls", "per_intent", "confusion", "disagreements", "flex", "min_parity",
+                     "time_to_decision_ms", "per_language", "skipped", "engine"]),
+    _ANY_JSON,
+))
+def test_any_summary_renders_or_is_a_clear_error(summary: dict) -> None:
+    try:
+        page = render_eval_html(minimal_summary() | summary, title="t")
+    except EvalReportError as error:
+        assert str(error).startswith("summary.")
+    else:
+        assert page.startswith("<!DOCTYPE html>")

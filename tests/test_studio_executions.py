@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator.call_corpus import CorpusError, CorpusTurn, caller_text
 from orchestrator.studio_executions import read_studio_executions
@@ -300,3 +302,20 @@ def test_an_empty_file_is_an_empty_corpus(tmp_path: Path) -> None:
     path.write_bytes(b"")
     corpus = read_studio_executions(path)
     assert (corpus.calls, corpus.problems) == ([], [])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["sid", "context", "steps", "widgets", "trigger", "call", "gather_main", "SpeechResult",
+                         "Digits", "transitioned_from", "transitioned_to", "date_created", "executions"]),
+        inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(_JSON, max_size=4))
+def test_any_json_entries_become_calls_or_problems_never_a_traceback(tmp_path: Path, entries: list) -> None:
+    corpus = read_studio_executions(write_json(tmp_path, entries))
+    assert len(corpus.calls) + len(corpus.problems) == len(entries)
