@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(replay)
     replay.set_defaults(run=evaluate)
+
+    from orchestrator.studio_import import add_studio_arguments
+
+    add_studio_arguments(commands)
     return parser
 
 

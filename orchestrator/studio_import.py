@@ -16,6 +16,7 @@ Everything here is computation on the JSON text, except that the generated confi
 `load_routing_config` through a temporary file, and `write_import` / the command write the output.
 Bad input of any kind ends in `StudioImportError` with a one-line reason, never another exception.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ import os
 import re
 import sys
 import tempfile
+import tomllib
 import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -59,8 +61,12 @@ INTENT_SPLIT_NAME = "ai_front_desk_intent"
 REDIRECT_TIMEOUT_SECONDS = 600
 
 # What the generated config's triage section starts with (the same values as the examples).
-TRIAGE_DEFAULTS = {"budget_seconds": 20, "min_confidence": 0.6, "max_clarifications": 2,
-                   "handoff_line_timeout_seconds": 8}
+TRIAGE_DEFAULTS = {
+    "budget_seconds": 20,
+    "min_confidence": 0.6,
+    "max_clarifications": 2,
+    "handoff_line_timeout_seconds": 8,
+}
 VOICEMAIL_MAX_LENGTH_LIMIT = 14400  # Twilio's <Record maxLength> limit
 STUDIO_RECORD_DEFAULT_MAX_LENGTH = 3600  # Record Voicemail's default when the widget sets none
 TASK_DEFAULT_TIMEOUT = 86400  # Send to Flex / Enqueue Call default (24 h) when the widget sets none
@@ -75,8 +81,9 @@ MENU_EVENTS = ("speech", "keypress")
 
 # Widget types and their transition events (protocols/twilio.md section 3.1).
 WIDGET_EVENTS: dict[str, frozenset[str]] = {
-    TRIGGER: frozenset({"incomingMessage", "incomingCall", "incomingConversationMessage", "incomingRequest",
-                        "incomingParent"}),
+    TRIGGER: frozenset(
+        {"incomingMessage", "incomingCall", "incomingConversationMessage", "incomingRequest", "incomingParent"}
+    ),
     GATHER: frozenset({"keypress", "speech", "timeout"}),
     SPLIT: frozenset({"noMatch", "match"}),
     "send-to-flex": frozenset({"callComplete", "failedToEnqueue", "callFailure"}),
@@ -101,7 +108,6 @@ _WIDGET_NAME = re.compile(r"[^\s/]+")  # what routing_config accepts as a Studio
 # Studio names a condition "If value equal_to 1" unless the author renames it: no intent name in that.
 _GENERATED_CONDITION_NAME = re.compile(r"(?i)^\s*if value\b")
 _TEXT_CONDITIONS = ("equal_to", "contains", "starts_with")
-_DIGITS = re.compile(r"[0-9*#]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -163,8 +169,10 @@ class ImportReport:
         lines = [
             f"# Studio import of {self.source}",
             "",
-            f"The Gather `{self.gather}` is replaced by the TwiML Redirect `{self.redirect}` (our voice webhook);"
-            f" `{self.gather}` stays in the flow as the legacy path (the redirect's `timeout` and `fail`).",
+            (
+                f"The Gather `{self.gather}` is replaced by the TwiML Redirect `{self.redirect}` (our voice webhook);"
+                f" `{self.gather}` stays in the flow as the legacy path (the redirect's `timeout` and `fail`)."
+            ),
             "",
             "## Mapped",
             "",
@@ -176,12 +184,18 @@ class ImportReport:
             "",
             "## Next steps",
             "",
-            "1. Review the intent descriptions and examples in `routing.toml`: they are generated from the menu's"
-            " friendly names, matched words and prompt, and the AI classifies callers by them.",
-            "2. Replace every value marked PLACEHOLDER in `routing.toml` (and the flow SID in the redirect URL of"
-            " `flow.patched.json`, or import again with `--flow-sid`).",
-            "3. `orchestrator check-config routing.toml`, then paste `flow.patched.json` into the Studio flow"
-            " (Flow JSON editor) and publish it.",
+            (
+                "1. Review the intent descriptions and examples in `routing.toml`: they are generated from the menu's"
+                " friendly names, matched words and prompt, and the AI classifies callers by them."
+            ),
+            (
+                "2. Replace every value marked PLACEHOLDER in `routing.toml` (and the flow SID in the redirect URL of"
+                " `flow.patched.json`, or import again with `--flow-sid`)."
+            ),
+            (
+                "3. `orchestrator check-config routing.toml`, then paste `flow.patched.json` into the Studio flow"
+                " (Flow JSON editor) and publish it."
+            ),
             "",
         ]
         return "\n".join(lines)
@@ -194,6 +208,9 @@ class ImportResult:
     before_mermaid: str
     after_mermaid: str
     report: ImportReport
+    added_widgets: tuple[str, ...]  # the redirect and the intent split
+    # Widgets whose transitions to the Gather now lead to the redirect; every other widget is as it was.
+    changed_widgets: tuple[str, ...]
 
 
 # --- The flow as read ----------------------------------------------------------------------------
@@ -259,7 +276,9 @@ def _parse_flow(definition_text: str) -> _Flow:
         flow_sid = sid if isinstance(sid, str) and _SID["FW"].fullmatch(sid) else None
         data = data["definition"]
     if not isinstance(data, dict):
-        raise StudioImportError(f"not a Studio flow definition: the JSON is {_json_kind(data)}, not an object with \"states\"")
+        raise StudioImportError(
+            f'not a Studio flow definition: the JSON is {_json_kind(data)}, not an object with "states"'
+        )
     if "states" not in data:
         raise StudioImportError('not a Studio flow definition: no "states" list')
     try:
@@ -270,13 +289,17 @@ def _parse_flow(definition_text: str) -> _Flow:
     states: dict[str, _State] = {}
     for index, state in enumerate(definition.states):
         if state.name in states:
-            raise StudioImportError(f"not a valid Studio flow definition: states[{index}]: duplicate widget name {state.name!r}")
+            raise StudioImportError(
+                f"not a valid Studio flow definition: states[{index}]: duplicate widget name {state.name!r}"
+            )
         states[state.name] = state
 
     trigger = _find_trigger(definition, states)
     entry = next((t.next for t in states[trigger].transitions if t.event == "incomingCall" and t.next), None)
     if entry is None:
-        raise StudioImportError(f"the Trigger {trigger!r} has no incomingCall transition to a widget: the flow does not take calls")
+        raise StudioImportError(
+            f"the Trigger {trigger!r} has no incomingCall transition to a widget: the flow does not take calls"
+        )
     if entry not in states:
         raise StudioImportError(f"the Trigger's incomingCall leads to {entry!r}, which is not a widget of the flow")
     return _Flow(raw=data, states=states, order=list(states), trigger=trigger, entry=entry, flow_sid=flow_sid)
@@ -343,11 +366,10 @@ def _reachable(flow: _Flow, start: str, *, avoid: str | None = None) -> list[str
 
 
 def _reads_gather(state: _State, gather: str) -> str | None:
-    """"speech" or "digits" when `state` is a Split on the Gather's SpeechResult or Digits."""
+    """Whether `state` is a Split on the Gather's result: "speech" (SpeechResult), "digits" or None."""
     if state.type != SPLIT or not isinstance(state.properties.get("input"), str):
         return None
-    pattern = (r"\s*\{\{\s*widgets\s*\.\s*" + re.escape(gather)
-               + r"\s*\.\s*(SpeechResult|Digits)\s*(?:\|[^{}]*)?\}\}\s*")
+    pattern = r"\s*\{\{\s*widgets\s*\.\s*" + re.escape(gather) + r"\s*\.\s*(SpeechResult|Digits)\s*(?:\|[^{}]*)?\}\}\s*"
     found = re.fullmatch(pattern, state.properties["input"])
     if found is None:
         return None
@@ -412,7 +434,6 @@ class _Intent:
     route: str
     target: str
     digits: list[str]
-    words: list[str]
 
 
 @dataclass
@@ -420,6 +441,7 @@ class _Importer:
     flow: _Flow
     menu: _Menu
     flow_sid: str
+    flow_sid_is_placeholder: bool
     mapped: list[ReportItem] = field(default_factory=list)
     not_mapped: list[ReportItem] = field(default_factory=list)
     routes: dict[str, _Route] = field(default_factory=dict)  # by route name
@@ -441,7 +463,9 @@ class _Importer:
             return self.route_of_widget[widget]
         state = self.flow.states[widget]
         if state.type == TRIGGER:
-            self.note(Finding.DEAD_END, widget, "a branch leads to the Trigger, which no call can resume at: not mapped")
+            self.note(
+                Finding.DEAD_END, widget, "a branch leads to the Trigger, which no call can resume at: not mapped"
+            )
             return None
         made = {
             "send-to-flex": self._send_to_flex,
@@ -460,12 +484,20 @@ class _Importer:
 
     def _resume(self, state: _State, why: str = "") -> tuple[dict[str, Any], list[str], str] | None:
         if not _WIDGET_NAME.fullmatch(state.name):
-            self.note(Finding.DEAD_END, state.name, "the widget name has spaces or '/', so no call can resume at it: not mapped")
+            self.note(
+                Finding.DEAD_END,
+                state.name,
+                "the widget name has spaces or '/', so no call can resume at it: not mapped",
+            )
             return None
         table = {"kind": "studio", "flow_sid": self.flow_sid, "mode": "resume", "node": state.name}
         comments = [f"Studio widget {state.name} ({state.type}): the call goes back into the flow there."]
         if state.name == self.menu.gather:
             comments.append("It is the old menu the AI replaces: the caller hears the legacy IVR from there.")
+        if self.flow_sid_is_placeholder:
+            comments.append(
+                "PLACEHOLDER flow_sid: the flow JSON has no SID; put the flow's FW… SID in (or use --flow-sid)."
+            )
         if why:
             comments.append(why)
         return table, comments, f"studio resume at `{state.name}`"
@@ -480,9 +512,11 @@ class _Importer:
         attributes = self._task_attributes(state, "attributes")
         if attributes:
             table["attributes"] = attributes
-        for key, why in (("channel", "the AI enqueues on the workflow's voice channel"),
-                         ("waitUrl", "hold music is not configurable on our Flex routes"),
-                         ("waitUrlMethod", "hold music is not configurable on our Flex routes")):
+        for key, why in (
+            ("channel", "the AI enqueues on the workflow's voice channel"),
+            ("waitUrl", "hold music is not configurable on our Flex routes"),
+            ("waitUrlMethod", "hold music is not configurable on our Flex routes"),
+        ):
             if key in props:
                 self.note(Finding.NOT_CARRIED, state.name, f"{where}.{key} = {_short(props[key])}: {why}")
         return table, comments, _flex_summary(table)
@@ -490,9 +524,13 @@ class _Importer:
     def _enqueue_call(self, state: _State) -> tuple[dict[str, Any], list[str], str] | None:
         props = state.properties
         if "workflow_sid" not in props and "queue_name" in props:
-            why = ("It enqueues to the TaskRouter queue named "
-                   f"{_short(props['queue_name'])}, and our Flex routes need a workflow SID, so the flow does it.")
-            self.note(Finding.NOT_CARRIED, state.name, f"Enqueue Call by queue name: mapped to a studio resume instead. {why}")
+            why = (
+                "It enqueues to the TaskRouter queue named "
+                f"{_short(props['queue_name'])}, and our Flex routes need a workflow SID, so the flow does it."
+            )
+            self.note(
+                Finding.NOT_CARRIED, state.name, f"Enqueue Call by queue name: mapped to a studio resume instead. {why}"
+            )
             return self._resume(state, why)
         comments = [f"Studio widget {state.name} (Enqueue Call)."]
         table: dict[str, Any] = {"kind": "flex", "workflow_sid": self._workflow_sid(state, "workflow_sid", comments)}
@@ -503,8 +541,11 @@ class _Importer:
             table["attributes"] = attributes
         for key in ("wait_url", "wait_url_method"):
             if key in props:
-                self.note(Finding.NOT_CARRIED, state.name,
-                          f"{state.name}.properties.{key}: hold music is not configurable on our Flex routes")
+                self.note(
+                    Finding.NOT_CARRIED,
+                    state.name,
+                    f"{state.name}.properties.{key}: hold music is not configurable on our Flex routes",
+                )
         return table, comments, _flex_summary(table)
 
     def _connect_call_to(self, state: _State) -> tuple[dict[str, Any], list[str], str] | None:
@@ -514,12 +555,22 @@ class _Importer:
         if noun == "sip" and isinstance(uri, str) and re.match(r"sips?:\S", uri) and not _templated(uri):
             if props.get("sip_username") or props.get("sip_password"):
                 why = "Our SIP routes carry no credentials, so the flow dials it."
-                self.note(Finding.NOT_CARRIED, state.name, f"SIP call with a username/password: mapped to a studio resume instead. {why}")
+                self.note(
+                    Finding.NOT_CARRIED,
+                    state.name,
+                    f"SIP call with a username/password: mapped to a studio resume instead. {why}",
+                )
                 return self._resume(state, why)
-            return {"kind": "sip", "uri": uri.strip()}, [f"Studio widget {state.name} (Connect Call To SIP)."], f"sip `{uri.strip()}`"
+            return (
+                {"kind": "sip", "uri": uri.strip()},
+                [f"Studio widget {state.name} (Connect Call To SIP)."],
+                f"sip `{uri.strip()}`",
+            )
         target = _short(uri) if uri is not None else "nothing"
-        why = (f"It connects to {noun or 'an unnamed noun'} {target}; our config dials SIP addresses only,"
-               " so the call goes back to this widget, which dials as before.")
+        why = (
+            f"It connects to {noun or 'an unnamed noun'} {target}; our config dials SIP addresses only,"
+            " so the call goes back to this widget, which dials as before."
+        )
         self.note(Finding.NOT_CARRIED, state.name, f"Connect Call To: mapped to a studio resume instead. {why}")
         return self._resume(state, why)
 
@@ -531,16 +582,22 @@ class _Importer:
             self.note(Finding.REVIEW, state.name, f"no max_length: Studio's default {length} s is used")
         elif length is None or not 1 <= length <= VOICEMAIL_MAX_LENGTH_LIMIT:
             length = STUDIO_RECORD_DEFAULT_MAX_LENGTH
-            self.note(Finding.NOT_CARRIED, state.name,
-                      f"max_length {_short(raw)} is not 1 to {VOICEMAIL_MAX_LENGTH_LIMIT} seconds: {length} s is used")
+            self.note(
+                Finding.NOT_CARRIED,
+                state.name,
+                f"max_length {_short(raw)} is not 1 to {VOICEMAIL_MAX_LENGTH_LIMIT} seconds: {length} s is used",
+            )
         table: dict[str, Any] = {"kind": "voicemail", "max_length": length}
         prompt = self._prompt_before(state.name)
         if prompt:
             table["prompt"] = prompt
         for key in ("transcribe", "trim", "play_beep", "finish_on_key", "timeout"):
             if key in state.properties:
-                self.note(Finding.NOT_CARRIED, state.name,
-                          f"{state.name}.properties.{key}: our voicemail route records with Twilio's defaults")
+                self.note(
+                    Finding.NOT_CARRIED,
+                    state.name,
+                    f"{state.name}.properties.{key}: our voicemail route records with Twilio's defaults",
+                )
         return table, [f"Studio widget {state.name} (Record Voicemail)."], f"voicemail, up to {length} s"
 
     def _prompt_before(self, widget: str) -> str | None:
@@ -548,7 +605,13 @@ class _Importer:
         for state in self.flow.states.values():
             nexts = [t.next for t in state.transitions if t.next]
             say = state.properties.get("say")
-            if state.type == "say-play" and nexts == [widget] and isinstance(say, str) and say.strip() and not _templated(say):
+            if (
+                state.type == "say-play"
+                and nexts == [widget]
+                and isinstance(say, str)
+                and say.strip()
+                and not _templated(say)
+            ):
                 return _one_line(say)
         return None
 
@@ -561,7 +624,11 @@ class _Importer:
         shown = _short(value) if value is not None else "nothing"
         finding = Finding.TEMPLATED_SID if isinstance(value, str) and _templated(value) else Finding.NOT_CARRIED
         comments.append(f"PLACEHOLDER workflow_sid: the flow had {shown} here; put the real WW… SID in.")
-        self.note(finding, state.name, f"{state.name}.properties.{key} is {shown}: routing.toml has the placeholder {placeholder}")
+        self.note(
+            finding,
+            state.name,
+            f"{state.name}.properties.{key} is {shown}: routing.toml has the placeholder {placeholder}",
+        )
         return placeholder
 
     def _task_number(self, state: _State, key: str, default: int, maximum: int, *, minimum: int) -> int:
@@ -572,8 +639,11 @@ class _Importer:
             return default
         number = _int_value(raw)
         if number is None or not minimum <= number <= maximum:
-            self.note(Finding.NOT_CARRIED, state.name,
-                      f"{state.name}.properties.{key} = {_short(raw)} is not a whole number from {minimum} to {maximum}: {default} is used")
+            self.note(
+                Finding.NOT_CARRIED,
+                state.name,
+                f"{state.name}.properties.{key} = {_short(raw)} is not a whole number from {minimum} to {maximum}: {default} is used",
+            )
             return default
         return number
 
@@ -585,7 +655,11 @@ class _Importer:
         try:
             attributes = json.loads(raw) if isinstance(raw, str) else raw
         except (json.JSONDecodeError, RecursionError):
-            self.note(Finding.NOT_CARRIED, state.name, f"{where} is not JSON (Liquid that builds JSON?): no attributes carried over")
+            self.note(
+                Finding.NOT_CARRIED,
+                state.name,
+                f"{where} is not JSON (Liquid that builds JSON?): no attributes carried over",
+            )
             return {}
         if not isinstance(attributes, dict):
             self.note(Finding.NOT_CARRIED, state.name, f"{where} is not a JSON object: no attributes carried over")
@@ -593,15 +667,25 @@ class _Importer:
         kept: dict[str, Any] = {}
         for name, value in attributes.items():
             if name in RESERVED_TASK_ATTRIBUTES:
-                self.note(Finding.NOT_CARRIED, state.name,
-                          f"task attribute {name!r} ({_short(value)}): the orchestrator sets it on every task itself")
+                self.note(
+                    Finding.NOT_CARRIED,
+                    state.name,
+                    f"task attribute {name!r} ({_short(value)}): the orchestrator sets it on every task itself",
+                )
             elif _templated(json.dumps(value, ensure_ascii=False)):
-                self.note(Finding.NOT_CARRIED, state.name,
-                          f"task attribute {name!r} = {_short(value)} is a template Studio fills in; the config's attributes are fixed values")
+                self.note(
+                    Finding.NOT_CARRIED,
+                    state.name,
+                    f"task attribute {name!r} = {_short(value)} is a template Studio fills in; the config's attributes are fixed values",
+                )
             else:
                 clean = _toml_value(value)
                 if clean is None:
-                    self.note(Finding.NOT_CARRIED, state.name, f"task attribute {name!r} = {_short(value)} has no TOML form (null?)")
+                    self.note(
+                        Finding.NOT_CARRIED,
+                        state.name,
+                        f"task attribute {name!r} = {_short(value)} has no TOML form (null?)",
+                    )
                 else:
                     kept[name] = clean
         return kept
@@ -614,11 +698,21 @@ class _Importer:
         for branch in self.menu.branches:
             label = _branch_label(branch)
             if branch.target is None:
-                self.note(Finding.DEAD_END, branch.split, f"branch {label} has no next widget (the call ends there): not an intent")
+                self.note(
+                    Finding.DEAD_END,
+                    branch.split,
+                    f"branch {label} has no next widget (the call ends there): not an intent",
+                )
             elif branch.target == gather:
-                self.note(Finding.LOOP, branch.split, f"branch {label} leads back to {gather} (the menu again): not an intent")
+                self.note(
+                    Finding.LOOP, branch.split, f"branch {label} leads back to {gather} (the menu again): not an intent"
+                )
             elif branch.target not in self.flow.states:
-                self.note(Finding.BROKEN_LINK, branch.split, f"branch {label} leads to {branch.target!r}, which is not a widget: not an intent")
+                self.note(
+                    Finding.BROKEN_LINK,
+                    branch.split,
+                    f"branch {label} leads to {branch.target!r}, which is not a widget: not an intent",
+                )
             else:
                 by_target.setdefault(branch.target, []).append(branch)
         prompt = self.flow.states[gather].properties.get("say")
@@ -630,8 +724,12 @@ class _Importer:
             self.intents.append(self._intent(target, branches, route, prompt_lines))
 
     def _intent(self, target: str, branches: list[_Branch], route: str, prompt_lines: list[str]) -> _Intent:
-        names = [c.friendly_name.strip() for b in branches for c in b.conditions
-                 if c.friendly_name.strip() and not _GENERATED_CONDITION_NAME.match(c.friendly_name)]
+        names = [
+            c.friendly_name.strip()
+            for b in branches
+            for c in b.conditions
+            if c.friendly_name.strip() and not _GENERATED_CONDITION_NAME.match(c.friendly_name)
+        ]
         title = names[0] if names else target
         name = _unique(_snake_case(title, fallback="intent"), {i.name for i in self.intents})
         words: list[str] = []
@@ -646,16 +744,21 @@ class _Importer:
             if not branch.conditions:
                 self.note(Finding.REVIEW, branch.split, f"branch to {target} has no readable condition")
         words, digits = _dedupe(words), _dedupe(digits)
-        menu_lines = [line for d in digits for line in prompt_lines if re.search(rf"(?i)\bpress\s+{re.escape(d)}\b", line)]
+        menu_lines = [
+            line for d in digits for line in prompt_lines if re.search(rf"(?i)\bpress\s+{re.escape(d)}\b", line)
+        ]
         phrases = [p for d in digits for line in menu_lines if (p := _menu_phrase(line, d))]
         examples = _dedupe(words + phrases)
         description = _describe(title, words, digits, _dedupe(menu_lines))
         kinds = sorted({b.kind for b in branches})
         merged = " (speech and keypress branches merged)" if len(kinds) > 1 else ""
-        self.done(Finding.INTENT, name,
-                  f"from {', '.join(sorted({b.split for b in branches}))}{merged}: "
-                  f"words {_list_or_none(words)}, keys {_list_or_none(digits)} → route `{route}`")
-        return _Intent(name, description, examples, route, target, digits, words)
+        self.done(
+            Finding.INTENT,
+            name,
+            f"from {', '.join(sorted({b.split for b in branches}))}{merged}: "
+            f"words {_list_or_none(words)}, keys {_list_or_none(digits)} → route `{route}`",
+        )
+        return _Intent(name, description, examples, route, target, digits)
 
     def _condition_values(self, branch: _Branch, condition: _Condition) -> list[str]:
         value = "" if condition.value is None else str(condition.value)
@@ -665,27 +768,41 @@ class _Importer:
         elif condition.type == "matches_any_of":
             values = value.split(",")
         else:
-            self.note(Finding.REVIEW, branch.split,
-                      f"{label} is of type {condition.type or '(none)'!r} {_short(value)}: no example phrases from it; check the intent's description")
+            self.note(
+                Finding.REVIEW,
+                branch.split,
+                f"{label} is of type {condition.type or '(none)'!r} {_short(value)}: no example phrases from it; check the intent's description",
+            )
             return []
         values = [" ".join(v.split()) for v in values]
         kept = [v for v in values if v and not _templated(v)]
         if len(kept) < len([v for v in values if v]):
-            self.note(Finding.PLACEHOLDER, branch.split, f"{label} has template values; only the plain ones became examples")
+            self.note(
+                Finding.PLACEHOLDER, branch.split, f"{label} has template values; only the plain ones became examples"
+            )
         return kept
 
     # Fallback and human route ----------------------------------------------------------------
 
     def fallback_target(self) -> str | None:
         """Where Studio sends callers the menu could not place: the splits' noMatch, else the Gather's timeout."""
-        targets = _dedupe([t for _, t in self.menu.no_match if t is not None and t in self.flow.states])
+        targets = list(dict.fromkeys(t for _, t in self.menu.no_match if t is not None and t in self.flow.states))
         if len(targets) > 1:
-            self.note(Finding.REVIEW, self.menu.gather,
-                      f"the menu's splits send unmatched callers to different widgets ({', '.join(targets)}): the fallback uses {targets[0]}")
+            self.note(
+                Finding.REVIEW,
+                self.menu.gather,
+                f"the menu's splits send unmatched callers to different widgets ({', '.join(targets)}): the fallback uses {targets[0]}",
+            )
         if targets:
             return targets[0]
-        timeout = next((t.next for t in self.flow.states[self.menu.gather].transitions
-                        if t.event == "timeout" and t.next in self.flow.states), None)
+        timeout = next(
+            (
+                t.next
+                for t in self.flow.states[self.menu.gather].transitions
+                if t.event == "timeout" and t.next in self.flow.states
+            ),
+            None,
+        )
         return timeout
 
     def human_route(self) -> str:
@@ -702,28 +819,38 @@ class _Importer:
             chosen, why = by_kind["voicemail"][0], "the flow's voicemail (it has no Flex or SIP route)"
         else:
             name = _unique("voicemail", self.routes)
-            chosen = _Route(name, {"kind": "voicemail", "max_length": 120, "prompt": DEFAULT_VOICEMAIL_PROMPT},
-                            ["Made up by the importer: the menu reaches no Flex queue, SIP address or voicemail,",
-                             "and the human route must be one of those (never a Studio node)."], None)
+            chosen = _Route(
+                name,
+                {"kind": "voicemail", "max_length": 120, "prompt": DEFAULT_VOICEMAIL_PROMPT},
+                [
+                    "Made up by the importer: the menu reaches no Flex queue, SIP address or voicemail,",
+                    "and the human route must be one of those (never a Studio node).",
+                ],
+                None,
+            )
             self.routes[name] = chosen
             why = "a voicemail route made up by the importer: the menu reaches no Flex queue, SIP address or voicemail"
-        self.done(Finding.HUMAN_ROUTE, chosen.name,
-                  f"{why}; the re-entry guard sends calls there, so pick another if a person should take them")
+        self.done(
+            Finding.HUMAN_ROUTE,
+            chosen.name,
+            f"{why}; the re-entry guard sends calls there, so pick another if a person should take them",
+        )
         return chosen.name
 
 
 # --- The patched flow ----------------------------------------------------------------------------
 
 
-def _patch_flow(flow: _Flow, gather: str, intents: list[_Intent], no_match: str | None, flow_sid: str,
-                public_url: str) -> tuple[dict[str, Any], str, str, list[str], list[tuple[str, str]]]:
+def _patch_flow(
+    flow: _Flow, gather: str, intents: list[_Intent], no_match: str | None, flow_sid: str, public_url: str
+) -> tuple[dict[str, Any], str, str, list[str], list[tuple[str, str]]]:
     """The flow with the redirect in front of the Gather. Returns it, the new widget names, the
     widgets whose transitions now lead to the redirect, and the loops left on the Gather."""
     patched = copy.deepcopy(flow.raw)
     names = set(flow.states)
     redirect = _unique(REDIRECT_WIDGET_NAME, names)
     split = _unique(INTENT_SPLIT_NAME, names | {redirect})
-    intent_input = "{{widgets.%s.intent}}" % redirect
+    intent_input = "{{widgets." + redirect + ".intent}}"
 
     # Transitions into the Gather from widgets reached before it move to the redirect; those from
     # widgets reached through it (menu loops) keep the old menu, so the legacy path stays as it was.
@@ -764,19 +891,26 @@ def _patch_flow(flow: _Flow, gather: str, intents: list[_Intent], no_match: str 
     split_state = {
         "name": split,
         "type": SPLIT,
-        "transitions": [no_match_transition] + [
+        "transitions": [no_match_transition]
+        + [
             {
                 "next": intent.target,
                 "event": "match",
-                "conditions": [{"friendly_name": intent.name, "arguments": [intent_input],
-                                "type": "equal_to", "value": intent.name}],
+                "conditions": [
+                    {
+                        "friendly_name": intent.name,
+                        "arguments": [intent_input],
+                        "type": "equal_to",
+                        "value": intent.name,
+                    }
+                ],
             }
             for intent in intents
         ],
         "properties": {"input": intent_input, "offset": {"x": x - 450, "y": y + 230}},
     }
     gather_index = flow.order.index(gather)
-    raw_states[gather_index + 1:gather_index + 1] = [redirect_state, split_state]
+    raw_states[gather_index + 1 : gather_index + 1] = [redirect_state, split_state]
     return patched, redirect, split, repointed, loops
 
 
@@ -792,8 +926,9 @@ def _offset(state: _State) -> tuple[float, float]:
 # --- Diagrams ------------------------------------------------------------------------------------
 
 
-def flow_mermaid(definition: Mapping[str, Any], *, added: Iterable[str] = (), changed: Iterable[str] = (),
-                 legacy: Iterable[str] = ()) -> str:
+def flow_mermaid(
+    definition: Mapping[str, Any], *, added: Iterable[str] = (), changed: Iterable[str] = (), legacy: Iterable[str] = ()
+) -> str:
     """A Studio flow definition (already validated) as a Mermaid flowchart: widgets and their transitions."""
     states = definition["states"]
     ids = {state["name"]: f"w{index}" for index, state in enumerate(states)}
@@ -806,8 +941,8 @@ def flow_mermaid(definition: Mapping[str, Any], *, added: Iterable[str] = (), ch
             target = transition.get("next")
             if not target:
                 continue
-            if target not in ids:
-                missing.setdefault(target, f"missing{len(missing)}")
+            if target not in ids and target not in missing:
+                missing[target] = f"missing{len(missing)}"
                 lines.append(f'  {missing[target]}["{_mermaid_text(target)}<br/>(no such widget)"]')
             label = _mermaid_text(_truncate(_edge_label(transition), 32))
             lines.append(f'  {ids[state["name"]]} -->|"{label}"| {ids.get(target) or missing[target]}')
@@ -845,8 +980,17 @@ def _mermaid_text(text: str) -> str:
 # --- The config text -----------------------------------------------------------------------------
 
 
-def _routing_toml(source: str, description: str, intents: list[_Intent], routes: Mapping[str, _Route],
-                  fallback: str, fallback_why: str, human: str, placeholders: bool) -> str:
+def _routing_toml(
+    source: str,
+    description: str,
+    intents: list[_Intent],
+    routes: Mapping[str, _Route],
+    fallback: str,
+    fallback_why: str,
+    human: str,
+    placeholders: bool,
+) -> tuple[str, dict[str, Any]]:
+    """The config as commented TOML text, and the document it must parse back to."""
     header = [
         f"Routing for the AI front desk, imported from the Studio flow {source}"
         + (f" ({description})." if description else "."),
@@ -856,29 +1000,50 @@ def _routing_toml(source: str, description: str, intents: list[_Intent], routes:
     if placeholders:
         header.append("Values marked PLACEHOLDER were not in the flow: put your account's SIDs in before use.")
     header += [
-        "Check it with:  orchestrator check-config routing.toml",
+        "Check it with: orchestrator check-config routing.toml",
         "Any key can be overridden from the environment, e.g. ORCHESTRATOR_TRIAGE__BUDGET_SECONDS=15.",
         "[lines] (what the AI says) and [company] keep their defaults; see examples/acme_plumbing.toml.",
     ]
-    parts = [_comment(header)]
-    triage = {"triage": {**TRIAGE_DEFAULTS, "fallback_route": fallback, "human_route": human}}
-    parts.append(_comment([
-        "budget: after this many seconds the call takes the fallback route; below min_confidence the AI asks again.",
-        f"fallback_route: {fallback_why}",
-        "human_route: where the re-entry guard sends a call (a person or voicemail, never a Studio node).",
-    ]) + tomli_w.dumps(triage))
+    triage = {**TRIAGE_DEFAULTS, "fallback_route": fallback, "human_route": human}
+    document: dict[str, Any] = {"triage": triage, "routes": {}, "intents": []}
+    # Each table is written by tomli-w as flat key = value lines under a header of ours, so a comment can
+    # go above it (tomli-w writes no comments, and would inline a short array of tables).
+    parts = [
+        _comment(header),
+        _comment(
+            [
+                "budget: after this many seconds the call takes the fallback route; below min_confidence the AI asks again.",
+                f"fallback_route: {fallback_why}",
+                "human_route: where the re-entry guard sends a call (a person or voicemail, never a Studio node).",
+            ]
+        )
+        + "[triage]\n"
+        + tomli_w.dumps(triage),
+    ]
     parts.append(_comment(["--- Routes: where a call can go, one per widget the menu led to " + "-" * 20]).rstrip("\n"))
     for route in routes.values():
-        parts.append(_comment(route.comments) + tomli_w.dumps({"routes": {route.name: route.table}}))
-    parts.append(_comment(["--- Intents: one per menu choice (speech and keypress branches to one widget are one) " + "-" * 4]).rstrip("\n"))
+        document["routes"][route.name] = route.table
+        flat = {key: value for key, value in route.table.items() if key != "attributes"}
+        text = _comment(route.comments) + f"[routes.{route.name}]\n" + tomli_w.dumps(flat)
+        if route.table.get("attributes"):
+            text += "\n" + tomli_w.dumps({"routes": {route.name: {"attributes": route.table["attributes"]}}})
+        parts.append(text)
+    parts.append(
+        _comment(
+            ["--- Intents: one per menu choice (speech and keypress branches to one widget are one) " + "-" * 4]
+        ).rstrip("\n")
+    )
     for intent in intents:
         keys = f"; keys {', '.join(intent.digits)} in the old menu" if intent.digits else ""
         table: dict[str, Any] = {"name": intent.name, "description": intent.description}
         if intent.examples:
             table["examples"] = intent.examples
         table["route"] = intent.route
-        parts.append(_comment([f"Branch to the Studio widget {intent.target}{keys}."]) + tomli_w.dumps({"intents": [table]}))
-    return "\n".join(parts)
+        document["intents"].append(table)
+        parts.append(
+            _comment([f"Branch to the Studio widget {intent.target}{keys}."]) + "[[intents]]\n" + tomli_w.dumps(table)
+        )
+    return "\n".join(parts), document
 
 
 def _comment(lines: Iterable[str]) -> str:
@@ -886,7 +1051,13 @@ def _comment(lines: Iterable[str]) -> str:
     return "".join(f"# {_one_line(line)}".rstrip() + "\n" for line in lines)
 
 
-def _check_config(text: str) -> None:
+def _check_config(text: str, document: Mapping[str, Any]) -> None:
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise GeneratedConfigError(f"the imported routing config is not TOML ({error}):\n{text}") from None
+    if parsed != document:
+        raise GeneratedConfigError(f"the imported routing config does not read back as written:\n{text}")
     with tempfile.TemporaryDirectory(prefix="studio-import-") as folder:
         path = Path(folder) / "routing.toml"
         path.write_text(text, encoding="utf-8")
@@ -894,15 +1065,18 @@ def _check_config(text: str) -> None:
             load_routing_config(path)
         except ConfigError as error:
             if error.source.startswith("$"):
-                raise StudioImportError(f"the environment changes the imported config so it no longer loads: {error}") from None
+                raise StudioImportError(
+                    f"the environment changes the imported config so it no longer loads: {error}"
+                ) from None
             raise GeneratedConfigError(f"the imported routing config does not validate: {error}\n{text}") from None
 
 
 # --- Import --------------------------------------------------------------------------------------
 
 
-def import_flow(definition_text: str, *, source: str, public_url: str = DEFAULT_PUBLIC_URL,
-                flow_sid: str | None = None) -> ImportResult:
+def import_flow(
+    definition_text: str, *, source: str, public_url: str = DEFAULT_PUBLIC_URL, flow_sid: str | None = None
+) -> ImportResult:
     """Import a Studio flow definition (JSON text). Raises `StudioImportError` for any flow it cannot use.
 
     `source` names the flow in the report and the config's comments; `public_url` is our server's base
@@ -917,19 +1091,25 @@ def import_flow(definition_text: str, *, source: str, public_url: str = DEFAULT_
     gathers = [name for name in _reachable(flow, flow.entry) if flow.states[name].type == GATHER]
     unreachable = [name for name in flow.order if flow.states[name].type == GATHER and name not in gathers]
     if not gathers:
-        where = f" reachable from the Trigger's incomingCall (unreachable: {', '.join(unreachable)})" if unreachable else ""
+        where = (
+            f" reachable from the Trigger's incomingCall (unreachable: {', '.join(unreachable)})" if unreachable else ""
+        )
         raise StudioImportError(f"no Gather Input On Call widget{where}: there is no menu to replace with the AI")
     menu = next((m for g in gathers if (m := _menu_of(flow, g)) is not None), None)
     if menu is None:
         raise StudioImportError(
             f"no Gather is followed by a Split on its SpeechResult or Digits (Gathers: {', '.join(gathers)}):"
-            " there are no menu choices to turn into intents")
+            " there are no menu choices to turn into intents"
+        )
 
-    chosen_sid = flow_sid or flow.flow_sid or "FW" + "0" * 32
-    importer = _Importer(flow=flow, menu=menu, flow_sid=chosen_sid)
+    known_sid = flow_sid or flow.flow_sid
+    chosen_sid = known_sid or "FW" + "0" * 32
+    importer = _Importer(flow=flow, menu=menu, flow_sid=chosen_sid, flow_sid_is_placeholder=known_sid is None)
     importer.build_intents()
     if not importer.intents:
-        raise StudioImportError(f"no branch of the menu after {menu.gather} leads to a widget a call can go to: no intents")
+        raise StudioImportError(
+            f"no branch of the menu after {menu.gather} leads to a widget a call can go to: no intents"
+        )
 
     fallback_widget = importer.fallback_target()
     fallback_route = importer.route_for(fallback_widget) if fallback_widget is not None else None
@@ -941,31 +1121,52 @@ def import_flow(definition_text: str, *, source: str, public_url: str = DEFAULT_
     else:
         what = "back to the old menu" if fallback_widget == menu.gather else f"to the widget {fallback_widget}"
         fallback_why = f"callers the menu could not place went {what} (noMatch / timeout)."
-        importer.done(Finding.FALLBACK, fallback_route, f"{fallback_why} The AI sends callers it cannot place there too")
+        importer.done(
+            Finding.FALLBACK, fallback_route, f"{fallback_why} The AI sends callers it cannot place there too"
+        )
     timeout_target = next((t.next for t in flow.states[menu.gather].transitions if t.event == "timeout"), None)
     if timeout_target is not None and timeout_target != fallback_widget:
-        importer.note(Finding.REVIEW, menu.gather,
-                      f"the Gather's timeout led to {timeout_target}; with the AI a silent caller takes the fallback route"
-                      f" `{fallback_route}` instead ({timeout_target} stays on the legacy path)")
+        importer.note(
+            Finding.REVIEW,
+            menu.gather,
+            f"the Gather's timeout led to {timeout_target}; with the AI a silent caller takes the fallback route"
+            f" `{fallback_route}` instead ({timeout_target} stays on the legacy path)",
+        )
 
     _report_flow(importer, gathers, unreachable)
     patched, redirect, split, repointed, loops = _patch_flow(
-        flow, menu.gather, importer.intents, fallback_widget, chosen_sid, base_url)
-    _report_patch(importer, redirect, split, repointed, loops, chosen_sid, flow_sid or flow.flow_sid, base_url)
+        flow, menu.gather, importer.intents, fallback_widget, chosen_sid, base_url
+    )
+    _report_patch(importer, redirect, split, fallback_widget, repointed, loops, chosen_sid, known_sid, base_url)
 
-    placeholders = importer.workflow_placeholders > 0 or chosen_sid.startswith("FW" + "0" * 32)
-    text = _routing_toml(source, _one_line(str(flow.raw.get("description") or "")), importer.intents,
-                         importer.routes, fallback_route, fallback_why, human, placeholders)
-    _check_config(text)
+    placeholders = importer.workflow_placeholders > 0 or known_sid is None
+    text, document = _routing_toml(
+        source,
+        _one_line(str(flow.raw.get("description") or "")),
+        importer.intents,
+        importer.routes,
+        fallback_route,
+        fallback_why,
+        human,
+        placeholders,
+    )
+    _check_config(text, document)
     untouched_legacy = [menu.gather, *menu.splits]
-    report = ImportReport(source=source, gather=menu.gather, redirect=redirect,
-                          mapped=tuple(importer.mapped), not_mapped=tuple(importer.not_mapped))
+    report = ImportReport(
+        source=source,
+        gather=menu.gather,
+        redirect=redirect,
+        mapped=tuple(importer.mapped),
+        not_mapped=tuple(importer.not_mapped),
+    )
     return ImportResult(
         routing_toml=text,
         patched_flow=patched,
         before_mermaid=flow_mermaid(flow.raw, legacy=untouched_legacy),
         after_mermaid=flow_mermaid(patched, added=(redirect, split), changed=repointed, legacy=untouched_legacy),
         report=report,
+        added_widgets=(redirect, split),
+        changed_widgets=tuple(repointed),
     )
 
 
@@ -973,67 +1174,132 @@ def _report_flow(importer: _Importer, gathers: list[str], unreachable: list[str]
     flow, menu = importer.flow, importer.menu
     for name in gathers:
         if name != menu.gather:
-            importer.note(Finding.OTHER_GATHER, name, f"another Gather; only the menu {menu.gather} is replaced, this one is left as it is")
+            importer.note(
+                Finding.OTHER_GATHER,
+                name,
+                f"another Gather; only the menu {menu.gather} is replaced, this one is left as it is",
+            )
     for name in unreachable:
         importer.note(Finding.OTHER_GATHER, name, "a Gather no incoming call reaches: left as it is")
     for event, target in menu.direct:
         state = flow.states[target]
         if state.type == SPLIT:
             read = _short(state.properties.get("input"))
-            importer.note(Finding.OTHER_SPLIT, target,
-                          f"the Gather's {event} leads to this split on {read}, not on the Gather's SpeechResult or Digits: no intents from it")
+            importer.note(
+                Finding.OTHER_SPLIT,
+                target,
+                f"the Gather's {event} leads to this split on {read}, not on the Gather's SpeechResult or Digits: no intents from it",
+            )
         else:
-            importer.note(Finding.REVIEW, menu.gather,
-                          f"every {event} answer goes straight to {target} (no split): that path has no menu choices")
+            importer.note(
+                Finding.REVIEW,
+                menu.gather,
+                f"every {event} answer goes straight to {target} (no split): that path has no menu choices",
+            )
     for event in MENU_EVENTS:
         if not any(t.event == event and t.next for t in flow.states[menu.gather].transitions):
-            importer.note(Finding.REVIEW, menu.gather, f"the Gather's {event} transition leads nowhere: the old menu took no {event} answers")
+            importer.note(
+                Finding.REVIEW,
+                menu.gather,
+                f"the Gather's {event} transition leads nowhere: the old menu took no {event} answers",
+            )
     for name in flow.order:
         state = flow.states[name]
         if state.type not in WIDGET_EVENTS:
-            importer.note(Finding.UNKNOWN_WIDGET, name, f"widget type {state.type!r} is unknown to the importer: left as it is")
+            importer.note(
+                Finding.UNKNOWN_WIDGET, name, f"widget type {state.type!r} is unknown to the importer: left as it is"
+            )
         for transition in state.transitions:
             if transition.next is not None and transition.next not in flow.states:
-                importer.note(Finding.BROKEN_LINK, name, f"{transition.event} leads to {transition.next!r}, which is not a widget (Studio will refuse the flow)")
+                importer.note(
+                    Finding.BROKEN_LINK,
+                    name,
+                    f"{transition.event} leads to {transition.next!r}, which is not a widget (Studio will refuse the flow)",
+                )
         for path, text in _strings(state.properties, f"{name}.properties"):
             for placeholder in _PLACEHOLDER.findall(text):
                 finding = Finding.TEMPLATED_SID if _SID_KEYS.match(path.rsplit(".", 1)[-1]) else Finding.PLACEHOLDER
-                item = ReportItem(finding, name, f"{path} holds {placeholder}: fill it in before importing the flow into Studio")
+                item = ReportItem(
+                    finding, name, f"{path} holds {placeholder}: fill it in before importing the flow into Studio"
+                )
                 if item not in importer.not_mapped:
                     importer.not_mapped.append(item)
         if name not in (menu.gather, *menu.splits) and _reads_result(state, menu.gather):
-            importer.note(Finding.GATHER_OUTPUT, name,
-                          f"reads {{{{widgets.{menu.gather}.…}}}}, which is empty when the call comes back from the AI:"
-                          " read the redirect's captured fields instead")
+            importer.note(
+                Finding.GATHER_OUTPUT,
+                name,
+                f"reads {{{{widgets.{menu.gather}.…}}}}, which is empty when the call comes back from the AI:"
+                " read the redirect's captured fields instead",
+            )
 
 
-def _report_patch(importer: _Importer, redirect: str, split: str, repointed: list[str], loops: list[tuple[str, str]],
-                  flow_sid: str, given_sid: str | None, base_url: str) -> None:
+def _report_patch(
+    importer: _Importer,
+    redirect: str,
+    split: str,
+    no_match: str | None,
+    repointed: list[str],
+    loops: list[tuple[str, str]],
+    flow_sid: str,
+    given_sid: str | None,
+    base_url: str,
+) -> None:
     gather = importer.menu.gather
-    importer.done(Finding.PATCH, redirect,
-                  f"new TwiML Redirect to {base_url}{VOICE_WEBHOOK_PATH} (POST, timeout {REDIRECT_TIMEOUT_SECONDS} s:"
-                  f" far above the triage budget, and short so executions of calls the AI sent elsewhere end soon);"
-                  f" return → {split}, timeout and fail → {gather}")
-    importer.done(Finding.PATCH, split, f"new Split on {{{{widgets.{redirect}.intent}}}}: one branch per intent to the"
-                                        " original widget, noMatch to the menu's noMatch target")
+    importer.done(
+        Finding.PATCH,
+        redirect,
+        f"new TwiML Redirect to {base_url}{VOICE_WEBHOOK_PATH} (POST, timeout {REDIRECT_TIMEOUT_SECONDS} s:"
+        f" far above the triage budget, and short so executions of calls the AI sent elsewhere end soon);"
+        f" return → {split}, timeout and fail → {gather}",
+    )
+    ends = f"noMatch → {no_match}" if no_match else "noMatch leads nowhere (the call ends, as it did)"
+    importer.done(
+        Finding.PATCH,
+        split,
+        f"new Split on {{{{widgets.{redirect}.intent}}}}: one branch per intent to the original widget; {ends}",
+    )
     importer.done(Finding.PATCH, ", ".join(repointed), f"transitions that led to {gather} now lead to {redirect}")
     for name, event in loops:
-        importer.note(Finding.LOOP, name, f"{event} leads back to {gather}: kept (callers there get the old menu, not the AI)")
+        importer.note(
+            Finding.LOOP, name, f"{event} leads back to {gather}: kept (callers there get the old menu, not the AI)"
+        )
     if given_sid is None:
-        importer.note(Finding.FLOW_SID, "flow", f"the flow JSON has no SID: the placeholder {flow_sid} is in the redirect URL"
-                                                " and the studio routes; import again with --flow-sid FW…")
+        importer.note(
+            Finding.FLOW_SID,
+            "flow",
+            f"the flow JSON has no SID: the placeholder {flow_sid} is in the redirect URL"
+            " and the studio routes; import again with --flow-sid FW…",
+        )
     if base_url == DEFAULT_PUBLIC_URL:
-        importer.note(Finding.PUBLIC_URL, redirect, f"the redirect calls the example address {base_url}: import again with --public-url")
+        importer.note(
+            Finding.PUBLIC_URL,
+            redirect,
+            f"the redirect calls the example address {base_url}: import again with --public-url",
+        )
+    flags = importer.flow.raw.get("flags")
+    if not (isinstance(flags, dict) and flags.get("allow_concurrent_calls") is True):
+        importer.note(
+            Finding.REVIEW,
+            "flags",
+            f"allow_concurrent_calls is off: a call the AI sends to Flex, voicemail or SIP keeps its execution waiting"
+            f" on {redirect} for up to {REDIRECT_TIMEOUT_SECONDS} s, and Studio refuses the same caller meanwhile"
+            " (warning 81002); turn it on",
+        )
     flex = [r.widget for r in importer.routes.values() if r.table["kind"] == "flex" and r.widget]
     if flex:
-        importer.note(Finding.REVIEW, ", ".join(flex),
-                      "the AI enqueues these calls to Flex itself (same workflow, priority and timeout), so these widgets"
-                      " and what follows them (e.g. failedToEnqueue) run only on the legacy path")
+        importer.note(
+            Finding.REVIEW,
+            ", ".join(flex),
+            "the AI enqueues these calls to Flex itself (same workflow, priority and timeout), so these widgets"
+            " and what follows them (e.g. failedToEnqueue) run only on the legacy path",
+        )
 
 
 def _reads_result(state: _State, gather: str) -> bool:
     pattern = re.compile(r"widgets\s*\.\s*" + re.escape(gather) + r"\s*\.")
-    return any(pattern.search(text) for _, text in _strings(state.model_dump(include={"properties", "transitions"}), ""))
+    return any(
+        pattern.search(text) for _, text in _strings(state.model_dump(include={"properties", "transitions"}), "")
+    )
 
 
 def write_import(result: ImportResult, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -1063,13 +1329,16 @@ def add_studio_arguments(subparsers: argparse._SubParsersAction) -> None:
     studio = subparsers.add_parser("studio", help="migrate a Twilio Studio flow to the AI front desk")
     commands = studio.add_subparsers(dest="studio_command", required=True)
     command = commands.add_parser(
-        "import", help="turn a Studio flow's menu into a routing config and a flow patched for the AI")
+        "import", help="turn a Studio flow's menu into a routing config and a flow patched for the AI"
+    )
     command.add_argument("flow", type=Path, metavar="FLOW.json", help="the flow definition Studio exports")
     command.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the generated files")
     command.add_argument("--flow-sid", metavar="FW…", help="the flow's SID (the exported JSON does not hold it)")
-    command.add_argument("--public-url", metavar="URL",
-                         help="the URL Twilio reaches our server at (default: $ORCHESTRATOR_PUBLIC_URL,"
-                              f" else {DEFAULT_PUBLIC_URL})")
+    command.add_argument(
+        "--public-url",
+        metavar="URL",
+        help=f"the URL Twilio reaches our server at (default: $ORCHESTRATOR_PUBLIC_URL, else {DEFAULT_PUBLIC_URL})",
+    )
     command.set_defaults(run=run_studio_import)
 
 
@@ -1101,7 +1370,9 @@ def run_studio_import(args: argparse.Namespace) -> int:
 def _public_base(url: str) -> str:
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise StudioImportError(f"the public URL must be an http:// or https:// base URL without a query (got {_short(url)})")
+        raise StudioImportError(
+            f"the public URL must be an http:// or https:// base URL without a query (got {_short(url)})"
+        )
     return url.rstrip("/")
 
 
@@ -1141,7 +1412,7 @@ def _int_value(raw: Any) -> int | None:
 
 def _toml_value(value: Any) -> Any:
     """`value` as TOML can hold it (no nulls, no NaN), or None when nothing of it is left."""
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return value if -(2**63) <= value < 2**63 else None
