@@ -121,3 +121,33 @@ def test_eval_with_audio_streams_each_recording_through_the_live_path(tmp_path):
     assert summary["mode"] == "audio and text" and summary["calls"] == 2 and summary["parity"] == 1.0
     assert summary["time_to_decision_ms"]["max"] > 0
     assert (tmp_path / "r.html").read_text(encoding="utf-8").count("<svg") == 1
+
+
+ACME_IVR = REPO.parent / "shared" / "fixtures" / "studio" / "acme_plumbing_ivr.json"
+
+
+@pytest.mark.skipif(not ACME_IVR.is_file(), reason="the shared Studio fixtures are not here")
+def test_a_studio_flow_imported_then_replayed_from_its_execution_export(tmp_path):
+    """The migration chain: import the IVR, then replay Studio executions of it against the new config."""
+    imported = orchestrator("studio", "import", str(ACME_IVR), "--out", str(tmp_path / "migration"),
+                            "--flow-sid", "FW" + "ab" * 16, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    config = tmp_path / "migration" / "routing.toml"
+
+    def execution(sid: str, words: str, taken: str) -> dict:
+        steps = [("Trigger", "main_menu"), ("main_menu", "route_speech"), ("route_speech", taken)]
+        return {"sid": sid, "context": {"trigger": {"call": {"CallSid": "CA" + sid[-1] * 32, "From": "+15005550006"}},
+                                        "widgets": {"main_menu": {"SpeechResult": words}}},
+                "steps": [{"transitioned_from": a, "transitioned_to": b, "name": "next"} for a, b in steps]}
+
+    export = tmp_path / "executions.json"
+    export.write_text(json.dumps({"executions": [
+        execution("FN1", "there is a leak and my kitchen is flooding", "emergency_to_flex"),
+        execution("FN2", "i have a question about my bill", "billing_to_flex"),
+    ]}), encoding="utf-8")
+    done = orchestrator("eval", str(export), "--studio-executions", "--gather", "main_menu", "--config", str(config),
+                        "--engine", "offline", "--summary", str(tmp_path / "s.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["calls"] == 2 and summary["parity"] == 1.0
+    assert set(summary["per_intent"]) == {"emergency", "billing"}
