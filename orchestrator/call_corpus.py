@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from orchestrator.routing_config import format_key_path
+from orchestrator.routing_config import first_validation_problem
 
 CALLER_ROLE = "caller"
 
@@ -124,11 +124,7 @@ def _parse_line(line: bytes, line_number: int, base_dir: Path) -> CorpusCall | C
     try:
         raw = _Call.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        where = format_key_path(tuple(error["loc"])) or "line"
-        message = error["msg"][:1].lower() + error["msg"][1:]
-        return CorpusProblem(line_number, f"{where}: {message}{more}")
+        return CorpusProblem(line_number, first_validation_problem(exc, nowhere="line"))
     if not any(turn.role == CALLER_ROLE for turn in raw.turns):
         return CorpusProblem(line_number, "no caller turn")
     expected = raw.expected

@@ -18,7 +18,7 @@ import orjson
 from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from orchestrator.routing_config import format_key_path
+from orchestrator.routing_config import first_validation_problem
 
 
 class EvalReportError(ValueError):
@@ -119,11 +119,7 @@ def _validated(summary: Any) -> _Summary:
     try:
         return _Summary.model_validate(summary)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        where = format_key_path(("summary", *error["loc"]))
-        message = error["msg"][:1].lower() + error["msg"][1:]
-        raise EvalReportError(f"{where}: {message}{more}") from None
+        raise EvalReportError(first_validation_problem(exc, prefix=("summary",))) from None
 
 
 def _headline(figures: _Summary) -> dict[str, Any]:

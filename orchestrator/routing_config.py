@@ -67,6 +67,15 @@ class ConfigError(Exception):
 KeyPath = tuple[str | int, ...]
 
 
+def first_validation_problem(exc: ValidationError, *, prefix: KeyPath = (), nowhere: str = "") -> str:
+    """One line for a pydantic error: where (a key path), what, and how many more problems there are."""
+    error = exc.errors()[0]
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    where = format_key_path((*prefix, *error["loc"])) or nowhere
+    message = error["msg"][:1].lower() + error["msg"][1:]
+    return f"{where}: {message}{more}"
+
+
 def format_key_path(keys: KeyPath) -> str:
     """("intents", 2, "name") -> "intents[2].name"; keys that are not bare TOML keys are quoted."""
     text = ""

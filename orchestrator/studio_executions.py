@@ -42,7 +42,7 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.call_corpus import CALLER_ROLE, Corpus, CorpusCall, CorpusError, CorpusProblem, CorpusTurn
-from orchestrator.routing_config import format_key_path
+from orchestrator.routing_config import first_validation_problem
 
 SPEECH_INPUT = "speech"
 DTMF_INPUT = "dtmf"
@@ -154,11 +154,7 @@ def _call_from_entry(
     try:
         execution = _Execution.model_validate(entry)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        where = format_key_path(tuple(error["loc"])) or "execution"
-        message = error["msg"][:1].lower() + error["msg"][1:]
-        raise _BadEntry(f"{where}: {message}{more}") from None
+        raise _BadEntry(first_validation_problem(exc, nowhere="execution")) from None
     try:
         return _call_from_execution(execution, number, gather, splits)
     except _BadEntry as bad:
