@@ -25,7 +25,7 @@ from machines.effects import (
     Speak,
     WakeAt,
 )
-from machines.policy import CallHistory, TriagePolicy
+from machines.policy import LANGUAGE_FIELD, CallHistory, TriagePolicy
 
 STATES = ["greeting", "capture", "classify", "dispatch", "teardown", "ended"]
 TRIAGE_OPEN = ["greeting", "capture"]  # states in which the caller is still being triaged
@@ -42,6 +42,8 @@ TRANSITIONS: list[dict] = [
     dict(trigger="give_up", source="classify", dest="dispatch", before="decide_fallback_for_failed_guard"),
     dict(trigger="expire_budget", source=TRIAGE_OPEN, dest="dispatch", before="decide_fallback_for_budget"),
     dict(trigger="fail_engine", source=TRIAGE_OPEN, dest="dispatch", before="decide_fallback_for_engine"),
+    dict(trigger="refuse_language", source=TRIAGE_OPEN, dest="dispatch", conditions=["language_unsupported"],
+         before="decide_human_for_language"),
     dict(trigger="finish_handoff", source="dispatch", dest="teardown"),
     dict(trigger="hang_up", source=[*TRIAGE_OPEN, "dispatch"], dest="teardown"),
     dict(trigger="finish", source="teardown", dest="ended", conditions=["both_streams_closed"]),
@@ -107,6 +109,7 @@ class CallMachine:
         self.decision: DispatchDecision | None = None
         self.realtime_open = False
         self.engine_broken = False
+        self.language_not_served = False  # the engine said it cannot speak the caller's language
         self.media_open = True
         self.close_realtime_sent = False
         self.close_media_sent = False
@@ -177,6 +180,10 @@ class CallMachine:
             self._answer_tool(event.tool_call_id, "ignored", "the call has already been handed on")
             return "absorbed"
         self.captured.update(event.fields)
+        first_effect = len(self._effects)
+        if LANGUAGE_FIELD in event.fields and self.refuse_language():
+            self._answer_tool(event.tool_call_id, "handed_to_fallback", "unsupported_language", position=first_effect)
+            return f"unsupported language {event.fields[LANGUAGE_FIELD]}"
         self._answer_tool(event.tool_call_id, "recorded", ", ".join(sorted(event.fields)))
         return None
 
@@ -197,6 +204,11 @@ class CallMachine:
         # The model hears what became of its proposal before it is asked to say anything more.
         self._answer_tool(event.tool_call_id, outcome, detail, position=first_effect)
         return None
+
+    def _on_language_not_served(self, event: ev.LanguageNotServed) -> str | None:
+        self.captured.setdefault(LANGUAGE_FIELD, event.language)
+        self.language_not_served = True
+        return None if self.refuse_language() else "absorbed"
 
     def _on_timer_fired(self, _: ev.TimerFired) -> str | None:
         # The budget was already checked on the way in; here only the handoff line's own timeout.
@@ -266,6 +278,13 @@ class CallMachine:
     def clarification_left(self) -> bool:
         return self.clarifications < self.policy.max_clarifications
 
+    def language_unsupported(self) -> bool:
+        if self.language_not_served:
+            return True
+        supported = self.policy.supported_languages
+        language = self.captured.get(LANGUAGE_FIELD)
+        return bool(supported) and language is not None and language not in supported
+
     def both_streams_closed(self) -> bool:
         return not self.realtime_open and not self.media_open
 
@@ -287,6 +306,10 @@ class CallMachine:
 
     def decide_fallback_for_engine(self) -> None:
         self._decide(self.policy.fallback_route, DecisionReason.ENGINE_FAILED)
+
+    def decide_human_for_language(self) -> None:
+        # A person, not a guessed intent: the AI cannot serve this caller in their language.
+        self._decide(self.policy.human_route, DecisionReason.UNSUPPORTED_LANGUAGE)
 
     def ask_for_what_is_missing(self) -> None:
         self.clarifications += 1
@@ -386,6 +409,7 @@ class CallMachine:
 _HANDLERS: dict[type, Callable[[CallMachine, object], str | None]] = {
     ev.RealtimeOpened: CallMachine._on_realtime_opened,
     ev.GreetingPlayed: CallMachine._on_greeting_played,
+    ev.LanguageNotServed: CallMachine._on_language_not_served,
     ev.CallerSpoke: CallMachine._on_caller_spoke,
     ev.DetailsCaptured: CallMachine._on_details_captured,
     ev.IntentProposed: CallMachine._on_intent_proposed,

@@ -14,6 +14,7 @@ class DecisionReason(StrEnum):
     BUDGET_EXPIRED = "budget_expired"
     ENGINE_FAILED = "engine_failed"
     REENTRY_REFUSED = "reentry_refused"
+    UNSUPPORTED_LANGUAGE = "unsupported_language"
 
 
 @dataclass(frozen=True, slots=True)

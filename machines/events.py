@@ -41,6 +41,13 @@ class IntentProposed:
 
 
 @dataclass(frozen=True, slots=True)
+class LanguageNotServed:
+    """The engine cannot converse in the caller's language (e.g. the English-only offline engine)."""
+
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     """A wake-up for the machine to look at the clock (budget, handoff-line timeout)."""
 
@@ -78,6 +85,7 @@ CallEvent = (
     | CallerSpoke
     | DetailsCaptured
     | IntentProposed
+    | LanguageNotServed
     | TimerFired
     | HandoffPlayed
     | EngineFailed

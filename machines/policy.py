@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+# The captured field that holds the caller's language (a BCP-47 code the orchestrator has normalised).
+LANGUAGE_FIELD = "language"
+
 
 @dataclass(frozen=True, slots=True)
 class RouteRule:
@@ -32,6 +35,8 @@ class TriagePolicy:
     budget_s: float = 20.0
     # How long the handoff line may take to play before teardown goes ahead without its mark.
     handoff_line_timeout_s: float = 8.0
+    # Languages the front desk serves; a caller in another one goes to the human route. Empty: no check.
+    supported_languages: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in (self.fallback_route, self.human_route, *self.intents.values()):

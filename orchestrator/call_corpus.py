@@ -43,6 +43,7 @@ class CorpusCall:
     audio: Path | None  # already resolved relative to the corpus file
     meta: dict
     line_number: int
+    language: str | None = None  # the caller's language (BCP-47), when the corpus says
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class _Call(_Line):
     turns: list[_Turn]
     expected: _Expected = _Expected()
     meta: dict[str, JsonValue] = {}
+    language: Annotated[str, Field(strict=True, min_length=1, max_length=35)] | None = None
 
 
 def read_corpus(path: str | os.PathLike[str]) -> Corpus:
@@ -140,6 +142,7 @@ def _parse_line(line: bytes, line_number: int, base_dir: Path) -> CorpusCall | C
         audio=base_dir / expected.audio if expected.audio else None,
         meta=raw.meta,
         line_number=line_number,
+        language=raw.language,
     )
 
 

@@ -37,6 +37,7 @@ class ScoredCall:
     decide_ms: float | None
     problem: str | None
     flex: dict[str, Any] | None  # the task comparison, when the corpus has the past task
+    language: str | None = None  # from the corpus
 
 
 @dataclass
@@ -65,6 +66,16 @@ class EvalSummary:
                 "support": support,
             }
         return result
+
+    def per_language(self) -> dict[str, dict[str, float]]:
+        """Parity per caller language (calls whose corpus line names none count as "(unknown)")."""
+        groups: dict[str, list[ScoredCall]] = {}
+        for call in self.calls:
+            groups.setdefault(call.language or "(unknown)", []).append(call)
+        return {
+            language: {"calls": len(calls), "parity": round(sum(c.expected == c.predicted for c in calls) / len(calls), 4)}
+            for language, calls in sorted(groups.items())
+        }
 
     def confusion(self) -> dict[str, dict[str, int]]:
         """expected → predicted → calls."""
@@ -102,6 +113,7 @@ class EvalSummary:
                 "mismatches": [item for item in compared if not item["same"]][:50],
             },
             "skipped": self.skipped,
+            **({"per_language": self.per_language()} if any(c.language for c in self.calls) else {}),
             "disagreements": [
                 {"call_id": c.call_id, "expected": c.expected, "predicted": c.predicted, "proposed": c.proposed,
                  "confidence": None if c.confidence is None else round(c.confidence, 3), "route": c.route,
@@ -145,7 +157,7 @@ def score(calls: list[CorpusCall], outcomes: list[ReplayOutcome], config: Routin
             call.call_id, call.expected_intent or "", outcome.intent, outcome.proposed_intent,
             outcome.proposed_confidence, decision.route if decision else None,
             str(decision.reason) if decision else None, outcome.words, outcome.decide_ms, outcome.problem,
-            flex_comparison(call, outcome, config),
+            flex_comparison(call, outcome, config), call.language,
         ))
     return EvalSummary(scored, config.triage.min_confidence, engine, mode, min_parity, skipped)
 

@@ -27,6 +27,7 @@ from machines import events as ev
 from machines.call_machine import TRIAGE_OPEN, CallFlow, CallMachine
 from machines.decision import DispatchDecision
 from machines.effects import AnswerTool, Line, PersistDecision, Speak
+from machines.policy import LANGUAGE_FIELD
 from orchestrator.call_corpus import CALLER_ROLE, CorpusCall, clean_transcript
 from orchestrator.call_tools import ToolRejected, interpret_tool_call, line_instructions, spoken_line, tool_output
 from orchestrator.routing_config import RoutingConfig
@@ -156,8 +157,10 @@ class _Replay:
         line, self.line = self.line, None
         if line is not None:
             self.requests += 1
-            await self.engine.speak(line_instructions(self.config, line), tag=line.line.value,
-                                    request_id=f"replay_{self.requests}", line=spoken_line(self.config, line))
+            language = self.machine.captured.get(LANGUAGE_FIELD)
+            await self.engine.speak(line_instructions(self.config, line, language), tag=line.line.value,
+                                    request_id=f"replay_{self.requests}",
+                                    line=spoken_line(self.config, line, language))
             return True
         if outputs and self.machine.state in TRIAGE_OPEN:
             self.requests += 1

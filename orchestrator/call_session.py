@@ -60,7 +60,7 @@ from machines.effects import (
     Speak,
     WakeAt,
 )
-from machines.policy import CallHistory
+from machines.policy import LANGUAGE_FIELD, CallHistory
 from orchestrator.call_logging import call_logger
 from orchestrator.call_store import CallStore, PassOutcome, TriagePass
 from orchestrator.call_tools import ToolRejected, interpret_tool_call, line_instructions, spoken_line, tool_output
@@ -80,6 +80,7 @@ from orchestrator.triage_engine import (
     ResponseStarted,
     ToolCallReady,
     TriageEngine,
+    serves_language,
 )
 
 # Lines whose end the machine waits for (their mark echo becomes GreetingPlayed / HandoffPlayed).
@@ -152,6 +153,7 @@ class CallSession:
         start: StartMessage,
         triage_pass: TriagePass,
         history: CallHistory,
+        known_language: str | None = None,
     ) -> None:
         self.deps = deps
         self.socket = socket
@@ -159,6 +161,7 @@ class CallSession:
         self.triage_pass = triage_pass
         self.history = history
         self.call_sid = triage_pass.call_sid
+        self.known_language = known_language
         self.log = call_logger(self.call_sid, self.stream_sid).bind(triage_pass=triage_pass.number)
         # Set once the engine's socket is closed (or was never opened); the action URL waits on it.
         self.realtime_closed = trio.Event()
@@ -203,6 +206,8 @@ class CallSession:
         self.deps.metrics.calls_started.inc()
         self.deps.metrics.active_calls.inc()
         self.log.info("triage started", entry_node=self.history.entry_node, state=machine.state)
+        if self.known_language:  # from Studio, or from the caller's number: the greeting is in it
+            self._start_timers(machine.handle(ev.DetailsCaptured({LANGUAGE_FIELD: self.known_language})))
         policy = flow.policy
         hung_after = policy.budget_s + policy.handoff_line_timeout_s + _HUNG_CALL_SLACK_S
         try:
@@ -274,6 +279,10 @@ class CallSession:
                     engine_nursery.start_soon(self._read_engine, engine, engine_nursery.cancel_scope)
                     if taking_over:
                         self._post(_EngineSwitched())
+                    language = machine.captured.get(LANGUAGE_FIELD)
+                    if language and not serves_language(connector, language):
+                        self.log.info("the engine does not speak the caller's language", language=language)
+                        self._post(ev.LanguageNotServed(language))
                     self._post(ev.RealtimeOpened())
                     await trio.sleep_forever()
         except EngineUnavailable as unavailable:
@@ -493,9 +502,10 @@ class CallSession:
         else:
             self._line_in_flight = line
             config = self.deps.config
+            language = self.machine.captured.get(LANGUAGE_FIELD) if self.machine else None
             await engine.speak(
-                line_instructions(config, line), tag=line.line.value, request_id=request_id,
-                line=spoken_line(config, line),
+                line_instructions(config, line, language), tag=line.line.value, request_id=request_id,
+                line=spoken_line(config, line, language),
             )
 
     # ------------------------------------------------------------------ the engine reader

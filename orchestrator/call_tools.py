@@ -24,6 +24,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from machines.effects import AnswerTool, Line, Speak
 from machines.events import DetailsCaptured, IntentProposed
+from machines.policy import LANGUAGE_FIELD
 from orchestrator.routing_config import CapturedField, RoutingConfig
 from orchestrator.triage_engine import SpokenLine
 
@@ -50,10 +51,29 @@ TYPE_LABELS = {"text": "text", "phone": "phone number", "email": "email address"
 # --- Tool definitions ----------------------------------------------------------------------------
 
 
+def records_details(config: RoutingConfig) -> bool:
+    """`record_details` is offered when there are fields to capture, or languages to tell apart."""
+    return bool(config.fields) or config.multilingual
+
+
+def _details_properties(config: RoutingConfig) -> dict[str, Any]:
+    properties = {field.name: _field_schema(field) for field in config.fields}
+    if config.multilingual:
+        supported = ", ".join(config.languages.supported)
+        properties[LANGUAGE_FIELD] = {
+            "type": "string",
+            "description": (
+                "The language the caller speaks, as a BCP-47 code (e.g. en-US, es-US). Record it once you are"
+                f" sure, whichever it is, even when it is not one of those served here ({supported})."
+            ),
+        }
+    return properties
+
+
 def realtime_tools(config: RoutingConfig) -> list[dict[str, Any]]:
-    """The function tools offered to the model (GA shape); no `record_details` without configured fields."""
+    """The function tools offered to the model (GA shape); no `record_details` without fields or languages."""
     tools = []
-    if config.fields:
+    if records_details(config):
         tools.append(
             {
                 "type": "function",
@@ -64,7 +84,7 @@ def realtime_tools(config: RoutingConfig) -> list[dict[str, Any]]:
                 ),
                 "parameters": {
                     "type": "object",
-                    "properties": {field.name: _field_schema(field) for field in config.fields},
+                    "properties": _details_properties(config),
                     "additionalProperties": False,
                 },
             }
@@ -141,6 +161,14 @@ def agent_instructions(config: RoutingConfig) -> str:
     if config.fields:
         parts.append("Details to capture:\n" + "\n".join(_field_lines(config)))
     rules = []
+    if config.multilingual:
+        served = ", ".join(config.languages.supported)
+        rules += [
+            f"Callers may speak any language. This front desk serves {served}; the greeting is in"
+            f" {config.languages.default}. Answer in the caller's language.",
+            f"Call {RECORD_DETAILS} with {LANGUAGE_FIELD!r} as soon as you are sure which language the caller"
+            " speaks, whichever it is.",
+        ]
     if config.fields:
         rules += [
             f"Call {RECORD_DETAILS} as soon as the caller gives any of these details, with only what you heard."
@@ -184,28 +212,42 @@ def _field_lines(config: RoutingConfig) -> list[str]:
     return lines
 
 
-def line_text(config: RoutingConfig, line: Line) -> str:
-    return getattr(config.lines, str(line), None) or config.lines.clarify
+def line_text(config: RoutingConfig, line: Line, language: str | None = None) -> str:
+    lines = config.lines_for(language)
+    return getattr(lines, str(line), None) or lines.clarify
 
 
-def spoken_line(config: RoutingConfig, speak: Speak) -> SpokenLine:
+def _worded_in(config: RoutingConfig, line: Line, language: str) -> bool:
+    """Whether the config has this line in `language` (the default language's lines are the [lines])."""
+    matched = config.match_language(language)
+    if matched == config.languages.default:
+        return True
+    own = config.languages.lines.get(matched) if matched else None
+    return own is not None and getattr(own, str(line), None) is not None
+
+
+def spoken_line(config: RoutingConfig, speak: Speak, language: str | None = None) -> SpokenLine:
     """The same request as `line_instructions`, as data, for engines that say lines themselves."""
     asks_for = speak.missing_fields if speak.line is Line.ASK_DETAILS else ()
-    return SpokenLine(line_text(config, speak.line), tuple(asks_for))
+    return SpokenLine(line_text(config, speak.line, language), tuple(asks_for))
 
 
-def line_instructions(config: RoutingConfig, speak: Speak) -> str:
-    """Per-response instructions that make the agent say one fixed line from the config."""
-    line = line_text(config, speak.line)
+def line_instructions(config: RoutingConfig, speak: Speak, language: str | None = None) -> str:
+    """Per-response instructions that make the agent say one fixed line from the config (in the caller's
+    language when the config words it in that language)."""
+    line = line_text(config, speak.line, language)
+    say = "Say exactly the following"
+    if language is not None and not _worded_in(config, speak.line, language):
+        say = f"Say the following in the caller's language ({language}), translated faithfully"
     if speak.line is not Line.ASK_DETAILS or not speak.missing_fields:
-        return f"Say exactly the following, then stop: «{line}»"
+        return f"{say}, then stop: «{line}»"
     by_name = {field.name: field for field in config.fields}
     wanted = []
     for name in speak.missing_fields:
         field = by_name.get(name)
         wanted.append(f"- {name}: {_field_description(field) if field else name.replace('_', ' ') + '.'}")
     return (
-        f"Say exactly the following: «{line}» Then ask the caller for these details, one at a time, waiting for"
+        f"{say}: «{line}» Then ask the caller for these details, one at a time, waiting for"
         f" each answer, and call {RECORD_DETAILS} as soon as you have one:\n" + "\n".join(wanted)
     )
 
@@ -239,7 +281,7 @@ def interpret_tool_call(
 ) -> DetailsCaptured | IntentProposed | ToolRejected:
     """Validate one completed tool call. Never raises: bad input becomes a `ToolRejected`."""
     try:
-        if name == RECORD_DETAILS and config.fields:
+        if name == RECORD_DETAILS and records_details(config):
             return DetailsCaptured(_recorded_details(config, _arguments(arguments_json, RESEND_DETAILS)), call_id)
         if name == PROPOSE_ROUTE:
             return _proposal(_arguments(arguments_json, PROPOSE_AGAIN), call_id)
@@ -277,6 +319,13 @@ def _recorded_details(config: RoutingConfig, arguments: dict[str, Any]) -> dict[
     values = {}
     for key, value in arguments.items():
         field = fields.get(key)
+        if key == LANGUAGE_FIELD and config.multilingual and field is None:
+            if value is not None:
+                try:
+                    values[key] = _language(value, config)
+                except ValueError as problem:
+                    problems.append(f"{key}: {problem}")
+            continue
         if field is None:
             problems.append(f"unknown field {_quoted(key)} (fields: {', '.join(fields)})")
         elif value is None:
@@ -292,7 +341,7 @@ def _recorded_details(config: RoutingConfig, arguments: dict[str, Any]) -> dict[
         raise _Invalid(*problems, instruction=ASK_AGAIN)
     if not values:
         raise _Invalid("no details given (send at least one field)", instruction=RESEND_DETAILS)
-    return {name: values[name] for name in fields if name in values}  # config order
+    return {name: values[name] for name in (*fields, LANGUAGE_FIELD) if name in values}  # config order
 
 
 def _normalised_value(field: CapturedField, value: str, country: str) -> str:
@@ -303,6 +352,21 @@ def _normalised_value(field: CapturedField, value: str, country: str) -> str:
     if len(text) > MAX_VALUE_LENGTH:
         raise ValueError(f"is too long (at most {MAX_VALUE_LENGTH} characters)")
     return _NORMALISERS[field.type](text, field, country)
+
+
+BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?", re.ASCII)
+
+
+def _language(value: Any, config: RoutingConfig) -> str:
+    """A supported language as the config writes it, else the caller's language in canonical case
+    (the machine then sends the call to a person, with the language recorded)."""
+    if not isinstance(value, str) or not BCP47.fullmatch(value.strip()):
+        raise ValueError(f"{_quoted(str(value))} is not a language code such as en-US or es-US")
+    matched = config.match_language(value.strip())
+    if matched is not None:
+        return matched
+    parts = value.strip().split("-")
+    return "-".join([parts[0].lower(), *(p.title() if len(p) == 4 else p.upper() for p in parts[1:])])
 
 
 def _text(text: str, _field: CapturedField, _country: str) -> str:

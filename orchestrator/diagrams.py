@@ -32,7 +32,8 @@ def write_call_diagrams(out_dir: Path) -> list[str]:
 
 
 def routing_mermaid(config: RoutingConfig) -> str:
-    """Intents → routes → targets (Studio nodes, Flex workflows, …) as a Mermaid flowchart."""
+    """Intents → routes → targets (Studio nodes, Flex workflows, …) as a Mermaid flowchart; a route's
+    per-language targets hang off it on edges labelled with the language code."""
     lines = ["flowchart LR"]
     triage = config.triage
     for intent in config.intents:
@@ -43,6 +44,10 @@ def routing_mermaid(config: RoutingConfig) -> str:
         route_id = _node_id("route", name)
         lines.append(f'  {route_id}["{_label(name)}<br/>{route.kind}"]')
         lines.append(f'  {route_id} --> {_node_id("target", name)}[("{_label(_target_label(route))}")]')
+        for code, language_route in route.language_routes.items():
+            # "__" cannot occur in a route name, so this id never meets another route's target.
+            target_id = _node_id("target", f"{name}__{code}")
+            lines.append(f'  {route_id} -->|{code}| {target_id}[("{_label(_target_label(language_route))}")]')
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import VoiceResponse
 
 from machines.decision import DispatchDecision
+from machines.policy import LANGUAGE_FIELD
 from orchestrator.routing_config import (
     RESERVED_TASK_ATTRIBUTES,
     FlexRoute,
@@ -111,7 +112,11 @@ def fallback_twiml(config: RoutingConfig, call: CallFacts, *, public_url: str) -
 
 
 def _render(handoff: _Handoff, config: RoutingConfig, call: CallFacts, public_url: str) -> str:
-    route = config.routes.get(handoff.route_name)
+    language = handoff.captured.get(LANGUAGE_FIELD) or call.language
+    try:
+        route = config.route_for(handoff.route_name, language)  # the language's own target, if it has one
+    except KeyError:
+        route = None
     if route is None:
         log.warning(
             "decided route %r is not in the config; sending call %s to the human route %r",
@@ -195,8 +200,9 @@ def _task_attributes(route: FlexRoute, handoff: _Handoff, call: CallFacts) -> st
         "arm": call.arm,
         "captured": captured,
     }
-    if call.language:
-        ours["language"] = call.language
+    language = captured.get(LANGUAGE_FIELD) or call.language
+    if language:
+        ours["language"] = language  # TaskRouter workflows route on task.language
     attributes: dict[str, object] = {
         name: value for name, value in captured.items() if name not in RESERVED_TASK_ATTRIBUTES
     }

@@ -342,6 +342,7 @@ class OfflineConnector:
     """Opens one `OfflineEngine` per call. Refuses live calls in text mode (no speech extra)."""
 
     name = "offline"
+    languages = ("en",)  # Whisper tiny.en, an English voice, English slot extraction
 
     def __init__(
         self,
@@ -373,7 +374,8 @@ class OfflineConnector:
     def describe(self) -> str:
         if self.speech is None:
             return f"offline, TEXT MODE ({self.text_mode_reason}): live calls take the fallback route"
-        return "offline (speech-to-text, intent classifier and text-to-speech on this machine)"
+        return ("offline (speech-to-text, intent classifier and text-to-speech on this machine; English only: "
+                "callers known to speak another language go to the human route)")
 
     @asynccontextmanager
     async def connect(self, call: EngineCall) -> AsyncIterator[OfflineEngine]:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, PrivateAttr, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, PrivateAttr
+from pydantic import ValidationError
 from pydantic import field_validator, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
@@ -154,6 +155,53 @@ SipUri = Annotated[str, AfterValidator(_sip_uri)]
 CountryCode = Annotated[str, AfterValidator(_country_code)]
 
 
+# BCP-47 as far as routing needs it: a 2-3 letter language, an optional 4-letter script and an optional
+# 2-letter or 3-digit region. "_" is read as "-" (POSIX locales write "es_US", and an environment variable
+# name cannot hold "-" in most shells).
+_LANGUAGE_CODE = re.compile(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|[0-9]{3}))?")
+# Any well-formed tag, extensions included ("en-US-u-ca-gregory"): what a caller's language may look like.
+_LANGUAGE_TAG_SHAPE = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*")
+
+
+def _canonical_language(match: re.Match[str]) -> str:
+    language, script, region = match.groups()
+    return "-".join(
+        part for part in (language.lower(), script and script.title(), region and region.upper()) if part
+    )
+
+
+def _language_code(value: str) -> str:
+    match = _LANGUAGE_CODE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError("must be a BCP-47 language code such as 'en-US', 'es' or 'fr-CA'")
+    return _canonical_language(match)
+
+
+def _caller_prefix(value: str) -> str:
+    if not re.fullmatch(r"\+[0-9]{1,6}", value):
+        raise ValueError("must be an E.164 prefix: '+' and 1 to 6 digits, such as '+52'")
+    return value
+
+
+def _merge_same_language(value: Any) -> Any:
+    """Merge the tables of keys that name the same language ("es-us" from an environment variable, whose
+    name is lowercased, and "es-US" from the file); later keys win, as the environment wins over the file."""
+    if not isinstance(value, Mapping):
+        return value  # the dict validator says what is wrong
+    merged: dict[Any, Any] = {}
+    for key, table in value.items():
+        match = _LANGUAGE_CODE.fullmatch(key.strip()) if isinstance(key, str) else None
+        code = _canonical_language(match) if match else key
+        if isinstance(merged.get(code), Mapping) and isinstance(table, Mapping):
+            table = {**merged[code], **table}
+        merged[code] = table
+    return merged
+
+
+LanguageCode = Annotated[str, AfterValidator(_language_code)]
+CallerPrefix = Annotated[str, AfterValidator(_caller_prefix)]
+
+
 def _shorten(text: str, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -210,7 +258,43 @@ class TwilioSettings(_Section):
     account_sid: AccountSid | None = None
 
 
-class ResolveRoute(_Section):
+# Keys of a route that a language's override may not change.
+_NOT_OVERRIDABLE = ("kind", "by_language")
+
+
+class _RouteSection(_Section):
+    """What every route kind has: per-language overrides of its target, e.g. a Spanish workflow."""
+
+    by_language: Annotated[dict[LanguageCode, dict[str, JsonValue]], BeforeValidator(_merge_same_language)] = {}
+
+    # The route as each language in by_language sees it, merged and validated once, at load time.
+    _language_routes: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _merge_language_overrides(self) -> Any:
+        merged_routes = {}
+        for code, override in self.by_language.items():
+            for key in override:
+                if key in _NOT_OVERRIDABLE:
+                    raise _config_problem(("by_language", code, key), "cannot be overridden per language")
+                if key not in type(self).model_fields:
+                    raise _config_problem(("by_language", code, key), f"unknown key for a {self.kind} route")
+            fields = self.model_dump(exclude={"by_language"}, exclude_unset=True) | {"kind": self.kind}
+            try:
+                merged_routes[code] = type(self).model_validate(fields | override)
+            except ValidationError as exc:
+                at, reason = _explain(exc.errors()[0])
+                raise _config_problem(("by_language", code, *at), reason, more=exc.error_count() - 1) from None
+        self._language_routes = merged_routes
+        return self
+
+    @property
+    def language_routes(self) -> Mapping[str, Any]:
+        """The route as each language of `by_language` sees it (the override merged over this route)."""
+        return self._language_routes
+
+
+class ResolveRoute(_RouteSection):
     """The AI answers the question itself, then hangs up."""
 
     kind: Literal["resolve"]
@@ -220,7 +304,7 @@ class ResolveRoute(_Section):
         return f'AI answers "{_shorten(self.answer)}"'
 
 
-class StudioRoute(_Section):
+class StudioRoute(_RouteSection):
     """Back into a Studio flow: `resume` continues the execution that handed us the call, `fresh` starts one."""
 
     kind: Literal["studio"]
@@ -242,7 +326,7 @@ class StudioRoute(_Section):
         return f"{self.studio_node} ({self.mode})"
 
 
-class FlexRoute(_Section):
+class FlexRoute(_RouteSection):
     """Enqueue the live call into Flex through a TaskRouter workflow."""
 
     kind: Literal["flex"]
@@ -264,7 +348,7 @@ class FlexRoute(_Section):
         return f"{self.workflow_sid} priority {self.priority}, timeout {self.timeout} s{extra}"
 
 
-class VoicemailRoute(_Section):
+class VoicemailRoute(_RouteSection):
     kind: Literal["voicemail"]
     max_length: int = Field(120, gt=0, le=14400)  # Twilio's <Record maxLength> limit is 4 hours
     prompt: Text | None = None
@@ -273,7 +357,7 @@ class VoicemailRoute(_Section):
         return f"up to {self.max_length} s"
 
 
-class SipRoute(_Section):
+class SipRoute(_RouteSection):
     kind: Literal["sip"]
     uri: SipUri
 
@@ -315,6 +399,59 @@ class CapturedField(_Section):
         return self
 
 
+class LanguageLines(_Section):
+    """A language's own lines; any line left out is the default [lines] one."""
+
+    greeting: Text | None = None
+    handoff: Text | None = None
+    clarify: Text | None = None
+    ask_details: Text | None = None
+    ask_intent: Text | None = None
+    not_heard: Text | None = None
+    taking_over: Text | None = None
+
+
+class LanguageSettings(_Section):
+    """The languages the front desk answers in."""
+
+    default: LanguageCode = "en-US"
+    supported: list[LanguageCode] = ["en-US"]
+    lines: Annotated[dict[LanguageCode, LanguageLines], BeforeValidator(_merge_same_language)] = {}
+    by_caller_prefix: dict[CallerPrefix, LanguageCode] = {}  # "+52" -> "es-MX": the greeting's language
+
+    @model_validator(mode="after")
+    def _only_supported_languages(self) -> LanguageSettings:
+        first_index: dict[str, int] = {}
+        for index, code in enumerate(self.supported):
+            if code in first_index:
+                raise _config_problem(
+                    ("supported", index), f"duplicate language {code!r} (first at supported[{first_index[code]}])"
+                )
+            first_index[code] = index
+        listed = ", ".join(self.supported)
+        if self.default not in first_index:
+            raise _config_problem(("default",), f"{self.default!r} is not in supported ({listed})")
+        for code in self.lines:
+            if code not in first_index:
+                raise _config_problem(("lines", code), f"language {code!r} is not in supported ({listed})")
+        for prefix, code in self.by_caller_prefix.items():
+            if code not in first_index:
+                raise _config_problem(("by_caller_prefix", prefix), f"language {code!r} is not in supported ({listed})")
+        return self
+
+    def match(self, code: str | None) -> str | None:
+        """See RoutingConfig.match_language."""
+        if not isinstance(code, str) or not _LANGUAGE_TAG_SHAPE.fullmatch(code.strip()):
+            return None
+        exact = _LANGUAGE_CODE.fullmatch(code.strip())
+        if exact and _canonical_language(exact) in self.supported:
+            return _canonical_language(exact)
+        primary = code.strip()[:3].rstrip("-_").lower()
+        if primary in self.supported:  # "es" is supported and the caller said "es-MX"
+            return primary
+        return next((known for known in self.supported if known.split("-")[0] == primary), None)
+
+
 # The TOML source of the load in progress; settings_customise_sources can only see the class.
 _toml_source: contextvars.ContextVar[TomlConfigSettingsSource | None] = contextvars.ContextVar(
     "routing_config_toml_source", default=None
@@ -335,12 +472,15 @@ class RoutingConfig(BaseSettings):
     company: CompanySettings = CompanySettings()
     triage: TriageSettings
     lines: Lines = Lines()
+    languages: LanguageSettings = LanguageSettings()
     engine: EngineSettings = EngineSettings()
     routes: dict[Name, Route]
     intents: list[Intent] = []
     fields: list[CapturedField] = []
 
     _source_path: Path | None = PrivateAttr(default=None)
+    # The default lines with each language's own over them, built once at load time.
+    _language_lines: dict[str, Lines] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -366,6 +506,10 @@ class RoutingConfig(BaseSettings):
         if problems:
             at, reason = problems[0]
             raise _config_problem(at, reason, more=len(problems) - 1)
+        self._language_lines = {
+            code: self.lines.model_copy(update=own.model_dump(exclude_none=True))
+            for code, own in self.languages.lines.items()
+        }
         return self
 
     def _reference_problems(self) -> Iterator[tuple[KeyPath, str]]:
@@ -406,6 +550,45 @@ class RoutingConfig(BaseSettings):
                 if route not in self.routes:
                     yield ("fields", index, "required_for", position), unknown(route)
 
+        supported = ", ".join(self.languages.supported)
+        for name, route in self.routes.items():
+            for code in route.by_language:
+                if code not in self.languages.supported:
+                    yield ("routes", name, "by_language", code), (
+                        f"language {code!r} is not in languages.supported ({supported})"
+                    )
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the front desk answers in more than one language."""
+        return len(self.languages.supported) > 1
+
+    def match_language(self, code: str | None) -> str | None:
+        """The supported language a caller's language code means, or None: an exact match (any case), else
+        one with the same primary subtag ("es-MX" -> "es-US"), the bare subtag first ("es") and otherwise the
+        first listed. Junk ("", None, "klingon!") gives None."""
+        return self.languages.match(code)
+
+    def lines_for(self, language: str | None) -> Lines:
+        """The default [lines] with the language's own over them; the default lines for None or a language
+        that is not supported."""
+        matched = self.match_language(language)
+        return self._language_lines.get(matched, self.lines) if matched else self.lines
+
+    def route_for(self, name: str, language: str | None) -> Route:
+        """The route `name` with the language's override applied, if it has one; KeyError for an unknown name."""
+        route = self.routes[name]
+        matched = self.match_language(language)
+        return route.language_routes.get(matched, route) if matched else route
+
+    def language_for_caller(self, caller: str | None) -> str | None:
+        """The language of the longest `by_caller_prefix` the caller's number starts with, else None."""
+        if not isinstance(caller, str):
+            return None
+        number = re.sub(r"[\s().-]", "", caller)
+        prefixes = [prefix for prefix in self.languages.by_caller_prefix if number.startswith(prefix)]
+        return self.languages.by_caller_prefix[max(prefixes, key=len)] if prefixes else None
+
     def intent_model_path(self) -> Path | None:
         """`engine.intent_model`, relative to the config file it was written in."""
         path = self.engine.intent_model
@@ -438,6 +621,7 @@ class RoutingConfig(BaseSettings):
             max_clarifications=self.triage.max_clarifications,
             budget_s=self.triage.budget_seconds,
             handoff_line_timeout_s=self.triage.handoff_line_timeout_seconds,
+            supported_languages=frozenset(self.languages.supported) if self.multilingual else frozenset(),
         )
 
 
@@ -490,10 +674,15 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
     overrides = {}
     for name in environ:
         if name.upper().startswith(ENV_PREFIX):
-            keys = tuple(name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER))
+            keys = tuple(_blame_key(key) for key in name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER))
             if keys[0] in RoutingConfig.model_fields:
                 overrides[keys] = name
     return overrides
+
+
+def _blame_key(key: str | int) -> str:
+    # Variable names are matched case-insensitively, and "ES_US" in a name means the language "es-US".
+    return str(key).lower().replace("-", "_")
 
 
 def _blamed_override(
@@ -503,7 +692,7 @@ def _blamed_override(
     environ: Mapping[str, str],
 ) -> str | None:
     """The override responsible for the problem at `keys`, or None when the file is."""
-    lowered = tuple(str(key).lower() for key in keys)
+    lowered = tuple(_blame_key(key) for key in keys)
     # An override that set this value, directly or as part of a JSON value.
     for path in sorted(overrides, key=len, reverse=True):
         if lowered[: len(path)] == path:
@@ -634,6 +823,8 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
         if needs:
             target += f"\nneeds {', '.join(sorted(needs))}"
         routes.add_row(label, name, target)
+        for code, language_route in route.language_routes.items():
+            routes.add_row("", f"{name} [{code}]", f"{language_route.kind}: {language_route.target()}")
 
     for intent in config.intents:
         add_row(intent.name, intent.route)
@@ -657,6 +848,15 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
         if config.twilio.account_sid:
             console.print(f"Twilio account {config.twilio.account_sid}")
         console.print(routes)
+        languages = config.languages
+        if languages != LanguageSettings():  # a config without [languages] prints as before
+            parts = [f"default {languages.default}", f"supported {', '.join(languages.supported)}"]
+            if languages.lines:
+                parts.append(f"own lines for {', '.join(languages.lines)}")
+            if languages.by_caller_prefix:
+                by_prefix = ", ".join(f"{prefix} → {code}" for prefix, code in languages.by_caller_prefix.items())
+                parts.append(f"by caller number {by_prefix}")
+            console.print(f"Languages: {'; '.join(parts)}")
         if config.fields:
             console.print(fields)
         else:

@@ -35,6 +35,7 @@ from machines.policy import CallHistory
 from orchestrator.call_logging import mask_phone
 from orchestrator.call_session import CallSession, SessionDeps
 from orchestrator.call_store import CallStore, TriagePass, decision_to_json
+from orchestrator.call_tools import BCP47
 from orchestrator.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml
 from orchestrator.routing_config import RoutingConfig, StudioRoute, studio_node_key
 from orchestrator.server_metrics import METRICS_CONTENT_TYPE, ServerMetrics
@@ -48,6 +49,7 @@ TWIML_MEDIA_TYPE = "application/xml"
 PASS_PARAMETER = "pass"
 TOKEN_PARAMETER = "pass_token"
 ENGINE_PARAMETER = "engine"  # a call may ask for one of the server's engines by name
+LANGUAGE_PARAMETER = "language"  # a language Studio already chose (`?language=es-US` on the webhook)
 _CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 _FLOW_SID = re.compile(r"FW[0-9a-fA-F]{32}")
 _WIDGET = re.compile(r"[^\s/]{1,64}")
@@ -171,6 +173,9 @@ class _Endpoints:
         engine = request.query_params.get(ENGINE_PARAMETER)
         if engine in state.engines:
             stream.parameter(name=ENGINE_PARAMETER, value=engine)
+        language = _known_language(state.config, request.query_params.get(LANGUAGE_PARAMETER), facts.caller)
+        if language:
+            stream.parameter(name=LANGUAGE_PARAMETER, value=language)
         bound.info("triage pass opened", triage_pass=triage_pass.number, entry_node=triage_pass.entry_node)
         return _twiml(response.to_xml())
 
@@ -297,8 +302,10 @@ class _Endpoints:
             entry_node=triage_pass.entry_node,
             visited_nodes=await state.store.visited_nodes(triage_pass.call_sid),
         )
-        deps = state.session_deps(start.start.custom_parameters.get(ENGINE_PARAMETER))
-        session = CallSession(deps, socket, start, triage_pass, history)
+        parameters = start.start.custom_parameters
+        deps = state.session_deps(parameters.get(ENGINE_PARAMETER))
+        language = _known_language(state.config, parameters.get(LANGUAGE_PARAMETER), None)
+        session = CallSession(deps, socket, start, triage_pass, history, known_language=language)
         key = (triage_pass.call_sid, triage_pass.number)
         state.sessions[key] = session
         try:
@@ -381,6 +388,14 @@ class StarletteMediaSocket:
                 await self._websocket.close(code)
         except Exception:
             pass
+
+
+def _known_language(config: RoutingConfig, given: str | None, caller: str | None) -> str | None:
+    """The caller's language before they speak: what Studio passed in (kept as given, supported or not:
+    an unsupported one sends the call to a person), else what the caller's number suggests."""
+    if given and BCP47.fullmatch(given.strip()):
+        return config.match_language(given.strip()) or given.strip()
+    return config.language_for_caller(caller) if config.multilingual else None
 
 
 def _call_facts(form: Any, arm: str) -> CallFacts:

@@ -101,6 +101,12 @@ EngineEvent = (
 )
 
 
+def serves_language(connector: object, language: str) -> bool:
+    """Whether `connector`'s engines can converse in `language` (a BCP-47 code)."""
+    languages = getattr(connector, "languages", None)
+    return languages is None or language.split("-")[0].lower() in languages
+
+
 # --------------------------------------------------------------------------- the engine itself
 
 
@@ -154,6 +160,8 @@ class EngineConnector(Protocol):
     """Opens one engine per call. Leaving the context closes the engine on every path."""
 
     name: str
+    # Primary language subtags the engine converses in ("en"); absent or None: any language.
+    languages: tuple[str, ...] | None
 
     def connect(self, call: EngineCall) -> AbstractAsyncContextManager[TriageEngine]:
         """Raises EngineUnavailable when the engine cannot be opened."""

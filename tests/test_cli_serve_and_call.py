@@ -74,7 +74,7 @@ def test_serve_starts_with_no_account_and_says_which_engine_it_uses(served):
     base_url, printed = served
     text = "\n".join(printed)
     if speech_support().available:
-        assert "engine: offline (speech-to-text, intent classifier and text-to-speech on this machine)" in text
+        assert "engine: offline (speech-to-text, intent classifier and text-to-speech on this machine; English only" in text
     else:
         assert "engine: offline, TEXT MODE (speech extra not installed" in text
     assert "(no OPENAI_API_KEY)" in text

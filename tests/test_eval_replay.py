@@ -124,3 +124,20 @@ def test_calls_with_intents_outside_the_config_are_counted_apart():
     assert [c.call_id for c in calls] == ["a"]
     assert skipped == {"intent not in the config": 1, "no expected intent": 1}
     assert json.dumps(skipped)
+
+
+async def test_parity_is_reported_per_language_when_the_corpus_names_it():
+    from dataclasses import replace
+
+    calls = [
+        replace(past_call("en1", "I have a question about my invoice", intent="billing"), language="en-US"),
+        replace(past_call("en2", "my basement is flooding", intent="emergency"), language="en-US"),
+        replace(past_call("es1", "I have a question about my invoice", intent="billing"), language="es-US"),
+    ]
+    outcomes = await replay_calls(offline_connect(), ACME_CONFIG, calls)
+    figures = score(calls, outcomes, ACME_CONFIG, engine="offline", mode="text", min_parity=0.9, skipped={}).to_json()
+    assert figures["per_language"] == {"en-US": {"calls": 2, "parity": 0.5}, "es-US": {"calls": 1, "parity": 1.0}}
+    unlabelled = [past_call("x", "I have a question about my invoice", intent="billing")]
+    plain = score(unlabelled, await replay_calls(offline_connect(), ACME_CONFIG, unlabelled), ACME_CONFIG,
+                  engine="offline", mode="text", min_parity=0.9, skipped={}).to_json()
+    assert "per_language" not in plain
