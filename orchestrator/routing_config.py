@@ -289,7 +289,7 @@ class _RouteSection(_Section):
         return self
 
     @property
-    def language_routes(self) -> Mapping[str, Any]:
+    def language_routes(self) -> Mapping[str, Route]:
         """The route as each language of `by_language` sees it (the override merged over this route)."""
         return self._language_routes
 
@@ -441,12 +441,13 @@ class LanguageSettings(_Section):
 
     def match(self, code: str | None) -> str | None:
         """See RoutingConfig.match_language."""
-        if not isinstance(code, str) or not _LANGUAGE_TAG_SHAPE.fullmatch(code.strip()):
+        shape = _LANGUAGE_TAG_SHAPE.fullmatch(code.strip()) if isinstance(code, str) else None
+        if shape is None:
             return None
-        exact = _LANGUAGE_CODE.fullmatch(code.strip())
+        exact = _LANGUAGE_CODE.fullmatch(shape[0])
         if exact and _canonical_language(exact) in self.supported:
             return _canonical_language(exact)
-        primary = code.strip()[:3].rstrip("-_").lower()
+        primary = shape[1].lower()
         if primary in self.supported:  # "es" is supported and the caller said "es-MX"
             return primary
         return next((known for known in self.supported if known.split("-")[0] == primary), None)
