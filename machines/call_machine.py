@@ -322,7 +322,7 @@ class CallMachine:
             return
         route = self.policy.routes[route_name]
         proposed = None
-        if self.history.forbids(route.studio_node):
+        if self.history.forbids(route.studio_node_for(self.captured.get(LANGUAGE_FIELD))):
             proposed, route_name, reason = route_name, self.policy.human_route, DecisionReason.REENTRY_REFUSED
             route = self.policy.routes[route_name]
         proposal = self.proposal

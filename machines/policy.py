@@ -20,6 +20,11 @@ class RouteRule:
     required_fields: frozenset[str] = frozenset()
     # Identity of the Studio node this route enters ("FW…/node"), used by the re-entry guard.
     studio_node: str | None = None
+    # The node it enters for callers of a language with its own target (e.g. a Spanish node).
+    studio_node_by_language: Mapping[str, str] = field(default_factory=dict)
+
+    def studio_node_for(self, language: str | None) -> str | None:
+        return self.studio_node_by_language.get(language or "", self.studio_node)
 
 
 @dataclass(frozen=True, slots=True)

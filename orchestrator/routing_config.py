@@ -613,6 +613,11 @@ class RoutingConfig(BaseSettings):
                     kind=route.kind,
                     required_fields=self.required_fields(name),
                     studio_node=route.studio_node if isinstance(route, StudioRoute) else None,
+                    studio_node_by_language={
+                        language: routed.studio_node
+                        for language, routed in route.language_routes.items()
+                        if isinstance(routed, StudioRoute)
+                    },
                 )
                 for name, route in self.routes.items()
             },

@@ -8,6 +8,7 @@ from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.decision import DecisionReason
 from machines.effects import AnswerTool, PersistDecision
+from machines.policy import CallHistory
 from tests.machine_fixtures import POLICY, FakeClock
 
 BILINGUAL = replace(POLICY, supported_languages=frozenset({"en-US", "es-US"}))
@@ -54,3 +55,17 @@ def test_an_engine_that_cannot_speak_the_language_sends_the_caller_to_a_person_e
     # No engine is open yet, so there is no handoff line to wait for: straight on to teardown.
     assert machine.states_visited == ["greeting", "dispatch", "teardown"] and machine.decision.reason is DecisionReason.UNSUPPORTED_LANGUAGE
     assert machine.decision.captured == {"language": "es-US"}
+
+
+def test_the_reentry_guard_checks_the_node_of_the_callers_language():
+    spanish_node = "FW0/schedule_visit_es"
+    schedule = replace(POLICY.routes["schedule_visit"], studio_node_by_language={"es-US": spanish_node})
+    policy = replace(BILINGUAL, routes={**POLICY.routes, "schedule_visit": schedule})
+    history = CallHistory(visited_nodes=frozenset({spanish_node}))
+    for language, expected in (("es-US", DecisionReason.REENTRY_REFUSED), ("en-US", DecisionReason.ACCEPTED)):
+        machine = CallFlow(policy, FakeClock()).start_call("CA" + "4" * 32, history)
+        machine.handle(ev.RealtimeOpened())
+        machine.handle(ev.GreetingPlayed())
+        machine.handle(ev.DetailsCaptured({"language": language, "caller_name": "Ana"}))
+        machine.handle(ev.IntentProposed("schedule", 0.9))
+        assert machine.decision.reason is expected, language
