@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -63,11 +64,9 @@ def caller_lines(args: argparse.Namespace) -> list[str]:
 def speech_for(line: str) -> tuple[bytes, str]:
     """µ-law audio of a caller line: the offline engine's voice (speech extra) or espeak-ng when installed,
     else a tone as long as the line."""
-    from orchestrator.offline_engine import load_offline_speech
-
-    speech = load_offline_speech().speech
-    if speech is not None:
-        return speech.synthesizer.synthesize(line), "piper"  # type: ignore[attr-defined]
+    synthesizer = _piper()
+    if synthesizer is not None:
+        return synthesizer.synthesize(line), "piper"
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
     if espeak:
         with tempfile.TemporaryDirectory() as folder:
@@ -76,6 +75,19 @@ def speech_for(line: str) -> tuple[bytes, str]:
             if done.returncode == 0 and wav.is_file():
                 return wav_to_mulaw(wav), "espeak-ng"
     return tone(max(400, MS_PER_CHARACTER * len(line)), hz=220.0), "tone"
+
+
+@lru_cache(maxsize=1)
+def _piper():
+    """The offline engine's voice when the speech extra is installed (only the voice: no recogniser)."""
+    from orchestrator.offline_speech import SpeechSynthesizer, SpeechUnavailable, speech_support
+
+    if not speech_support().tts:
+        return None
+    try:
+        return SpeechSynthesizer.load()
+    except SpeechUnavailable:
+        return None
 
 
 def build_steps(args: argparse.Namespace) -> tuple[list[CallerStep], str]:

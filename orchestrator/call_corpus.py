@@ -164,8 +164,13 @@ def caller_text(call: CorpusCall, *, within_ms: int = 30_000, use_asr: bool = Fa
     caller turn is used, so a call always yields something. With `use_asr`, the recogniser's text is used
     and a turn it has no text for contributes nothing (that is what a live engine would have seen).
     """
+    return " ".join(caller_turn_texts(call, within_ms=within_ms, use_asr=use_asr))
+
+
+def caller_turn_texts(call: CorpusCall, *, within_ms: int = 30_000, use_asr: bool = False) -> list[str]:
+    """The turns `caller_text` joins, one text per turn (empty ones dropped): what a replay says in turn."""
     caller_turns = [turn for turn in call.turns if turn.role == CALLER_ROLE]
     inside = [turn for turn in caller_turns if turn.start_ms is None or turn.start_ms < within_ms]
     chosen = inside or caller_turns[:1]
     texts = (turn.asr if use_asr else turn.text for turn in chosen)
-    return " ".join(cleaned for text in texts if text and (cleaned := clean_transcript(text)))
+    return [cleaned for text in texts if text and (cleaned := clean_transcript(text))]

@@ -28,7 +28,7 @@ from machines.call_machine import TRIAGE_OPEN, CallFlow, CallMachine
 from machines.decision import DispatchDecision
 from machines.effects import AnswerTool, Line, PersistDecision, Speak
 from machines.policy import LANGUAGE_FIELD
-from orchestrator.call_corpus import CALLER_ROLE, CorpusCall, clean_transcript
+from orchestrator.call_corpus import CorpusCall, caller_turn_texts
 from orchestrator.call_tools import ToolRejected, interpret_tool_call, line_instructions, spoken_line, tool_output
 from orchestrator.routing_config import RoutingConfig
 from orchestrator.triage_engine import (
@@ -79,18 +79,7 @@ class ReplayOutcome:
 
 def caller_turns(call: CorpusCall, *, use_asr: bool = False, within_ms: int = CALLER_WINDOW_MS) -> list[str]:
     """The caller's turns that start in the window (cleaned; empty ones dropped)."""
-    turns = []
-    for turn in call.turns:
-        if turn.role != CALLER_ROLE or (turn.start_ms is not None and turn.start_ms >= within_ms):
-            continue
-        text = clean_transcript(turn.asr if use_asr and turn.asr is not None else turn.text)
-        if text:
-            turns.append(text)
-    if not turns:  # nobody spoke in the window: the first caller turn is still what they wanted
-        first = next((t for t in call.turns if t.role == CALLER_ROLE), None)
-        if first is not None and clean_transcript(first.text):
-            turns.append(clean_transcript(first.text))
-    return turns
+    return caller_turn_texts(call, within_ms=within_ms, use_asr=use_asr)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 from machines.effects import AnswerTool, Line, Speak
 from machines.events import DetailsCaptured, IntentProposed
 from machines.policy import LANGUAGE_FIELD
-from orchestrator.routing_config import CapturedField, RoutingConfig
+from orchestrator.routing_config import CapturedField, RoutingConfig, canonical_language_code
 from orchestrator.triage_engine import SpokenLine
 
 log = logging.getLogger(__name__)
@@ -354,19 +354,13 @@ def _normalised_value(field: CapturedField, value: str, country: str) -> str:
     return _NORMALISERS[field.type](text, field, country)
 
 
-BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?", re.ASCII)
-
-
 def _language(value: Any, config: RoutingConfig) -> str:
     """A supported language as the config writes it, else the caller's language in canonical case
     (the machine then sends the call to a person, with the language recorded)."""
-    if not isinstance(value, str) or not BCP47.fullmatch(value.strip()):
+    code = canonical_language_code(value) if isinstance(value, str) else None
+    if code is None:
         raise ValueError(f"{_quoted(str(value))} is not a language code such as en-US or es-US")
-    matched = config.match_language(value.strip())
-    if matched is not None:
-        return matched
-    parts = value.strip().split("-")
-    return "-".join([parts[0].lower(), *(p.title() if len(p) == 4 else p.upper() for p in parts[1:])])
+    return config.match_language(code) or code
 
 
 def _text(text: str, _field: CapturedField, _country: str) -> str:

@@ -170,11 +170,17 @@ def _canonical_language(match: re.Match[str]) -> str:
     )
 
 
-def _language_code(value: str) -> str:
+def canonical_language_code(value: str) -> str | None:
+    """ "es-us" -> "es-US", "zh_hant_tw" -> "zh-Hant-TW"; None for anything that is not such a code."""
     match = _LANGUAGE_CODE.fullmatch(value.strip())
-    if match is None:
+    return _canonical_language(match) if match else None
+
+
+def _language_code(value: str) -> str:
+    code = canonical_language_code(value)
+    if code is None:
         raise ValueError("must be a BCP-47 language code such as 'en-US', 'es' or 'fr-CA'")
-    return _canonical_language(match)
+    return code
 
 
 def _caller_prefix(value: str) -> str:

@@ -35,9 +35,8 @@ from machines.policy import CallHistory
 from orchestrator.call_logging import mask_phone
 from orchestrator.call_session import CallSession, SessionDeps
 from orchestrator.call_store import CallStore, TriagePass, decision_to_json
-from orchestrator.call_tools import BCP47
 from orchestrator.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml
-from orchestrator.routing_config import RoutingConfig, StudioRoute, studio_node_key
+from orchestrator.routing_config import RoutingConfig, StudioRoute, canonical_language_code, studio_node_key
 from orchestrator.server_metrics import METRICS_CONTENT_TYPE, ServerMetrics
 from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import SIGNATURE_HEADER, TwilioSignatureCheck
@@ -393,8 +392,9 @@ class StarletteMediaSocket:
 def _known_language(config: RoutingConfig, given: str | None, caller: str | None) -> str | None:
     """The caller's language before they speak: what Studio passed in (kept as given, supported or not:
     an unsupported one sends the call to a person), else what the caller's number suggests."""
-    if given and BCP47.fullmatch(given.strip()):
-        return config.match_language(given.strip()) or given.strip()
+    code = canonical_language_code(given) if given else None
+    if code is not None:
+        return config.match_language(code) or code
     return config.language_for_caller(caller) if config.multilingual else None
 
 
