@@ -16,11 +16,12 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ from machines.decision import DecisionReason, DispatchDecision
 log = logging.getLogger(__name__)
 
 # Bump when the schema changes; a file with a newer version is refused instead of misread.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 MEMORY = ":memory:"
 
@@ -54,18 +55,48 @@ CREATE TABLE passes (
     outcome_json   TEXT,
     finished_at    REAL,
     answered_route TEXT,
+    decided_at     REAL,
     PRIMARY KEY (call_sid, number)
 );
+CREATE INDEX passes_by_opened_at ON passes (opened_at);
 CREATE TABLE visits (
     call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
     node     TEXT NOT NULL,
     PRIMARY KEY (call_sid, node)
 );
+CREATE TABLE call_facts (
+    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
+    name     TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (call_sid, name)
+);
+CREATE TABLE settings (
+    name       TEXT PRIMARY KEY,
+    value_json TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+# From schema version 1 (issue 3's store) to 2: decision times, call facts, settings.
+_MIGRATE_FROM_1 = """
+ALTER TABLE passes ADD COLUMN decided_at REAL;
+CREATE INDEX passes_by_opened_at ON passes (opened_at);
+CREATE TABLE call_facts (
+    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
+    name     TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (call_sid, name)
+);
+CREATE TABLE settings (
+    name       TEXT PRIMARY KEY,
+    value_json TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 _PASS_COLUMNS = (
     "call_sid, number, token, caller, called, account_sid, entry_node, arm, opened_at,"
-    " decision_json, outcome_json, finished_at, answered_route"
+    " decision_json, outcome_json, finished_at, answered_route, decided_at"
 )
 
 _DECISION_KEYS = frozenset(
@@ -74,7 +105,10 @@ _DECISION_KEYS = frozenset(
         "summary", "captured", "proposed_route", "decided_after_s",
     }
 )
-_OUTCOME_KEYS = frozenset({"outcome", "state_path", "faults", "notes"})
+_OUTCOME_KEYS = frozenset({"outcome", "state_path", "faults", "notes", "engine_seconds"})
+# A call fact is a scalar learned after (or outside) the triage: TaskRouter handle time, CSAT, duration.
+FactValue = str | int | float | bool | None
+_FACT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 T = TypeVar("T")
 
@@ -102,6 +136,7 @@ class PassOutcome:
     state_path: tuple[str, ...]  # machine states in order
     faults: int = 0  # internal errors the machine absorbed
     notes: tuple[str, ...] = ()  # short trail notes worth keeping (no audio, no secrets)
+    engine_seconds: float = 0.0  # how long an AI engine (Realtime or offline) was connected: the cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +146,7 @@ class PassRecord:
     outcome: PassOutcome | None
     finished_at: float | None
     answered_route: str | None  # the route whose TwiML /voice/after served for this pass, once it did
+    decided_at: float | None = None  # unix seconds when the decision was first saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +154,7 @@ class CallRecord:
     call_sid: str
     passes: tuple[PassRecord, ...]  # by number
     visited_nodes: frozenset[str]
+    facts: Mapping[str, FactValue] = field(default_factory=dict)  # see `CallStore.record_call_facts`
 
     def to_json(self) -> dict:
         """The shape `GET /calls/{CallSid}` returns. The pass token is deliberately left out."""
@@ -125,6 +162,7 @@ class CallRecord:
             "call_sid": self.call_sid,
             "visited_nodes": sorted(self.visited_nodes),
             "passes": [_pass_record_to_json(record) for record in self.passes],
+            "facts": dict(self.facts),
         }
 
 
@@ -141,6 +179,7 @@ def _pass_record_to_json(record: PassRecord) -> dict:
         "outcome": None if record.outcome is None else _outcome_to_json(record.outcome),
         "finished_at": record.finished_at,
         "answered_route": record.answered_route,
+        "decided_at": record.decided_at,
     }
 
 
@@ -194,6 +233,7 @@ def _outcome_to_json(outcome: PassOutcome) -> dict:
         "state_path": list(outcome.state_path),
         "faults": outcome.faults,
         "notes": list(outcome.notes),
+        "engine_seconds": outcome.engine_seconds,
     }
 
 
@@ -211,6 +251,7 @@ def _outcome_from_json(data: Any) -> PassOutcome:
         state_path=_text_list(data, "state_path"),
         faults=faults,
         notes=_text_list(data, "notes"),
+        engine_seconds=_number(data, "engine_seconds", default=0.0),
     )
 
 
@@ -260,6 +301,35 @@ def _check_text(name: str, value: object) -> None:
         raise ValueError(f"{name} must be non-empty text, got {value!r}")
 
 
+def check_call_facts(facts: Mapping[str, FactValue]) -> dict[str, FactValue]:
+    """The facts as a plain dict, or ValueError naming the first bad name or value."""
+    if not isinstance(facts, Mapping):
+        raise ValueError(f"call facts must be a mapping, got {type(facts).__name__}")
+    checked: dict[str, FactValue] = {}
+    for name, value in facts.items():
+        if not isinstance(name, str) or not _FACT_NAME.fullmatch(name):
+            raise ValueError(f"call fact name {name!r} must be lower_snake_case, at most 64 characters")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"call fact {name!r} must be finite, got {value!r}")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"call fact {name!r} must be text, a number, true/false or null")
+        if isinstance(value, str) and len(value) > 1024:
+            raise ValueError(f"call fact {name!r} is longer than 1024 characters")
+        checked[name] = value
+    return checked
+
+
+def check_setting(name: object, value: object) -> str:
+    """The setting as JSON text, or ValueError."""
+    _check_text("setting name", name)
+    if not isinstance(value, dict):
+        raise ValueError(f"setting {name!r} must be a JSON object, got {type(value).__name__}")
+    try:
+        return json.dumps(value, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"setting {name!r} is not plain JSON: {exc}") from None
+
+
 def _check_pass_key(call_sid: object, number: object) -> None:
     _check_text("call_sid", call_sid)
     if not isinstance(number, int) or isinstance(number, bool):
@@ -303,6 +373,25 @@ class CallStore(abc.ABC):
 
     @abc.abstractmethod
     async def call_record(self, call_sid: str) -> CallRecord | None: ...
+
+    @abc.abstractmethod
+    async def record_call_facts(self, call_sid: str, facts: Mapping[str, FactValue]) -> None:
+        """Merge facts about the call learned outside the triage (names lower_snake_case; a later value of
+        a name replaces the earlier one; None stores null). A call not seen before is created, since a
+        TaskRouter or status callback can arrive before, or without, any pass. ValueError on bad facts."""
+
+    @abc.abstractmethod
+    async def calls_since(self, since: float, *, limit: int | None = None) -> list[CallRecord]:
+        """Whole records (all passes, visits, facts) of the calls with a pass opened at or after `since`
+        (unix seconds), newest first by their latest pass; at most `limit` of them."""
+
+    @abc.abstractmethod
+    async def get_setting(self, name: str) -> dict | None:
+        """A shared setting (for example the rollout), as last written by any instance; None if never set."""
+
+    @abc.abstractmethod
+    async def put_setting(self, name: str, value: dict) -> None:
+        """Replace a shared setting (a JSON object); the last write wins. ValueError if not plain JSON."""
 
     @abc.abstractmethod
     async def purge_older_than(self, seconds: float) -> int:
@@ -394,6 +483,8 @@ class SqliteCallStore(CallStore):
                 f"call store {self._location}: decision for {call_sid} pass {number} cannot be stored: {exc}"
             ) from None
 
+        decided_at = float(self._clock())
+
         def save(connection: sqlite3.Connection) -> DispatchDecision:
             row = connection.execute(
                 "SELECT decision_json FROM passes WHERE call_sid = ? AND number = ?", (call_sid, number)
@@ -403,8 +494,8 @@ class SqliteCallStore(CallStore):
             (earlier_json,) = row
             if earlier_json is None:
                 connection.execute(
-                    "UPDATE passes SET decision_json = ? WHERE call_sid = ? AND number = ?",
-                    (stored_json, call_sid, number),
+                    "UPDATE passes SET decision_json = ?, decided_at = ? WHERE call_sid = ? AND number = ?",
+                    (stored_json, decided_at, call_sid, number),
                 )
                 return decision
             earlier = self._read_decision(earlier_json, call_sid, number)
@@ -495,13 +586,73 @@ class SqliteCallStore(CallStore):
         def select(connection: sqlite3.Connection) -> CallRecord | None:
             if connection.execute("SELECT 1 FROM calls WHERE call_sid = ?", (call_sid,)).fetchone() is None:
                 return None
-            rows = connection.execute(
-                f"SELECT {_PASS_COLUMNS} FROM passes WHERE call_sid = ? ORDER BY number", (call_sid,)
-            ).fetchall()
-            passes = tuple(self._pass_record(row) for row in rows)
-            return CallRecord(call_sid=call_sid, passes=passes, visited_nodes=_visits(connection, call_sid))
+            return self._call_record(connection, call_sid)
 
         return await self._run("read a call record", select)
+
+    async def record_call_facts(self, call_sid: str, facts: Mapping[str, FactValue]) -> None:
+        _check_text("call_sid", call_sid)
+        checked = check_call_facts(facts)
+        now = float(self._clock())
+
+        def merge(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO calls (call_sid, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (call_sid, now)
+            )
+            connection.executemany(
+                "INSERT INTO call_facts (call_sid, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (call_sid, name) DO UPDATE SET value = excluded.value",
+                [(call_sid, name, json.dumps(value)) for name, value in checked.items()],
+            )
+
+        await self._run("record call facts", merge, write=True)
+
+    async def calls_since(self, since: float, *, limit: int | None = None) -> list[CallRecord]:
+        if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
+            raise ValueError(f"since must be a finite number of unix seconds, got {since!r}")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise ValueError(f"limit must be a whole number of at least 0, got {limit!r}")
+
+        def select(connection: sqlite3.Connection) -> list[CallRecord]:
+            rows = connection.execute(
+                "SELECT call_sid, max(opened_at) AS latest FROM passes GROUP BY call_sid"
+                " HAVING latest >= ? ORDER BY latest DESC, call_sid LIMIT ?",
+                (float(since), -1 if limit is None else limit),
+            ).fetchall()
+            return [self._call_record(connection, call_sid) for call_sid, _ in rows]
+
+        return await self._run("list recent calls", select)
+
+    async def get_setting(self, name: str) -> dict | None:
+        _check_text("setting name", name)
+
+        def select(connection: sqlite3.Connection) -> dict | None:
+            row = connection.execute("SELECT value_json FROM settings WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            try:
+                value = json.loads(row[0])
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                log.warning("unreadable setting %r, treated as unset", name)
+                return None
+            return value
+
+        return await self._run("read a setting", select)
+
+    async def put_setting(self, name: str, value: dict) -> None:
+        stored_json = check_setting(name, value)
+        now = float(self._clock())
+
+        def upsert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO settings (name, value_json, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value_json = excluded.value_json, updated_at = excluded.updated_at",
+                (name, stored_json, now),
+            )
+
+        await self._run("write a setting", upsert, write=True)
 
     async def purge_older_than(self, seconds: float) -> int:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
@@ -574,9 +725,28 @@ class SqliteCallStore(CallStore):
             log.warning("unreadable outcome for %s pass %d, treated as none: %s", call_sid, number, exc)
             return None
 
+    def _call_record(self, connection: sqlite3.Connection, call_sid: str) -> CallRecord:
+        rows = connection.execute(
+            f"SELECT {_PASS_COLUMNS} FROM passes WHERE call_sid = ? ORDER BY number", (call_sid,)
+        ).fetchall()
+        facts: dict[str, FactValue] = {}
+        for name, value_json in connection.execute(
+            "SELECT name, value FROM call_facts WHERE call_sid = ? ORDER BY name", (call_sid,)
+        ):
+            try:
+                facts[name] = json.loads(value_json)
+            except ValueError:
+                log.warning("unreadable fact %r of %s, left out", name, call_sid)
+        return CallRecord(
+            call_sid=call_sid,
+            passes=tuple(self._pass_record(row) for row in rows),
+            visited_nodes=_visits(connection, call_sid),
+            facts=facts,
+        )
+
     def _pass_record(self, row: tuple) -> PassRecord:
         triage_pass = _triage_pass(row)
-        decision_json, outcome_json, finished_at, answered_route = row[9:13]
+        decision_json, outcome_json, finished_at, answered_route, decided_at = row[9:14]
         return PassRecord(
             triage_pass=triage_pass,
             decision=None
@@ -587,6 +757,7 @@ class SqliteCallStore(CallStore):
             else self._read_outcome(outcome_json, triage_pass.call_sid, triage_pass.number),
             finished_at=finished_at,
             answered_route=answered_route,
+            decided_at=decided_at,
         )
 
 
@@ -630,6 +801,13 @@ def _connect(location: str) -> sqlite3.Connection:
     return connection
 
 
+def _execute_script(connection: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the transaction this runs in.
+    for statement in script.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+
+
 def _prepare_folder(location: str) -> None:
     path = Path(location)
     if path.is_dir():
@@ -667,9 +845,9 @@ def _configure(connection: sqlite3.Connection, location: str, in_memory: bool) -
                     f"call store {location}: a SQLite database of something else (tables: "
                     f"{', '.join(name for (name,) in tables)})"
                 )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            _execute_script(connection, _SCHEMA)
+        elif version == 1:
+            _execute_script(connection, _MIGRATE_FROM_1)
         # Also a write on every open, so a read-only file fails here rather than on the first call.
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")

@@ -327,16 +327,20 @@ async def test_call_record_json_has_the_documented_shape():
                     "state_path": ["greeting", "capture", "classify", "dispatch", "teardown", "ended"],
                     "faults": 0,
                     "notes": [],
+                    "engine_seconds": 0.0,
                 },
                 "finished_at": 1764000004.0,
                 "answered_route": "billing_desk",
+                "decided_at": 1764000000.0,
             },
             {
                 "number": 2, "entry_node": NODE, "arm": "legacy", "opened_at": 1764000010.0,
                 "caller": CALLER, "called": CALLED,
                 "decision": None, "outcome": None, "finished_at": None, "answered_route": None,
+                "decided_at": None,
             },
         ],
+        "facts": {},
     }
     assert first.token not in json.dumps(record.to_json())
     assert record.passes[0].triage_pass == first
