@@ -36,11 +36,17 @@ def draw_diagrams(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import functools
+    import os
+    import socket
+
+    import structlog
     import trio
 
     from orchestrator.call_logging import configure_logging
     from orchestrator.server_settings import load_server_settings
     from orchestrator.serving import serve_until_signalled
+    from orchestrator.workers import WORKER_ENV, inherited_listening_fd
 
     settings = load_server_settings(
         config=args.config,
@@ -48,10 +54,50 @@ def serve(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         data_dir=args.data_dir,
         insecure_skip_signature_check=True if args.insecure_skip_signature_check else None,
+        workers=args.workers,
     )
     configure_logging()
-    trio.run(serve_until_signalled, settings, args.host, args.port, args.access_log)
-    return 0
+    inherited = inherited_listening_fd()
+    if inherited is not None:
+        worker = os.environ.get(WORKER_ENV, "?")
+        structlog.contextvars.bind_contextvars(worker=worker)  # every log line says which worker
+        listening = socket.socket(fileno=inherited)
+        trio.run(functools.partial(
+            serve_until_signalled, settings, args.host, args.port, args.access_log,
+            listening=listening, worker=worker, announce=worker.startswith("1/"),
+        ))
+        return 0
+    if settings.workers == 1:
+        trio.run(serve_until_signalled, settings, args.host, args.port, args.access_log)
+        return 0
+    return _serve_with_workers(args, settings)
+
+
+def _serve_with_workers(args: argparse.Namespace, settings) -> int:
+    from orchestrator.server_settings import development_auth_token
+    from orchestrator.serving import listening_socket
+    from orchestrator.workers import run_workers
+
+    load_routing_config(settings.config)  # a broken config fails once, here, not in every worker
+    if settings.twilio_auth_token is None:
+        development_auth_token(settings.data_dir)  # made once, before the workers could race to make it
+    listening = listening_socket(args.host, args.port)
+    host, port = listening.getsockname()[:2]
+    print(f"{settings.workers} workers sharing {host}:{port}; the call store is where they meet", flush=True)
+    serve_args = ["--host", args.host, "--port", str(port)]
+    for flag, value in (("--config", args.config), ("--engine", args.engine),
+                        ("--public-url", args.public_url), ("--data-dir", args.data_dir)):
+        if value is not None:
+            serve_args += [flag, str(value)]
+    for flag, on in (("--insecure-skip-signature-check", args.insecure_skip_signature_check),
+                     ("--access-log", args.access_log)):
+        if on:
+            serve_args.append(flag)
+    try:
+        return run_workers(serve_args, listening.fileno(), settings.workers,
+                           grace_s=settings.graceful_shutdown_seconds)
+    finally:
+        listening.close()
 
 
 def call(args: argparse.Namespace) -> int:
@@ -117,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--insecure-skip-signature-check", action="store_true",
                         help="development only: accept requests without a valid X-Twilio-Signature")
     server.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    server.add_argument("--workers", type=int,
+                        help="server processes sharing the port, e.g. one per core (default: $ORCHESTRATOR_WORKERS, else 1)")
     server.set_defaults(run=serve)
 
     from orchestrator.call_command import add_call_arguments
@@ -139,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(replay)
     replay.set_defaults(run=evaluate)
+
+    from orchestrator.arm_report_command import add_report_arguments, run_report
+
+    report = commands.add_parser("report", help="figures per rollout arm: containment, AHT, CSAT, engine cost")
+    add_report_arguments(report)
+    report.set_defaults(run=run_report)
 
     from orchestrator.studio_import import add_studio_arguments
 

@@ -14,6 +14,12 @@ One TwiML shape per route kind (DESIGN.md section 5, protocols/twilio.md section
 - voicemail: `<Say>` the prompt, `<Record>`, `<Hangup/>`;
 - sip: `<Dial answerOnBridge="true"><Sip>uri</Sip></Dial>`.
 
+Every Studio return carries the call's rollout arm (`arm`; in fresh mode through the handoff endpoint, with
+the rest of the data), and so does every Flex task. A call of the
+legacy arm never reaches the AI: `legacy_twiml(...)` hands it straight back to the Studio flow that sent
+it (`FlowEvent=return&arm=legacy`, which the imported flow routes to its old menu), or, when our number
+is the entry, answers the config's `rollout.legacy_route`.
+
 All XML is built with twilio's `VoiceResponse`; nothing here concatenates markup.
 """
 from __future__ import annotations
@@ -44,6 +50,7 @@ STUDIO_FLOW_WEBHOOK = "https://webhooks.twilio.com/v1/Accounts/{account_sid}/Flo
 
 # Reasons for a handoff that did not come from a decision as it was made.
 NO_DECISION = "no_decision"  # no decision persisted for the CallSid: the config's fallback route
+LEGACY_ARM = "legacy"  # the call's rollout arm is the legacy path: the AI never took it
 ROUTE_MISSING = "route_missing"  # the decided route is no longer in the config: the human route
 NO_ACCOUNT_SID = "no_account_sid"  # a Studio URL cannot be built without one: the human route
 
@@ -111,6 +118,19 @@ def fallback_twiml(config: RoutingConfig, call: CallFacts, *, public_url: str) -
     return _render(_Handoff(route_name=config.triage.fallback_route, reason=NO_DECISION), config, call, public_url)
 
 
+def legacy_twiml(config: RoutingConfig, call: CallFacts, *, public_url: str, resume_flow_sid: str | None = None) -> str:
+    """The TwiML of a legacy-arm call. `resume_flow_sid`: the Studio flow whose TwiML Redirect widget sent
+    the call (resume mode); it gets the call back at once with `arm=legacy`. Otherwise (or without an
+    account SID to build the flow's URL) the config's legacy route (default: the fallback route)."""
+    account_sid = config.twilio.account_sid or call.account_sid
+    if resume_flow_sid is not None and account_sid:
+        base = STUDIO_FLOW_WEBHOOK.format(account_sid=account_sid, flow_sid=resume_flow_sid)
+        response = VoiceResponse()
+        response.redirect(f"{base}?{urlencode({'FlowEvent': 'return', 'arm': LEGACY_ARM})}", method="POST")
+        return response.to_xml()
+    return _render(_Handoff(route_name=config.legacy_route, reason=LEGACY_ARM), config, call, public_url)
+
+
 def _render(handoff: _Handoff, config: RoutingConfig, call: CallFacts, public_url: str) -> str:
     language = handoff.captured.get(LANGUAGE_FIELD) or call.language
     try:
@@ -131,7 +151,7 @@ def _render(handoff: _Handoff, config: RoutingConfig, call: CallFacts, public_ur
             if not account_sid:
                 log.warning("no account SID for the Studio route %r of call %s", handoff.route_name, call.call_sid)
                 return _to_human(handoff, NO_ACCOUNT_SID, config, call, public_url)
-            response.redirect(_studio_url(route, account_sid, handoff), method="POST")
+            response.redirect(_studio_url(route, account_sid, handoff, call.arm), method="POST")
         case FlexRoute():
             enqueue = response.enqueue(None, workflow_sid=route.workflow_sid)
             enqueue.task(_task_attributes(route, handoff, call), priority=route.priority, timeout=route.timeout)
@@ -166,12 +186,13 @@ def _to_human(handoff: _Handoff, reason: str, config: RoutingConfig, call: CallF
     return _render(human, config, call, public_url)
 
 
-def _studio_url(route: StudioRoute, account_sid: str, handoff: _Handoff) -> str:
+def _studio_url(route: StudioRoute, account_sid: str, handoff: _Handoff, arm: str) -> str:
     base = STUDIO_FLOW_WEBHOOK.format(account_sid=account_sid, flow_sid=route.flow_sid)
     if route.mode == "fresh":
-        return f"{base}?{urlencode({'Trigger': 'incomingCall'})}"
+        return f"{base}?{urlencode({'Trigger': 'incomingCall'})}"  # the arm too is at /calls/{CallSid}/handoff
     params: dict[str, str] = {
         "FlowEvent": "return",
+        "arm": arm,
         "intent": handoff.intent or "",
         "route": handoff.route_name,
         "confidence": _confidence_text(handoff.confidence),

@@ -207,6 +207,37 @@ def _merge_same_language(value: Any) -> Any:
 LanguageCode = Annotated[str, AfterValidator(_language_code)]
 CallerPrefix = Annotated[str, AfterValidator(_caller_prefix)]
 
+# What Twilio puts in `From` when the caller withheld their number (besides "anonymous" and empty).
+WITHHELD_NUMBERS = frozenset({"+266696687", "+7378742833", "+8656696", "+2562533"})
+
+
+def e164_number(text: str, region: str | None = None) -> str:
+    """A phone number as E.164 ("+14155552671"); ValueError saying why not. Without `region` the number
+    must be written internationally ("+1 415 555 2671")."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("must be a phone number, got nothing")
+    try:
+        number = phonenumbers.parse(text.strip(), region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_possible_number(number):
+        how = "" if region else " in international format, such as '+14155552671'"
+        raise ValueError(f"not a phone number{how}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def caller_number(text: str | None) -> str | None:
+    """The caller's number (Twilio's `From`) as E.164, or None when withheld or unreadable."""
+    if not isinstance(text, str) or text.strip() in WITHHELD_NUMBERS:
+        return None
+    try:
+        return e164_number(text)
+    except ValueError:
+        return None
+
+
+PhoneNumber = Annotated[str, AfterValidator(e164_number)]
+
 
 def _shorten(text: str, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -253,6 +284,43 @@ class EngineSettings(_Section):
     # Calls the offline engine takes at once; more are refused (fallback route). Speech-to-text is the
     # limit: about 0.4 s of CPU per caller turn on 2 cores (benchmarks/offline_turn_latency.py).
     offline_max_calls: int = Field(6, gt=0)
+
+
+DEFAULT_ROLLOUT_SALT = "front-desk-rollout-1"
+
+
+class BrakeSettings(_Section):
+    """When the AI arm fails too often, its percentage drops to 0 by itself (machines/rollout.py)."""
+
+    window_calls: int = Field(50, gt=0)  # the AI arm's last finished passes looked at
+    min_calls: int = Field(20, gt=0)  # fewer than this in the window: no verdict yet
+    max_failure_rate: float = Field(0.25, ge=0, le=1)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _min_within_window(self) -> BrakeSettings:
+        if self.min_calls > self.window_calls:
+            raise _config_problem(("min_calls",), f"must be at most window_calls ({self.window_calls})")
+        return self
+
+
+class RolloutSettings(_Section):
+    """Which callers the AI answers; the rest reach the legacy path. The live setting in the call store
+    (`orchestrator rollout set`) overrides these values once written."""
+
+    percent: float = Field(100.0, ge=0, le=100, allow_inf_nan=False)
+    salt: Text = DEFAULT_ROLLOUT_SALT  # a new salt draws new arms for every caller
+    allow: list[PhoneNumber] = []  # always the AI (testers)
+    deny: list[PhoneNumber] = []  # always the legacy path
+    legacy_route: Name | None = None  # where legacy calls to our own number go (default: the fallback route)
+    brake: BrakeSettings = BrakeSettings()
+
+    @model_validator(mode="after")
+    def _allow_or_deny(self) -> RolloutSettings:
+        for index, number in enumerate(self.deny):
+            if number in self.allow:
+                raise _config_problem(("deny", index), f"{number} is also in allow (a number is one or the other)")
+        return self
 
 
 class CompanySettings(_Section):
@@ -481,6 +549,7 @@ class RoutingConfig(BaseSettings):
     lines: Lines = Lines()
     languages: LanguageSettings = LanguageSettings()
     engine: EngineSettings = EngineSettings()
+    rollout: RolloutSettings = RolloutSettings()
     routes: dict[Name, Route]
     intents: list[Intent] = []
     fields: list[CapturedField] = []
@@ -529,6 +598,8 @@ class RoutingConfig(BaseSettings):
             name = getattr(self.triage, key)
             if name not in self.routes:
                 yield ("triage", key), unknown(name)
+        if self.rollout.legacy_route is not None and self.rollout.legacy_route not in self.routes:
+            yield ("rollout", "legacy_route"), unknown(self.rollout.legacy_route)
         human = self.routes.get(self.triage.human_route)
         if human is not None and human.kind not in HUMAN_ROUTE_KINDS:
             yield ("triage", "human_route"), (
@@ -595,6 +666,11 @@ class RoutingConfig(BaseSettings):
         number = re.sub(r"[\s().-]", "", caller)
         prefixes = [prefix for prefix in self.languages.by_caller_prefix if number.startswith(prefix)]
         return self.languages.by_caller_prefix[max(prefixes, key=len)] if prefixes else None
+
+    @property
+    def legacy_route(self) -> str:
+        """Where a legacy-arm call to our own number goes: `rollout.legacy_route`, else the fallback route."""
+        return self.rollout.legacy_route or self.triage.fallback_route
 
     def intent_model_path(self) -> Path | None:
         """`engine.intent_model`, relative to the config file it was written in."""
@@ -884,5 +960,19 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
             f"Engine: failover {engine.failover}; offline engine up to {engine.offline_max_calls} calls,"
             f" intent model {model}; phone numbers read as {config.company.country}"
         )
+        rollout = config.rollout
+        if rollout != RolloutSettings():  # a config without [rollout] prints as before
+            lists = ""
+            if rollout.allow or rollout.deny:
+                lists = f"; {len(rollout.allow)} numbers always AI, {len(rollout.deny)} always legacy"
+            brake = rollout.brake
+            brake_text = (
+                f"brake at over {brake.max_failure_rate:.0%} failures of the last {brake.window_calls} AI calls"
+                f" (at least {brake.min_calls})" if brake.enabled else "brake off"
+            )
+            console.print(
+                f"Rollout: {rollout.percent:g} % of callers to the AI{lists}; legacy calls go to"
+                f" {config.legacy_route}; {brake_text} (the live setting in the store overrides these)"
+            )
     # Rich pads every table line to full width; trailing blanks only get in the way of a summary.
     return "\n".join(line.rstrip() for line in capture.get().splitlines()) + "\n"

@@ -1,9 +1,12 @@
 """The HTTP and WebSocket face of the front desk: one Starlette app, served by hypercorn under Trio.
 
-    POST /voice/incoming      Twilio's voice webhook (or a Studio TwiML Redirect widget): opens a triage
-                              pass and answers <Connect action><Stream><Parameter/></Stream></Connect>
+    POST /voice/incoming      Twilio's voice webhook (or a Studio TwiML Redirect widget): assigns the
+                              rollout arm; for the AI arm opens a triage pass and answers
+                              <Connect action><Stream><Parameter/></Stream></Connect>, for the legacy arm
+                              answers the legacy path at once (no Realtime connection)
     WS   /media               the Media Stream; one CallSession per stream
-    POST /voice/after         the <Connect action>: the TwiML of the pass's decision, else the fallback
+    POST /voice/after         the <Connect action>: the TwiML of the pass's decision, else the fallback;
+                              then the rollout brake looks at the AI arm's recent passes
     POST /voice/recorded      the <Record action> of the voicemail route: <Hangup/>
     GET  /calls/{sid}/handoff the decision for a Studio flow started fresh (signed, or a bearer token)
     GET  /calls/{sid}         the call's record: passes, state paths, decisions (signed)
@@ -16,13 +19,14 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 import structlog
 import trio
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -32,11 +36,20 @@ from twilio.twiml.voice_response import VoiceResponse
 from bridge.media_stream import MediaStreamProtocolError, StartMessage, parse_twilio_message
 from machines.call_machine import CallFlow
 from machines.policy import CallHistory
+from machines.rollout import AI_ARM, LEGACY_ARM
 from orchestrator.call_logging import mask_phone
 from orchestrator.call_session import CallSession, SessionDeps
-from orchestrator.call_store import CallStore, TriagePass, decision_to_json
-from orchestrator.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml
-from orchestrator.routing_config import RoutingConfig, StudioRoute, canonical_language_code, studio_node_key
+from orchestrator.call_store import CallStore, PassOutcome, TriagePass, decision_to_json
+from orchestrator.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml, legacy_twiml
+from orchestrator.ops_endpoints import ops_routes
+from orchestrator.rollout import RolloutControl
+from orchestrator.routing_config import (
+    RoutingConfig,
+    StudioRoute,
+    caller_number,
+    canonical_language_code,
+    studio_node_key,
+)
 from orchestrator.server_metrics import METRICS_CONTENT_TYPE, ServerMetrics
 from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import SIGNATURE_HEADER, TwilioSignatureCheck
@@ -68,10 +81,10 @@ class ServerState:
     media_stream_url: str
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     handoff_token: str | None = None
+    ops_token: str | None = None  # opens /ops and posts CSAT scores
     after_wait_s: float = 5.0
     stream_start_timeout_s: float = 10.0
     max_concurrent_calls: int = 500
-    arm: str = "ai"
     # Takes over calls whose engine is refused or lost mid-triage (config `engine.failover`).
     failover: EngineConnector | None = None
     # Engines a call may ask for by name (`/voice/incoming?engine=offline`), besides `connector`.
@@ -79,9 +92,12 @@ class ServerState:
     shutting_down: trio.Event = field(default_factory=trio.Event)
     sessions: dict[tuple[str, int], CallSession] = field(default_factory=dict)
     flow: CallFlow = field(init=False)
+    # The live rollout setting, read from the store on every call: every instance sees a change at once.
+    rollout: RolloutControl = field(init=False)
 
     def __post_init__(self) -> None:
         self.flow = CallFlow(self.config.triage_policy(), trio.current_time)
+        self.rollout = RolloutControl(self.store, self.config.rollout, region=self.config.company.country)
 
     def session_deps(self, engine: str | None = None) -> SessionDeps:
         # Built per call on purpose: a test may swap `connector` on a running server.
@@ -107,6 +123,7 @@ def build_app(state: ServerState) -> Starlette:
             Route("/calls/{call_sid}", endpoints.call_record, methods=["GET"]),
             Route("/healthz", endpoints.healthz, methods=["GET"]),
             Route("/metrics", endpoints.metrics, methods=["GET"]),
+            *ops_routes(state),  # TaskRouter events, CSAT, call status, /ops
         ],
     )
     app.state.front_desk = state
@@ -145,8 +162,13 @@ class _Endpoints:
         call_sid = str(form.get("CallSid", ""))
         if not _CALL_SID.fullmatch(call_sid):
             return PlainTextResponse("CallSid missing or malformed", status_code=400)
-        facts = _call_facts(form, state.arm)
-        bound = log.bind(call_sid=call_sid, caller=mask_phone(facts.caller))
+        setting = await state.rollout.current()
+        assignment = state.rollout.assign(setting, caller_number(str(form.get("From", ""))), call_sid)
+        state.metrics.rollout_calls.labels(assignment.arm).inc()
+        facts = _call_facts(form, assignment.arm)
+        bound = log.bind(call_sid=call_sid, caller=mask_phone(facts.caller), arm=assignment.arm)
+        if assignment.arm == LEGACY_ARM:
+            return await self._legacy(request, facts, bound)
         if state.shutting_down.is_set() or len(state.sessions) >= state.max_concurrent_calls:
             bound.warning("not taking the call: fallback route", shutting_down=state.shutting_down.is_set())
             return await self._fallback(facts, "capacity")
@@ -157,7 +179,7 @@ class _Endpoints:
                 called=facts.called,
                 account_sid=facts.account_sid,
                 entry_node=_entry_node(request.query_params),
-                arm=state.arm,
+                arm=AI_ARM,
             )
         except Exception as error:
             state.metrics.store_errors.inc()
@@ -178,21 +200,64 @@ class _Endpoints:
         bound.info("triage pass opened", triage_pass=triage_pass.number, entry_node=triage_pass.entry_node)
         return _twiml(response.to_xml())
 
+    async def _legacy(self, request: Request, facts: CallFacts, bound: Any) -> Response:
+        """The legacy arm: the original path at once, no Realtime connection. Back to the Studio flow
+        whose TwiML Redirect sent the call (`arm=legacy` leads to its old menu), else the legacy route.
+        The call still gets a pass and an outcome, so records and reports count it."""
+        state = self.state
+        flow_sid = request.query_params.get("flow_sid")
+        resume_flow_sid = flow_sid if flow_sid and _FLOW_SID.fullmatch(flow_sid) else None
+        try:
+            twiml = legacy_twiml(state.config, facts, public_url=state.public_url, resume_flow_sid=resume_flow_sid)
+        except Exception as error:  # still never silence
+            bound.error("legacy TwiML failed: fallback route", error=repr(error))
+            return await self._fallback(facts, "error")
+        try:
+            triage_pass = await state.store.open_pass(
+                facts.call_sid,
+                caller=facts.caller,
+                called=facts.called,
+                account_sid=facts.account_sid,
+                entry_node=_entry_node(request.query_params),
+                arm=LEGACY_ARM,
+            )
+            await state.store.finish_pass(facts.call_sid, triage_pass.number, PassOutcome(LEGACY_ARM, (LEGACY_ARM,)))
+            route = None if resume_flow_sid else state.config.routes.get(state.config.legacy_route)
+            if isinstance(route, StudioRoute):
+                await state.store.record_visit(facts.call_sid, route.studio_node)
+        except Exception as error:  # the record is lost, the caller still gets the legacy path
+            state.metrics.store_errors.inc()
+            bound.error("cannot record the legacy call", error=repr(error))
+        bound.info("legacy arm: the original path", studio_return=resume_flow_sid is not None)
+        return _twiml(twiml)
+
     async def voice_after(self, request: Request) -> Response:
         form = await self._signed_form(request, "voice_after")
         if form is None:
             return _forbidden()
         state = self.state
-        facts = _call_facts(form, state.arm)
+        facts = _call_facts(form, AI_ARM)
         number = _int_or_none(request.query_params.get(PASS_PARAMETER))
         session = state.sessions.get((facts.call_sid, number or 0))
         if session is not None:
             # The hang-up path: Twilio closed the stream first; the engine may still be closing.
             with trio.move_on_after(state.after_wait_s):
                 await session.realtime_closed.wait()
+        response = await self._after_answer(facts, number)
+        # Once the caller has their answer: this pass's result is known, the brake may look at it.
+        response.background = BackgroundTask(self._check_brake)
+        return response
+
+    async def _after_answer(self, facts: CallFacts, number: int | None) -> Response:
+        state = self.state
         try:
-            decision = None if number is None else await state.store.get_decision(facts.call_sid, number)
+            triage_pass = None if number is None else await state.store.get_pass(facts.call_sid, number)
+            if triage_pass is not None:
+                facts = replace(facts, arm=triage_pass.arm)  # the arm travels with the call, from its pass
+            decision = None if triage_pass is None else await state.store.get_decision(facts.call_sid, number)
             if decision is None:
+                if triage_pass is not None:  # so the brake can tell a pass whose session never ran
+                    await self._mark_fallback_answered(facts.call_sid, triage_pass.number)
                 return await self._fallback(facts, "no_decision")
             twiml = dispatch_twiml(decision, state.config, facts, public_url=state.public_url)
             route = state.config.routes.get(decision.route)
@@ -205,6 +270,24 @@ class _Endpoints:
             return await self._fallback(facts, "error")
         state.metrics.after_answers.labels("decision").inc()
         return _twiml(twiml)
+
+    async def _mark_fallback_answered(self, call_sid: str, number: int) -> None:
+        try:
+            await self.state.store.mark_answered(call_sid, number, self.state.config.triage.fallback_route)
+        except Exception as error:
+            self.state.metrics.store_errors.inc()
+            log.error("cannot mark the fallback answered", call_sid=call_sid, error=repr(error))
+
+    async def _check_brake(self) -> None:
+        state = self.state
+        try:
+            trip = await state.rollout.check_brake()
+        except Exception as error:  # the brake must never break a call; the next pass tries again
+            state.metrics.store_errors.inc()
+            log.error("cannot evaluate the rollout brake", error=repr(error))
+            return
+        if trip is not None:
+            state.metrics.rollout_brake_trips.inc()
 
     async def _fallback(self, facts: CallFacts, source: str) -> Response:
         self.state.metrics.after_answers.labels(source).inc()
@@ -244,7 +327,12 @@ class _Endpoints:
         if not decided:
             return JSONResponse({"error": "no handoff for this call"}, status_code=404)
         latest = decided[-1]
-        body = {"call_sid": record.call_sid, "pass": latest.triage_pass.number, **decision_to_json(latest.decision)}
+        body = {
+            "call_sid": record.call_sid,
+            "pass": latest.triage_pass.number,
+            "arm": latest.triage_pass.arm,
+            **decision_to_json(latest.decision),
+        }
         return JSONResponse(body)
 
     async def call_record(self, request: Request) -> Response:

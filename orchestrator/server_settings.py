@@ -32,6 +32,9 @@ class ServerSettings(BaseSettings):
     public_url: str | None = None
     config: Path = DEFAULT_CONFIG
     data_dir: Path = Path("var")
+    # Where call records live: empty for `calls.sqlite3` in data_dir, a SQLite file path, or a
+    # redis://, rediss:// or unix:// URL for a Redis that several instances share (see store_location).
+    store: str = ""
     engine: EngineChoice = "auto"
 
     realtime_url: str = "wss://api.openai.com/v1/realtime"
@@ -46,6 +49,8 @@ class ServerSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     # A bearer token a Studio flow sends to read handoff data (GET /calls/{CallSid}/handoff).
     handoff_token: SecretStr | None = None
+    # Opens /ops (bearer, or HTTP Basic with this as the password) and posts CSAT scores (bearer).
+    ops_token: SecretStr | None = None
 
     # Development only: accept unsigned requests. Announced loudly at start.
     insecure_skip_signature_check: bool = False
@@ -57,6 +62,8 @@ class ServerSettings(BaseSettings):
     retention_days: float = Field(30.0, gt=0)
     max_concurrent_calls: int = Field(500, gt=0)
     graceful_shutdown_seconds: float = Field(10.0, ge=0)
+    # `serve --workers N`: processes sharing the port; they meet in the call store.
+    workers: int = Field(1, ge=1, le=64)
 
     @field_validator("public_url")
     @classmethod

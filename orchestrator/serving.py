@@ -6,6 +6,7 @@ same wiring; tests only swap in an engine connector pointed at their own fake.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from bridge.realtime import RealtimeSettings
-from orchestrator.call_store import CallStore, SqliteCallStore
+from orchestrator.call_store import CallStore
 from orchestrator.call_tools import agent_instructions, realtime_tools
 from orchestrator.demo_engine import run_demo_engine
 from orchestrator.offline_engine import OfflineConnector
@@ -25,6 +26,7 @@ from orchestrator.realtime_engine import RealtimeConnector
 from orchestrator.routing_config import ConfigError, RoutingConfig, load_routing_config
 from orchestrator.server import ServerState, build_app
 from orchestrator.server_settings import ServerSettings, development_auth_token, media_stream_url
+from orchestrator.store_location import describe_store_location, open_call_store
 from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import TwilioSignatureCheck
 
@@ -44,7 +46,7 @@ class RunningServer:
     stop: Callable[[], None]
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -136,12 +138,14 @@ async def run_server(
     failover: EngineConnector | None = None,
     store: CallStore | None = None,
     access_log: bool = False,
+    listening: socket.socket | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Serve until the block exits (or `stop()` is called, then wait out the calls in progress).
-    Without `connector`, the engines come from the settings and the config (`failover` is then ignored)."""
+    Without `connector`, the engines come from the settings and the config (`failover` is then ignored).
+    `listening` is a socket already listening (a worker of `serve --workers N`); else one is opened."""
     config = config or load_routing_config(settings.config)
     announcements: list[str] = []
-    sock = _listening_socket(host, port)
+    sock = listening if listening is not None else listening_socket(host, port)
     try:
         async with _serving(
             settings, config, sock, host, connector, failover, store, access_log, announcements
@@ -185,9 +189,11 @@ async def _serving(
 
     async with AsyncExitStack() as stack:
         if store is None:
-            store = await SqliteCallStore.open(settings.data_dir / STORE_FILE)
+            retention_s = settings.retention_days * 86400
+            store = await open_call_store(settings.store, data_dir=settings.data_dir, retention_seconds=retention_s)
             stack.push_async_callback(store.aclose)
-            purged = await store.purge_older_than(settings.retention_days * 86400)
+            announcements.append(f"store: {describe_store_location(settings.store, data_dir=settings.data_dir)}")
+            purged = await store.purge_older_than(retention_s)
             if purged:
                 announcements.append(f"purged {purged} call records older than {settings.retention_days:g} days")
         engines: dict[str, EngineConnector] = {}
@@ -245,11 +251,29 @@ async def _serving(
                 stop_serving.set()
 
 
-async def serve_until_signalled(settings: ServerSettings, host: str, port: int, access_log: bool = False) -> None:
-    """`orchestrator serve`: announce what runs, then serve until SIGINT or SIGTERM."""
+async def serve_until_signalled(
+    settings: ServerSettings,
+    host: str,
+    port: int,
+    access_log: bool = False,
+    *,
+    listening: socket.socket | None = None,
+    worker: str | None = None,
+    announce: bool = True,
+) -> None:
+    """`orchestrator serve`: announce what runs, then serve until SIGINT or SIGTERM. A worker of
+    `serve --workers N` (`worker` names it) serves on the socket it inherited; one of them announces."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with run_server(settings, host=host, port=port, access_log=access_log) as running:
+        async with run_server(
+            settings, host=host, port=port, access_log=access_log, listening=listening
+        ) as running:
             state = running.state
+            if worker is not None:
+                print(f"worker {worker} (pid {os.getpid()}) serving {running.base_url}", flush=True)
+            if not announce:
+                async for _ in signals:
+                    break
+                return
             for line in running.announcements:
                 print(line, flush=True)
             print(

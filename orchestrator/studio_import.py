@@ -7,9 +7,10 @@ Trigger's `incomingCall`, followed by Split widgets on its `SpeechResult` or `Di
 - a routing config: one intent per menu branch (speech and DTMF branches that lead to the same widget
   are one intent), one route per branch target, the split's `noMatch` as the fallback route;
 - the flow patched for resume mode (DESIGN.md section 5): a TwiML Redirect widget to our voice webhook
-  takes the Gather's place, its `return` leads to a new Split on `{{widgets.<redirect>.intent}}`, and its
-  `timeout`/`fail` lead to the old Gather, which stays (the legacy path). Every other widget is kept as
-  it was, byte for byte;
+  takes the Gather's place, its `return` leads to a new Split on `{{widgets.<redirect>.arm}}` (callers of
+  the rollout's legacy arm, `legacy`, go to the old Gather; any other value goes on) and then to a new
+  Split on `{{widgets.<redirect>.intent}}`; its `timeout`/`fail` lead to the old Gather, which stays (the
+  legacy path). Every other widget is kept as it was, byte for byte;
 - Mermaid diagrams of the flow before and after, and a report of what was mapped and what was not.
 
 Everything here is computation on the JSON text, except that the generated config is checked with
@@ -51,7 +52,10 @@ DEFAULT_PUBLIC_URL = "https://front-desk.example.com"
 VOICE_WEBHOOK_PATH = "/voice/incoming"
 
 REDIRECT_WIDGET_NAME = "ai_front_desk"
+ARM_SPLIT_NAME = "ai_front_desk_arm"
 INTENT_SPLIT_NAME = "ai_front_desk_intent"
+# The value of the redirect's `arm` when the rollout sent the caller to the legacy path (dispatch_twiml.py).
+LEGACY_ARM = "legacy"
 
 # How long Studio waits for the AI to hand the call back. Our triage ends within the config's budget
 # (20 s) plus the handoff line (8 s), so 600 s is a wide margin; it is far below Studio's 14400 s
@@ -171,7 +175,7 @@ class ImportReport:
             "",
             (
                 f"The Gather `{self.gather}` is replaced by the TwiML Redirect `{self.redirect}` (our voice webhook);"
-                f" `{self.gather}` stays in the flow as the legacy path (the redirect's `timeout` and `fail`)."
+                f" `{self.gather}` stays in the flow as the legacy path (the redirect's `timeout` and `fail`, and callers the rollout keeps on the legacy arm)."
             ),
             "",
             "## Mapped",
@@ -843,14 +847,17 @@ class _Importer:
 
 def _patch_flow(
     flow: _Flow, gather: str, intents: list[_Intent], no_match: str | None, flow_sid: str, public_url: str
-) -> tuple[dict[str, Any], str, str, list[str], list[tuple[str, str]]]:
-    """The flow with the redirect in front of the Gather. Returns it, the new widget names, the
-    widgets whose transitions now lead to the redirect, and the loops left on the Gather."""
+) -> tuple[dict[str, Any], tuple[str, str, str], list[str], list[tuple[str, str]]]:
+    """The flow with the redirect in front of the Gather. Returns it, the new widget names (redirect,
+    arm split, intent split), the widgets whose transitions now lead to the redirect, and the loops left
+    on the Gather."""
     patched = copy.deepcopy(flow.raw)
     names = set(flow.states)
     redirect = _unique(REDIRECT_WIDGET_NAME, names)
-    split = _unique(INTENT_SPLIT_NAME, names | {redirect})
+    arm_split = _unique(ARM_SPLIT_NAME, names | {redirect})
+    split = _unique(INTENT_SPLIT_NAME, names | {redirect, arm_split})
     intent_input = "{{widgets." + redirect + ".intent}}"
+    arm_input = "{{widgets." + redirect + ".arm}}"
 
     # Transitions into the Gather from widgets reached before it move to the redirect; those from
     # widgets reached through it (menu loops) keep the old menu, so the legacy path stays as it was.
@@ -874,7 +881,7 @@ def _patch_flow(
         "name": redirect,
         "type": "add-twiml-redirect",
         "transitions": [
-            {"next": split, "event": "return"},
+            {"next": arm_split, "event": "return"},
             {"next": gather, "event": "timeout"},
             {"next": gather, "event": "fail"},
         ],
@@ -884,6 +891,21 @@ def _patch_flow(
             "url": f"{public_url}{VOICE_WEBHOOK_PATH}?{urlencode({'flow_sid': flow_sid, 'node': redirect})}",
             "timeout": str(REDIRECT_TIMEOUT_SECONDS),
         },
+    }
+    arm_split_state = {
+        "name": arm_split,
+        "type": SPLIT,
+        "transitions": [
+            {"next": split, "event": "noMatch"},
+            {
+                "next": gather,
+                "event": "match",
+                "conditions": [
+                    {"friendly_name": LEGACY_ARM, "arguments": [arm_input], "type": "equal_to", "value": LEGACY_ARM}
+                ],
+            },
+        ],
+        "properties": {"input": arm_input, "offset": {"x": x - 450, "y": y + 230}},
     }
     no_match_transition: dict[str, Any] = {"event": "noMatch"}
     if no_match is not None:
@@ -907,11 +929,11 @@ def _patch_flow(
             }
             for intent in intents
         ],
-        "properties": {"input": intent_input, "offset": {"x": x - 450, "y": y + 230}},
+        "properties": {"input": intent_input, "offset": {"x": x - 450, "y": y + 460}},
     }
     gather_index = flow.order.index(gather)
-    raw_states[gather_index + 1 : gather_index + 1] = [redirect_state, split_state]
-    return patched, redirect, split, repointed, loops
+    raw_states[gather_index + 1 : gather_index + 1] = [redirect_state, arm_split_state, split_state]
+    return patched, (redirect, arm_split, split), repointed, loops
 
 
 def _offset(state: _State) -> tuple[float, float]:
@@ -1134,10 +1156,11 @@ def import_flow(
         )
 
     _report_flow(importer, gathers, unreachable)
-    patched, redirect, split, repointed, loops = _patch_flow(
+    patched, added, repointed, loops = _patch_flow(
         flow, menu.gather, importer.intents, fallback_widget, chosen_sid, base_url
     )
-    _report_patch(importer, redirect, split, fallback_widget, repointed, loops, chosen_sid, known_sid, base_url)
+    redirect = added[0]
+    _report_patch(importer, added, fallback_widget, repointed, loops, chosen_sid, known_sid, base_url)
 
     placeholders = importer.workflow_placeholders > 0 or known_sid is None
     text, document = _routing_toml(
@@ -1163,9 +1186,9 @@ def import_flow(
         routing_toml=text,
         patched_flow=patched,
         before_mermaid=flow_mermaid(flow.raw, legacy=untouched_legacy),
-        after_mermaid=flow_mermaid(patched, added=(redirect, split), changed=repointed, legacy=untouched_legacy),
+        after_mermaid=flow_mermaid(patched, added=added, changed=repointed, legacy=untouched_legacy),
         report=report,
-        added_widgets=(redirect, split),
+        added_widgets=added,
         changed_widgets=tuple(repointed),
     )
 
@@ -1235,8 +1258,7 @@ def _report_flow(importer: _Importer, gathers: list[str], unreachable: list[str]
 
 def _report_patch(
     importer: _Importer,
-    redirect: str,
-    split: str,
+    added: tuple[str, str, str],
     no_match: str | None,
     repointed: list[str],
     loops: list[tuple[str, str]],
@@ -1245,12 +1267,19 @@ def _report_patch(
     base_url: str,
 ) -> None:
     gather = importer.menu.gather
+    redirect, arm_split, split = added
     importer.done(
         Finding.PATCH,
         redirect,
         f"new TwiML Redirect to {base_url}{VOICE_WEBHOOK_PATH} (POST, timeout {REDIRECT_TIMEOUT_SECONDS} s:"
         f" far above the triage budget, and short so executions of calls the AI sent elsewhere end soon);"
-        f" return → {split}, timeout and fail → {gather}",
+        f" return → {arm_split}, timeout and fail → {gather}",
+    )
+    importer.done(
+        Finding.PATCH,
+        arm_split,
+        f"new Split on {{{{widgets.{redirect}.arm}}}}: callers the rollout keeps on the legacy path"
+        f" ({LEGACY_ARM}) → {gather}, the AI's callers → {split}",
     )
     ends = f"noMatch → {no_match}" if no_match else "noMatch leads nowhere (the call ends, as it did)"
     importer.done(

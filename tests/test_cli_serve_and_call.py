@@ -1,73 +1,10 @@
 """The main job as a user runs it: `orchestrator serve` with no accounts, then `orchestrator call` against it."""
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from orchestrator.offline_speech import speech_support
-
-BIN = Path(sys.executable).parent
-ACCOUNT_VARIABLES = ("OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID")
-
-
-def clean_environment() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items()
-           if name not in ACCOUNT_VARIABLES and not name.startswith("ORCHESTRATOR_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@pytest.fixture
-def served(tmp_path):
-    """`orchestrator serve` as the README runs it (no account: the offline engine); (base URL, lines printed)."""
-    yield from serving(tmp_path)
-
-
-@pytest.fixture
-def served_fake(tmp_path):
-    """`orchestrator serve --engine fake`: the scripted demo engine."""
-    yield from serving(tmp_path, "--engine", "fake")
-
-
-def orchestrator(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run an `orchestrator` command in `tmp_path` with no account variables."""
-    return subprocess.run([str(BIN / "orchestrator"), *args], cwd=tmp_path, env=clean_environment(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def serving(tmp_path: Path, *options: str):
-    server = subprocess.Popen(
-        [str(BIN / "orchestrator"), "serve", "--port", "0", *options],
-        cwd=tmp_path, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    printed: list[str] = []
-    base_url = None
-    try:
-        for line in server.stdout:
-            printed.append(line.rstrip())
-            found = re.search(r"listening on (http://\S+)", line)
-            base_url = found.group(1) if found else base_url
-            if base_url and "Ctrl+C to stop" in line:
-                yield base_url, printed
-                break
-        else:
-            raise AssertionError("the server stopped before listening:\n" + "\n".join(printed))
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            rest, _ = server.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
-        printed.extend(rest.splitlines())
-    assert server.returncode == 0, "\n".join(printed)
-    assert any("finishing the calls in progress" in line for line in printed)
+from tests.cli_support import orchestrator, served, served_fake  # noqa: F401 (fixtures)
 
 
 def test_serve_starts_with_no_account_and_says_which_engine_it_uses(served):

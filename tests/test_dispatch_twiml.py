@@ -9,7 +9,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.dispatch_twiml import RECORDING_ACTION_PATH, CallFacts, dispatch_twiml, fallback_twiml
+from orchestrator.dispatch_twiml import (
+    RECORDING_ACTION_PATH,
+    CallFacts,
+    dispatch_twiml,
+    fallback_twiml,
+    legacy_twiml,
+)
 from orchestrator.routing_config import (
     RoutingConfig,
     SipRoute,
@@ -151,6 +157,7 @@ def test_studio_resume_returns_to_the_waiting_execution(acme):
     assert path == f"/v1/Accounts/{ACME_ACCOUNT}/Flows/{ACME_FLOW}"  # the config's account wins
     assert query == {
         "FlowEvent": ["return"],
+        "arm": ["ai"],
         "intent": ["schedule"],
         "route": ["schedule_visit"],
         "confidence": ["0.87"],
@@ -193,7 +200,7 @@ def test_studio_fresh_starts_a_new_execution(acme):
     decision = decided("legacy_ivr", "studio", intent="schedule", captured=CAPTURED)
     path, query = studio_query(parse(dispatch_twiml(decision, config, CALL, public_url=PUBLIC_URL)))
     assert path == f"/v1/Accounts/{ACME_ACCOUNT}/Flows/{flow}"
-    assert query == {"Trigger": ["incomingCall"]}
+    assert query == {"Trigger": ["incomingCall"]}  # the data, arm included, is at /calls/{CallSid}/handoff
 
 
 # --- Resolve, voicemail, SIP -------------------------------------------------------------------
@@ -259,3 +266,37 @@ def test_studio_without_any_account_sid_goes_to_the_human_route(acme):
     root = parse(dispatch_twiml(decided("schedule_visit", "studio"), config, call, public_url=PUBLIC_URL))
     assert verbs(root) == ["Enqueue"]
     assert json.loads(root.find("Enqueue/Task").text)["ai_reason"] == "no_account_sid"
+
+
+# --- The rollout arm ---------------------------------------------------------------------------
+
+
+def test_the_arm_travels_on_the_studio_return_and_the_flex_task(acme):
+    call = CallFacts(CALL.call_sid, CALL.caller, CALL.called, CALL.account_sid, arm="legacy")
+    _, query = studio_query(parse(dispatch_twiml(decided("schedule_visit", "studio"), acme, call, public_url=PUBLIC_URL)))
+    assert query["arm"] == ["legacy"]
+    task = parse(dispatch_twiml(decided("billing_desk", "flex"), acme, call, public_url=PUBLIC_URL)).find("Enqueue/Task")
+    assert json.loads(task.text)["arm"] == "legacy"
+
+
+def test_a_legacy_call_from_studio_goes_straight_back_to_its_flow(acme):
+    flow = "FWabcdefabcdefabcdefabcdefabcdefab"
+    path, query = studio_query(parse(legacy_twiml(acme, CALL, public_url=PUBLIC_URL, resume_flow_sid=flow)))
+    assert path == f"/v1/Accounts/{ACME_ACCOUNT}/Flows/{flow}"
+    assert query == {"FlowEvent": ["return"], "arm": ["legacy"]}
+
+
+def test_a_legacy_call_to_our_number_gets_the_legacy_route_default_the_fallback(acme):
+    assert verbs(parse(legacy_twiml(acme, CALL, public_url=PUBLIC_URL))) == ["Say", "Record", "Hangup"]
+    config = acme.model_copy(update={"rollout": acme.rollout.model_copy(update={"legacy_route": "front_desk"})})
+    call = CallFacts(CALL.call_sid, CALL.caller, CALL.called, CALL.account_sid, arm="legacy")
+    task = parse(legacy_twiml(config, call, public_url=PUBLIC_URL)).find("Enqueue/Task")
+    attributes = json.loads(task.text)
+    assert (attributes["ai_reason"], attributes["arm"], attributes["intent"]) == ("legacy", "legacy", None)
+
+
+def test_a_legacy_call_from_studio_without_any_account_sid_gets_the_legacy_route(acme):
+    config = acme.model_copy(update={"twilio": TwilioSettings()})
+    call = CallFacts(CALL.call_sid, CALL.caller, CALL.called, account_sid="", arm="legacy")
+    root = parse(legacy_twiml(config, call, public_url=PUBLIC_URL, resume_flow_sid=ACME_FLOW))
+    assert verbs(root) == ["Say", "Record", "Hangup"]

@@ -128,6 +128,31 @@ def import_error(definition: Any, **options: Any) -> str:
     return reason
 
 
+def returned_to(flow: dict[str, Any], redirect: str, values: dict[str, str]) -> str | None:
+    """Where Studio takes the call when the redirect returns with `values` as its `{{widgets.<redirect>.*}}`:
+    the redirect's `return`, then split after split (equal_to conditions on those values), to the first
+    widget that is not a split."""
+    states = {state["name"]: state for state in flow["states"]}
+    widget = next(t.get("next") for t in states[redirect]["transitions"] if t["event"] == "return")
+    seen = set()
+    while widget in states and states[widget]["type"] == "split-based-on" and widget not in seen:
+        seen.add(widget)
+        transitions = states[widget]["transitions"]
+        following = next(t.get("next") for t in transitions if t["event"] == "noMatch")
+        for transition in transitions:
+            if transition["event"] != "match":
+                continue
+            condition = transition["conditions"][0]
+            (argument,) = condition["arguments"]
+            assert argument.startswith("{{widgets." + redirect + ".") and argument.endswith("}}"), argument
+            value = values.get(argument[len("{{widgets." + redirect + ".") : -2], "")
+            if condition["type"] == "equal_to" and value == condition["value"]:
+                following = transition["next"]
+                break
+        widget = following
+    return widget
+
+
 def loaded_config(result: ImportResult, tmp_path: Path):
     write_import(result, tmp_path)
     return load_routing_config(tmp_path / "routing.toml")
@@ -273,6 +298,31 @@ def test_every_fixture_imports_with_a_report_or_fails_with_one_line(path: Path, 
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("path", fixture_files(), ids=lambda path: path.name)
+def test_every_fixture_routes_the_legacy_arm_to_its_original_gather(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    try:
+        result = import_text(text, flow_sid=FLOW_SID)
+    except StudioImportError as error:  # the Flex templates: no menu, nothing patched
+        assert "no Gather" in str(error)
+        return
+    redirect, arm_split, intent_split = result.added_widgets
+    patched, gather = result.patched_flow, result.report.gather
+    assert returned_to(patched, redirect, {"arm": "legacy", "intent": "anything"}) == gather
+    assert returned_to(patched, redirect, {"arm": "legacy"}) == gather
+    states = states_by_name(patched)
+    assert states[arm_split]["properties"]["input"] == "{{widgets." + redirect + ".arm}}"
+    for intent_branch in (t for t in states[intent_split]["transitions"] if t["event"] == "match"):
+        intent = intent_branch["conditions"][0]["value"]
+        # The AI's callers (and a server that sends no arm) reach the intent's widget, as before.
+        assert returned_to(patched, redirect, {"arm": "ai", "intent": intent}) == intent_branch["next"]
+        assert returned_to(patched, redirect, {"intent": intent}) == intent_branch["next"]
+    original = states_by_name(json.loads(text))
+    for name in original:
+        if name not in result.changed_widgets:
+            assert json.dumps(states[name]) == json.dumps(original[name]), name
+
+
 def test_the_fixture_flows_without_a_gather_are_refused_as_such(tmp_path: Path) -> None:
     for name in ("flex_template_callback.json", "flex_template_schedule.json"):
         if not (FIXTURES / name).exists():
@@ -330,7 +380,7 @@ def test_acme_speech_words_and_menu_prompt_become_examples_and_digits_stay_in_th
     assert not any(example.isdigit() for intent in intents.values() for example in intent.examples)
 
 
-def test_acme_patched_flow_puts_the_redirect_and_intent_split_in_front_of_the_old_menu(acme) -> None:
+def test_acme_patched_flow_puts_the_redirect_arm_and_intent_splits_in_front_of_the_old_menu(acme) -> None:
     original, result = acme
     patched = result.patched_flow
     assert widget_format_problems(patched) == []
@@ -346,7 +396,14 @@ def test_acme_patched_flow_puts_the_redirect_and_intent_split_in_front_of_the_ol
     events = {t["event"]: t.get("next") for t in redirect["transitions"]}
     assert events["timeout"] == events["fail"] == "main_menu"
 
-    intent_split = states[events["return"]]
+    arm_split = states[events["return"]]
+    assert arm_split["type"] == "split-based-on"
+    assert arm_split["properties"]["input"] == "{{widgets." + redirect["name"] + ".arm}}"
+    legacy = [t for t in arm_split["transitions"] if t["event"] == "match"]
+    assert [(t["conditions"][0]["type"], t["conditions"][0]["value"], t["next"]) for t in legacy] == [
+        ("equal_to", "legacy", "main_menu")
+    ]
+    intent_split = states[next(t["next"] for t in arm_split["transitions"] if t["event"] == "noMatch")]
     assert intent_split["type"] == "split-based-on"
     assert intent_split["properties"]["input"] == "{{widgets." + redirect["name"] + ".intent}}"
     branches = {t["conditions"][0]["value"]: t["next"] for t in intent_split["transitions"] if t["event"] == "match"}
@@ -390,7 +447,7 @@ def test_acme_files_and_diagrams_are_written(acme, tmp_path: Path) -> None:
     for widget in original["states"]:
         assert f'["{widget["name"]}<br/>' in before and f'["{widget["name"]}<br/>' in after
     assert "ai_front_desk" not in before and "ai_front_desk_intent" in after
-    assert "class w2,w3 added" in after  # the two new widgets, drawn next to the menu they replace
+    assert "class w2,w3,w4 added" in after  # the three new widgets, drawn next to the menu they replace
     report = (tmp_path / "out" / "IMPORT_REPORT.md").read_text(encoding="utf-8")
     assert report.startswith("# Studio import of test.json")
 
