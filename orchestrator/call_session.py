@@ -175,6 +175,7 @@ class CallSession:
         self._engine_reader_scope: trio.CancelScope | None = None
         self._switching_engine = False  # between losing an engine and the failover being open
         self._failed_over = False
+        self._engine_seconds = 0.0  # how long engines were connected, summed over failover (the pass's cost)
         self._session_notes: list[str] = []  # kept in the pass record with the machine's notes
         self._events_in, self._events_out = trio.open_memory_channel[object](math.inf)
         self._teardown_ready = trio.Event()
@@ -271,8 +272,11 @@ class CallSession:
                 await caught_up.wait()
         call = EngineCall(self.call_sid, dict(machine.captured), tuple(machine.caller_turns), taking_over)
         self._engine_lost = None
+        attempted_at = trio.current_time()
+        connected = False
         try:
             async with connector.connect(call) as engine:
+                connected = True
                 self._engine = engine
                 async with trio.open_nursery() as engine_nursery:
                     self._engine_reader_scope = engine_nursery.cancel_scope
@@ -292,6 +296,8 @@ class CallSession:
         finally:
             self._engine = None
             self._engine_reader_scope = None
+            if connected:  # from the connection attempt to its close; a refused attempt costs nothing
+                self._engine_seconds += trio.current_time() - attempted_at
         if self._engine_lost is not None and self._can_fail_over():
             self._switching_engine = True  # the driver keeps its pending requests for the next engine
         return self._engine_lost
@@ -309,7 +315,9 @@ class CallSession:
     async def _record_outcome(self, machine: CallMachine) -> None:
         notes = tuple(f"{entry.event}: {entry.note}" for entry in machine.trail if entry.note)[-_KEPT_NOTES:]
         notes = (*self._session_notes, *notes)[-_KEPT_NOTES:]
-        outcome = PassOutcome(machine.outcome, tuple(machine.states_visited), machine.faults, notes)
+        outcome = PassOutcome(
+            machine.outcome, tuple(machine.states_visited), machine.faults, notes, engine_seconds=self._engine_seconds
+        )
         try:
             with trio.fail_after(5):
                 await self.deps.store.finish_pass(self.call_sid, self.triage_pass.number, outcome)

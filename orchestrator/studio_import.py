@@ -175,7 +175,8 @@ class ImportReport:
             "",
             (
                 f"The Gather `{self.gather}` is replaced by the TwiML Redirect `{self.redirect}` (our voice webhook);"
-                f" `{self.gather}` stays in the flow as the legacy path (the redirect's `timeout` and `fail`, and callers the rollout keeps on the legacy arm)."
+                f" `{self.gather}` stays in the flow as the legacy path (the redirect's `timeout` and `fail`,"
+                " and the callers the rollout keeps on the legacy arm)."
             ),
             "",
             "## Mapped",

@@ -556,3 +556,50 @@ async def test_bad_arguments_get_clear_errors(store):
         await store.record_visit(CALL, "")
     with pytest.raises(CallStoreError, match="cannot be stored"):
         await store.finish_pass(CALL, 1, PassOutcome(outcome="flex", state_path=("greeting", 3)))
+
+
+# The schema of version 1, as stores written before call facts and settings have it on disk.
+_SCHEMA_1 = """
+CREATE TABLE calls (call_sid TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE passes (
+    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
+    number INTEGER NOT NULL CHECK (number >= 1), token TEXT NOT NULL, caller TEXT NOT NULL,
+    called TEXT NOT NULL, account_sid TEXT NOT NULL, entry_node TEXT, arm TEXT NOT NULL,
+    opened_at REAL NOT NULL, decision_json TEXT, outcome_json TEXT, finished_at REAL, answered_route TEXT,
+    PRIMARY KEY (call_sid, number)
+);
+CREATE TABLE visits (
+    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE, node TEXT NOT NULL,
+    PRIMARY KEY (call_sid, node)
+);
+INSERT INTO calls VALUES ('CA00000000000000000000000000000001', 1764000000.0);
+INSERT INTO passes VALUES ('CA00000000000000000000000000000001', 1, 'tok', '+14155550100', '+14155550199',
+    'AC00000000000000000000000000000001', NULL, 'ai', 1764000000.0,
+    '{"route": "voicemail", "route_kind": "voicemail", "reason": "budget_expired"}',
+    '{"outcome": "voicemail", "state_path": ["greeting", "ended"], "faults": 0, "notes": []}', 1764000005.0, NULL);
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_version_1_store_is_migrated_and_keeps_its_calls(tmp_path):
+    path = tmp_path / "calls.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(_SCHEMA_1)
+    raw.close()
+
+    async with await SqliteCallStore.open(path) as store:
+        record = await store.call_record("CA00000000000000000000000000000001")
+        await store.record_call_facts("CA00000000000000000000000000000001", {"csat": 4})
+        await store.put_setting("rollout", {"percent": 5})
+        assert await store.get_setting("rollout") == {"percent": 5}
+        (recent,) = await store.calls_since(0)
+
+    (only,) = record.passes
+    assert only.decision.route == "voicemail" and only.decided_at is None
+    assert only.outcome.state_path == ("greeting", "ended") and only.outcome.engine_seconds == 0.0
+    assert recent.facts == {"csat": 4}
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        raw.close()
