@@ -82,8 +82,8 @@ class FinishedPass:
     """An AI-arm pass as the brake sees it, from the store's record."""
 
     opened_at: float  # unix seconds
-    decision_reason: str | None  # None: no decision was made
-    outcome: str | None  # the session's outcome ("abandoned", a route kind); None: not recorded (yet)
+    decision_reason: str | None = None  # None: no decision was made
+    outcome: str | None = None  # the session's outcome ("abandoned", a route kind); None: not recorded (yet)
     faults: int = 0  # internal errors the machine absorbed
     answered: bool = False  # the action URL answered for this pass (a decision's TwiML or the fallback)
     shut_down: bool = False  # the server was shutting down: the call was moved on, the AI did not fail

@@ -28,11 +28,13 @@ from orchestrator.arm_figures import (
     arm_figures,
     rollout_view,
 )
-from orchestrator.call_store import CallStore, CallStoreError, SqliteCallStore
+from orchestrator.call_store import CallStore, CallStoreError
 from orchestrator.ops_page import money, percent, seconds, when
+from orchestrator.routing_config import ConfigError
+from orchestrator.server_settings import load_server_settings
+from orchestrator.store_location import is_redis_location, open_call_store, sqlite_path
 
 ROLLOUT_SETTING = "rollout"
-STORE_FILE = "calls.sqlite3"  # serving.STORE_FILE; not imported, to keep the command light
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([dhm])")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
 
@@ -79,7 +81,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", default="7d", help="7d, 24h, 90m or an ISO date (default: %(default)s)")
     parser.add_argument("--price-per-minute", default=str(DEFAULT_PRICE_PER_MINUTE),
                         help="engine price per connected minute, for the cost (default: %(default)s)")
-    parser.add_argument("--data-dir", type=Path, default=Path("var"), help="where the call store lives (default: var)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="where the server's SQLite store lives (default: $ORCHESTRATOR_DATA_DIR, else var);"
+                             " $ORCHESTRATOR_STORE names another store, as for the server")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -90,7 +94,7 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
         since = parse_since(args.since, now=now)
         price = parse_price(args.price_per_minute)
         records, setting = trio.run(_read_store, args.data_dir, since)
-    except (ReportInputError, CallStoreError) as error:
+    except (ReportInputError, CallStoreError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     figures = arm_figures(records, now=now, price_per_minute=price)
@@ -105,17 +109,22 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-async def _read_store(data_dir: Path, since: float) -> tuple[list, dict | None]:
+async def _read_store(data_dir: Path | None, since: float) -> tuple[list, dict | None]:
     async with await open_report_store(data_dir) as store:
         return await store.calls_since(since), await store.get_setting(ROLLOUT_SETTING)
 
 
-async def open_report_store(data_dir: Path) -> CallStore:
-    """The server's SQLite store in `data_dir`, refused when missing (a report must not create one)."""
-    path = data_dir / STORE_FILE
-    if not path.is_file():
-        raise CallStoreError(f"call store {path}: no such file (is --data-dir the server's?)")
-    return await SqliteCallStore.open(path)
+async def open_report_store(data_dir: Path | None) -> CallStore:
+    """The store the server uses (same settings); a SQLite file that is not there is refused rather than
+    created, since a report of an empty new store would only hide a wrong --data-dir."""
+    settings = load_server_settings(data_dir=data_dir)
+    if not is_redis_location(settings.store):
+        path = sqlite_path(settings.store, data_dir=settings.data_dir)
+        if not path.is_file():
+            raise CallStoreError(f"call store {path}: no such file (is --data-dir the server's?)")
+    return await open_call_store(
+        settings.store, data_dir=settings.data_dir, retention_seconds=settings.retention_days * 86400
+    )
 
 
 def report_json(figures: list[ArmFigures], rollout: RolloutView | None, *, since: float, until: float) -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -92,6 +93,10 @@ _KEPT_NOTES = 20
 # A mark at least every this much agent audio (and at each response's end): the precision of barge-in's
 # audio_end_ms. A mark per 20 ms chunk measured 6 WebSocket messages per echoed frame instead of 4.4.
 MARK_EVERY_MS = 100
+# Caller audio kept while the engine connects (or the failover takes over), so the caller's first words
+# reach it: Twilio streams from the first moment, a Realtime connection takes a few hundred ms.
+HELD_CALLER_AUDIO_MS = 3000
+CALLER_FRAME_MS = 20  # Twilio's media frames
 # Slack on top of budget and handoff line before a session is cut short as hung (a bug, not a path).
 _HUNG_CALL_SLACK_S = 60.0
 _CATCH_UP_LIMIT_S = 1.0  # the driver never takes this long for what is queued; if it does, go on anyway
@@ -190,6 +195,8 @@ class CallSession:
         self._cleared_items: set[str] = set()
         self._line_marks: dict[str, str] = {}  # mark name → line tag
         self._unmarked_bytes = 0  # audio sent since the last mark
+        # Caller audio that came while no engine was open (media reader only); the oldest goes first when full.
+        self._held_caller_audio: deque[str] = deque(maxlen=HELD_CALLER_AUDIO_MS // CALLER_FRAME_MS)
         # Requests to the engine (driver only).
         self._response_active = False
         self._pending_outputs: list[tuple[str, str]] = []
@@ -620,9 +627,15 @@ class CallSession:
                     self.log.warning("unusable Twilio frame", kind=error.kind, detail=error.detail[:120])
                 continue
             if isinstance(message, MediaFrame):
+                if not self._forwarding_audio():
+                    continue
                 engine = self._engine
-                if engine is not None and self._forwarding_audio():
-                    await engine.send_caller_audio(message.payload)
+                if engine is None:  # still connecting (or switching to the failover): heard once it is open
+                    self._held_caller_audio.append(message.payload)
+                    continue
+                while self._held_caller_audio:
+                    await engine.send_caller_audio(self._held_caller_audio.popleft())
+                await engine.send_caller_audio(message.payload)
             elif isinstance(message, MarkMessage):
                 self._on_mark_echo(message.mark.name)
             elif isinstance(message, StopMessage):

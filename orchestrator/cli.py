@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.studio_import import add_studio_arguments
 
     add_studio_arguments(commands)
+
+    from orchestrator.rollout_command import add_rollout_arguments
+
+    add_rollout_arguments(commands)
     return parser
 
 

@@ -22,7 +22,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -245,7 +245,9 @@ class OpsEndpoints:
             return False
         return secrets.compare_digest(given.encode(), token.encode())
 
-    async def _merge_facts(self, call_sid: str, change) -> dict[str, FactValue] | None:
+    async def _merge_facts(
+        self, call_sid: str, change: Callable[[Mapping[str, FactValue]], dict[str, FactValue]]
+    ) -> dict[str, FactValue] | None:
         """Apply `change(facts) -> updates` to a known call; None when the store does not know the call."""
         store = self.state.store
         async with self._facts_lock:

@@ -67,6 +67,7 @@ DEFAULT_KEY_PREFIX = "orchestrator:"
 POOL_SIZE = 16
 SOCKET_TIMEOUT_S = 1.0
 MINIMUM_VERSION = (6, 2)  # ZADD GT/LT
+MAX_TTL_MS = 100 * 365 * 86400 * 1000  # a longer retention is forever in practice, and past Redis's limit
 _PAGE = 500  # calls read (or purged) per round trip
 # URL query options passed on to redis-py (its own parsers read them); `ssl_*` ones are rediss:// options.
 _CONNECTION_OPTIONS = frozenset(
@@ -226,7 +227,7 @@ class RedisCallStore(CallStore):
         self._client = client
         self._location = location
         self._retention_s = float(retention_seconds)
-        self._ttl_ms = max(1, math.ceil(retention_seconds * 1000))
+        self._ttl_ms = min(max(1, math.ceil(retention_seconds * 1000)), MAX_TTL_MS)
         self._clock = clock
         self._limiter = trio.CapacityLimiter(client.connection_pool.max_connections)
         self._closed = False

@@ -25,6 +25,7 @@ from orchestrator.offline_engine import OfflineConnector
 from orchestrator.realtime_engine import RealtimeConnector
 from orchestrator.routing_config import ConfigError, RoutingConfig, load_routing_config
 from orchestrator.server import ServerState, build_app
+from orchestrator.server_metrics import ServerMetrics
 from orchestrator.server_settings import ServerSettings, development_auth_token, media_stream_url
 from orchestrator.store_location import describe_store_location, open_call_store
 from orchestrator.triage_engine import EngineConnector
@@ -218,6 +219,8 @@ async def _serving(
             max_concurrent_calls=settings.max_concurrent_calls,
             failover=failover,
             engines=engines,
+            ops_token=settings.ops_token.get_secret_value() if settings.ops_token else None,
+            metrics=ServerMetrics(triage_budget_s=config.triage.budget_seconds),
         )
         hypercorn = HypercornConfig()
         hypercorn.bind = [f"fd://{sock.detach()}"]

@@ -273,9 +273,10 @@ def test_studio_without_any_account_sid_goes_to_the_human_route(acme):
 
 def test_the_arm_travels_on_the_studio_return_and_the_flex_task(acme):
     call = CallFacts(CALL.call_sid, CALL.caller, CALL.called, CALL.account_sid, arm="legacy")
-    _, query = studio_query(parse(dispatch_twiml(decided("schedule_visit", "studio"), acme, call, public_url=PUBLIC_URL)))
-    assert query["arm"] == ["legacy"]
-    task = parse(dispatch_twiml(decided("billing_desk", "flex"), acme, call, public_url=PUBLIC_URL)).find("Enqueue/Task")
+    studio = dispatch_twiml(decided("schedule_visit", "studio"), acme, call, public_url=PUBLIC_URL)
+    assert studio_query(parse(studio))[1]["arm"] == ["legacy"]
+    flex = dispatch_twiml(decided("billing_desk", "flex"), acme, call, public_url=PUBLIC_URL)
+    task = parse(flex).find("Enqueue/Task")
     assert json.loads(task.text)["arm"] == "legacy"
 
 

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from trio_websocket import ConnectionClosed, WebSocketConnection, serve_websocket, wrap_client_stream
 
 from bridge.realtime import (
+    AudioDelta,
     RealtimeConnection,
     RealtimeConnectionClosed,
     RealtimeRequestError,
@@ -245,13 +246,13 @@ async def test_audio_append_passes_twilio_payloads_through_byte_identical():
             assert fake.violations == []
 
 
-async def test_audio_deltas_arrive_as_sdk_events():
+async def test_audio_deltas_arrive_on_the_fast_path_and_the_rest_as_sdk_events():
     scenario = Scenario(steps=[on(after_session_update(), speak(ms=300, transcript="Hello, front desk."))])
     with trio.fail_after(TIMEOUT_S):
         async with connected(scenario) as (fake, realtime):
             await realtime.configure("x")
             events = await events_until(realtime, "response.done")
-            deltas = [event for event in events if isinstance(event, ResponseAudioDeltaEvent)]
+            deltas = [event for event in events if isinstance(event, AudioDelta)]
             assert len(deltas) == 3  # 100 ms chunks
             assert sum(len(base64.b64decode(delta.delta)) for delta in deltas) == 300 * 8  # µ-law 8 kHz
             transcript = [e for e in events if _type_of(e) == "response.output_audio_transcript.done"]
@@ -269,7 +270,7 @@ async def test_echo_mode_answers_each_frame_with_the_same_payload():
                 await realtime.append_audio(payload)
             echoed = []
             async for event in realtime.events():
-                if isinstance(event, ResponseAudioDeltaEvent):
+                if isinstance(event, AudioDelta):
                     echoed.append(event.delta)
                     if len(echoed) == len(payloads):
                         break
@@ -670,7 +671,7 @@ async def test_truncate_is_checked_against_the_audio_sent():
         async with connected(scenario) as (fake, realtime):
             await realtime.configure("x")
             events = await events_until(realtime, "response.done")
-            item_id = next(e.item_id for e in events if isinstance(e, ResponseAudioDeltaEvent))
+            item_id = next(e.item_id for e in events if isinstance(e, AudioDelta))
             await realtime.truncate(item_id, 0, 200)
             truncated = (await events_until(realtime, "conversation.item.truncated"))[-1]
             assert truncated.audio_end_ms == 200
@@ -725,7 +726,7 @@ def _benchmark() -> None:
     from openai.types.realtime import RealtimeServerEvent
     from pydantic import TypeAdapter
 
-    from bridge.realtime import SERVER_EVENT_ADAPTER
+    from bridge.realtime import SERVER_EVENT_ADAPTER, audio_delta_of
 
     @dataclass(slots=True)
     class LightAudioDelta:
@@ -753,6 +754,7 @@ def _benchmark() -> None:
     cases = {
         "orjson.loads only (floor)": lambda: orjson.loads(frame),
         "orjson + slots dataclass": lambda: LightAudioDelta(**orjson.loads(frame)),
+        "audio_delta_of (the fast path)": lambda: audio_delta_of(frame),
         "orjson + SDK model_construct": lambda: ResponseAudioDeltaEvent.model_construct(
             **orjson.loads(frame)
         ),

@@ -466,3 +466,66 @@ def test_company_country_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setenv("ORCHESTRATOR_COMPANY__COUNTRY", "XX")
     assert load_error(EXAMPLE).startswith("$ORCHESTRATOR_COMPANY__COUNTRY: company.country: unknown country code")
+
+
+# --- Rollout -------------------------------------------------------------------------------------
+
+
+def test_without_a_rollout_section_every_caller_goes_to_the_ai(tmp_path: Path) -> None:
+    config = load_routing_config(write(tmp_path, MINIMAL, "ok.toml"))
+    rollout = config.rollout
+    assert (rollout.percent, rollout.allow, rollout.deny, rollout.brake.enabled) == (100, [], [], True)
+    assert config.legacy_route == "voicemail"  # the fallback route
+    assert "Rollout" not in describe_config(config)
+
+
+def test_rollout_numbers_are_normalised_to_e164_and_summarised(tmp_path: Path) -> None:
+    text = MINIMAL + """
+[rollout]
+percent = 5
+allow = ["+1 (415) 555-2671"]
+deny = ["+44 20 7183 8750"]
+legacy_route = "desk"
+
+[rollout.brake]
+window_calls = 40
+min_calls = 10
+max_failure_rate = 0.3
+"""
+    config = load_routing_config(write(tmp_path, text, "ok.toml"))
+    assert (config.rollout.allow, config.rollout.deny) == (["+14155552671"], ["+442071838750"])
+    assert config.legacy_route == "desk"
+    assert (config.rollout.brake.window_calls, config.rollout.brake.min_calls) == (40, 10)
+    summary = describe_config(config)
+    assert "Rollout: 5 % of callers to the AI" in summary and "legacy calls go to desk" in summary
+
+
+def test_rollout_percent_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_ROLLOUT__PERCENT", "25")
+    assert load_routing_config(write(tmp_path, MINIMAL, "ok.toml")).rollout.percent == 25
+    monkeypatch.setenv("ORCHESTRATOR_ROLLOUT__PERCENT", "150")
+    assert load_error(tmp_path / "ok.toml").startswith("$ORCHESTRATOR_ROLLOUT__PERCENT: rollout.percent: ")
+
+
+ROLLOUT_ERRORS = {
+    "percent above 100": ("[rollout]\npercent = 101", "rollout.percent: input should be less than or equal to 100"),
+    "percent nan": ("[rollout]\npercent = nan", "rollout.percent: "),
+    "bad number": ('[rollout]\nallow = ["+1", "415 555"]', "rollout.allow[0]: not a phone number in international"),
+    "national number": ('[rollout]\ndeny = ["(415) 555-2671"]', "rollout.deny[0]: not a phone number in international"),
+    "allowed and denied": (
+        '[rollout]\nallow = ["+14155552671"]\ndeny = ["+1 415 555 2671"]',
+        "rollout.deny[0]: +14155552671 is also in allow",
+    ),
+    "unknown legacy route": ('[rollout]\nlegacy_route = "nope"', "rollout.legacy_route: unknown route 'nope'"),
+    "min above window": (
+        "[rollout.brake]\nwindow_calls = 10\nmin_calls = 11", "rollout.brake.min_calls: must be at most window_calls"
+    ),
+    "rate above 1": ("[rollout.brake]\nmax_failure_rate = 1.5", "rollout.brake.max_failure_rate: "),
+    "unknown key": ("[rollout]\npercentage = 5", "rollout.percentage: unknown key"),
+}
+
+
+@pytest.mark.parametrize(("extra", "expected"), ROLLOUT_ERRORS.values(), ids=ROLLOUT_ERRORS.keys())
+def test_rollout_errors_name_the_key(tmp_path: Path, extra: str, expected: str) -> None:
+    path = write(tmp_path, MINIMAL + "\n" + extra + "\n")
+    assert load_error(path).startswith(f"{path}: {expected}")

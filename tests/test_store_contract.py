@@ -637,3 +637,12 @@ def test_passwords_are_masked_in_urls():
     assert mask_url_password("redis://user:pa%40ss@host:1/0") == "redis://user:***@host:1/0"
     assert mask_url_password("redis://host/0?password=x&db=1") == "redis://host/0?password=***&db=1"
     assert mask_url_password("redis://host:1/0") == "redis://host:1/0"
+
+
+async def test_a_retention_longer_than_redis_can_expire_is_kept_as_long_as_it_can(redis_server, redis_url):
+    client = redis_server.client()
+    async with await RedisCallStore.open(redis_url, retention_seconds=1e18) as store:  # retention_days=1e13
+        await open_pass(store)
+        await store.record_call_facts(CALL, {"csat": 5})
+        assert client.pttl(f"{prefix_of(redis_url)}call:{CALL}") > 99 * 365 * 86400 * 1000
+    client.close()

@@ -86,7 +86,8 @@ async def test_any_order_and_duplicates_settle_to_the_same_facts(tmp_path):
             call_sid = f"CA{index:032x}"
             await open_call(desk, call_sid)
             for fields in [*order, *reversed(order)]:
-                answer = await post(desk, {**fields, "TaskAttributes": fields["TaskAttributes"].replace(CALL, call_sid)})
+                attributes = fields["TaskAttributes"].replace(CALL, call_sid)
+                answer = await post(desk, {**fields, "TaskAttributes": attributes})
                 assert answer.status_code == 200, answer.text
             assert await facts_of(desk, call_sid) == EXPECTED, order
         assert metric(desk, "taskrouter_events_total", result="unchanged") == 4 * len(orders)

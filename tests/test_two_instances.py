@@ -94,6 +94,12 @@ class TwoInstances:
                 return await caller.run(), balancer
 
 
+async def record_on(server: RunningServer, call_sid: str) -> dict | None:
+    """GET /calls/{sid} of one instance, signed over the public URL as the instance checks it."""
+    async with httpx.AsyncClient(transport=LoadBalancer(lambda request: server.base_url)) as http:
+        return await fetch_call_record(PUBLIC_URL, call_sid, AUTH_TOKEN, http=http)
+
+
 def shared_store_settings(data_dir: Path, store: str) -> Any:
     return load_server_settings(
         data_dir=data_dir, store=store, public_url=PUBLIC_URL, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
@@ -148,8 +154,8 @@ async def test_the_action_url_on_the_other_instance_enqueues_the_decided_call_to
 
         # B answered from the decision A saved, and marked the pass answered in the shared store.
         assert (answered_from_a_decision(desks.a), answered_from_a_decision(desks.b)) == (0, 1)
-        on_a = await fetch_call_record(desks.a.base_url, result.call_sid, AUTH_TOKEN)
-        on_b = await fetch_call_record(desks.b.base_url, result.call_sid, AUTH_TOKEN)
+        on_a = await record_on(desks.a, result.call_sid)
+        on_b = await record_on(desks.b, result.call_sid)
         assert on_a == on_b
         (first,) = on_a["passes"]
         assert first["decision"]["route"] == "emergency_desk" and first["answered_route"] == "emergency_desk"
@@ -177,8 +183,8 @@ async def test_a_call_back_from_studio_on_the_other_instance_is_not_sent_to_the_
         assert attributes["workflow"] == FRONT_DESK_WORKFLOW
         assert attributes["ai_reason"] == "reentry_refused" and attributes["intent"] == "schedule"
 
-        record = await fetch_call_record(desks.a.base_url, call_sid, AUTH_TOKEN)
-        assert record == await fetch_call_record(desks.b.base_url, call_sid, AUTH_TOKEN)
+        record = await record_on(desks.a, call_sid)
+        assert record == await record_on(desks.b, call_sid)
         assert record["visited_nodes"] == [SCHEDULE_NODE]
         assert [p["number"] for p in record["passes"]] == [1, 2]
         assert record["passes"][1]["entry_node"] == f"{SCHEDULE_FLOW}/ai_triage"

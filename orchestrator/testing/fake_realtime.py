@@ -304,6 +304,8 @@ class Scenario:
     require_auth: bool = True
     # False keeps only counters for audio frames (long load runs).
     record_audio: bool = True
+    # Answer the WebSocket upgrade only after this long (a slow connection to the endpoint).
+    handshake_delay_s: float = 0.0
 
 
 # --------------------------------------------------------------------------- client frame checks
@@ -548,6 +550,8 @@ class FakeRealtime:
             record._mark_closed(None, None, "server")
             self._forget_unless_kept(record)
             return
+        if scenario.handshake_delay_s:
+            await trio.sleep(scenario.handshake_delay_s)
         websocket = await request.accept()
         try:
             await _SessionRunner(self, websocket, record, scenario).run()
