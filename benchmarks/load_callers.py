@@ -19,7 +19,7 @@ import base64
 import sys
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 from xml.etree import ElementTree
@@ -103,7 +103,7 @@ class Call(asyncio.Protocol):
         self.next_send = 0.0
         self.frame_number = 0
         self.playback_until = 0.0
-        self.marks: deque[tuple[float, str]] = deque()
+        self.marks: dict[str, asyncio.TimerHandle] = {}  # pending echoes, by mark name
         self.decided = False
         self.server_closed = False
         self.problem: str | None = None
@@ -159,11 +159,7 @@ class Call(asyncio.Protocol):
     # ---- the stream, driven by the process's ticker
 
     def tick(self, now: float) -> None:
-        """Send the frames due on the grid (catching up after a late tick) and the marks played by now."""
-        marks = self.marks
-        while marks and marks[0][0] <= now:
-            self._send_json({"event": "mark", "sequenceNumber": "0", "streamSid": self.stream_sid,
-                             "mark": {"name": marks.popleft()[1]}})
+        """Send the frames due on the grid (catching up after a late tick)."""
         if self.server_closed:
             return
         while self.next_send <= now:
@@ -254,12 +250,18 @@ class Call(asyncio.Protocol):
                         if run.window_start <= sent <= run.window_end:
                             run.latencies.add(now - sent)
         elif event == "mark":
-            self.marks.append((max(now, self.playback_until), message["mark"]["name"]))
+            # Echoed when playback reaches it, as Twilio does (asyncio's clock is time.monotonic()).
+            name = message["mark"]["name"]
+            self.marks[name] = asyncio.get_running_loop().call_at(self.playback_until, self._echo_mark, name)
         elif event == "clear":
             self.playback_until = now
-            while self.marks:
-                self._send_json({"event": "mark", "sequenceNumber": "0", "streamSid": self.stream_sid,
-                                 "mark": {"name": self.marks.popleft()[1]}})
+            for name, handle in list(self.marks.items()):
+                handle.cancel()
+                self._echo_mark(name)
+
+    def _echo_mark(self, name: str) -> None:
+        self.marks.pop(name, None)
+        self._send_json({"event": "mark", "sequenceNumber": "0", "streamSid": self.stream_sid, "mark": {"name": name}})
 
     def _write(self, opcode: int, payload: bytes) -> None:
         transport = self.transport

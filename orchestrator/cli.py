@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.call_corpus import CorpusError
+from orchestrator.call_store import CallStoreError
 from orchestrator.eval_html import EvalReportError
 from orchestrator.intent_model import IntentModelError
 from orchestrator.routing_config import ConfigError, describe_config, load_routing_config
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, CorpusError, IntentModelError, EvalReportError) as error:
+    except (ConfigError, CorpusError, IntentModelError, EvalReportError, CallStoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

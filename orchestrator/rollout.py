@@ -214,6 +214,7 @@ class RolloutControl:
             enabled=config_rollout.brake.enabled,
         )
         self._last_known = setting_from_config(config_rollout)
+        self._brake_busy = False
 
     async def current(self) -> RolloutSetting:
         """The live setting: the store's, else the config's. On a store error, the last one read."""
@@ -277,7 +278,17 @@ class RolloutControl:
 
         Called once per finished AI pass. It judges the AI passes opened since the setting last changed
         (a release or a new percentage starts afresh, so the failures that tripped it do not trip it
-        again), among at most MAX_BRAKE_SCAN_CALLS recent calls."""
+        again), among at most MAX_BRAKE_SCAN_CALLS recent calls. One look at a time per instance: in a
+        burst of finished calls, the passes that find it busy are judged by the next look."""
+        if self._brake_busy:
+            return None
+        self._brake_busy = True
+        try:
+            return await self._check_brake()
+        finally:
+            self._brake_busy = False
+
+    async def _check_brake(self) -> BrakeTrip | None:
         setting = await self.current()
         if not self.brake_rule.enabled or setting.brake is not None or setting.percent <= 0:
             return None

@@ -31,7 +31,6 @@ from orchestrator.store_location import describe_store_location, open_call_store
 from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import TwilioSignatureCheck
 
-STORE_FILE = "calls.sqlite3"
 # Twilio frames are ~300 bytes. Frames up to this size reach our parser, which counts and skips those
 # over its own limit (64 KiB) so the call goes on; hypercorn closes the stream (1009) on bigger ones.
 MAX_WEBSOCKET_MESSAGE_BYTES = 1024 * 1024
