@@ -143,10 +143,3 @@ def read_brake(rule: BrakeRule, passes: Iterable[FinishedPass], now: float) -> B
     calls = len(window)
     trips = rule.enabled and calls > 0 and calls >= rule.min_calls and failures / calls > rule.max_failure_rate
     return BrakeReading(calls, failures, trips)
-
-
-def brake_scan_limit(rule: BrakeRule, percent: float, *, cap: int) -> int:
-    """How many recent calls (of both arms) to read to find about `window_calls` AI passes at `percent`:
-    twice the expected need, at most `cap` (the brake must stay cheap; a low percentage sees fewer)."""
-    share = max(percent, 1.0) / 100
-    return max(rule.window_calls, min(cap, int(2 * rule.window_calls / share) + 1))

@@ -319,6 +319,15 @@ def check_call_facts(facts: Mapping[str, FactValue]) -> dict[str, FactValue]:
     return checked
 
 
+def check_calls_since(since: object, limit: object, arm: object) -> None:
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
+        raise ValueError(f"since must be a finite number of unix seconds, got {since!r}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise ValueError(f"limit must be a whole number of at least 0, got {limit!r}")
+    if arm is not None:
+        _check_text("arm", arm)
+
+
 def check_setting(name: object, value: object) -> str:
     """The setting as JSON text, or ValueError."""
     _check_text("setting name", name)
@@ -381,9 +390,12 @@ class CallStore(abc.ABC):
         TaskRouter or status callback can arrive before, or without, any pass. ValueError on bad facts."""
 
     @abc.abstractmethod
-    async def calls_since(self, since: float, *, limit: int | None = None) -> list[CallRecord]:
+    async def calls_since(
+        self, since: float, *, limit: int | None = None, arm: str | None = None
+    ) -> list[CallRecord]:
         """Whole records (all passes, visits, facts) of the calls with a pass opened at or after `since`
-        (unix seconds), newest first by their latest pass; at most `limit` of them."""
+        (unix seconds), newest first by their latest pass; at most `limit` of them. With `arm`, only
+        calls with a pass in that arm, ordered by their latest pass in it."""
 
     @abc.abstractmethod
     async def get_setting(self, name: str) -> dict | None:
@@ -607,17 +619,16 @@ class SqliteCallStore(CallStore):
 
         await self._run("record call facts", merge, write=True)
 
-    async def calls_since(self, since: float, *, limit: int | None = None) -> list[CallRecord]:
-        if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
-            raise ValueError(f"since must be a finite number of unix seconds, got {since!r}")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise ValueError(f"limit must be a whole number of at least 0, got {limit!r}")
+    async def calls_since(
+        self, since: float, *, limit: int | None = None, arm: str | None = None
+    ) -> list[CallRecord]:
+        check_calls_since(since, limit, arm)
 
         def select(connection: sqlite3.Connection) -> list[CallRecord]:
             rows = connection.execute(
-                "SELECT call_sid, max(opened_at) AS latest FROM passes GROUP BY call_sid"
-                " HAVING latest >= ? ORDER BY latest DESC, call_sid LIMIT ?",
-                (float(since), -1 if limit is None else limit),
+                "SELECT call_sid, max(opened_at) AS latest FROM passes WHERE ? IS NULL OR arm = ?"
+                " GROUP BY call_sid HAVING latest >= ? ORDER BY latest DESC, call_sid LIMIT ?",
+                (arm, arm, float(since), -1 if limit is None else limit),
             ).fetchall()
             return [self._call_record(connection, call_sid) for call_sid, _ in rows]
 

@@ -47,6 +47,7 @@ from orchestrator.call_store import (
     CallStore,
     CallStoreError,
     FactValue,
+    check_calls_since,
     PassOutcome,
     PassRecord,
     TriagePass,
@@ -389,23 +390,32 @@ class RedisCallStore(CallStore):
             "record call facts", call_sid, {"fact:" + name: json.dumps(value) for name, value in checked.items()}
         )
 
-    async def calls_since(self, since: float, *, limit: int | None = None) -> list[CallRecord]:
-        if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
-            raise ValueError(f"since must be a finite number of unix seconds, got {since!r}")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise ValueError(f"limit must be a whole number of at least 0, got {limit!r}")
+    async def calls_since(
+        self, since: float, *, limit: int | None = None, arm: str | None = None
+    ) -> list[CallRecord]:
+        check_calls_since(since, limit, arm)
         records: list[CallRecord] = []
         offset = 0
-        while limit is None or len(records) < limit:
+        while arm is not None or limit is None or len(records) < limit:
             # A page at a time: an index entry may outlive its record (expired, not trimmed yet), so a
             # page can hold fewer records than CallSids.
-            page = _PAGE if limit is None else min(_PAGE, limit - len(records))
+            page = _PAGE if limit is None or arm is not None else min(_PAGE, limit - len(records))
             sids, pages = await self._run("list recent calls", lambda: self._page_of_calls(-since, offset, page))
-            records += [self._call_record(sid, fields) for sid, fields in zip(sids, pages) if _has_pass(fields)]
+            found = [self._call_record(sid, fields) for sid, fields in zip(sids, pages) if _has_pass(fields)]
+            if arm is None:
+                records += found
+            else:
+                # The index orders by a call's latest pass of any arm, which is never older than its
+                # latest in `arm`: once a page is older than the limit-th best so far, no later page beats it.
+                records = _by_latest_in_arm(records + _latest_in_arm(found, arm, since), arm)
+                if limit is not None and len(records) >= limit and found and (
+                    _latest_opened(found[-1], None) < _latest_opened(records[limit - 1], arm)
+                ):
+                    break
             if len(sids) < page:
                 break
             offset += page
-        return records
+        return records[:limit] if limit is not None else records
 
     async def get_setting(self, name: str) -> dict | None:
         _check_text("setting name", name)
@@ -595,3 +605,18 @@ def _version(text: str) -> tuple[int, ...]:
             return ()
         numbers.append(int(part))
     return tuple(numbers)
+
+
+def _latest_opened(record: CallRecord, arm: str | None) -> float:
+    return max(
+        (p.triage_pass.opened_at for p in record.passes if arm is None or p.triage_pass.arm == arm),
+        default=-math.inf,
+    )
+
+
+def _by_latest_in_arm(records: list[CallRecord], arm: str) -> list[CallRecord]:
+    return sorted(records, key=lambda record: (-_latest_opened(record, arm), record.call_sid))
+
+
+def _latest_in_arm(records: list[CallRecord], arm: str, since: float) -> list[CallRecord]:
+    return [record for record in records if _latest_opened(record, arm) >= since]

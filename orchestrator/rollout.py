@@ -30,7 +30,6 @@ from machines.rollout import (
     BrakeRule,
     FinishedPass,
     assign_arm,
-    brake_scan_limit,
     read_brake,
 )
 from orchestrator.call_store import CallRecord, CallStore
@@ -278,7 +277,7 @@ class RolloutControl:
 
         Called once per finished AI pass. It judges the AI passes opened since the setting last changed
         (a release or a new percentage starts afresh, so the failures that tripped it do not trip it
-        again), among at most MAX_BRAKE_SCAN_CALLS recent calls. One look at a time per instance: in a
+        again), among the recent calls of the AI arm (about two windows). One look at a time per instance: in a
         burst of finished calls, the passes that find it busy are judged by the next look."""
         if self._brake_busy:
             return None
@@ -293,8 +292,9 @@ class RolloutControl:
         if not self.brake_rule.enabled or setting.brake is not None or setting.percent <= 0:
             return None
         since = setting.updated_at or 0.0
-        limit = brake_scan_limit(self.brake_rule, setting.percent, cap=MAX_BRAKE_SCAN_CALLS)
-        records = await self.store.calls_since(since, limit=limit)
+        # Twice the window: some passes are not counted (still running, or ended by a shutdown).
+        limit = min(2 * self.brake_rule.window_calls + 1, MAX_BRAKE_SCAN_CALLS)
+        records = await self.store.calls_since(since, limit=limit, arm=AI_ARM)
         now = float(self.clock())
         reading = read_brake(self.brake_rule, finished_passes(records, since=since), now)
         if not reading.trips:

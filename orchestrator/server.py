@@ -65,6 +65,9 @@ LANGUAGE_PARAMETER = "language"  # a language Studio already chose (`?language=e
 _CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 _FLOW_SID = re.compile(r"FW[0-9a-fA-F]{32}")
 _WIDGET = re.compile(r"[^\s/]{1,64}")
+_ELSEWHERE_POLL_S = 0.02  # how often /voice/after looks for a session on another instance to finish
+# An engine closes in milliseconds; longer means the instance running the session died: answer anyway.
+_ELSEWHERE_WAIT_S = 2.0
 # Only what a voicemail or a hang-up needs: the answer when nothing else could be built.
 _LAST_RESORT_LINE = "Sorry, we could not connect your call. Please call again later."
 
@@ -222,6 +225,7 @@ class _Endpoints:
                 arm=LEGACY_ARM,
             )
             await state.store.finish_pass(facts.call_sid, triage_pass.number, PassOutcome(LEGACY_ARM, (LEGACY_ARM,)))
+            state.metrics.observe_finished_pass(LEGACY_ARM, None, LEGACY_ARM, None, 0.0)
             route = None if resume_flow_sid else state.config.routes.get(state.config.legacy_route)
             if isinstance(route, StudioRoute):
                 await state.store.record_visit(facts.call_sid, route.studio_node)
@@ -243,10 +247,28 @@ class _Endpoints:
             # The hang-up path: Twilio closed the stream first; the engine may still be closing.
             with trio.move_on_after(state.after_wait_s):
                 await session.realtime_closed.wait()
+        elif number is not None:
+            await self._wait_for_a_session_elsewhere(facts.call_sid, number)
         response = await self._after_answer(facts, number)
         # Once the caller has their answer: this pass's result is known, the brake may look at it.
         response.background = BackgroundTask(self._check_brake)
         return response
+
+    async def _wait_for_a_session_elsewhere(self, call_sid: str, number: int) -> None:
+        """The stream may have run on another worker or instance: a decided pass that has not finished
+        is still closing its engine there, and the hand-back waits for that (a little). A pass with no
+        decision gets its fallback at once: nothing waits on an engine that never decided."""
+        store = self.state.store
+        with trio.move_on_after(min(self.state.after_wait_s, _ELSEWHERE_WAIT_S)):
+            while True:
+                try:
+                    record = await store.call_record(call_sid)
+                except Exception:  # answering reports the store's trouble
+                    return
+                found = [p for p in (record.passes if record else ()) if p.triage_pass.number == number]
+                if not found or found[0].decision is None or found[0].finished_at is not None:
+                    return
+                await trio.sleep(_ELSEWHERE_POLL_S)
 
     async def _after_answer(self, facts: CallFacts, number: int | None) -> Response:
         state = self.state

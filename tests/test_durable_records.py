@@ -95,11 +95,14 @@ async def call_until_decided_then_kill(server: ServeProcess, options: CallerOpti
     return record
 
 
+TWILIO_ACTION_TIMEOUT_S = 15  # how long Twilio waits for a TwiML answer
+
+
 async def answer_action_url(base_url: str, public_url: str, auth_token: str) -> httpx.Response:
     """What Twilio does when the stream ends: POST the signed `<Connect action>` URL of pass 1."""
     url = f"{public_url}/voice/after?pass=1"
     signature = RequestValidator(auth_token).compute_signature(url, voice_params())
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(timeout=TWILIO_ACTION_TIMEOUT_S) as http:
         return await http.post(f"{base_url}/voice/after?pass=1", data=voice_params(),
                                headers={"X-Twilio-Signature": signature})
 

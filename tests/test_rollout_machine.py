@@ -15,7 +15,6 @@ from machines.rollout import (
     FinishedPass,
     Verdict,
     assign_arm,
-    brake_scan_limit,
     bucket_of,
     pass_verdict,
     read_brake,
@@ -157,11 +156,3 @@ def test_the_brake_trips_exactly_when_the_window_rate_is_above_the_limit(reasons
     failures = sum(reason in ("engine_failed", "budget_expired") for reason in newest)
     assert (reading.calls, reading.failures) == (len(newest), failures)
     assert reading.trips == (len(newest) >= min_calls and len(newest) > 0 and failures / len(newest) > rate)
-
-
-@given(st.integers(min_value=1, max_value=500), percents, st.integers(min_value=1, max_value=5000))
-def test_the_scan_is_bounded_and_reads_more_calls_at_a_low_percentage(window_calls, percent, cap):
-    rule = BrakeRule(window_calls=window_calls, min_calls=1)
-    limit = brake_scan_limit(rule, percent, cap=cap)
-    assert window_calls <= limit <= max(cap, window_calls)
-    assert brake_scan_limit(rule, max(percent, 1) / 2, cap=cap) >= limit

@@ -289,6 +289,27 @@ async def test_calls_since_orders_calls_of_the_same_time_by_call_sid(store):
     assert [record.call_sid for record in records] == [CALL, OTHER_CALL]
 
 
+async def test_calls_since_with_an_arm_lists_only_calls_with_a_pass_in_it(store, clock):
+    await open_pass(store, CALL, arm="ai")  # START
+    clock.now = START + 10
+    await open_pass(store, OTHER_CALL, arm="legacy")
+    clock.now = START + 20
+    await open_pass(store, THIRD_CALL, arm="ai")
+    clock.now = START + 30
+    await open_pass(store, CALL, arm="legacy")  # CALL's newest pass is legacy; its AI pass is the oldest
+
+    def sids(records) -> list[str]:
+        return [record.call_sid for record in records]
+
+    assert sids(await store.calls_since(START, arm="ai")) == [THIRD_CALL, CALL]
+    assert sids(await store.calls_since(START, arm="ai", limit=1)) == [THIRD_CALL]
+    assert sids(await store.calls_since(START + 5, arm="ai")) == [THIRD_CALL]
+    assert sids(await store.calls_since(START, arm="legacy")) == [CALL, OTHER_CALL]
+    assert await store.calls_since(START, arm="nobody") == []
+    with pytest.raises(ValueError, match="arm"):
+        await store.calls_since(START, arm="")
+
+
 async def record_the_same_call(store: CallStore, clock: FakeClock) -> None:
     clock.now = START
     await open_pass(store, entry_node=NODE)
