@@ -36,6 +36,21 @@ SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 MEMORY = ":memory:"
 
+# Tables added by schema version 2 (call facts, shared settings): in the schema and in the migration.
+_TABLES_SINCE_2 = """
+CREATE TABLE call_facts (
+    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
+    name     TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (call_sid, name)
+);
+CREATE TABLE settings (
+    name       TEXT PRIMARY KEY,
+    value_json TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
 _SCHEMA = """
 CREATE TABLE calls (
     call_sid   TEXT PRIMARY KEY,
@@ -64,35 +79,13 @@ CREATE TABLE visits (
     node     TEXT NOT NULL,
     PRIMARY KEY (call_sid, node)
 );
-CREATE TABLE call_facts (
-    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
-    name     TEXT NOT NULL,
-    value    TEXT NOT NULL,
-    PRIMARY KEY (call_sid, name)
-);
-CREATE TABLE settings (
-    name       TEXT PRIMARY KEY,
-    value_json TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
+""" + _TABLES_SINCE_2
 
 # From schema version 1 (issue 3's store) to 2: decision times, call facts, settings.
 _MIGRATE_FROM_1 = """
 ALTER TABLE passes ADD COLUMN decided_at REAL;
 CREATE INDEX passes_by_opened_at ON passes (opened_at);
-CREATE TABLE call_facts (
-    call_sid TEXT NOT NULL REFERENCES calls(call_sid) ON DELETE CASCADE,
-    name     TEXT NOT NULL,
-    value    TEXT NOT NULL,
-    PRIMARY KEY (call_sid, name)
-);
-CREATE TABLE settings (
-    name       TEXT PRIMARY KEY,
-    value_json TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
+""" + _TABLES_SINCE_2
 
 _PASS_COLUMNS = (
     "call_sid, number, token, caller, called, account_sid, entry_node, arm, opened_at,"
@@ -176,7 +169,7 @@ def _pass_record_to_json(record: PassRecord) -> dict:
         "caller": triage_pass.caller,
         "called": triage_pass.called,
         "decision": None if record.decision is None else decision_to_json(record.decision),
-        "outcome": None if record.outcome is None else _outcome_to_json(record.outcome),
+        "outcome": None if record.outcome is None else outcome_to_json(record.outcome),
         "finished_at": record.finished_at,
         "answered_route": record.answered_route,
         "decided_at": record.decided_at,
@@ -227,7 +220,7 @@ def decision_from_json(data: dict) -> DispatchDecision:
     )
 
 
-def _outcome_to_json(outcome: PassOutcome) -> dict:
+def outcome_to_json(outcome: PassOutcome) -> dict:
     return {
         "outcome": outcome.outcome,
         "state_path": list(outcome.state_path),
@@ -237,7 +230,7 @@ def _outcome_to_json(outcome: PassOutcome) -> dict:
     }
 
 
-def _outcome_from_json(data: Any) -> PassOutcome:
+def outcome_from_json(data: Any) -> PassOutcome:
     if not isinstance(data, dict):
         raise ValueError(f"an outcome must be a JSON object, got {type(data).__name__}")
     unknown = set(data) - _OUTCOME_KEYS
@@ -296,7 +289,7 @@ def _text_list(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _check_text(name: str, value: object) -> None:
+def check_text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be non-empty text, got {value!r}")
 
@@ -319,18 +312,44 @@ def check_call_facts(facts: Mapping[str, FactValue]) -> dict[str, FactValue]:
     return checked
 
 
+def check_open_pass(
+    call_sid: object, caller: object, called: object, account_sid: object, entry_node: object, arm: object
+) -> None:
+    check_text("call_sid", call_sid)
+    for name, value in (("caller", caller), ("called", called), ("account_sid", account_sid)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text, got {value!r}")
+    if entry_node is not None:
+        check_text("entry_node", entry_node)
+    check_text("arm", arm)
+
+
+def read_setting(name: str, stored_json: str | bytes | None) -> dict | None:
+    """A stored setting's JSON as a dict; None (with a warning) when it cannot be read."""
+    if stored_json is None:
+        return None
+    try:
+        value = json.loads(stored_json)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        log.warning("unreadable setting %r, treated as unset", name)
+        return None
+    return value
+
+
 def check_calls_since(since: object, limit: object, arm: object) -> None:
     if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
         raise ValueError(f"since must be a finite number of unix seconds, got {since!r}")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise ValueError(f"limit must be a whole number of at least 0, got {limit!r}")
     if arm is not None:
-        _check_text("arm", arm)
+        check_text("arm", arm)
 
 
 def check_setting(name: object, value: object) -> str:
     """The setting as JSON text, or ValueError."""
-    _check_text("setting name", name)
+    check_text("setting name", name)
     if not isinstance(value, dict):
         raise ValueError(f"setting {name!r} must be a JSON object, got {type(value).__name__}")
     try:
@@ -339,8 +358,8 @@ def check_setting(name: object, value: object) -> str:
         raise ValueError(f"setting {name!r} is not plain JSON: {exc}") from None
 
 
-def _check_pass_key(call_sid: object, number: object) -> None:
-    _check_text("call_sid", call_sid)
+def check_pass_key(call_sid: object, number: object) -> None:
+    check_text("call_sid", call_sid)
     if not isinstance(number, int) or isinstance(number, bool):
         raise ValueError(f"pass number must be an int, got {number!r}")
 
@@ -447,13 +466,7 @@ class SqliteCallStore(CallStore):
     async def open_pass(
         self, call_sid: str, *, caller: str, called: str, account_sid: str, entry_node: str | None, arm: str
     ) -> TriagePass:
-        _check_text("call_sid", call_sid)
-        for name, value in (("caller", caller), ("called", called), ("account_sid", account_sid)):
-            if not isinstance(value, str):
-                raise ValueError(f"{name} must be text, got {value!r}")
-        if entry_node is not None:
-            _check_text("entry_node", entry_node)
-        _check_text("arm", arm)
+        check_open_pass(call_sid, caller, called, account_sid, entry_node, arm)
         token = secrets.token_urlsafe(18)
         opened_at = float(self._clock())
 
@@ -476,7 +489,7 @@ class SqliteCallStore(CallStore):
         return await self._run("open a pass", insert, write=True)
 
     async def get_pass(self, call_sid: str, number: int) -> TriagePass | None:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
 
         def select(connection: sqlite3.Connection) -> TriagePass | None:
             row = _pass_row(connection, call_sid, number)
@@ -485,7 +498,7 @@ class SqliteCallStore(CallStore):
         return await self._run("read a pass", select)
 
     async def save_decision(self, call_sid: str, number: int, decision: DispatchDecision) -> DispatchDecision:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
         try:
             # Only what reads back is stored: a decision the reader would drop is refused now.
             stored_json = json.dumps(decision_to_json(decision), allow_nan=False)
@@ -521,7 +534,7 @@ class SqliteCallStore(CallStore):
         return await self._run("save a decision", save, write=True)
 
     async def get_decision(self, call_sid: str, number: int) -> DispatchDecision | None:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
 
         def select(connection: sqlite3.Connection) -> DispatchDecision | None:
             row = connection.execute(
@@ -534,10 +547,10 @@ class SqliteCallStore(CallStore):
         return await self._run("read a decision", select)
 
     async def finish_pass(self, call_sid: str, number: int, outcome: PassOutcome) -> None:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
         try:
-            stored_json = json.dumps(_outcome_to_json(outcome))
-            _outcome_from_json(json.loads(stored_json))
+            stored_json = json.dumps(outcome_to_json(outcome))
+            outcome_from_json(json.loads(stored_json))
         except (TypeError, ValueError, AttributeError) as exc:
             raise CallStoreError(
                 f"call store {self._location}: outcome for {call_sid} pass {number} cannot be stored: {exc}"
@@ -556,8 +569,8 @@ class SqliteCallStore(CallStore):
         await self._run("finish a pass", finish, write=True)
 
     async def mark_answered(self, call_sid: str, number: int, route: str) -> bool:
-        _check_pass_key(call_sid, number)
-        _check_text("route", route)
+        check_pass_key(call_sid, number)
+        check_text("route", route)
 
         def mark(connection: sqlite3.Connection) -> bool:
             changed = connection.execute(
@@ -574,8 +587,8 @@ class SqliteCallStore(CallStore):
         return await self._run("mark a pass answered", mark, write=True)
 
     async def record_visit(self, call_sid: str, node: str) -> None:
-        _check_text("call_sid", call_sid)
-        _check_text("node", node)
+        check_text("call_sid", call_sid)
+        check_text("node", node)
         now = float(self._clock())
 
         def insert(connection: sqlite3.Connection) -> None:
@@ -589,11 +602,11 @@ class SqliteCallStore(CallStore):
         await self._run("record a visit", insert, write=True)
 
     async def visited_nodes(self, call_sid: str) -> frozenset[str]:
-        _check_text("call_sid", call_sid)
+        check_text("call_sid", call_sid)
         return await self._run("read visited nodes", lambda connection: _visits(connection, call_sid))
 
     async def call_record(self, call_sid: str) -> CallRecord | None:
-        _check_text("call_sid", call_sid)
+        check_text("call_sid", call_sid)
 
         def select(connection: sqlite3.Connection) -> CallRecord | None:
             if connection.execute("SELECT 1 FROM calls WHERE call_sid = ?", (call_sid,)).fetchone() is None:
@@ -603,7 +616,7 @@ class SqliteCallStore(CallStore):
         return await self._run("read a call record", select)
 
     async def record_call_facts(self, call_sid: str, facts: Mapping[str, FactValue]) -> None:
-        _check_text("call_sid", call_sid)
+        check_text("call_sid", call_sid)
         checked = check_call_facts(facts)
         now = float(self._clock())
 
@@ -635,20 +648,11 @@ class SqliteCallStore(CallStore):
         return await self._run("list recent calls", select)
 
     async def get_setting(self, name: str) -> dict | None:
-        _check_text("setting name", name)
+        check_text("setting name", name)
 
         def select(connection: sqlite3.Connection) -> dict | None:
             row = connection.execute("SELECT value_json FROM settings WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                return None
-            try:
-                value = json.loads(row[0])
-            except ValueError:
-                value = None
-            if not isinstance(value, dict):
-                log.warning("unreadable setting %r, treated as unset", name)
-                return None
-            return value
+            return read_setting(name, None if row is None else row[0])
 
         return await self._run("read a setting", select)
 
@@ -731,7 +735,7 @@ class SqliteCallStore(CallStore):
 
     def _read_outcome(self, stored_json: str, call_sid: str, number: int) -> PassOutcome | None:
         try:
-            return _outcome_from_json(json.loads(stored_json))
+            return outcome_from_json(json.loads(stored_json))
         except (ValueError, TypeError) as exc:
             log.warning("unreadable outcome for %s pass %d, treated as none: %s", call_sid, number, exc)
             return None

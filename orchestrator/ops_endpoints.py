@@ -396,26 +396,28 @@ class OpsEndpoints:
     # ------------------------------------------------------------------ the page
 
     async def ops(self, request: Request) -> Response:
-        refused = self._ops_refusal(request)
-        if refused is not None:
-            return refused
-        try:
-            snapshot = await self._snapshot(request.query_params.get("window", DEFAULT_OPS_WINDOW))
-        except BadRequest as problem:
-            return _bad_request(str(problem))
+        snapshot = await self._authorised_snapshot(request)
+        if isinstance(snapshot, Response):
+            return snapshot
         nonce = secrets.token_urlsafe(12)
         return HTMLResponse(ops_page(snapshot, nonce=nonce), headers=_page_headers(nonce))
 
     async def ops_data(self, request: Request) -> Response:
+        snapshot = await self._authorised_snapshot(request)
+        if isinstance(snapshot, Response):
+            return snapshot
+        return Response(orjson.dumps(snapshot.to_json()), media_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+    async def _authorised_snapshot(self, request: Request) -> OpsSnapshot | Response:
+        """What the page shows, or the refusal (401/403) or the 400 to answer instead."""
         refused = self._ops_refusal(request)
         if refused is not None:
             return refused
         try:
-            snapshot = await self._snapshot(request.query_params.get("window", DEFAULT_OPS_WINDOW))
+            return await self._snapshot(request.query_params.get("window", DEFAULT_OPS_WINDOW))
         except BadRequest as problem:
             return _bad_request(str(problem))
-        return Response(orjson.dumps(snapshot.to_json()), media_type="application/json",
-                        headers={"Cache-Control": "no-store"})
 
     def _ops_refusal(self, request: Request) -> Response | None:
         if not self.state.ops_token:

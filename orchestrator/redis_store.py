@@ -47,18 +47,20 @@ from orchestrator.call_store import (
     CallStore,
     CallStoreError,
     FactValue,
-    check_calls_since,
     PassOutcome,
     PassRecord,
     TriagePass,
-    _check_pass_key,
-    _check_text,
-    _outcome_from_json,
-    _outcome_to_json,
     check_call_facts,
+    check_calls_since,
+    check_open_pass,
+    check_pass_key,
     check_setting,
+    check_text,
     decision_from_json,
     decision_to_json,
+    outcome_from_json,
+    outcome_to_json,
+    read_setting,
 )
 
 log = logging.getLogger(__name__)
@@ -287,13 +289,7 @@ class RedisCallStore(CallStore):
     async def open_pass(
         self, call_sid: str, *, caller: str, called: str, account_sid: str, entry_node: str | None, arm: str
     ) -> TriagePass:
-        _check_text("call_sid", call_sid)
-        for name, value in (("caller", caller), ("called", called), ("account_sid", account_sid)):
-            if not isinstance(value, str):
-                raise ValueError(f"{name} must be text, got {value!r}")
-        if entry_node is not None:
-            _check_text("entry_node", entry_node)
-        _check_text("arm", arm)
+        check_open_pass(call_sid, caller, called, account_sid, entry_node, arm)
         token = secrets.token_urlsafe(18)
         opened_at = float(self._clock())
         cutoff = opened_at - self._retention_s
@@ -309,7 +305,7 @@ class RedisCallStore(CallStore):
         return TriagePass(call_sid, int(number), token, caller, called, account_sid, entry_node, arm, opened_at)
 
     async def get_pass(self, call_sid: str, number: int) -> TriagePass | None:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
         prefix = _pass_prefix(number)
         values = await self._run("read a pass", lambda: self._client.hmget(
             self._call_key(call_sid), [prefix + name for name in _PASS_FIELDS]
@@ -317,7 +313,7 @@ class RedisCallStore(CallStore):
         return self._triage_pass(call_sid, number, dict(zip(_PASS_FIELDS, values)))
 
     async def save_decision(self, call_sid: str, number: int, decision: DispatchDecision) -> DispatchDecision:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
         try:
             # Only what reads back is stored: a decision the reader would drop is refused now.
             stored_json = json.dumps(decision_to_json(decision), allow_nan=False)
@@ -340,17 +336,17 @@ class RedisCallStore(CallStore):
         return earlier
 
     async def get_decision(self, call_sid: str, number: int) -> DispatchDecision | None:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
         stored = await self._run(
             "read a decision", lambda: self._client.hget(self._call_key(call_sid), _pass_prefix(number) + "decision")
         )
         return None if stored is None else _read_decision(stored, call_sid, number)
 
     async def finish_pass(self, call_sid: str, number: int, outcome: PassOutcome) -> None:
-        _check_pass_key(call_sid, number)
+        check_pass_key(call_sid, number)
         try:
-            stored_json = json.dumps(_outcome_to_json(outcome))
-            _outcome_from_json(json.loads(stored_json))
+            stored_json = json.dumps(outcome_to_json(outcome))
+            outcome_from_json(json.loads(stored_json))
         except (TypeError, ValueError, AttributeError) as exc:
             raise CallStoreError(
                 f"call store {self._location.shown}: outcome for {call_sid} pass {number} cannot be stored: {exc}"
@@ -361,30 +357,30 @@ class RedisCallStore(CallStore):
         )
 
     async def mark_answered(self, call_sid: str, number: int, route: str) -> bool:
-        _check_pass_key(call_sid, number)
-        _check_text("route", route)
+        check_pass_key(call_sid, number)
+        check_text("route", route)
         earlier = await self._set_once(
             "mark a pass answered", call_sid, number, "answered_route", {"answered_route": route}
         )
         return earlier is None
 
     async def record_visit(self, call_sid: str, node: str) -> None:
-        _check_text("call_sid", call_sid)
-        _check_text("node", node)
+        check_text("call_sid", call_sid)
+        check_text("node", node)
         await self._touch("record a visit", call_sid, {"visit:" + node: "1"})
 
     async def visited_nodes(self, call_sid: str) -> frozenset[str]:
-        _check_text("call_sid", call_sid)
+        check_text("call_sid", call_sid)
         fields = await self._run("read visited nodes", lambda: self._client.hgetall(self._call_key(call_sid)))
         return frozenset(name.removeprefix("visit:") for name in fields if name.startswith("visit:"))
 
     async def call_record(self, call_sid: str) -> CallRecord | None:
-        _check_text("call_sid", call_sid)
+        check_text("call_sid", call_sid)
         fields = await self._run("read a call record", lambda: self._client.hgetall(self._call_key(call_sid)))
         return self._call_record(call_sid, fields) if fields else None
 
     async def record_call_facts(self, call_sid: str, facts: Mapping[str, FactValue]) -> None:
-        _check_text("call_sid", call_sid)
+        check_text("call_sid", call_sid)
         checked = check_call_facts(facts)
         await self._touch(
             "record call facts", call_sid, {"fact:" + name: json.dumps(value) for name, value in checked.items()}
@@ -418,18 +414,9 @@ class RedisCallStore(CallStore):
         return records[:limit] if limit is not None else records
 
     async def get_setting(self, name: str) -> dict | None:
-        _check_text("setting name", name)
+        check_text("setting name", name)
         stored = await self._run("read a setting", lambda: self._client.hget(self._settings_key, name))
-        if stored is None:
-            return None
-        try:
-            value = json.loads(stored)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            log.warning("unreadable setting %r, treated as unset", name)
-            return None
-        return value
+        return read_setting(name, stored)
 
     async def put_setting(self, name: str, value: dict) -> None:
         stored_json = check_setting(name, value)
@@ -592,7 +579,7 @@ def _read_decision(stored_json: str, call_sid: str, number: int) -> DispatchDeci
 
 def _read_outcome(stored_json: str, call_sid: str, number: int) -> PassOutcome | None:
     try:
-        return _outcome_from_json(json.loads(stored_json))
+        return outcome_from_json(json.loads(stored_json))
     except (ValueError, TypeError) as exc:
         log.warning("unreadable outcome for %s pass %d, treated as none: %s", call_sid, number, exc)
         return None

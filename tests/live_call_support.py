@@ -215,3 +215,16 @@ def assert_closed_in_order(desk: FrontDesk, result: CallResult) -> None:
 
 def signed_headers(url: str, auth_token: str, params: dict[str, str] | None = None) -> dict[str, str]:
     return {"X-Twilio-Signature": RequestValidator(auth_token).compute_signature(url, params or {})}
+
+
+async def open_ai_pass(desk: FrontDesk, call_sid: str) -> None:
+    """A pass in the store as `/voice/incoming` opens one, for tests of what arrives after the call."""
+    await desk.server.state.store.open_pass(
+        call_sid, caller="+15551230000", called="+15557650000", account_sid="AC" + "0" * 32, entry_node=None, arm="ai"
+    )
+
+
+async def facts_of_call(desk: FrontDesk, call_sid: str) -> dict:
+    record = await desk.server.state.store.call_record(call_sid)
+    assert record is not None
+    return dict(record.facts)

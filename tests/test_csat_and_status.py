@@ -10,22 +10,18 @@ from twilio.request_validator import RequestValidator
 
 from orchestrator.server_settings import load_server_settings
 from orchestrator.testing.fake_realtime import Scenario
-from tests.live_call_support import FrontDesk, front_desk, metric, signed_headers
+from tests.live_call_support import FrontDesk, facts_of_call, front_desk, metric, open_ai_pass, signed_headers
 
 CALL = "CA" + "a" * 32
 TOKEN = "ops-token-for-tests"
 
 
 async def open_call(desk: FrontDesk, call_sid: str = CALL) -> None:
-    await desk.server.state.store.open_pass(
-        call_sid, caller="+15551230000", called="+15557650000", account_sid="AC" + "0" * 32, entry_node=None, arm="ai"
-    )
+    await open_ai_pass(desk, call_sid)
 
 
 async def facts_of(desk: FrontDesk, call_sid: str = CALL) -> dict:
-    record = await desk.server.state.store.call_record(call_sid)
-    assert record is not None
-    return dict(record.facts)
+    return await facts_of_call(desk, call_sid)
 
 
 
