@@ -34,6 +34,7 @@ from ws_lite import new_client_key, split_http_head
 FRAME_S = 0.020
 SLOTS = 20
 BYTES_PER_S = 8000
+HANDOFF_MARK_PREFIX = "line-handoff"  # the server's mark after the handoff line (call_session._mark_line_end)
 CLOSE_WAIT_S = 10.0  # after DECIDE, the server must close the stream within this
 _MEDIA = ('{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":{"track":"inbound",'
           '"chunk":"%d","timestamp":"%d","payload":"%s"}}')
@@ -111,6 +112,7 @@ class Call(asyncio.Protocol):
         self.action_answered_at: float | None = None
         self.action_twiml = ""
         self.decide_sent_at: float | None = None
+        self.handoff_played_at: float | None = None  # the handoff line's end mark echoed
 
     # ---- set-up: webhook, upgrade, opening messages
 
@@ -261,6 +263,8 @@ class Call(asyncio.Protocol):
 
     def _echo_mark(self, name: str) -> None:
         self.marks.pop(name, None)
+        if name.startswith(HANDOFF_MARK_PREFIX):
+            self.handoff_played_at = time.monotonic()
         self._send_json({"event": "mark", "sequenceNumber": "0", "streamSid": self.stream_sid, "mark": {"name": name}})
 
     def _write(self, opcode: int, payload: bytes) -> None:
@@ -297,6 +301,7 @@ class Call(asyncio.Protocol):
             "decide_sent_at": self.decide_sent_at,
             "media_closed_at": self.media_closed_at,
             "action_answered_at": self.action_answered_at,
+            "handoff_played_at": self.handoff_played_at,
             "enqueued": "<Enqueue" in self.action_twiml,
             "problem": self.problem,
         }

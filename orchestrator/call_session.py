@@ -247,6 +247,12 @@ class CallSession:
             flow.dispose(machine)
             self.deps.metrics.active_calls.dec()
             self.deps.metrics.calls_finished.labels(machine.outcome).inc()
+            decision = machine.decision
+            self.deps.metrics.observe_finished_pass(
+                self.triage_pass.arm, decision.route if decision else None, machine.outcome,
+                decision.decided_after_s if decision else None, self._engine_seconds,
+                reason=str(decision.reason) if decision else None, faults=machine.faults,
+            )
             self.finished.set()
             self.log.info("triage finished", outcome=machine.outcome, state=machine.state)
 

@@ -34,6 +34,9 @@ from orchestrator.twilio_signature import TwilioSignatureCheck
 # Twilio frames are ~300 bytes. Frames up to this size reach our parser, which counts and skips those
 # over its own limit (64 KiB) so the call goes on; hypercorn closes the stream (1009) on bigger ones.
 MAX_WEBSOCKET_MESSAGE_BYTES = 1024 * 1024
+# Hypercorn listens again on the socket it is given, with its own backlog (default 100): keep them equal,
+# or a burst of calls overflows the accept queue and the kernel drops connections (seen: 200 calls in 2 s).
+LISTEN_BACKLOG = 1024
 
 
 @dataclass
@@ -55,7 +58,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         raise ConfigError(f"{host}:{port}", None, f"cannot listen there ({error.strerror or error})") from None
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -223,6 +226,7 @@ async def _serving(
         )
         hypercorn = HypercornConfig()
         hypercorn.bind = [f"fd://{sock.detach()}"]
+        hypercorn.backlog = LISTEN_BACKLOG
         hypercorn.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE_BYTES
         hypercorn.graceful_timeout = settings.graceful_shutdown_seconds
         hypercorn.accesslog = logging.getLogger("hypercorn.access") if access_log else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 from typing import Any
 
 import orjson
@@ -55,9 +56,7 @@ def _edit(draw: st.DrawFn, frame: dict[str, Any], paths: list[tuple[str, ...]]) 
 def _dumps(frame: dict[str, Any]) -> str:
     try:
         return orjson.dumps(frame).decode()
-    except orjson.JSONEncodeError:  # a >64-bit integer: write it by hand, it is still valid JSON
-        import json
-
+    except orjson.JSONEncodeError:  # a >64-bit integer: orjson refuses it, but it is valid JSON
         return json.dumps(frame)
 
 

@@ -61,6 +61,9 @@ async def test_200_concurrent_calls_complete_with_no_failure(tmp_path):
             assert session.closed_by == "client"
         assert metric(desk, "dispatch_decisions_total", kind="flex", reason="accepted") == CALLS
         assert metric(desk, "calls_finished_total", outcome="flex") == CALLS
+        assert metric(desk, "calls_by_arm_total", arm="ai", route="billing_desk", outcome="flex") == CALLS
+        assert metric(desk, "decision_seconds_count", arm="ai") == CALLS
+        assert metric(desk, "engine_minutes_total", arm="ai") > 0
         desk.assert_nothing_of_the_call_remains()
 
 

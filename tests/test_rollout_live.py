@@ -76,6 +76,8 @@ async def test_five_percent_of_1000_callers_reach_the_ai_each_twice_in_the_same_
         # Exactly the AI calls opened a Realtime connection; the legacy arm none.
         assert len(desk.fake.sessions) == 2 * len(in_ai)
         assert metric(desk, "rollout_calls_total", arm="legacy") == 2 * (1000 - len(in_ai))
+        assert metric(desk, "calls_by_arm_total", arm="legacy", route="none", outcome="legacy") == 2 * (1000 - len(in_ai))
+        assert metric(desk, "calls_by_arm_total", arm="ai", route="billing_desk", outcome="flex") == 2 * len(in_ai)
 
         # The legacy TwiML is the original path: the config's legacy route (the fallback: voicemail).
         sample = legacy[0]
