@@ -392,11 +392,11 @@ def capacity(rows: list[dict[str, Any]]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ns", default="100,200,300,360,400", help="concurrent calls per step")
+    parser.add_argument("--ns", default="25,50,75,100,200,240,360", help="concurrent calls per step")
     parser.add_argument("--ramp", type=float, default=5.0, help="calls start evenly over this many seconds")
     parser.add_argument("--hold", type=float, default=20.0, help="seconds with every call up (measured)")
     parser.add_argument("--stagger", type=float, default=2.0, help="decisions spread over this many seconds")
-    parser.add_argument("--workers", type=int, default=1, help="`serve --workers` when the option exists")
+    parser.add_argument("--workers", type=int, default=2, help="`serve --workers` when the option exists")
     parser.add_argument("--calls-per-process", type=int, default=120)
     parser.add_argument("--stop-after-fail", action="store_true", help="stop the sweep at the first failing N")
     parser.add_argument("--profile", action="store_true", help="py-spy the server during the window (needs py-spy)")

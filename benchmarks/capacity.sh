@@ -3,11 +3,11 @@
 # an echo Realtime, the server, simulated Twilio callers in their own processes). Prints a table and writes
 # JSON to benchmarks/results/.
 #
-#   benchmarks/capacity.sh                          # default sweep: 100,200,300,360,400
+#   benchmarks/capacity.sh                          # default: 2 workers, 25,50,75,100,200,240,360 calls
 #   NS=200 HOLD=10 WORKERS=2 benchmarks/capacity.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
 [ -x "$repo/.venv/bin/orchestrator" ] || { python3 -m venv "$repo/.venv" && "$repo/.venv/bin/pip" install -q -e "$repo"; }
-exec "$repo/.venv/bin/python" "$here/capacity.py" --ns "${NS:-100,200,300,360,400}" --ramp "${RAMP:-5}" \
-  --hold "${HOLD:-20}" --workers "${WORKERS:-1}" ${EXTRA:-} "$@"
+exec "$repo/.venv/bin/python" "$here/capacity.py" --ns "${NS:-25,50,75,100,200,240,360}" --ramp "${RAMP:-5}" \
+  --hold "${HOLD:-20}" --workers "${WORKERS:-2}" ${EXTRA:-} "$@"
