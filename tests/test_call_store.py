@@ -1,4 +1,5 @@
-"""The call store: pass numbering, first-write-wins, JSON shapes, persistence and every way a file can be bad."""
+"""The SQLite call store: JSON shapes, persistence, migration and every way a file can be bad (the contract both
+stores keep is in test_store_contract.py)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,50 +69,6 @@ async def open_pass(store: SqliteCallStore, call_sid: str = CALL, **more):
 # -- passes ----------------------------------------------------------------------------------------
 
 
-async def test_pass_numbers_count_up_per_call_sid(store):
-    first = await open_pass(store, entry_node=NODE)
-    second = await open_pass(store)
-    other = await open_pass(store, OTHER_CALL)
-    third = await open_pass(store)
-
-    assert [first.number, second.number, third.number] == [1, 2, 3]
-    assert other.number == 1
-    assert await store.get_pass(CALL, 1) == first
-    assert await store.get_pass(CALL, 3) == third
-    assert first.entry_node == NODE and first.caller == CALLER and first.account_sid == ACCOUNT
-    assert await store.get_pass(CALL, 4) is None
-    assert await store.get_pass("CAunknown", 1) is None
-
-
-async def test_twenty_concurrent_open_pass_calls_get_one_to_twenty(store):
-    numbers: list[int] = []
-
-    async def arrive() -> None:
-        numbers.append((await open_pass(store)).number)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(20):
-            nursery.start_soon(arrive)
-
-    assert sorted(numbers) == list(range(1, 21))
-
-
-async def test_two_stores_on_one_file_never_hand_out_the_same_number(tmp_path):
-    path = tmp_path / "calls.db"
-    numbers: list[int] = []
-    async with await SqliteCallStore.open(path) as one, await SqliteCallStore.open(path) as two:
-
-        async def arrive(store: SqliteCallStore) -> None:
-            numbers.append((await open_pass(store)).number)
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(10):
-                nursery.start_soon(arrive, one)
-                nursery.start_soon(arrive, two)
-
-    assert sorted(numbers) == list(range(1, 21))
-
-
 async def test_tokens_are_random_and_url_safe(store):
     tokens = [(await open_pass(store)).token for _ in range(30)]
 
@@ -132,14 +88,6 @@ async def test_opened_at_comes_from_the_store_clock():
 # -- decisions and outcomes ---------------------------------------------------------------------------
 
 
-async def test_first_decision_wins(store):
-    await open_pass(store)
-
-    assert await store.save_decision(CALL, 1, BILLING) == BILLING
-    assert await store.save_decision(CALL, 1, VOICEMAIL) == BILLING
-    assert await store.get_decision(CALL, 1) == BILLING
-
-
 async def test_decisions_are_per_pass(store):
     await open_pass(store)
     await open_pass(store)
@@ -148,43 +96,6 @@ async def test_decisions_are_per_pass(store):
     assert await store.get_decision(CALL, 1) is None
     assert await store.get_decision(CALL, 2) == VOICEMAIL
     assert await store.get_decision(CALL, 3) is None
-
-
-async def test_a_decision_for_a_pass_that_does_not_exist_is_refused(store):
-    await open_pass(store)
-
-    with pytest.raises(CallStoreError, match="no pass 2"):
-        await store.save_decision(CALL, 2, BILLING)
-    with pytest.raises(CallStoreError, match="no pass 1"):
-        await store.save_decision(OTHER_CALL, 1, BILLING)
-
-
-async def test_a_decision_that_would_not_read_back_is_refused_and_not_stored(store):
-    await open_pass(store)
-    not_a_number = DispatchDecision(
-        route="r", route_kind="flex", reason=DecisionReason.ACCEPTED, confidence=float("nan")
-    )
-
-    with pytest.raises(CallStoreError, match="cannot be stored"):
-        await store.save_decision(CALL, 1, not_a_number)
-    assert await store.get_decision(CALL, 1) is None
-    assert await store.save_decision(CALL, 1, BILLING) == BILLING
-
-
-async def test_first_outcome_wins():
-    clock = FakeClock(100.0)
-    async with await SqliteCallStore.open(":memory:", clock=clock) as store:
-        await open_pass(store)
-        clock.now = 104.0
-        await store.finish_pass(CALL, 1, FLEX_OUTCOME)
-        clock.now = 200.0
-        abandoned = PassOutcome(outcome="abandoned", state_path=("greeting", "ended"), faults=2)
-        await store.finish_pass(CALL, 1, abandoned)
-
-        (record,) = (await store.call_record(CALL)).passes
-
-    assert record.outcome == FLEX_OUTCOME
-    assert record.finished_at == 104.0
 
 
 async def test_finishing_a_pass_that_does_not_exist_is_refused(store):
@@ -265,32 +176,9 @@ def test_decision_from_json_refuses_shapes_it_cannot_read(data):
 # -- answering and visits ---------------------------------------------------------------------------
 
 
-async def test_mark_answered_is_true_once_then_false(store):
-    await open_pass(store)
-    await open_pass(store)
-
-    assert await store.mark_answered(CALL, 1, "billing_desk") is True
-    assert await store.mark_answered(CALL, 1, "voicemail") is False
-    assert await store.mark_answered(CALL, 2, "voicemail") is True
-    passes = (await store.call_record(CALL)).passes
-    assert [record.answered_route for record in passes] == ["billing_desk", "voicemail"]
-
-
 async def test_mark_answered_for_a_pass_that_does_not_exist_is_refused(store):
     with pytest.raises(CallStoreError, match="no pass 1"):
         await store.mark_answered(CALL, 1, "billing_desk")
-
-
-async def test_visits_are_idempotent_and_per_call(store):
-    assert await store.visited_nodes(CALL) == frozenset()
-
-    await store.record_visit(CALL, NODE)
-    await store.record_visit(CALL, NODE)
-    await store.record_visit(CALL, OTHER_NODE)
-    await store.record_visit(OTHER_CALL, OTHER_NODE)
-
-    assert await store.visited_nodes(CALL) == {NODE, OTHER_NODE}
-    assert await store.visited_nodes(OTHER_CALL) == {OTHER_NODE}
 
 
 # -- call records -------------------------------------------------------------------------------------
@@ -516,46 +404,12 @@ async def test_a_folder_that_cannot_be_written_is_refused_at_open(tmp_path):
 # -- closing and bad input -------------------------------------------------------------------------------
 
 
-async def test_a_closed_store_refuses_every_operation():
-    store = await SqliteCallStore.open(":memory:")
-    await open_pass(store)
-    await store.aclose()
-    await store.aclose()
-
-    operations = [
-        open_pass(store),
-        store.get_pass(CALL, 1),
-        store.save_decision(CALL, 1, BILLING),
-        store.get_decision(CALL, 1),
-        store.finish_pass(CALL, 1, FLEX_OUTCOME),
-        store.mark_answered(CALL, 1, "billing_desk"),
-        store.record_visit(CALL, NODE),
-        store.visited_nodes(CALL),
-        store.call_record(CALL),
-        store.purge_older_than(0),
-    ]
-    for operation in operations:
-        with pytest.raises(CallStoreError, match="closed"):
-            await operation
-
-
 async def test_leaving_async_with_closes_the_store():
     async with await SqliteCallStore.open(":memory:") as store:
         await open_pass(store)
 
     with pytest.raises(CallStoreError, match="closed"):
         await store.get_pass(CALL, 1)
-
-
-async def test_bad_arguments_get_clear_errors(store):
-    with pytest.raises(ValueError, match="call_sid"):
-        await open_pass(store, "")
-    with pytest.raises(ValueError, match="pass number"):
-        await store.get_pass(CALL, "1")
-    with pytest.raises(ValueError, match="node"):
-        await store.record_visit(CALL, "")
-    with pytest.raises(CallStoreError, match="cannot be stored"):
-        await store.finish_pass(CALL, 1, PassOutcome(outcome="flex", state_path=("greeting", 3)))
 
 
 # The schema of version 1, as stores written before call facts and settings have it on disk.
