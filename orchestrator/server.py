@@ -11,6 +11,8 @@
     GET  /calls/{sid}/handoff the decision for a Studio flow started fresh (signed, or a bearer token)
     GET  /calls/{sid}         the call's record: passes, state paths, decisions (signed)
     GET  /healthz, /metrics
+    and the operations endpoints of `ops_endpoints.py`: POST /taskrouter/events, POST /calls/{sid}/csat,
+    POST /voice/status, GET /ops, GET /ops/data.json
 
 Every Twilio-facing request is checked against `X-Twilio-Signature` (403 when it fails). Whatever goes
 wrong on the way, a caller gets TwiML that moves the call on, never silence.
