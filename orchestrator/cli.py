@@ -74,12 +74,24 @@ def serve(args: argparse.Namespace) -> int:
     return _serve_with_workers(args, settings)
 
 
+async def _check_store(settings) -> None:
+    from orchestrator.store_location import open_call_store
+
+    store = await open_call_store(
+        settings.store, data_dir=settings.data_dir, retention_seconds=settings.retention_days * 86400
+    )
+    await store.aclose()
+
+
 def _serve_with_workers(args: argparse.Namespace, settings) -> int:
+    import trio
+
     from orchestrator.server_settings import development_auth_token
     from orchestrator.serving import listening_socket
     from orchestrator.workers import run_workers
 
-    load_routing_config(settings.config)  # a broken config fails once, here, not in every worker
+    load_routing_config(settings.config)  # a broken config or store fails once, here, not in every worker
+    trio.run(_check_store, settings)
     if settings.twilio_auth_token is None:
         development_auth_token(settings.data_dir)  # made once, before the workers could race to make it
     listening = listening_socket(args.host, args.port)

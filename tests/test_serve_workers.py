@@ -11,7 +11,7 @@ import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.cli_support import orchestrator, serving, wait_for
+from tests.cli_support import BIN, clean_environment, orchestrator, serving, wait_for
 
 CALLS = 8
 MAX_BATCHES = 3
@@ -72,3 +72,15 @@ def test_a_worker_that_dies_is_started_again(tmp_path):
 
 def _worker_pids(printed: list[str]) -> list[int]:
     return [int(found.group(1)) for line in printed if (found := re.search(r"\(pid (\d+)\) serving", line))]
+
+
+def test_a_store_that_cannot_be_reached_stops_the_command_once_with_one_line(tmp_path):
+    done = subprocess.run(
+        [str(BIN / "orchestrator"), "serve", "--workers", "2", "--engine", "fake", "--port", "0"],
+        cwd=tmp_path, env={**clean_environment(), "ORCHESTRATOR_STORE": "redis://127.0.0.1:1"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: call store redis://127.0.0.1:1: cannot reach Redis")
+    assert "worker" not in done.stdout  # no worker was started
