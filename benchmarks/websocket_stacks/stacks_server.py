@@ -1,0 +1,278 @@
+"""Echo WebSocket servers, one variant per process.
+
+Usage: stacks_server.py VARIANT PORT
+  a  hypercorn (trio) + Starlette WebSocketRoute
+  b  hypercorn (trio) + raw ASGI app
+  c  trio + wsproto (WSConnection, one task per connection)
+  d  trio + websockets sans-I/O ServerProtocol
+  f  trio + hand-rolled RFC6455 frame parser (floor of trio stream I/O)
+  e1 asyncio + websockets.asyncio.server (default asyncio loop)
+  e2 asyncio(uvloop) + websockets.asyncio.server
+  e3 picows + uvloop
+"""
+import sys, os, base64, hashlib
+from functools import partial
+
+VARIANT = sys.argv[1]
+PORT = int(sys.argv[2])
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+# ---------------------------------------------------------------- ASGI apps
+async def raw_asgi(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            if m["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif m["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"}); return
+    if scope["type"] != "websocket":
+        return
+    m = await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        m = await receive()
+        t = m["type"]
+        if t == "websocket.receive":
+            if m.get("text") is not None:
+                await send({"type": "websocket.send", "text": m["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": m["bytes"]})
+        elif t == "websocket.disconnect":
+            return
+
+
+def starlette_app():
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
+
+    async def media(ws):
+        await ws.accept()
+        try:
+            while True:
+                msg = await ws.receive_text()
+                await ws.send_text(msg)
+        except WebSocketDisconnect:
+            pass
+    return Starlette(routes=[WebSocketRoute("/media", media)])
+
+
+def run_hypercorn(app):
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    cfg = Config()
+    cfg.bind = [f"127.0.0.1:{PORT}"]
+    cfg.accesslog = None
+    cfg.errorlog = "-"
+    cfg.loglevel = "WARNING"
+    cfg.backlog = 1024
+    trio.run(serve, app, cfg)
+
+
+# ---------------------------------------------------------------- trio + wsproto
+def run_wsproto():
+    import trio
+    from wsproto import WSConnection, ConnectionType
+    from wsproto.events import (Request, AcceptConnection, TextMessage, BytesMessage,
+                                CloseConnection, Ping, Message)
+
+    async def handler(stream):
+        ws = WSConnection(ConnectionType.SERVER)
+        recv = stream.receive_some
+        send_all = stream.send_all
+        ws_send = ws.send
+        text_parts = []
+        try:
+            while True:
+                data = await recv(65536)
+                if not data:
+                    return
+                ws.receive_data(data)
+                out = []
+                for ev in ws.events():
+                    if isinstance(ev, TextMessage):
+                        if ev.message_finished and not text_parts:
+                            out.append(ws_send(Message(data=ev.data)))
+                        else:
+                            text_parts.append(ev.data)
+                            if ev.message_finished:
+                                out.append(ws_send(Message(data="".join(text_parts))))
+                                text_parts.clear()
+                    elif isinstance(ev, BytesMessage):
+                        out.append(ws_send(Message(data=ev.data)))
+                    elif isinstance(ev, Request):
+                        out.append(ws_send(AcceptConnection()))
+                    elif isinstance(ev, Ping):
+                        out.append(ws_send(ev.response()))
+                    elif isinstance(ev, CloseConnection):
+                        await send_all(ws_send(ev.response()))
+                        return
+                if out:
+                    await send_all(b"".join(out))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    trio.run(partial(trio.serve_tcp, handler, PORT, host="127.0.0.1", backlog=1024))
+
+
+# ---------------------------------------------------------------- trio + websockets sans-I/O
+def run_websockets_sansio():
+    import trio
+    from websockets.server import ServerProtocol
+    from websockets.http11 import Request
+    from websockets.frames import Opcode
+
+    async def handler(stream):
+        p = ServerProtocol(max_size=2 ** 20)
+        recv = stream.receive_some
+        send_all = stream.send_all
+        try:
+            while True:
+                data = await recv(65536)
+                if not data:
+                    p.receive_eof()
+                else:
+                    p.receive_data(data)
+                for ev in p.events_received():
+                    if isinstance(ev, Request):
+                        p.send_response(p.accept(ev))
+                    elif ev.opcode is Opcode.TEXT:   # Frame (single-frame msgs here)
+                        p.send_text(ev.data)
+                    elif ev.opcode is Opcode.BINARY:
+                        p.send_binary(ev.data)
+                out = p.data_to_send()
+                if out:
+                    eof = out[-1] == b""
+                    buf = b"".join(out)
+                    if buf:
+                        await send_all(buf)
+                    if eof:
+                        return
+                if not data:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    trio.run(partial(trio.serve_tcp, handler, PORT, host="127.0.0.1", backlog=1024))
+
+
+# ---------------------------------------------------------------- trio + hand-rolled frames
+def run_handrolled():
+    import trio
+
+    async def handler(stream):
+        recv = stream.receive_some
+        send_all = stream.send_all
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            d = await recv(65536)
+            if not d:
+                return
+            buf += d
+        head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+        key = None
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"sec-websocket-key":
+                key = v.strip()
+        acc = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        await send_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        buf = bytearray(rest)
+        from_bytes = int.from_bytes
+        try:
+            while True:
+                out = []
+                pos = 0
+                n = len(buf)
+                while n - pos >= 6:
+                    b0 = buf[pos]; ln = buf[pos + 1] & 0x7F
+                    hl = 2
+                    if ln == 126:
+                        if n - pos < 8: break
+                        ln = (buf[pos + 2] << 8) | buf[pos + 3]; hl = 4
+                    elif ln == 127:
+                        if n - pos < 14: break
+                        ln = from_bytes(buf[pos + 2:pos + 10], "big"); hl = 10
+                    if n - pos < hl + 4 + ln:
+                        break
+                    mask = buf[pos + hl:pos + hl + 4]
+                    s = pos + hl + 4
+                    payload = (from_bytes(buf[s:s + ln], "big") ^
+                               from_bytes((mask * (ln // 4 + 1))[:ln], "big")).to_bytes(ln, "big")
+                    pos = s + ln
+                    op = b0 & 0x0F
+                    if op == 8:
+                        await send_all(b"\x88\x00"); return
+                    if op in (1, 2):
+                        hdr = bytes((b0, ln)) if ln < 126 else (
+                            bytes((b0, 126)) + ln.to_bytes(2, "big") if ln < 65536
+                            else bytes((b0, 127)) + ln.to_bytes(8, "big"))
+                        out.append(hdr); out.append(payload)
+                if pos:
+                    del buf[:pos]
+                if out:
+                    await send_all(b"".join(out))
+                d = await recv(65536)
+                if not d:
+                    return
+                buf += d
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    trio.run(partial(trio.serve_tcp, handler, PORT, host="127.0.0.1", backlog=1024))
+
+
+# ---------------------------------------------------------------- asyncio websockets / picows
+def run_asyncio_websockets(use_uvloop):
+    import asyncio
+    from websockets.asyncio.server import serve
+
+    async def echo(ws):
+        async for msg in ws:
+            await ws.send(msg)
+
+    async def main():
+        async with serve(echo, "127.0.0.1", PORT, compression=None, backlog=1024,
+                         ping_interval=None):
+            await asyncio.Future()
+    if use_uvloop:
+        import uvloop; uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def run_picows():
+    import asyncio, uvloop
+    from picows import ws_create_server, WSListener, WSMsgType
+
+    class Echo(WSListener):
+        def on_ws_connected(self, transport):
+            self.t = transport
+
+        def on_ws_frame(self, transport, frame):
+            if frame.msg_type == WSMsgType.TEXT:
+                transport.send(WSMsgType.TEXT, frame.get_payload_as_memoryview())
+            elif frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code()); transport.disconnect()
+
+    async def main():
+        srv = await ws_create_server(lambda r: Echo(), "127.0.0.1", PORT, backlog=1024)
+        await srv.serve_forever()
+    uvloop.run(main())
+
+
+if __name__ == "__main__":
+    v = VARIANT
+    if v == "a": run_hypercorn(starlette_app())
+    elif v == "b": run_hypercorn(raw_asgi)
+    elif v == "c": run_wsproto()
+    elif v == "d": run_websockets_sansio()
+    elif v == "f": run_handrolled()
+    elif v == "e1": run_asyncio_websockets(False)
+    elif v == "e2": run_asyncio_websockets(True)
+    elif v == "e3": run_picows()
+    else: sys.exit("unknown variant")
