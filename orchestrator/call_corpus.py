@@ -92,17 +92,22 @@ class _Call(_Line):
     language: Annotated[str, Field(strict=True, min_length=1, max_length=35)] | None = None
 
 
-def read_corpus(path: str | os.PathLike[str]) -> Corpus:
-    """Read every call of a JSON Lines corpus; unusable lines are reported in `problems`, not raised."""
-    file = Path(path)
+def read_input_file(file: Path, what: str) -> bytes:
+    """The bytes of an input file, or CorpusError in one line naming the file and the problem."""
     try:
-        content = file.read_bytes()
+        return file.read_bytes()
     except FileNotFoundError:
-        raise CorpusError(f"{file}: corpus file not found") from None
+        raise CorpusError(f"{file}: {what} file not found") from None
     except IsADirectoryError:
         raise CorpusError(f"{file}: not a file") from None
     except OSError as exc:
         raise CorpusError(f"{file}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_corpus(path: str | os.PathLike[str]) -> Corpus:
+    """Read every call of a JSON Lines corpus; unusable lines are reported in `problems`, not raised."""
+    file = Path(path)
+    content = read_input_file(file, "corpus")
 
     corpus = Corpus(calls=[], problems=[], path=file)
     for line_number, line in enumerate(content.splitlines(), start=1):

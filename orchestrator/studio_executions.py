@@ -41,7 +41,15 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator.call_corpus import CALLER_ROLE, Corpus, CorpusCall, CorpusError, CorpusProblem, CorpusTurn
+from orchestrator.call_corpus import (
+    CALLER_ROLE,
+    Corpus,
+    CorpusCall,
+    CorpusError,
+    CorpusProblem,
+    CorpusTurn,
+    read_input_file,
+)
 from orchestrator.routing_config import first_validation_problem
 
 SPEECH_INPUT = "speech"
@@ -97,7 +105,7 @@ def read_studio_executions(
     assumes exactly one Split between the Gather and the route.
     """
     file = Path(path)
-    content = _read_bytes(file)
+    content = read_input_file(file, "executions")
     corpus = Corpus(calls=[], problems=[], path=file)
     for number, entry in _entries(file, content, corpus.problems):
         try:
@@ -105,17 +113,6 @@ def read_studio_executions(
         except _BadEntry as bad:
             corpus.problems.append(CorpusProblem(number, str(bad)))
     return corpus
-
-
-def _read_bytes(file: Path) -> bytes:
-    try:
-        return file.read_bytes()
-    except FileNotFoundError:
-        raise CorpusError(f"{file}: executions file not found") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{file}: not a file") from None
-    except OSError as exc:
-        raise CorpusError(f"{file}: cannot read ({exc.strerror or exc})") from None
 
 
 def _entries(file: Path, content: bytes, problems: list[CorpusProblem]) -> list[tuple[int, Any]]:

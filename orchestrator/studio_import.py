@@ -511,12 +511,7 @@ class _Importer:
         props = state.properties
         where = f"{state.name}.properties"
         comments = [f"Studio widget {state.name} (Send to Flex)."]
-        table: dict[str, Any] = {"kind": "flex", "workflow_sid": self._workflow_sid(state, "workflow", comments)}
-        table["priority"] = self._task_number(state, "priority", 0, TASK_MAX_PRIORITY, minimum=0)
-        table["timeout"] = self._task_number(state, "timeout", TASK_DEFAULT_TIMEOUT, TASK_MAX_TIMEOUT, minimum=1)
-        attributes = self._task_attributes(state, "attributes")
-        if attributes:
-            table["attributes"] = attributes
+        table = self._flex_table(state, "workflow", "attributes", comments)
         for key, why in (
             ("channel", "the AI enqueues on the workflow's voice channel"),
             ("waitUrl", "hold music is not configurable on our Flex routes"),
@@ -525,6 +520,16 @@ class _Importer:
             if key in props:
                 self.note(Finding.NOT_CARRIED, state.name, f"{where}.{key} = {_short(props[key])}: {why}")
         return table, comments, _flex_summary(table)
+
+    def _flex_table(self, state: _State, workflow_key: str, attributes_key: str, comments: list[str]) -> dict[str, Any]:
+        """The flex route of a widget that enqueues (the two widget types name their properties differently)."""
+        table: dict[str, Any] = {"kind": "flex", "workflow_sid": self._workflow_sid(state, workflow_key, comments)}
+        table["priority"] = self._task_number(state, "priority", 0, TASK_MAX_PRIORITY, minimum=0)
+        table["timeout"] = self._task_number(state, "timeout", TASK_DEFAULT_TIMEOUT, TASK_MAX_TIMEOUT, minimum=1)
+        attributes = self._task_attributes(state, attributes_key)
+        if attributes:
+            table["attributes"] = attributes
+        return table
 
     def _enqueue_call(self, state: _State) -> tuple[dict[str, Any], list[str], str] | None:
         props = state.properties
@@ -538,12 +543,7 @@ class _Importer:
             )
             return self._resume(state, why)
         comments = [f"Studio widget {state.name} (Enqueue Call)."]
-        table: dict[str, Any] = {"kind": "flex", "workflow_sid": self._workflow_sid(state, "workflow_sid", comments)}
-        table["priority"] = self._task_number(state, "priority", 0, TASK_MAX_PRIORITY, minimum=0)
-        table["timeout"] = self._task_number(state, "timeout", TASK_DEFAULT_TIMEOUT, TASK_MAX_TIMEOUT, minimum=1)
-        attributes = self._task_attributes(state, "task_attributes")
-        if attributes:
-            table["attributes"] = attributes
+        table = self._flex_table(state, "workflow_sid", "task_attributes", comments)
         for key in ("wait_url", "wait_url_method"):
             if key in props:
                 self.note(
