@@ -108,13 +108,16 @@ def browse(chromium: str, base_url: str, screenshot: Path, hang_up_one) -> dict:
 BROWSER_SESSION_TIMEOUT_S = 90
 
 
-async def test_the_ops_page_in_a_browser_with_live_calls(tmp_path):
+async def test_the_ops_page_in_a_browser_with_live_calls(tmp_path, monkeypatch):
     chromium = ensure_program("chromium", "chromium")
+    # The held calls must outlive the browser's start, so their triage budget and the caller's patience do too.
+    monkeypatch.setenv("ORCHESTRATOR_TRIAGE__BUDGET_SECONDS", str(BROWSER_SESSION_TIMEOUT_S))
     pytest.importorskip("playwright.sync_api")
     async with front_desk(tmp_path, Scenario(steps=[greeting()])) as desk:
         desk.server.state.ops_token = TOKEN
         await write_history(desk)
-        callers = [desk.caller((Wait(60_000),), caller=f"+1555123000{index}") for index in range(2)]
+        callers = [desk.caller((Wait(BROWSER_SESSION_TIMEOUT_S * 1000),), caller=f"+1555123000{index}",
+                               max_call_s=BROWSER_SESSION_TIMEOUT_S) for index in range(2)]
         with trio.fail_after(BROWSER_SESSION_TIMEOUT_S):
             async with trio.open_nursery() as nursery:
                 for caller in callers:
