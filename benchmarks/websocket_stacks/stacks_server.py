@@ -6,6 +6,7 @@ Usage: stacks_server.py VARIANT PORT
   c  trio + wsproto (WSConnection, one task per connection)
   d  trio + websockets sans-I/O ServerProtocol
   f  trio + hand-rolled RFC6455 frame parser (floor of trio stream I/O)
+  g  trio + websockets sans-I/O on the raw socket (one wake-up per message)
   e1 asyncio + websockets.asyncio.server (default asyncio loop)
   e2 asyncio(uvloop) + websockets.asyncio.server
   e3 picows + uvloop
@@ -226,6 +227,59 @@ def run_handrolled():
     trio.run(partial(trio.serve_tcp, handler, PORT, host="127.0.0.1", backlog=1024))
 
 
+# ---------------------------------------------------------------- trio + websockets sans-I/O, raw socket
+def run_websockets_rawsocket():
+    """As d, but the socket is used directly: a non-blocking recv/send first, and only when the kernel
+    has nothing (EAGAIN) a trio.lowlevel.wait_readable/wait_writable, so each message costs one wake-up
+    instead of the stream API's extra checkpoints."""
+    import trio
+    from websockets.server import ServerProtocol
+    from websockets.http11 import Request
+    from websockets.frames import Opcode
+
+    async def handler(stream):
+        sock = stream.socket
+        fd_sock = sock._sock  # the stdlib socket under trio's (non-blocking already)
+        p = ServerProtocol(max_size=2 ** 20)
+        wait_readable = trio.lowlevel.wait_readable
+        wait_writable = trio.lowlevel.wait_writable
+        try:
+            while True:
+                try:
+                    data = fd_sock.recv(65536)
+                except BlockingIOError:
+                    await wait_readable(fd_sock)
+                    continue
+                if not data:
+                    p.receive_eof()
+                else:
+                    p.receive_data(data)
+                for ev in p.events_received():
+                    if isinstance(ev, Request):
+                        p.send_response(p.accept(ev))
+                    elif ev.opcode is Opcode.TEXT:
+                        p.send_text(ev.data)
+                out = p.data_to_send()
+                if out:
+                    eof = out[-1] == b""
+                    view = memoryview(b"".join(out))
+                    while view:
+                        try:
+                            view = view[fd_sock.send(view):]
+                        except BlockingIOError:
+                            await wait_writable(fd_sock)
+                    if eof:
+                        return
+                if not data:
+                    return
+        except OSError:
+            pass
+        finally:
+            await stream.aclose()
+
+    trio.run(partial(trio.serve_tcp, handler, PORT, host="127.0.0.1", backlog=1024))
+
+
 # ---------------------------------------------------------------- asyncio websockets / picows
 def run_asyncio_websockets(use_uvloop):
     import asyncio
@@ -272,6 +326,7 @@ if __name__ == "__main__":
     elif v == "c": run_wsproto()
     elif v == "d": run_websockets_sansio()
     elif v == "f": run_handrolled()
+    elif v == "g": run_websockets_rawsocket()
     elif v == "e1": run_asyncio_websockets(False)
     elif v == "e2": run_asyncio_websockets(True)
     elif v == "e3": run_picows()

@@ -1,0 +1,482 @@
+"""WebSocket connections under Trio, on `websockets`' sans-I/O protocol (RFC 6455 framing, handshakes and
+the closing handshake are the library's; this module only moves bytes).
+
+Why not trio-websocket or an ASGI server for the audio sockets: a call carries ~100 WebSocket messages a
+second each way, and their per-message cost (a reader task and a channel hop per message, or an ASGI
+server's protocol stack) was most of our CPU (`benchmarks/websocket_stacks/README.md`). Here a message
+costs one wake-up: on a plain TCP socket we call `recv`/`send` directly and only wait on the socket
+(`trio.lowlevel.wait_readable` / `wait_writable`) when the kernel has nothing to give or no room; TLS
+streams (`wss://` to OpenAI) go through `trio.SSLStream` as usual.
+
+    websocket = await accept_websocket(stream, head, authorize=check)   # server side, after routing
+    websocket = await connect_websocket("ws://…", headers)               # client side
+    frame = await websocket.receive()    # str (text), bytes (binary) or None once closed
+    await websocket.send_text(text)      # raises WebSocketClosed once closed
+    await websocket.close(1000)          # idempotent, bounded
+
+One task receives at a time; any number of tasks may send (frames never interleave).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol as TypingProtocol
+
+import trio
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidState, InvalidURI, ProtocolError
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+__all__ = [
+    "HTTP_HEAD_LIMIT",
+    "WebSocket",
+    "WebSocketClosed",
+    "WebSocketRejected",
+    "accept_websocket",
+    "connect_websocket",
+    "is_websocket_upgrade",
+    "read_http_head",
+    "read_request_line",
+]
+
+HTTP_HEAD_LIMIT = 16 * 1024  # the head of a Twilio stream upgrade is < 2 KiB
+_RECEIVE_BYTES = 65536
+# A task that always finds data waiting would never yield to the others; give way every so often.
+_MESSAGES_BETWEEN_YIELDS = 16
+CLOSE_TIMEOUT_S = 2.0
+# A peer that takes no bytes for this long is gone: the connection is dropped rather than the sender held.
+SEND_STALL_TIMEOUT_S = 10.0
+
+
+class WebSocketClosed(Exception):
+    """A send on a closed connection. `code` and `reason` say how it closed (1006: no close frame)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"websocket closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocketRejected(Exception):
+    """The server answered the upgrade with something other than 101 (or not with HTTP at all)."""
+
+    def __init__(self, status_code: int | None, body: bytes, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.body = body
+
+
+# --------------------------------------------------------------------------- byte transports
+
+
+class _ByteIO(TypingProtocol):
+    async def receive_some(self) -> bytes: ...
+    async def send_all(self, data: bytes) -> None: ...
+    async def send_eof(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class _PlainSocketIO:
+    """A connected non-blocking TCP socket, used directly (one wake-up per message)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._send_lock = trio.StrictFIFOLock()
+        self._ready_in_a_row = 0
+
+    async def receive_some(self) -> bytes:
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(_RECEIVE_BYTES)
+            except BlockingIOError:
+                self._ready_in_a_row = 0
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:  # closed by another task
+                    return b""
+                continue
+            except OSError:  # reset, or closed under us: the stream has ended
+                return b""
+            self._ready_in_a_row += 1
+            if self._ready_in_a_row >= _MESSAGES_BETWEEN_YIELDS:
+                self._ready_in_a_row = 0
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            return data
+
+    async def send_all(self, data: bytes) -> None:
+        lock = self._send_lock
+        if not lock.locked():
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # Part of a frame may be on the wire already: finish it even if the sender is cancelled, or the
+        # stream is corrupt; a peer that takes nothing for SEND_STALL_TIMEOUT_S is cut off instead.
+        async with lock:
+            with trio.CancelScope(shield=True), trio.move_on_after(SEND_STALL_TIMEOUT_S) as stalled:
+                view = memoryview(data)
+                while view:
+                    try:
+                        await trio.lowlevel.wait_writable(self._sock)
+                        view = view[self._sock.send(view):]
+                    except BlockingIOError:
+                        continue
+                    except trio.ClosedResourceError:
+                        raise BrokenPipeError("the connection was closed") from None
+            if stalled.cancelled_caught:
+                self.close()
+                raise BrokenPipeError("the peer took no data for too long")
+
+    async def send_eof(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
+
+
+class _StreamIO:
+    """Any Trio stream (TLS to OpenAI)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._send_lock = trio.StrictFIFOLock()
+
+    async def receive_some(self) -> bytes:
+        try:
+            return await self._stream.receive_some(_RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+
+    async def send_all(self, data: bytes) -> None:
+        async with self._send_lock:
+            try:
+                with trio.CancelScope(shield=True), trio.move_on_after(SEND_STALL_TIMEOUT_S) as stalled:
+                    await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                raise BrokenPipeError(str(error)) from None
+            if stalled.cancelled_caught:
+                self.close()
+                raise BrokenPipeError("the peer took no data for too long")
+
+    async def send_eof(self) -> None:
+        pass  # TLS has no half-close; the close that follows ends it
+
+    def close(self) -> None:
+        transport = getattr(self._stream, "transport_stream", self._stream)
+        sock = getattr(transport, "socket", None)
+        if sock is not None:
+            sock.close()  # wakes a task blocked on it with ClosedResourceError
+
+
+def _plain_socket_of(stream: trio.SocketStream) -> socket.socket:
+    """Take the stdlib socket out of a Trio SocketStream (the stream must not be used afterwards)."""
+    trio_socket = stream.socket
+    return socket.socket(trio_socket.family, trio_socket.type, trio_socket.proto, fileno=trio_socket.detach())
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+class WebSocket:
+    """An open WebSocket (either side). See the module docstring."""
+
+    def __init__(self, protocol: Protocol, io: _ByteIO, *, request: Request | None = None) -> None:
+        self._protocol = protocol
+        self._io = io
+        self.request = request  # the upgrade request, on the server side
+        self._events: deque[Frame] = deque()
+        self._fragments: list[bytes] = []
+        self._fragment_opcode: Opcode | None = None
+        self._eof = False  # the peer's end of stream, or the socket failed
+        self._receiving = False
+        self._closing = False
+
+    @property
+    def _ended(self) -> bool:
+        """No more messages will come: end of stream, or a close frame received, sent or forced."""
+        return self._eof or self._protocol.state is not State.OPEN
+
+    @property
+    def closed(self) -> tuple[int, str] | None:
+        """(code, reason) once the connection is closing or closed, None while it is open."""
+        return self._close_code_and_reason() if self._ended else None
+
+    def _close_code_and_reason(self) -> tuple[int, str]:
+        # The peer's close frame, else ours (e.g. 1009 for a message over the limit), else 1006.
+        close = self._protocol.close_rcvd or self._protocol.close_sent
+        return (1006, "") if close is None else (int(close.code), close.reason)
+
+    async def receive(self) -> str | bytes | None:
+        """The next message: str for text, bytes for binary; None once the connection is closed.
+        Pings are answered and the closing handshake is completed on the way."""
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this websocket")
+        self._receiving = True
+        try:
+            while True:
+                events = self._events
+                while events:
+                    message = self._assemble(events.popleft())
+                    if message is not None:
+                        return message
+                if self._ended:
+                    return None
+                await self._read_once()
+        finally:
+            self._receiving = False
+
+    def _assemble(self, frame: Frame) -> str | bytes | None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not frame.fin:
+                self._fragment_opcode, self._fragments = opcode, [frame.data]
+                return None
+            data = frame.data
+        elif opcode is Opcode.CONT:
+            self._fragments.append(frame.data)
+            if not frame.fin:
+                return None
+            opcode, data = self._fragment_opcode or Opcode.BINARY, b"".join(self._fragments)
+            self._fragments, self._fragment_opcode = [], None
+        else:
+            return None  # ping, pong, close: the protocol has handled them
+        if opcode is Opcode.BINARY:
+            return data
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            self._protocol.fail(1007, "invalid UTF-8 in a text message")
+            self._drop_events()
+            return None
+
+    def _drop_events(self) -> None:
+        self._events.clear()
+        self._fragments, self._fragment_opcode = [], None
+
+    async def _read_once(self) -> None:
+        data = await self._io.receive_some()
+        protocol = self._protocol
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+            self._eof = True
+        self._events.extend(protocol.events_received())
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Write what the protocol has queued (messages, pongs, close frames); b"" means end of stream."""
+        chunks = self._protocol.data_to_send()
+        if not chunks:
+            return
+        end_of_stream = chunks[-1] == b""
+        data = b"".join(chunks)
+        try:
+            if data:
+                await self._io.send_all(data)
+            if end_of_stream:
+                await self._io.send_eof()
+        except OSError:
+            self._eof = True
+            self._io.close()
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message; raises WebSocketClosed once the connection is closing or closed."""
+        await self._send(Opcode.TEXT, text.encode())
+
+    async def send_binary(self, data: bytes) -> None:
+        await self._send(Opcode.BINARY, data)
+
+    async def _send(self, opcode: Opcode, data: bytes) -> None:
+        protocol = self._protocol
+        if self._ended:
+            raise WebSocketClosed(*self._close_code_and_reason())
+        try:
+            if opcode is Opcode.TEXT:
+                protocol.send_text(data)
+            else:
+                protocol.send_binary(data)
+        except InvalidState:
+            raise WebSocketClosed(*self._close_code_and_reason()) from None
+        await self._flush()
+        if self._eof:
+            raise WebSocketClosed(*self._close_code_and_reason())
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start (or finish) the closing handshake and release the socket. Idempotent; shielded and
+        bounded by CLOSE_TIMEOUT_S, so it completes in a cancelled task and with a silent peer."""
+        if self._closing:
+            return
+        self._closing = True
+        protocol = self._protocol
+        with trio.CancelScope(shield=True):
+            try:
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    if not self._ended:
+                        try:
+                            protocol.send_close(code, reason)
+                        except (InvalidState, ProtocolError):
+                            pass
+                        await self._flush()
+                    # Wait for the peer's answering close frame, unless another task is reading.
+                    while (
+                        not self._eof
+                        and not self._receiving
+                        and protocol.close_sent is not None
+                        and protocol.close_rcvd is None
+                        and protocol.state is not State.CLOSED
+                    ):
+                        await self._read_once()
+                        self._events.clear()
+            finally:
+                self._io.close()
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def read_request_line(head: bytes) -> tuple[bytes, bytes]:
+    """(method, target) of an HTTP request head; (b"", b"") if it is not one."""
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return b"", b""
+    return parts[0], parts[1]
+
+
+def is_websocket_upgrade(head: bytes, path: str) -> bool:
+    """Whether an HTTP request head asks to upgrade `path` (query aside) to a WebSocket."""
+    method, target = read_request_line(head)
+    if method != b"GET" or target.split(b"?", 1)[0] != path.encode():
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade":
+            return b"websocket" in value.strip().lower()
+    return False
+
+
+async def read_http_head(stream: trio.SocketStream, *, timeout_s: float) -> bytes:
+    """The bytes read until the end of the HTTP head (and whatever came after it), or what came before
+    the peer stopped, the limit or the timeout."""
+    data = b""
+    with trio.move_on_after(timeout_s):
+        while b"\r\n\r\n" not in data and len(data) < HTTP_HEAD_LIMIT:
+            try:
+                chunk = await stream.receive_some(_RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+async def accept_websocket(
+    stream: trio.SocketStream,
+    head: bytes,
+    *,
+    authorize: Callable[[Request], bool],
+    max_message_bytes: int,
+) -> WebSocket | None:
+    """Complete the opening handshake of an upgrade whose head (and any bytes after it) was already read
+    from `stream`. `authorize(request)` False answers 403. Returns None (socket closed) when refused or
+    malformed. The stream is taken over either way."""
+    io = _PlainSocketIO(_plain_socket_of(stream))
+    protocol = ServerProtocol(max_size=max_message_bytes)
+    protocol.receive_data(head)
+    events = protocol.events_received()
+    request = events[0] if events and isinstance(events[0], Request) else None
+    websocket = WebSocket(protocol, io, request=request)
+    if request is None:
+        if protocol.handshake_exc is None:  # incomplete head; an unparsable one was answered 400 already
+            protocol.send_response(protocol.reject(400, "Bad Request\n"))
+        await websocket._flush()
+        io.close()
+        return None
+    response = protocol.accept(request) if authorize(request) else protocol.reject(403, "Forbidden\n")
+    protocol.send_response(response)
+    await websocket._flush()
+    if response.status_code != 101 or protocol.state is not State.OPEN:
+        io.close()
+        return None
+    # Frames the client sent right behind its request head were parsed with it.
+    websocket._events.extend(ev for ev in events[1:] if isinstance(ev, Frame))
+    return websocket
+
+
+# --------------------------------------------------------------------------- client side
+
+
+async def connect_websocket(
+    url: str,
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    max_message_bytes: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> WebSocket:
+    """Open a ws:// or wss:// connection. Raises WebSocketRejected (not 101, or not HTTP), OSError
+    (cannot connect) or ValueError (not a WebSocket URL). Bound it with a Trio timeout."""
+    try:
+        uri = parse_uri(url)
+    except InvalidURI as error:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}") from error
+    protocol = ClientProtocol(uri, max_size=max_message_bytes)
+    io: _ByteIO
+    if uri.secure:
+        stream = await trio.open_ssl_over_tcp_stream(
+            uri.host, uri.port, ssl_context=ssl_context or ssl.create_default_context(), https_compatible=True
+        )
+        io = _StreamIO(stream)
+    else:
+        io = _PlainSocketIO(_plain_socket_of(await trio.open_tcp_stream(uri.host, uri.port)))
+    websocket = WebSocket(protocol, io)
+    try:
+        request = protocol.connect()
+        for name, value in headers:
+            request.headers[name] = value
+        protocol.send_request(request)
+        await websocket._flush()
+        response: Response | None = None
+        while response is None:
+            data = await io.receive_some()
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            for event in protocol.events_received():
+                if isinstance(event, Response):
+                    response = event
+                elif isinstance(event, Frame):
+                    websocket._events.append(event)
+            if response is None and not data:
+                raise WebSocketRejected(None, b"", "the server closed the connection during the handshake")
+        if protocol.handshake_exc is not None or protocol.state is not State.OPEN:
+            status = response.status_code
+            raise WebSocketRejected(
+                status, response.body or b"", f"handshake rejected with HTTP {status}: {protocol.handshake_exc}"
+            )
+    except BaseException:
+        io.close()
+        raise
+    return websocket
+
