@@ -1,4 +1,4 @@
-"""OpenAI Realtime client (GA protocol only) over trio-websocket.
+"""OpenAI Realtime client (GA protocol only) over `bridge.websocket_io` (Trio, websockets' sans-I/O protocol).
 
 The SDK's own connection is asyncio-only, so this module owns the socket and uses the SDK's pydantic
 types for the frames: client events are built from `openai.types.realtime` models, server events are
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import ssl
 import typing
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -65,14 +64,8 @@ from openai.types.realtime.realtime_error import RealtimeError
 from openai.types.realtime.realtime_function_tool import RealtimeFunctionTool
 from openai.types.realtime.realtime_response_create_params import RealtimeResponseCreateParams
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    ConnectionTimeout,
-    HandshakeError,
-    WebSocketConnection,
-    wrap_client_stream,
-)
+
+from bridge.websocket_io import WebSocket, WebSocketClosed, WebSocketRejected, connect_websocket
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +180,10 @@ class RealtimeSettings(BaseModel):
             query.append(("model", self.model))
         return urlunsplit(parts._replace(query=urlencode(query)))
 
-    def handshake_headers(self) -> list[tuple[bytes, bytes]]:
-        headers = [(name.encode(), value.encode()) for name, value in self.extra_headers.items()]
+    def handshake_headers(self) -> list[tuple[str, str]]:
+        headers = list(self.extra_headers.items())
         if self.api_key is not None:
-            headers.append((b"Authorization", b"Bearer " + self.api_key.get_secret_value().encode()))
+            headers.append(("Authorization", "Bearer " + self.api_key.get_secret_value()))
         return headers
 
 
@@ -440,7 +433,7 @@ class RealtimeConnection:
     One task receives (`receive()` / `events()` / `configure()`); any number of tasks may send.
     """
 
-    def __init__(self, websocket: WebSocketConnection, settings: RealtimeSettings) -> None:
+    def __init__(self, websocket: WebSocket, settings: RealtimeSettings) -> None:
         self._websocket = websocket
         self._settings = settings
         self.stats = RealtimeStats()
@@ -454,8 +447,8 @@ class RealtimeConnection:
     @property
     def closed(self) -> RealtimeClose | None:
         """How the socket closed, or None while it is open."""
-        reason = self._websocket.closed
-        return None if reason is None else RealtimeClose(int(reason.code), reason.reason)
+        closed = self._websocket.closed
+        return None if closed is None else RealtimeClose(closed[0], closed[1] or None)
 
     # ---- sending
 
@@ -465,9 +458,9 @@ class RealtimeConnection:
 
     async def _send_text(self, text: str) -> None:
         try:
-            await self._websocket.send_message(text)
-        except ConnectionClosed as exc:
-            raise RealtimeConnectionClosed(_close_of(exc)) from None
+            await self._websocket.send_text(text)
+        except WebSocketClosed as closed:
+            raise RealtimeConnectionClosed(RealtimeClose(closed.code, closed.reason or None)) from None
         self.stats.frames_sent += 1
 
     async def configure(
@@ -601,11 +594,12 @@ class RealtimeConnection:
             raise StopAsyncIteration from None
 
     async def _next_event(self) -> ServerEvent:
+        receive = self._websocket.receive
         while True:
-            try:
-                frame = await self._websocket.get_message()
-            except ConnectionClosed as exc:
-                raise RealtimeConnectionClosed(_close_of(exc)) from None
+            frame = await receive()
+            if frame is None:
+                code, reason = self._websocket.closed or (1006, "")
+                raise RealtimeConnectionClosed(RealtimeClose(code, reason or None))
             event = self._decoder.decode(frame)
             if event is not None:
                 return event
@@ -625,14 +619,7 @@ class RealtimeConnection:
         """Close the socket (code 1000). Idempotent; shielded and bounded, so it also completes when the
         caller is being cancelled and never waits more than `close_timeout_s` for the peer."""
         with trio.CancelScope(shield=True), trio.move_on_after(self._settings.close_timeout_s):
-            await self._websocket.aclose()
-
-
-def _close_of(exc: ConnectionClosed) -> RealtimeClose:
-    reason = exc.reason
-    if reason is None:
-        return RealtimeClose(1006, None)
-    return RealtimeClose(int(reason.code), reason.reason)
+            await self._websocket.close(1000)
 
 
 @asynccontextmanager
@@ -641,99 +628,28 @@ async def open_realtime(settings: RealtimeSettings) -> AsyncIterator[RealtimeCon
 
     Raises RealtimeUnavailable if the connection is refused, the handshake rejected or timed out.
     """
+    url = settings.endpoint()
     try:
-        async with trio.open_nursery() as nursery:
-            websocket, socket_scope = await nursery.start(_run_socket, settings)
-            connection = RealtimeConnection(websocket, settings)
-            try:
-                yield connection
-            finally:
-                await connection.aclose()
-                socket_scope.cancel()
-    except BaseExceptionGroup as group:
-        reraise_lone(group)
-
-
-async def _run_socket(
-    settings: RealtimeSettings,
-    *,
-    task_status: trio.TaskStatus[tuple[WebSocketConnection, trio.CancelScope]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Connect, then run trio-websocket's reader task until open_realtime cancels the returned scope.
-
-    Not open_websocket_url, for three reasons: its reader dies with the caller's cancellation, so a
-    close started from a cancelled block could never complete its handshake; after a handshake timeout
-    its nursery waits forever on a server that accepted TCP but never answers; and after a close
-    initiated by the server it leaves the client's TCP socket open (ResourceWarning, fd kept until GC).
-    Owning the TCP stream lets us close it ourselves.
-    """
-    connected = False
-    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
-    try:
-        with trio.CancelScope() as socket_scope:
-            async with trio.open_nursery() as reader_nursery:
-                with trio.fail_after(settings.connect_timeout_s):
-                    target = _WebSocketTarget.parse(settings.endpoint())
-                    stream = await target.open_stream()
-                    websocket = await wrap_client_stream(
-                        reader_nursery,
-                        stream,
-                        target.host_header,
-                        target.resource,
-                        extra_headers=settings.handshake_headers(),
-                        max_message_size=settings.max_message_bytes,
-                    )
-                connected = True
-                # From here on the reader outlives a cancellation of the caller, long enough for aclose().
-                socket_scope.shield = True
-                task_status.started((websocket, socket_scope))
-    except (trio.TooSlowError, HandshakeError, OSError, BaseExceptionGroup) as exc:
-        # A rejected handshake is raised by the reader task, hence the group.
-        failure = None if connected else _handshake_failure(exc)
-        if failure is None:
-            raise
-        raise _unavailable(failure, settings) from failure
-    finally:
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-
-
-@dataclass(frozen=True, slots=True)
-class _WebSocketTarget:
-    host: str
-    port: int
-    resource: str  # path and query
-    secure: bool
-
-    @classmethod
-    def parse(cls, url: str) -> _WebSocketTarget:
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
-        secure = parts.scheme == "wss"
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.hostname, parts.port or (443 if secure else 80), resource, secure)
-
-    @property
-    def host_header(self) -> str:
-        return self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
-
-    async def open_stream(self) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
-        if self.secure:
-            return await trio.open_ssl_over_tcp_stream(
-                self.host, self.port, ssl_context=ssl.create_default_context(), https_compatible=True
+        with trio.fail_after(settings.connect_timeout_s):
+            websocket = await connect_websocket(
+                url, settings.handshake_headers(), max_message_bytes=settings.max_message_bytes
             )
-        return await trio.open_tcp_stream(self.host, self.port)
-
-
-def _handshake_failure(error: BaseException) -> BaseException | None:
-    if isinstance(error, BaseExceptionGroup):
-        for member in error.exceptions:
-            found = _handshake_failure(member)
-            if found is not None:
-                return found
-        return None
-    return error if isinstance(error, (trio.TooSlowError, HandshakeError, OSError)) else None
+    except trio.TooSlowError:
+        raise RealtimeUnavailable(f"no handshake within {settings.connect_timeout_s} s") from None
+    except WebSocketRejected as rejected:
+        if rejected.status_code is None:
+            raise RealtimeUnavailable(f"handshake failed: {rejected}") from None
+        body = rejected.body[:200].decode(errors="replace")
+        raise RealtimeUnavailable(
+            f"handshake rejected with HTTP {rejected.status_code}: {body}", status_code=rejected.status_code
+        ) from None
+    except (OSError, ValueError) as error:
+        raise RealtimeUnavailable(f"cannot connect: {error!r}") from error
+    connection = RealtimeConnection(websocket, settings)
+    try:
+        yield connection
+    finally:
+        await connection.aclose()
 
 
 def reraise_lone(group: BaseExceptionGroup[Any]) -> typing.NoReturn:
@@ -748,18 +664,6 @@ def reraise_lone(group: BaseExceptionGroup[Any]) -> typing.NoReturn:
     finally:
         error.__cause__, error.__context__, error.__suppress_context__ = cause, context, suppress
         del error
-
-
-def _unavailable(exc: BaseException, settings: RealtimeSettings) -> RealtimeUnavailable:
-    if isinstance(exc, ConnectionRejected):
-        body = (exc.body or b"")[:200].decode(errors="replace")
-        return RealtimeUnavailable(
-            f"handshake rejected with HTTP {exc.status_code}: {body}", status_code=exc.status_code
-        )
-    if isinstance(exc, (trio.TooSlowError, ConnectionTimeout)):
-        return RealtimeUnavailable(f"no handshake within {settings.connect_timeout_s} s")
-    cause = exc.__cause__ or exc
-    return RealtimeUnavailable(f"cannot connect: {cause!r}")
 
 
 # --------------------------------------------------------------------------- tool calls

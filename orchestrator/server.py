@@ -1,4 +1,6 @@
-"""The HTTP and WebSocket face of the front desk: one Starlette app, served by hypercorn under Trio.
+"""The HTTP and WebSocket face of the front desk: one Starlette app served by hypercorn under Trio, and the
+Media Stream WebSocket, which `serving.py` hands to `media_stream` before hypercorn sees it (the audio path
+costs a third as much on `bridge.websocket_io`).
 
     POST /voice/incoming      Twilio's voice webhook (or a Studio TwiML Redirect widget): assigns the
                               rollout arm; for the AI arm opens a triage pass and answers
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,11 +34,11 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.routing import Route
 from twilio.twiml.voice_response import VoiceResponse
 
 from bridge.media_stream import MediaStreamProtocolError, StartMessage, parse_twilio_message
+from bridge.websocket_io import WebSocket, WebSocketClosed, accept_websocket
 from machines.call_machine import CallFlow
 from machines.policy import CallHistory
 from machines.rollout import AI_ARM, LEGACY_ARM
@@ -57,6 +60,11 @@ from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import SIGNATURE_HEADER, TwilioSignatureCheck
 
 log = structlog.get_logger("orchestrator.server")
+
+# Twilio frames are ~300 bytes. Frames up to this size reach our parser, which counts and skips those over
+# its own limit (64 KiB) so the call goes on; the stream is closed (1009) on bigger ones.
+MAX_WEBSOCKET_MESSAGE_BYTES = 1024 * 1024
+MEDIA_PATH = "/media"
 
 TWIML_MEDIA_TYPE = "application/xml"
 # Names of the <Parameter>s that tie a Media Stream to the pass that /voice/incoming opened.
@@ -116,12 +124,15 @@ class ServerState:
         return self.public_url + path
 
 
-def build_app(state: ServerState) -> Starlette:
+MediaStreamHandler = Callable[[trio.SocketStream, bytes], Awaitable[None]]
+
+
+def build_app(state: ServerState) -> tuple[Starlette, MediaStreamHandler]:
+    """The HTTP app, and the handler of `GET /media` upgrades (given the connection and its request head)."""
     endpoints = _Endpoints(state)
     app = Starlette(
         routes=[
             Route("/voice/incoming", endpoints.voice_incoming, methods=["POST"]),
-            WebSocketRoute("/media", endpoints.media_stream),
             Route("/voice/after", endpoints.voice_after, methods=["POST"]),
             Route("/voice/recorded", endpoints.voice_recorded, methods=["POST"]),
             Route("/calls/{call_sid}/handoff", endpoints.call_handoff, methods=["GET"]),
@@ -132,7 +143,7 @@ def build_app(state: ServerState) -> Starlette:
         ],
     )
     app.state.front_desk = state
-    return app
+    return app, endpoints.media_stream
 
 
 def _twiml(xml: str) -> Response:
@@ -386,16 +397,24 @@ class _Endpoints:
 
     # ------------------------------------------------------------------ the Media Stream
 
-    async def media_stream(self, websocket: WebSocket) -> None:
+    async def media_stream(self, stream: trio.SocketStream, head: bytes) -> None:
+        """A `GET /media` upgrade whose request head (`head`) was read by the server's router."""
         state = self.state
-        signature = websocket.headers.get(SIGNATURE_HEADER)
-        if not state.signature.check_websocket(websocket.url.path, websocket.url.query, signature):
+
+        def signed(request: Any) -> bool:
+            path, _, query = request.path.partition("?")
+            if state.signature.check_websocket(path, query, request.headers.get(SIGNATURE_HEADER)):
+                return True
             state.metrics.signature_failures.labels("media").inc()
             log.warning("refused: bad signature on the stream upgrade")
-            await websocket.close(code=1008)  # before accept: the server answers HTTP 403
+            return False
+
+        websocket = await accept_websocket(
+            stream, head, authorize=signed, max_message_bytes=MAX_WEBSOCKET_MESSAGE_BYTES
+        )
+        if websocket is None:  # refused (403) or not a valid upgrade (400)
             return
-        await websocket.accept()
-        socket = StarletteMediaSocket(websocket)
+        socket = TwilioMediaSocket(websocket)
         try:
             await self._run_stream(socket)
         except Exception:  # a bug: logged here; the caller gets the fallback route at /voice/after
@@ -403,7 +422,7 @@ class _Endpoints:
         finally:
             await socket.close(1000)
 
-    async def _run_stream(self, socket: StarletteMediaSocket) -> None:
+    async def _run_stream(self, socket: TwilioMediaSocket) -> None:
         state = self.state
         opened = await self._open_stream(socket)
         if opened is None:
@@ -425,7 +444,7 @@ class _Endpoints:
             if state.sessions.get(key) is session:
                 del state.sessions[key]
 
-    async def _open_stream(self, socket: StarletteMediaSocket) -> tuple[StartMessage, TriagePass] | None:
+    async def _open_stream(self, socket: TwilioMediaSocket) -> tuple[StartMessage, TriagePass] | None:
         """Wait for `start` and match it to an open pass by its token; None (socket closed) otherwise."""
         state = self.state
         start: StartMessage | None = None
@@ -460,45 +479,21 @@ class _Endpoints:
         return start, triage_pass
 
 
-class StarletteMediaSocket:
-    """A Starlette WebSocket seen as the session's `MediaSocket`: closed sockets drop sends, never raise."""
+class TwilioMediaSocket:
+    """The stream's WebSocket seen as the session's `MediaSocket`: sends on a closed socket are dropped."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
-        self._closed = False
-
-    async def receive(self) -> str | bytes | None:
-        if self._closed:
-            return None
-        try:
-            message = await self._websocket.receive()
-        except (RuntimeError, OSError):
-            message = {"type": "websocket.disconnect"}
-        if message["type"] == "websocket.disconnect":
-            self._closed = True
-            return None
-        text = message.get("text")
-        return text if text is not None else message.get("bytes") or b""
+        self.receive = websocket.receive  # bound once: it runs 50 times a second per call
 
     async def send_text(self, text: str) -> None:
-        if self._closed:
-            return
         try:
             await self._websocket.send_text(text)
-        except Exception:  # the peer is gone; the reader sees the disconnect
-            self._closed = True
+        except WebSocketClosed:  # the peer is gone; the reader sees the close
+            pass
 
     async def close(self, code: int = 1000) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._websocket.application_state == WebSocketState.DISCONNECTED:
-            return
-        try:
-            with trio.move_on_after(2):
-                await self._websocket.close(code)
-        except Exception:
-            pass
+        await self._websocket.close(code)
 
 
 def _known_language(config: RoutingConfig, given: str | None, caller: str | None) -> str | None:

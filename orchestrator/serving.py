@@ -9,34 +9,40 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 
 from bridge.realtime import RealtimeSettings
+from bridge.websocket_io import is_websocket_upgrade, read_http_head
 from orchestrator.call_store import CallStore
 from orchestrator.call_tools import agent_instructions, realtime_tools
 from orchestrator.demo_engine import run_demo_engine
 from orchestrator.offline_engine import OfflineConnector
 from orchestrator.realtime_engine import RealtimeConnector
 from orchestrator.routing_config import ConfigError, RoutingConfig, load_routing_config
-from orchestrator.server import ServerState, build_app
+from orchestrator.server import MEDIA_PATH, MediaStreamHandler, ServerState, build_app
 from orchestrator.server_metrics import ServerMetrics
 from orchestrator.server_settings import ServerSettings, development_auth_token, media_stream_url
 from orchestrator.store_location import describe_store_location, open_call_store
 from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import TwilioSignatureCheck
 
-# Twilio frames are ~300 bytes. Frames up to this size reach our parser, which counts and skips those
-# over its own limit (64 KiB) so the call goes on; hypercorn closes the stream (1009) on bigger ones.
-MAX_WEBSOCKET_MESSAGE_BYTES = 1024 * 1024
-# Hypercorn listens again on the socket it is given, with its own backlog (default 100): keep them equal,
-# or a burst of calls overflows the accept queue and the kernel drops connections (seen: 200 calls in 2 s).
+# A burst of calls must not overflow the accept queue, or the kernel drops connections (seen: 200 calls
+# in 2 s with hypercorn's default of 100).
 LISTEN_BACKLOG = 1024
+# How long a new connection may take to send its first request head before it is closed.
+REQUEST_HEAD_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -155,7 +161,7 @@ async def run_server(
         ) as running:
             yield running
     finally:
-        sock.close()  # a no-op once hypercorn has taken the socket over (detached)
+        sock.close()
 
 
 @asynccontextmanager
@@ -225,9 +231,6 @@ async def _serving(
             metrics=ServerMetrics(triage_budget_s=config.triage.budget_seconds),
         )
         hypercorn = HypercornConfig()
-        hypercorn.bind = [f"fd://{sock.detach()}"]
-        hypercorn.backlog = LISTEN_BACKLOG
-        hypercorn.websocket_max_message_size = MAX_WEBSOCKET_MESSAGE_BYTES
         hypercorn.graceful_timeout = settings.graceful_shutdown_seconds
         hypercorn.accesslog = logging.getLogger("hypercorn.access") if access_log else None
         hypercorn.errorlog = logging.getLogger("hypercorn.error")
@@ -245,16 +248,84 @@ async def _serving(
                 if had_calls:  # their action URL requests follow the stream's close
                     await trio.sleep(min(1.0, settings.graceful_shutdown_seconds))
 
-        app = build_app(state)
+        app, media_stream = build_app(state)
         async with trio.open_nursery() as nursery:
-            await nursery.start(lambda task_status: hypercorn_serve(
-                app, hypercorn, shutdown_trigger=shutdown_trigger, task_status=task_status
-            ))
+            await nursery.start(_serve_connections, app, media_stream, hypercorn, sock, shutdown_trigger)
             running = RunningServer(base_url, public_url, auth_token, state, announcements, stop_serving.set)
             try:
                 yield running
             finally:
                 stop_serving.set()
+
+
+class _ReplayStream(trio.abc.HalfCloseableStream):
+    """A connection whose first bytes the router has read already: hypercorn gets them first."""
+
+    def __init__(self, stream: trio.SocketStream, already_read: bytes) -> None:
+        self._stream = stream
+        self._already_read = already_read
+        self.socket = stream.socket  # hypercorn reads the peer and local addresses from it
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._already_read:
+            data, self._already_read = self._already_read, b""
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _serve_connections(
+    app: Any,
+    media_stream: MediaStreamHandler,
+    hypercorn: HypercornConfig,
+    sock: socket.socket,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """hypercorn's trio `worker_serve` (0.18), with one change: a connection whose first request is a
+    WebSocket upgrade of /media goes to the lean stream handler; hypercorn serves all the others."""
+    asgi = wrap_app(app, hypercorn.wsgi_max_body_size, None)
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(asgi, hypercorn, lifespan_state)
+    context = WorkerContext(None)
+
+    async def route(stream: trio.SocketStream) -> None:
+        head = await read_http_head(stream, timeout_s=REQUEST_HEAD_TIMEOUT_S)
+        if not head:
+            await trio.aclose_forcefully(stream)
+        elif is_websocket_upgrade(head, MEDIA_PATH):
+            await media_stream(stream, head)
+        else:
+            await TCPServer(asgi, hypercorn, context, ConnectionState(lifespan_state.copy()), _ReplayStream(stream, head))
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            task_status.started()
+            try:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(partial(trio.serve_listeners, route, [listener], handler_nursery=connections))
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                await context.terminated.set()  # hypercorn's connections finish their request and close
+                connections.cancel_scope.deadline = trio.current_time() + hypercorn.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
 
 
 async def serve_until_signalled(

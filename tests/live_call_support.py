@@ -148,7 +148,7 @@ class FrontDesk:
 
 
 # Tasks that belong to a call: its session's and its Realtime socket's.
-CALL_TASK_PREFIXES = ("orchestrator.call_session.", "bridge.realtime.", "trio_websocket._impl.WebSocketConnection")
+CALL_TASK_PREFIXES = ("orchestrator.call_session.", "bridge.realtime.", "bridge.websocket_io.")
 
 
 def call_task_names() -> list[str]:
