@@ -39,15 +39,14 @@ def draw_diagrams(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import functools
     import os
-    import socket
 
     import structlog
     import trio
 
     from orchestrator.call_logging import configure_logging
     from orchestrator.server_settings import load_server_settings
-    from orchestrator.serving import serve_until_signalled
-    from orchestrator.workers import WORKER_ENV, inherited_listening_fd
+    from orchestrator.serving import listening_socket, serve_until_signalled
+    from orchestrator.workers import this_worker
 
     settings = load_server_settings(
         config=args.config,
@@ -58,11 +57,10 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     configure_logging()
-    inherited = inherited_listening_fd()
-    if inherited is not None:
-        worker = os.environ.get(WORKER_ENV, "?")
+    worker = this_worker()
+    if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker)  # every log line says which worker
-        listening = socket.socket(fileno=inherited)
+        listening = listening_socket(args.host, args.port, shared_port=True)
         trio.run(functools.partial(
             serve_until_signalled, settings, args.host, args.port, args.access_log,
             listening=listening, worker=worker, announce=worker.startswith("1/"),
@@ -94,8 +92,9 @@ def _serve_with_workers(args: argparse.Namespace, settings) -> int:
     trio.run(_check_store, settings)
     if settings.twilio_auth_token is None:
         development_auth_token(settings.data_dir)  # made once, before the workers could race to make it
-    listening = listening_socket(args.host, args.port)
-    host, port = listening.getsockname()[:2]
+    # Held (bound, not listening) so the port stays ours while workers start and restart.
+    holding = listening_socket(args.host, args.port, shared_port=True, listen=False)
+    host, port = holding.getsockname()[:2]
     print(f"{settings.workers} workers sharing {host}:{port}; the call store is where they meet", flush=True)
     serve_args = ["--host", args.host, "--port", str(port)]
     for flag, value in (("--config", args.config), ("--engine", args.engine),
@@ -107,10 +106,9 @@ def _serve_with_workers(args: argparse.Namespace, settings) -> int:
         if on:
             serve_args.append(flag)
     try:
-        return run_workers(serve_args, listening.fileno(), settings.workers,
-                           grace_s=settings.graceful_shutdown_seconds)
+        return run_workers(serve_args, settings.workers, grace_s=settings.graceful_shutdown_seconds)
     finally:
-        listening.close()
+        holding.close()
 
 
 def call(args: argparse.Namespace) -> int:

@@ -55,17 +55,22 @@ class RunningServer:
     stop: Callable[[], None]
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, *, shared_port: bool = False, listen: bool = True) -> socket.socket:
+    """A socket bound to host:port. `shared_port` (SO_REUSEPORT): each worker of `serve --workers N` listens
+    on its own socket on the same port and the kernel spreads new connections evenly over them; the
+    supervisor holds the port with one that does not listen (`listen=False`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
         raise ConfigError(f"{host}:{port}", None, f"cannot listen there ({error.strerror or error})") from None
-    sock.listen(LISTEN_BACKLOG)
-    sock.set_inheritable(True)
+    if listen:
+        sock.listen(LISTEN_BACKLOG)
     return sock
 
 
