@@ -303,18 +303,21 @@ class WebSocket:
         """Send one text message; raises WebSocketClosed once the connection is closing or closed."""
         await self._send(Opcode.TEXT, text.encode())
 
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        """Send several text messages, in order, with one write to the socket."""
+        await self._send(Opcode.TEXT, *(text.encode() for text in texts))
+
     async def send_binary(self, data: bytes) -> None:
         await self._send(Opcode.BINARY, data)
 
-    async def _send(self, opcode: Opcode, data: bytes) -> None:
+    async def _send(self, opcode: Opcode, *messages: bytes) -> None:
         protocol = self._protocol
         if self._ended:
             raise WebSocketClosed(*self._close_code_and_reason())
+        send = protocol.send_text if opcode is Opcode.TEXT else protocol.send_binary
         try:
-            if opcode is Opcode.TEXT:
-                protocol.send_text(data)
-            else:
-                protocol.send_binary(data)
+            for data in messages:
+                send(data)
         except InvalidState:
             raise WebSocketClosed(*self._close_code_and_reason()) from None
         await self._flush()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -110,6 +111,9 @@ class MediaSocket(Protocol):
 
     async def send_text(self, text: str) -> None:
         """Send a text frame; a closed socket drops it silently."""
+
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        """Send text frames in this order with one write (audio and its mark)."""
 
     async def close(self, code: int = 1000) -> None:
         """Close (idempotent)."""
@@ -581,17 +585,22 @@ class CallSession:
         tracker = self._tracker
         # Bookkeeping before each send, so an echo can never overtake it (MarkTracker's contract).
         tracker.on_audio_sent(audio.item_id, n_bytes)
-        await self.socket.send_text(media_frame(self.stream_sid, audio.payload_b64))
+        media = media_frame(self.stream_sid, audio.payload_b64)
         self._unmarked_bytes += n_bytes
         if self._unmarked_bytes >= MARK_EVERY_MS * MULAW_BYTES_PER_MS:
-            await self._mark_audio()
+            await self.socket.send_texts((media, self._next_mark_frame()))
+        else:
+            await self.socket.send_text(media)
 
-    async def _mark_audio(self) -> None:
+    def _next_mark_frame(self) -> str:
         """A mark after the audio sent so far: its echo proves that much was played."""
         self._unmarked_bytes = 0
         name = self._tracker.next_mark_name()
         self._tracker.on_mark_sent(name)
-        await self.socket.send_text(mark_frame(self.stream_sid, name))
+        return mark_frame(self.stream_sid, name)
+
+    async def _mark_audio(self) -> None:
+        await self.socket.send_text(self._next_mark_frame())
 
     async def _mark_line_end(self, tag: str) -> None:
         name = f"line-{tag}-{len(self._line_marks) + 1}"

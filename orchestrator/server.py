@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -490,6 +490,12 @@ class TwilioMediaSocket:
         try:
             await self._websocket.send_text(text)
         except WebSocketClosed:  # the peer is gone; the reader sees the close
+            pass
+
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        try:
+            await self._websocket.send_texts(texts)
+        except WebSocketClosed:
             pass
 
     async def close(self, code: int = 1000) -> None:

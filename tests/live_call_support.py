@@ -147,7 +147,8 @@ class FrontDesk:
         assert leftovers == [], leftovers
 
 
-# Tasks that belong to a call: its session's and its Realtime socket's.
+# Tasks that belong to a call: its session's (its Realtime socket has no task of its own: the session's
+# engine reader reads it).
 CALL_TASK_PREFIXES = ("orchestrator.call_session.", "bridge.realtime.", "bridge.websocket_io.")
 
 

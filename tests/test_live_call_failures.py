@@ -112,15 +112,19 @@ async def test_hang_up_during_the_greeting_abandons_the_call_and_closes_realtime
 
 async def test_hang_up_while_capturing_abandons_the_call(tmp_path):
     seen: list[str] = []
+    realtime_open: list[bool] = []
 
     def capturing(d: FrontDesk) -> bool:
-        seen[:] = call_task_names()  # what "nothing of the call remains" looks for, while it is there
+        # What "nothing of the call remains" looks for, while it is there.
+        seen[:] = call_task_names()
+        realtime_open[:] = [not session.is_closed for session in d.fake.sessions]
         return server_machine_state(d) == "capture"
 
     async with front_desk(tmp_path, Scenario(steps=[greeting()])) as desk:
         result = await hang_up_when(desk, (Wait(60_000),), capturing)
         assert any(name.endswith("CallSession._drive") for name in seen)
-        assert any(name.startswith("bridge.realtime.") for name in seen)
+        assert any(name.endswith("CallSession._read_engine") for name in seen)
+        assert realtime_open == [True]
         assert tags(result.final_twiml) == VOICEMAIL
         assert_closed_in_order(desk, result)
         record = await pass_record(desk, result.call_sid)

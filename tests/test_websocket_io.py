@@ -74,8 +74,14 @@ def frame_bytes(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = F
     if mask:
         key = os.urandom(4)
         head += key
-        payload = bytes(byte ^ key[index % 4] for index, byte in enumerate(payload))
+        payload = apply_mask(payload, key)
     return bytes(head) + payload
+
+
+def apply_mask(payload: bytes, key: bytes) -> bytes:
+    length = len(payload)
+    repeated = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(length, "big")
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -140,7 +146,7 @@ class RawPeer:
         key = await self.read_exact(4) if masked else b""
         payload = await self.read_exact(length)
         if masked:
-            payload = bytes(byte ^ key[index % 4] for index, byte in enumerate(payload))
+            payload = apply_mask(payload, key)
         return bool(first & 0x80), first & 0x0F, masked, payload
 
     async def send(self, data: bytes) -> None:
@@ -182,12 +188,19 @@ def upgrade_request(path: str = PATH, *, key: bytes | None = b"dGhlIHNhbXBsZSBub
     return b"\r\n".join(lines) + b"\r\n\r\n" + extra
 
 
-async def start_raw_server(nursery: trio.Nursery, handler: Callable[[RawPeer], Awaitable[None]]) -> str:
+async def start_raw_server(
+    nursery: trio.Nursery, handler: Callable[[RawPeer], Awaitable[None]]
+) -> tuple[str, trio.Event]:
+    """A TCP server running `handler` per connection: its ws:// URL and an event set when a handler returns
+    (a handler's exception fails the test through the nursery)."""
+    finished = trio.Event()
+
     async def serve(stream: trio.SocketStream) -> None:
         await handler(RawPeer(stream))
+        finished.set()
 
     listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host=LOOPBACK))
-    return f"ws://{LOOPBACK}:{port_of(listeners)}{PATH}"
+    return f"ws://{LOOPBACK}:{port_of(listeners)}{PATH}", finished
 
 
 async def open_raw_client(port: int) -> RawPeer:
@@ -230,11 +243,14 @@ async def start_our_server(
 
 
 async def echo(websocket: WebSocket) -> None:
-    while (message := await websocket.receive()) is not None:
-        if isinstance(message, str):
-            await websocket.send_text(message)
-        else:
-            await websocket.send_binary(message)
+    try:
+        while (message := await websocket.receive()) is not None:
+            if isinstance(message, str):
+                await websocket.send_text(message)
+            else:
+                await websocket.send_binary(message)
+    except WebSocketClosed:
+        pass  # the client closed right behind its last message
 
 
 async def start_trio_websocket_echo_server(nursery: trio.Nursery, **options) -> str:
@@ -277,14 +293,33 @@ async def test_client_round_trips_text_binary_and_100_kb_with_trio_websocket():
                 else:
                     await websocket.send_binary(message)
                 echoed = await websocket.receive()
-                assert type(echoed) is type(message) and echoed == message
+                # bytes-like for binary (the exact type: see the xfail test below), str for text
+                assert isinstance(echoed, str if isinstance(message, str) else (bytes, bytearray))
+                assert echoed == message
             await websocket.close()
             assert websocket.closed == (1000, "")
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: an unfragmented unmasked binary frame (every server-to-client one) comes back as the "
+    "protocol's bytearray, not the documented bytes",
+)
+async def test_client_receives_binary_messages_as_bytes():
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url = await start_trio_websocket_echo_server(nursery)
+            websocket = await connect_websocket(url, max_message_bytes=1000)
+            await websocket.send_binary(b"\x01\x02")
+            received = await websocket.receive()
+            await websocket.close()
+            nursery.cancel_scope.cancel()
+    assert type(received) is bytes
+
+
 async def test_client_sends_its_headers_and_the_path_and_query():
-    seen: dict[str, bytes] = {}
+    seen: dict[str, object] = {}
 
     async def handler(peer: RawPeer) -> None:
         seen["head"] = await peer.accept_upgrade()
@@ -292,11 +327,12 @@ async def test_client_sends_its_headers_and_the_path_and_query():
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(
                 url + "?call=CA1", [("Authorization", "Bearer t0ken")], max_message_bytes=1000
             )
             await websocket.close(1000, "done")
+            await finished.wait()
             nursery.cancel_scope.cancel()
     head = seen["head"]
     assert head.startswith(b"GET /media?call=CA1 HTTP/1.1\r\n")
@@ -309,16 +345,17 @@ async def test_client_rejected_with_http_401_and_a_body():
     async def handler(peer: RawPeer) -> None:
         await peer.read_until(b"\r\n\r\n")
         await peer.send(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 8\r\nContent-Type: text/plain\r\n\r\ngo away\n")
-        await peer.read_to_eof()
+        assert await peer.read_to_eof() == b""  # and the client hangs up
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             with pytest.raises(WebSocketRejected) as raised:
                 await connect_websocket(url, max_message_bytes=1000)
             assert raised.value.status_code == 401
             assert raised.value.body == b"go away\n"
             assert "401" in str(raised.value)
+            await finished.wait()
             nursery.cancel_scope.cancel()
 
 
@@ -329,7 +366,7 @@ async def test_client_rejected_when_the_server_closes_without_answering():
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, _finished = await start_raw_server(nursery, handler)
             with pytest.raises(WebSocketRejected) as raised:
                 await connect_websocket(url, max_message_bytes=1000)
             assert raised.value.status_code is None
@@ -345,7 +382,7 @@ async def test_client_rejected_when_the_server_answers_not_http():
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, _finished = await start_raw_server(nursery, handler)
             with pytest.raises(WebSocketRejected) as raised:
                 await connect_websocket(url, max_message_bytes=1000)
             assert raised.value.status_code is None
@@ -363,18 +400,25 @@ async def test_client_refuses_non_websocket_urls_and_reports_a_closed_port():
         await connect_websocket(f"ws://{LOOPBACK}:{port}/x", max_message_bytes=1000)
 
 
+async def wait_until_open(peer: RawPeer) -> None:
+    """Server side, after the 101: the client's "ready" text says it has processed the handshake."""
+    fin, opcode, masked, payload = await peer.read_frame()
+    assert (fin, opcode, masked, payload) == (True, OP_TEXT, True, b"ready")
+
+
 async def test_client_reassembles_fragmented_messages_with_a_ping_in_between():
     pongs: list[bytes] = []
 
     async def handler(peer: RawPeer) -> None:
         await peer.accept_upgrade()
+        await wait_until_open(peer)
         await peer.send(
             frame_bytes(OP_TEXT, b"hel", fin=False)
             + frame_bytes(OP_CONT, "lo wörld"[:3].encode(), fin=False)
             + frame_bytes(OP_PING, b"mid-message")
             + frame_bytes(OP_CONT, "lo wörld"[3:].encode())
         )
-        # A two-byte character split across fragments, then a fragmented binary message.
+        # A multi-byte character split across fragments, then a fragmented binary message.
         snowman = "☃".encode()
         await peer.send(frame_bytes(OP_TEXT, snowman[:1], fin=False) + frame_bytes(OP_CONT, snowman[1:]))
         await peer.send(frame_bytes(OP_BINARY, b"\x00\x01", fin=False) + frame_bytes(OP_CONT, b"\x02"))
@@ -385,36 +429,67 @@ async def test_client_reassembles_fragmented_messages_with_a_ping_in_between():
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(url, max_message_bytes=1000)
+            await websocket.send_text("ready")
             assert await websocket.receive() == "hello wörld"
             assert await websocket.receive() == "☃"
             assert await websocket.receive() == b"\x00\x01\x02"
             await websocket.close()
+            await finished.wait()
             nursery.cancel_scope.cancel()
     assert pongs == [b"mid-message"]
 
 
 async def test_client_answers_a_ping_with_a_pong_of_the_same_payload():
-    seen: list[tuple[int, bytes]] = []
+    seen: list[tuple[int, bool, bytes]] = []
 
     async def handler(peer: RawPeer) -> None:
         await peer.accept_upgrade()
+        await wait_until_open(peer)
         await peer.send(frame_bytes(OP_PING, b"are you there?"))
-        fin, opcode, masked, payload = await peer.read_frame()
-        seen.append((opcode, payload))
-        assert masked  # client frames are masked
+        _fin, opcode, masked, payload = await peer.read_frame()
+        seen.append((opcode, masked, payload))
         await peer.send(frame_bytes(OP_TEXT, b"after the pong"))
         await peer.answer_close()
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(url, max_message_bytes=1000)
+            await websocket.send_text("ready")
             assert await websocket.receive() == "after the pong"  # the ping itself is not a message
             await websocket.close()
+            await finished.wait()
             nursery.cancel_scope.cancel()
-    assert seen == [(OP_PONG, b"are you there?")]
+    assert seen == [(OP_PONG, True, b"are you there?")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: connect_websocket parses frames that came with the 101 but never flushes what the "
+    "protocol queued for them (the pong, or the echo of a close), so a server waiting for it hangs",
+)
+async def test_client_answers_a_ping_that_arrives_with_the_101():
+    seen: list[tuple[int, bytes]] = []
+
+    async def handler(peer: RawPeer) -> None:
+        await peer.accept_upgrade(extra=frame_bytes(OP_PING, b"early ping"))
+        with trio.move_on_after(1):
+            _fin, opcode, _masked, payload = await peer.read_frame()
+            seen.append((opcode, payload))
+        await peer.send(frame_bytes(OP_TEXT, b"go on"))
+        await peer.answer_close()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url, finished = await start_raw_server(nursery, handler)
+            websocket = await connect_websocket(url, max_message_bytes=1000)
+            assert await websocket.receive() == "go on"
+            await websocket.close()
+            await finished.wait()
+            nursery.cancel_scope.cancel()
+    assert seen == [(OP_PONG, b"early ping")]
 
 
 async def test_client_receives_frames_sent_in_the_same_write_as_the_101():
@@ -424,40 +499,41 @@ async def test_client_receives_frames_sent_in_the_same_write_as_the_101():
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(url, max_message_bytes=1000)
             assert await websocket.receive() == "right behind"
             assert await websocket.receive() == b"\x07"
             await websocket.close()
+            await finished.wait()
             nursery.cancel_scope.cancel()
 
 
 async def test_client_sees_a_server_close_with_code_4000_and_echoes_it():
     echoed: list[tuple[int, str]] = []
-    eof = trio.Event()
 
     async def handler(peer: RawPeer) -> None:
         await peer.accept_upgrade()
+        await wait_until_open(peer)
         await peer.send(frame_bytes(OP_CLOSE, close_payload(4000, "call over")))
-        fin, opcode, masked, payload = await peer.read_frame()
+        _fin, opcode, _masked, payload = await peer.read_frame()
         assert opcode == OP_CLOSE
         echoed.append(parse_close(payload))
         assert await peer.read_to_eof() == b""  # nothing after the close frame, then our socket closes
-        eof.set()
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(url, max_message_bytes=1000)
+            await websocket.send_text("ready")
             assert await websocket.receive() is None
             assert websocket.closed == (4000, "call over")
             assert await websocket.receive() is None  # stays closed
             with pytest.raises(WebSocketClosed) as raised:
                 await websocket.send_text("too late")
             assert (raised.value.code, raised.value.reason) == (4000, "call over")
-            with trio.fail_after(0.5):  # the handshake is complete: close() does not wait
+            with trio.fail_after(0.5):  # the closing handshake is complete: close() does not wait
                 await websocket.close()
-            await eof.wait()
+            await finished.wait()
             nursery.cancel_scope.cancel()
     assert echoed == [(4000, "call over")]
 
@@ -465,20 +541,24 @@ async def test_client_sees_a_server_close_with_code_4000_and_echoes_it():
 async def test_client_fails_a_text_message_with_invalid_utf8_with_1007():
     async def handler(peer: RawPeer) -> None:
         await peer.accept_upgrade()
+        await wait_until_open(peer)
         await peer.send(frame_bytes(OP_TEXT, b"ok \xff\xfe"))
         await peer.read_to_eof()
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(url, max_message_bytes=1000)
+            await websocket.send_text("ready")
             assert await websocket.receive() is None
             code, _reason = websocket.closed
             assert code == 1007
             with pytest.raises(WebSocketClosed) as raised:
                 await websocket.send_text("x")
             assert raised.value.code == 1007
-            await websocket.close()
+            with trio.fail_after(CLOSE_TIMEOUT_S + 1):
+                await websocket.close()
+            await finished.wait()  # the socket was released
             nursery.cancel_scope.cancel()
 
 
@@ -492,6 +572,7 @@ async def test_client_puts_the_1007_close_frame_on_the_wire():
 
     async def handler(peer: RawPeer) -> None:
         await peer.accept_upgrade()
+        await wait_until_open(peer)
         await peer.send(frame_bytes(OP_TEXT, b"\xc3\x28"))
         try:
             _fin, opcode, _masked, payload = await peer.read_frame()
@@ -501,17 +582,18 @@ async def test_client_puts_the_1007_close_frame_on_the_wire():
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(url, max_message_bytes=1000)
+            await websocket.send_text("ready")
             assert await websocket.receive() is None
             await websocket.close()
+            await finished.wait()
             nursery.cancel_scope.cancel()
     assert frames and frames[0][0] == OP_CLOSE and parse_close(frames[0][1])[0] == 1007
 
 
 async def test_client_close_is_bounded_against_a_server_that_never_answers_it():
     frames: list[tuple[int, bytes]] = []
-    eof = trio.Event()
 
     async def handler(peer: RawPeer) -> None:
         await peer.accept_upgrade()
@@ -520,18 +602,18 @@ async def test_client_close_is_bounded_against_a_server_that_never_answers_it():
                 _fin, opcode, _masked, payload = await peer.read_frame()
                 frames.append((opcode, payload))
         except EOFError:
-            eof.set()
+            pass  # our side gave up waiting and released the socket
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            url = await start_raw_server(nursery, handler)
+            url, finished = await start_raw_server(nursery, handler)
             websocket = await connect_websocket(url, max_message_bytes=1000)
             started = trio.current_time()
             with trio.fail_after(CLOSE_TIMEOUT_S + 1):
                 await websocket.close(1001, "going away")
             waited = trio.current_time() - started
             assert waited >= CLOSE_TIMEOUT_S * 0.9  # it did wait for the answer, up to the bound
-            await eof.wait()  # and then released the socket
+            await finished.wait()
             assert websocket.closed == (1001, "going away")
             with trio.fail_after(0.1):
                 await websocket.close()  # idempotent: returns at once
@@ -559,10 +641,13 @@ async def test_client_close_is_idempotent_and_completes_in_a_cancelled_scope():
                 scope.cancel()
                 await websocket.close(1000, "bye")  # shielded: the whole handshake happens anyway
             assert websocket.closed == (1000, "bye")
+            assert websocket._protocol.close_rcvd is not None  # the server's answer was read
             await websocket.close()
             await websocket.close(4001, "ignored")
             assert websocket.closed == (1000, "bye")
             assert await websocket.receive() is None
+            with pytest.raises(WebSocketClosed):
+                await websocket.send_binary(b"x")
             await handler_done.wait()
             nursery.cancel_scope.cancel()
     assert reasons == [(1000, "bye")]
@@ -588,9 +673,16 @@ async def test_two_tasks_cannot_receive_at_once():
 async def test_server_round_trips_text_binary_and_100_kb_with_trio_websocket():
     requests: list[Request] = []
 
+    types: list[type] = []
+
     async def on_websocket(websocket: WebSocket) -> None:
         requests.append(websocket.request)
-        await echo(websocket)
+        while (message := await websocket.receive()) is not None:
+            types.append(type(message))
+            if isinstance(message, str):
+                await websocket.send_text(message)
+            else:
+                await websocket.send_binary(message)
 
     big_text = "€" * 34_000  # 102 kB of UTF-8
     big_binary = os.urandom(100_000)
@@ -605,6 +697,7 @@ async def test_server_round_trips_text_binary_and_100_kb_with_trio_websocket():
             nursery.cancel_scope.cancel()
     (request,) = requests
     assert request.path == f"{PATH}?call=CA9"
+    assert types == [str, bytes, str, bytes, str]
 
 
 async def test_server_round_trips_with_the_websockets_sync_client():
@@ -762,7 +855,7 @@ async def test_server_closes_a_message_over_max_message_bytes_with_1009():
             assert await run_sync_client(partial(sync_too_big, port)) == 1009
             nursery.cancel_scope.cancel()
     assert client_saw == [1009]
-    assert len(closed) == 1 and closed[0][0] == 1009
+    assert [code for code, _reason in closed] == [1009, 1009]  # trio-websocket's client, then the sync one
 
 
 async def test_server_sees_a_client_close_as_none_and_1000():
@@ -905,39 +998,75 @@ async def test_concurrent_senders_never_interleave_frames(side: str):
     check_numbered(received, tasks, per_task)
 
 
-async def test_a_sender_waits_for_a_slow_reader_then_completes():
-    """8 MB while the peer reads nothing for 0.5 s: the kernel buffers fill, sends go partial and wait for
-    room, and everything arrives intact once the peer reads."""
+@pytest.mark.parametrize("side", ["client", "server"])
+async def test_a_sender_waits_for_a_slow_reader_then_completes(side: str):
+    """~8 MB while the peer reads nothing for 0.5 s: the kernel buffers fill, the first send goes partial
+    and the rest wait for room; everything arrives intact once the peer reads."""
     messages = [os.urandom(4 << 20)] + [os.urandom(1 << 20) for _ in range(4)]
     received: list[bytes] = []
     times: dict[str, float] = {}
+    all_read = trio.Event()
 
-    async def on_websocket(websocket: WebSocket) -> None:
+    async def send_all(websocket: WebSocket) -> None:
+        times["start"] = trio.current_time()
         for message in messages:
             await websocket.send_binary(message)
         times["sent"] = trio.current_time()
-        assert await websocket.receive() is None
+
+    async def slow_read(peer: RawPeer) -> None:
+        await trio.sleep(0.5)  # the slow reader: nothing is read off the socket meanwhile
+        times["reading"] = trio.current_time()
+        for _ in messages:
+            fin, opcode, masked, payload = await peer.read_frame()
+            assert (fin, opcode, masked) == (True, OP_BINARY, side == "client")
+            received.append(payload)
+        all_read.set()
 
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            port = await start_our_server(nursery, on_websocket)
-            async with open_websocket_url(
-                f"ws://{LOOPBACK}:{port}{PATH}", max_message_size=8 << 20, receive_buffer_size=65536
-            ) as client:
-                await trio.sleep(0.5)  # the slow reader
-                times["reading"] = trio.current_time()
-                for _ in messages:
-                    received.append(await client.get_message())
+            if side == "client":
+
+                async def handler(peer: RawPeer) -> None:
+                    await peer.accept_upgrade()
+                    await slow_read(peer)
+                    await peer.answer_close()
+
+                url, _finished = await start_raw_server(nursery, handler)
+                websocket = await connect_websocket(url, max_message_bytes=1000)
+                await send_all(websocket)
+                await all_read.wait()
+                await websocket.close()
+            else:
+
+                async def on_websocket(websocket: WebSocket) -> None:
+                    await send_all(websocket)
+                    await all_read.wait()
+
+                port = await start_our_server(nursery, on_websocket)
+                peer = await open_raw_client(port)
+                await peer.send(upgrade_request())
+                await peer.read_until(b"\r\n\r\n")
+                await slow_read(peer)
+                _fin, opcode, _masked, payload = await peer.read_frame()  # the server's close
+                assert opcode == OP_CLOSE
+                await peer.send(frame_bytes(OP_CLOSE, payload, mask=True))
+                assert await peer.read_to_eof() == b""
             nursery.cancel_scope.cancel()
     assert times["sent"] > times["reading"], "the sends should have waited for the reader"
+    assert times["sent"] - times["start"] >= 0.45
     assert [hashlib.sha256(m).digest() for m in received] == [hashlib.sha256(m).digest() for m in messages]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: _PlainSocketIO.send_all puts part of the frame on the wire, then `async with lock` "
+    "checkpoints before the shield and raises Cancelled, leaving a truncated frame (corrupt stream)",
+)
 async def test_a_cancelled_sender_never_leaves_half_a_frame_on_the_wire():
-    """A sender whose scope is already cancelled: it either sends its whole frame or none of it, and the
+    """A sender whose scope is already cancelled either sends its whole frame or none of it, and the
     stream stays valid for the next message."""
-    received: list[bytes | str] = []
-    big = os.urandom(6 << 20)
+    received: list[bytes | bytearray | str] = []
+    big = os.urandom(6 << 20)  # more than one send() on a loopback socket takes
 
     async def on_websocket(websocket: WebSocket) -> None:
         with trio.CancelScope() as scope:
@@ -949,53 +1078,79 @@ async def test_a_cancelled_sender_never_leaves_half_a_frame_on_the_wire():
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             port = await start_our_server(nursery, on_websocket)
-            async with open_websocket_url(
-                f"ws://{LOOPBACK}:{port}{PATH}", max_message_size=8 << 20, receive_buffer_size=65536
-            ) as client:
-                await trio.sleep(0.3)  # let the kernel buffers fill so the first send goes partial
-                while (message := await client.get_message()) != "after":
+            async with open_websocket_url(f"ws://{LOOPBACK}:{port}{PATH}", max_message_size=8 << 20) as client:
+                with trio.move_on_after(2):  # a corrupt stream would leave the client waiting for payload
+                    while (message := await client.get_message()) != "after":
+                        received.append(message)
                     received.append(message)
             nursery.cancel_scope.cancel()
-    assert received in ([], [big])
+    assert received in (["after"], [big, "after"])
 
 
 # =========================================================================== file descriptors
 
 
 async def test_fifty_connections_leave_no_file_descriptor_behind():
-    finished_send, finished_receive = trio.open_memory_channel[object](100)
+    handled_send, handled_receive = trio.open_memory_channel[WebSocket | None](1000)
+    # Every WebSocket stays referenced until the count, so a socket left open cannot hide behind gc.
+    kept: list[WebSocket | None] = []
+
+    def on_done(websocket: WebSocket | None) -> None:
+        kept.append(websocket)
+        handled_send.send_nowait(websocket)
 
     async def on_websocket(websocket: WebSocket) -> None:
         message = await websocket.receive()
         await websocket.send_text(message)
-        if int(message) % 2 == 0:
-            await websocket.close()  # the server ends even connections
+        if message.startswith("server closes"):
+            await websocket.close()
         else:
             assert await websocket.receive() is None
 
     def authorize(request: Request) -> bool:
         return request.headers.get("X-Token") != "wrong"
 
+    async def round_trip(websocket: WebSocket, message: str) -> None:
+        await websocket.send_text(message)
+        assert await websocket.receive() == message
+
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            port = await start_our_server(
-                nursery, on_websocket, authorize=authorize, on_done=finished_send.send_nowait
-            )
+            port = await start_our_server(nursery, on_websocket, authorize=authorize, on_done=on_done)
             url = f"ws://{LOOPBACK}:{port}{PATH}"
             before = open_fds()
-            for index in range(50):
+
+            # Five open at once are seen by the count: a client and a server socket each.
+            batch = [await connect_websocket(url, max_message_bytes=1000) for _ in range(5)]
+            for index, websocket in enumerate(batch):
+                await round_trip(websocket, f"client closes {index}")
+            assert open_fds() == before + 10
+            for websocket in batch:
+                await websocket.close()
+            kept.extend(batch)
+
+            for index in range(45):
                 websocket = await connect_websocket(url, max_message_bytes=1000)
-                await websocket.send_text(str(index))
-                assert await websocket.receive() == str(index)
+                kept.append(websocket)
                 if index % 2 == 0:
+                    await round_trip(websocket, f"server closes {index}")
                     assert await websocket.receive() is None
                     assert websocket.closed == (1000, "")
+                else:
+                    await round_trip(websocket, f"client closes {index}")
                 await websocket.close()
-                if index % 10 == 0:  # and a refused one now and then
-                    with pytest.raises(WebSocketRejected):
+                if index % 9 == 0:  # refused (403) and malformed (400) upgrades now and then
+                    with pytest.raises(WebSocketRejected) as raised:
                         await connect_websocket(url, [("X-Token", "wrong")], max_message_bytes=1000)
-            for _ in range(55):
-                await finished_receive.receive()
+                    assert raised.value.status_code == 403
+                    peer = await open_raw_client(port)
+                    await peer.send(upgrade_request(key=None))
+                    assert (await peer.read_to_eof()).startswith(b"HTTP/1.1 400 ")
+                    await peer.stream.aclose()
+
+            for _ in range(50 + 2 * 5):  # every server handler has returned
+                await handled_receive.receive()
+            assert sum(websocket is not None for websocket in kept) == 50 + 50
             assert open_fds() == before
             nursery.cancel_scope.cancel()
 
