@@ -116,6 +116,7 @@ class _PlainSocketIO:
 
     async def send_all(self, data: bytes) -> None:
         lock = self._send_lock
+        begun = False
         if not lock.locked():
             try:
                 sent = self._sock.send(data)
@@ -124,22 +125,25 @@ class _PlainSocketIO:
             if sent == len(data):
                 return
             data = data[sent:]
+            begun = sent > 0
         # Part of a frame may be on the wire already: finish it even if the sender is cancelled, or the
         # stream is corrupt; a peer that takes nothing for SEND_STALL_TIMEOUT_S is cut off instead.
-        async with lock:
-            with trio.CancelScope(shield=True), trio.move_on_after(SEND_STALL_TIMEOUT_S) as stalled:
-                view = memoryview(data)
-                while view:
-                    try:
-                        await trio.lowlevel.wait_writable(self._sock)
-                        view = view[self._sock.send(view):]
-                    except BlockingIOError:
-                        continue
-                    except trio.ClosedResourceError:
-                        raise BrokenPipeError("the connection was closed") from None
-            if stalled.cancelled_caught:
-                self.close()
-                raise BrokenPipeError("the peer took no data for too long")
+        # Taking the lock is shielded too then (it is free: nothing was awaited since the check above).
+        with trio.CancelScope(shield=begun):
+            async with lock:
+                with trio.CancelScope(shield=True), trio.move_on_after(SEND_STALL_TIMEOUT_S) as stalled:
+                    view = memoryview(data)
+                    while view:
+                        try:
+                            await trio.lowlevel.wait_writable(self._sock)
+                            view = view[self._sock.send(view):]
+                        except BlockingIOError:
+                            continue
+                        except trio.ClosedResourceError:
+                            raise BrokenPipeError("the connection was closed") from None
+                if stalled.cancelled_caught:
+                    self.close()
+                    raise BrokenPipeError("the peer took no data for too long")
 
     async def send_eof(self) -> None:
         try:
@@ -239,6 +243,7 @@ class WebSocket:
                     if message is not None:
                         return message
                 if self._ended:
+                    await self._flush()  # e.g. the 1007 close frame that _assemble queued
                     return None
                 await self._read_once()
         finally:
@@ -260,7 +265,7 @@ class WebSocket:
         else:
             return None  # ping, pong, close: the protocol has handled them
         if opcode is Opcode.BINARY:
-            return data
+            return bytes(data)
         try:
             return data.decode()
         except UnicodeDecodeError:
@@ -411,9 +416,12 @@ async def accept_websocket(
     request = events[0] if events and isinstance(events[0], Request) else None
     websocket = WebSocket(protocol, io, request=request)
     if request is None:
-        if protocol.handshake_exc is None:  # incomplete head; an unparsable one was answered 400 already
-            protocol.send_response(protocol.reject(400, "Bad Request\n"))
-        await websocket._flush()
+        # An incomplete head, or one websockets could not parse (it queued only an EOF then): answer 400.
+        protocol.data_to_send()
+        try:
+            await io.send_all(protocol.reject(400, "Bad Request\n").serialize())
+        except OSError:
+            pass
         io.close()
         return None
     response = protocol.accept(request) if authorize(request) else protocol.reject(403, "Forbidden\n")
@@ -478,6 +486,7 @@ async def connect_websocket(
             raise WebSocketRejected(
                 status, response.body or b"", f"handshake rejected with HTTP {status}: {protocol.handshake_exc}"
             )
+        await websocket._flush()  # what the protocol queued for frames that came with the 101 (pong, close)
     except BaseException:
         io.close()
         raise

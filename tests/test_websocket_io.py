@@ -293,7 +293,7 @@ async def test_client_round_trips_text_binary_and_100_kb_with_trio_websocket():
                 else:
                     await websocket.send_binary(message)
                 echoed = await websocket.receive()
-                # bytes-like for binary (the exact type: see the xfail test below), str for text
+                # bytes-like for binary (the exact type is checked below), str for text
                 assert isinstance(echoed, str if isinstance(message, str) else (bytes, bytearray))
                 assert echoed == message
             await websocket.close()
@@ -301,11 +301,6 @@ async def test_client_round_trips_text_binary_and_100_kb_with_trio_websocket():
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an unfragmented unmasked binary frame (every server-to-client one) comes back as the "
-    "protocol's bytearray, not the documented bytes",
-)
 async def test_client_receives_binary_messages_as_bytes():
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
@@ -465,11 +460,6 @@ async def test_client_answers_a_ping_with_a_pong_of_the_same_payload():
     assert seen == [(OP_PONG, True, b"are you there?")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: connect_websocket parses frames that came with the 101 but never flushes what the "
-    "protocol queued for them (the pong, or the echo of a close), so a server waiting for it hangs",
-)
 async def test_client_answers_a_ping_that_arrives_with_the_101():
     seen: list[tuple[int, bytes]] = []
 
@@ -562,11 +552,6 @@ async def test_client_fails_a_text_message_with_invalid_utf8_with_1007():
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: WebSocket._assemble queues the 1007 close frame (protocol.fail) but nothing flushes it; "
-    "close() skips its flush once _ended, so the frame never reaches the peer",
-)
 async def test_client_puts_the_1007_close_frame_on_the_wire():
     frames: list[tuple[int, bytes]] = []
 
@@ -672,7 +657,6 @@ async def test_two_tasks_cannot_receive_at_once():
 
 async def test_server_round_trips_text_binary_and_100_kb_with_trio_websocket():
     requests: list[Request] = []
-
     types: list[type] = []
 
     async def on_websocket(websocket: WebSocket) -> None:
@@ -782,11 +766,6 @@ async def test_server_answers_400_to_a_head_cut_short_by_the_timeout():
     assert response.startswith(b"HTTP/1.1 400 ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: for an unparsable head websockets' ServerProtocol only queues EOF (no response); "
-    "accept_websocket's comment assumes a 400 was queued, so the client gets a bare close",
-)
 async def test_server_answers_400_to_an_unparsable_head():
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
@@ -889,6 +868,25 @@ async def test_server_sees_a_client_close_as_none_and_1000():
             await finished.wait()
             assert states == [None, (1000, "done here"), 1000]
             nursery.cancel_scope.cancel()
+
+
+async def test_server_send_texts_sends_each_message_in_order():
+    async def on_websocket(websocket: WebSocket) -> None:
+        await websocket.send_texts(["one", "two", "", "€" * 40_000])
+        await websocket.send_texts([])  # nothing to send
+        await websocket.send_text("last")
+        assert await websocket.receive() is None
+        with pytest.raises(WebSocketClosed) as raised:
+            await websocket.send_texts(["too", "late"])
+        assert raised.value.code == 1000
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await start_our_server(nursery, on_websocket)
+            async with open_websocket_url(f"ws://{LOOPBACK}:{port}{PATH}") as client:
+                received = [await client.get_message() for _ in range(5)]
+            nursery.cancel_scope.cancel()
+    assert received == ["one", "two", "", "€" * 40_000, "last"]
 
 
 async def test_server_close_in_a_cancelled_scope_reaches_the_client():
@@ -1057,11 +1055,6 @@ async def test_a_sender_waits_for_a_slow_reader_then_completes(side: str):
     assert [hashlib.sha256(m).digest() for m in received] == [hashlib.sha256(m).digest() for m in messages]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _PlainSocketIO.send_all puts part of the frame on the wire, then `async with lock` "
-    "checkpoints before the shield and raises Cancelled, leaving a truncated frame (corrupt stream)",
-)
 async def test_a_cancelled_sender_never_leaves_half_a_frame_on_the_wire():
     """A sender whose scope is already cancelled either sends its whole frame or none of it, and the
     stream stays valid for the next message."""
