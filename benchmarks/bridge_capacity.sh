@@ -18,7 +18,7 @@ token=bench-auth-token
 data="$(mktemp -d)"
 # The echo model never proposes a route: a long triage budget keeps each call up for the whole run.
 "$venv/bin/python" "$bench/run_capacity.py" --label orchestrator \
-  --server-cmd "exec '$repo/.venv/bin/orchestrator' serve --port {port} --workers 2 --engine realtime --data-dir '$data'" \
+  --server-cmd "exec '$repo/.venv/bin/orchestrator' serve --port {port} --workers ${WORKERS:-2} --engine realtime --data-dir '$data'" \
   --server-env OPENAI_API_KEY=sk-fake --server-env "TWILIO_AUTH_TOKEN=$token" \
   --server-env 'ORCHESTRATOR_REALTIME_URL={model_url}' --server-env ORCHESTRATOR_TRIAGE__BUDGET_SECONDS=3600 \
   --server-env 'ORCHESTRATOR_PUBLIC_URL=http://127.0.0.1:{port}' \

@@ -48,8 +48,6 @@ __all__ = [
 
 HTTP_HEAD_LIMIT = 16 * 1024  # the head of a Twilio stream upgrade is < 2 KiB
 _RECEIVE_BYTES = 65536
-# A task that always finds data waiting would never yield to the others; give way every so often.
-_MESSAGES_BETWEEN_YIELDS = 16
 CLOSE_TIMEOUT_S = 2.0
 # A peer that takes no bytes for this long is gone: the connection is dropped rather than the sender held.
 SEND_STALL_TIMEOUT_S = 10.0
@@ -90,28 +88,28 @@ class _PlainSocketIO:
         sock.setblocking(False)
         self._sock = sock
         self._send_lock = trio.StrictFIFOLock()
-        self._ready_in_a_row = 0
+        # After a read that did not fill the buffer the kernel has most likely nothing more: wait for the
+        # socket first instead of a read that fails (a syscall and an exception per message).
+        self._drained = False
 
     async def receive_some(self) -> bytes:
         sock = self._sock
         while True:
-            try:
-                data = sock.recv(_RECEIVE_BYTES)
-            except BlockingIOError:
-                self._ready_in_a_row = 0
+            if self._drained:
                 try:
                     await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:  # closed by another task
                     return b""
+            else:
+                await trio.lowlevel.checkpoint()  # data was waiting: let the other tasks run first
+            try:
+                data = sock.recv(_RECEIVE_BYTES)
+            except BlockingIOError:
+                self._drained = True
                 continue
             except OSError:  # reset, or closed under us: the stream has ended
                 return b""
-            self._ready_in_a_row += 1
-            if self._ready_in_a_row >= _MESSAGES_BETWEEN_YIELDS:
-                self._ready_in_a_row = 0
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
+            self._drained = len(data) < _RECEIVE_BYTES
             return data
 
     async def send_all(self, data: bytes) -> None:
