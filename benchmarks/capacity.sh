@@ -8,6 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
-[ -x "$repo/.venv/bin/orchestrator" ] || { python3 -m venv "$repo/.venv" && "$repo/.venv/bin/pip" install -q -e "$repo"; }
+[ -x "$repo/.venv/bin/python" ] || python3 -m venv "$repo/.venv"
+"$repo/.venv/bin/python" -c "import orchestrator, uvloop" 2>/dev/null || "$repo/.venv/bin/pip" install -q -e "$repo[bench]"
 exec "$repo/.venv/bin/python" "$here/capacity.py" --ns "${NS:-25,50,75,100,200,240,360}" --ramp "${RAMP:-5}" \
   --hold "${HOLD:-20}" --workers "${WORKERS:-2}" ${EXTRA:-} "$@"

@@ -28,7 +28,7 @@ import orjson
 
 from bench_tags import DECIDE, find_tags
 from ws_lite import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, accept_key, close_payload
-from ws_lite import encode_frame, split_http_head
+from ws_lite import encode_frame, run_event_loop, split_http_head
 
 PROPOSE_ROUTE = "propose_route"
 
@@ -90,8 +90,7 @@ class RealtimeEcho(asyncio.Protocol):
     # ---- connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (asyncio's or uvloop's)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.counted:
@@ -246,7 +245,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--turn-frames", type=int, default=250, help="deltas per echo response (250 = 5 s)")
     args = parser.parse_args()
-    asyncio.run(serve(args.host, args.port, args.turn_frames))
+    run_event_loop(serve(args.host, args.port, args.turn_frames))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from twilio.request_validator import RequestValidator
 
 from bench_tags import DECIDE, find_tags, tagged_frame
 from ws_lite import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, close_payload, encode_frame
-from ws_lite import new_client_key, split_http_head
+from ws_lite import new_client_key, run_event_loop, split_http_head
 
 FRAME_S = 0.020
 SLOTS = 20
@@ -197,8 +197,7 @@ class Call(asyncio.Protocol):
     # ---- receiving
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a stream transport (asyncio's or uvloop's)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.upgraded.done():
@@ -396,7 +395,7 @@ def main() -> None:
     args = parser.parse_args()
     start, stop, step = (int(part) for part in args.indices.split(":"))
     args.indices = range(start, stop, step)
-    result = asyncio.run(run_calls(args))
+    result = run_event_loop(run_calls(args))
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 

@@ -12,6 +12,7 @@ first-write-wins: Twilio retries webhooks, and the first decision of a pass is t
 from __future__ import annotations
 
 import abc
+import itertools
 import json
 import logging
 import math
@@ -34,6 +35,11 @@ log = logging.getLogger(__name__)
 # Bump when the schema changes; a file with a newer version is refused instead of misread.
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
+# Operations run in the event loop's thread, where SQLite's own busy wait (a sleep in C while another
+# process, e.g. another worker, holds the write lock) would stall every call of this worker: there the
+# busy timeout is 0 and a locked database is retried after these pauses, until BUSY_TIMEOUT_MS.
+_LOCKED_RETRY_PAUSES_S = (0.0005, 0.001, 0.002, 0.005, 0.01)
+_SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 MEMORY = ":memory:"
 
 # Tables added by schema version 2 (call facts, shared settings): in the schema and in the migration.
@@ -705,7 +711,15 @@ class SqliteCallStore(CallStore):
         # no fsync per commit), while a thread hop costs ~100 µs idle and tens of ms when the loop is
         # busy and holds the GIL, which is exactly when calls pile up (measured: 200 concurrent calls).
         await trio.lowlevel.checkpoint()
-        return self._transaction(what, operation, write)
+        give_up_at = trio.current_time() + BUSY_TIMEOUT_MS / 1000
+        for attempt in itertools.count():
+            try:
+                return self._transaction(what, operation, write)
+            except _DatabaseLocked as locked:
+                if trio.current_time() >= give_up_at:
+                    raise CallStoreError(f"call store {self._location}: cannot {what}: {locked}") from None
+                await trio.sleep(_LOCKED_RETRY_PAUSES_S[min(attempt, len(_LOCKED_RETRY_PAUSES_S) - 1)])
+        raise AssertionError("unreachable")
 
     def _transaction(self, what: str, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
         connection = self._connection
@@ -724,6 +738,8 @@ class SqliteCallStore(CallStore):
         except sqlite3.Error as exc:
             if connection.in_transaction:
                 connection.rollback()
+            if getattr(exc, "sqlite_errorcode", None) in _SQLITE_BUSY_CODES:
+                raise _DatabaseLocked(str(exc)) from exc
             raise CallStoreError(f"call store {self._location}: cannot {what}: {exc}") from exc
 
     def _read_decision(self, stored_json: str, call_sid: str, number: int) -> DispatchDecision | None:
@@ -813,7 +829,12 @@ def _connect(location: str) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:  # e.g. "file is not a database"
         connection.close()
         raise CallStoreError(f"call store {location}: not a usable SQLite database: {exc}") from None
+    connection.execute("PRAGMA busy_timeout = 0")  # from here on, SqliteCallStore._run waits for locks
     return connection
+
+
+class _DatabaseLocked(Exception):
+    """Another connection holds the lock this operation needs (retried by SqliteCallStore._run)."""
 
 
 def _execute_script(connection: sqlite3.Connection, script: str) -> None:

@@ -457,3 +457,54 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_calls(tmp_path):
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     finally:
         raw.close()
+
+
+async def test_a_write_waits_for_another_process_lock_without_stalling_the_event_loop(tmp_path):
+    """Another worker holding the write lock must not freeze this worker's calls while the write waits."""
+    import trio
+
+    path = tmp_path / "calls.sqlite3"
+    async with await SqliteCallStore.open(path) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the other worker's transaction, holding the write lock
+        ticks = 0
+        written = trio.Event()
+
+        async def write() -> None:
+            await store.record_visit(CALL, "FW_node")
+            written.set()
+
+        async def tick() -> None:
+            nonlocal ticks
+            while not written.is_set():
+                ticks += 1
+                await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            nursery.start_soon(tick)
+            await trio.sleep(0.3)
+            assert not written.is_set()  # still waiting for the lock...
+            assert ticks >= 10  # ...while the loop kept running the other tasks
+            other.execute("COMMIT")
+            with trio.fail_after(2):
+                await written.wait()
+        other.close()
+        assert list(await store.visited_nodes(CALL)) == ["FW_node"]
+
+
+async def test_a_lock_held_past_the_busy_timeout_is_a_store_error(tmp_path, monkeypatch):
+    import orchestrator.call_store as call_store
+
+    monkeypatch.setattr(call_store, "BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "calls.sqlite3"
+    async with await SqliteCallStore.open(path) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(CallStoreError, match="locked"):
+                await store.record_visit(CALL, "FW_node")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await store.record_visit(CALL, "FW_node")  # usable again once the lock is gone
