@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import sys
 import time
 import uuid
@@ -396,6 +397,7 @@ def main() -> None:
     start, stop, step = (int(part) for part in args.indices.split(":"))
     args.indices = range(start, stop, step)
     result = run_event_loop(run_calls(args))
+    os.set_blocking(sys.stdout.fileno(), True)  # uvloop may leave the pipe non-blocking: a long result was cut at 64 KiB
     sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
