@@ -226,14 +226,18 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 
         time.sleep(max(0.0, window_start - time.monotonic()))
         server_pids = process_tree(server.pid)
-        profiler = None
-        if args.profile:
-            profiler = subprocess.Popen(
+
+        def start_profiler(seconds: float) -> subprocess.Popen:
+            return subprocess.Popen(
                 [str(REPO / ".venv" / "bin" / "py-spy"), "record", "--format", "raw",
-                 "--rate", "100", "--duration", str(max(1, int(window_end - time.monotonic()) - 1)),
+                 "--rate", "100", "--duration", str(max(1, int(seconds))),
                  "--output", str(log_dir / f"profile-{n}.txt"), "--pid", str(server_pids[-1])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
+
+        profiler = None
+        if args.profile and args.profile_phase == "window":
+            profiler = start_profiler(window_end - time.monotonic() - 1)
         caller_pids = [caller.pid for caller in callers]
         t0 = time.monotonic()
         server_cpu0, model_cpu0 = cpu_seconds(server_pids), cpu_seconds([model.pid])
@@ -251,6 +255,9 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         machine_cpu = 200 * (busy1 - busy0) / max(1e-9, total1 - total0)
         rss_steady = max(rss_peak, rss_mb(server_pids))
 
+        if args.profile and args.profile_phase == "teardown":  # the decisions, closes and action URL requests
+            time.sleep(max(0.0, decide_at - time.monotonic()))
+            profiler = start_profiler(args.stagger + 3)
         if profiler is not None:
             profiler.wait(30)
             print(top_functions(log_dir / f"profile-{n}.txt"), flush=True)
@@ -399,7 +406,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="`serve --workers` when the option exists")
     parser.add_argument("--calls-per-process", type=int, default=120)
     parser.add_argument("--stop-after-fail", action="store_true", help="stop the sweep at the first failing N")
-    parser.add_argument("--profile", action="store_true", help="py-spy the server during the window (needs py-spy)")
+    parser.add_argument("--profile", action="store_true", help="py-spy one server worker (needs py-spy)")
+    parser.add_argument("--profile-phase", choices=("window", "teardown"), default="window",
+                        help="what --profile samples: the measured audio window, or the decisions and teardowns")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.workers_supported = serve_supports_workers(str(REPO / ".venv" / "bin" / "orchestrator"))
