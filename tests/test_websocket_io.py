@@ -354,9 +354,12 @@ async def test_client_rejected_with_http_401_and_a_body():
             nursery.cancel_scope.cancel()
 
 
-async def test_client_rejected_when_the_server_closes_without_answering():
+@pytest.mark.parametrize("answer", [b"", b"SSH-2.0-OpenSSH_9.2\r\n\r\n"], ids=["closes-unanswered", "not-http"])
+async def test_client_rejected_when_the_server_does_not_answer_in_http(answer: bytes):
     async def handler(peer: RawPeer) -> None:
         await peer.read_until(b"\r\n\r\n")
+        if answer:
+            await peer.send(answer)
         await peer.stream.aclose()
 
     with trio.fail_after(TIMEOUT_S):
@@ -366,21 +369,6 @@ async def test_client_rejected_when_the_server_closes_without_answering():
                 await connect_websocket(url, max_message_bytes=1000)
             assert raised.value.status_code is None
             assert raised.value.body == b""
-            nursery.cancel_scope.cancel()
-
-
-async def test_client_rejected_when_the_server_answers_not_http():
-    async def handler(peer: RawPeer) -> None:
-        await peer.read_until(b"\r\n\r\n")
-        await peer.send(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-        await peer.stream.aclose()
-
-    with trio.fail_after(TIMEOUT_S):
-        async with trio.open_nursery() as nursery:
-            url, _finished = await start_raw_server(nursery, handler)
-            with pytest.raises(WebSocketRejected) as raised:
-                await connect_websocket(url, max_message_bytes=1000)
-            assert raised.value.status_code is None
             nursery.cancel_scope.cancel()
 
 
