@@ -39,6 +39,7 @@ from orchestrator.store_location import describe_store_location, open_call_store
 from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import TwilioSignatureCheck
 
+_log = logging.getLogger(__name__)
 # A burst of calls must not overflow the accept queue, or the kernel drops connections (seen: 200 calls
 # in 2 s with hypercorn's default of 100).
 LISTEN_BACKLOG = 1024
@@ -317,13 +318,18 @@ async def _serve_connections(
     context = WorkerContext(None)
 
     async def route(stream: trio.SocketStream) -> None:
-        head = await read_http_head(stream, timeout_s=REQUEST_HEAD_TIMEOUT_S)
-        if not head:
+        try:
+            head = await read_http_head(stream, timeout_s=REQUEST_HEAD_TIMEOUT_S)
+            if not head:
+                await trio.aclose_forcefully(stream)
+            elif is_websocket_upgrade(head, MEDIA_PATH):
+                await media_stream(stream, head)
+            else:
+                state = ConnectionState(lifespan_state.copy())
+                await TCPServer(asgi, hypercorn, context, state, _ReplayStream(stream, head))
+        except Exception:  # one broken connection must not take the listener (and every call) down
+            _log.exception("connection failed")
             await trio.aclose_forcefully(stream)
-        elif is_websocket_upgrade(head, MEDIA_PATH):
-            await media_stream(stream, head)
-        else:
-            await TCPServer(asgi, hypercorn, context, ConnectionState(lifespan_state.copy()), _ReplayStream(stream, head))
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

@@ -106,3 +106,24 @@ async def test_an_upgrade_of_any_other_path_is_left_to_hypercorn(tmp_path):
             await stream.aclose()
         assert head.startswith(b"HTTP/1.1 403"), head  # Starlette has no WebSocket route there
         assert desk.server.state.metrics.signature_failures.labels("media")._value.get() == 0
+
+
+async def test_a_connection_whose_handler_fails_does_not_stop_the_listener(tmp_path, monkeypatch, caplog):
+    import orchestrator.serving as serving
+
+    def broken_check(head: bytes, path: str) -> bool:
+        if b"/boom" in head:
+            raise RuntimeError("a bug in the router")
+        return False
+
+    monkeypatch.setattr(serving, "is_websocket_upgrade", broken_check)
+    async with front_desk(tmp_path, Scenario()) as desk:
+        with trio.fail_after(TIMEOUT_S):
+            stream = await _connect(desk.server.base_url)
+            await stream.send_all(b"GET /boom HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert await _read_response_head(stream) == b""  # closed, unanswered
+            await stream.aclose()
+            async with httpx.AsyncClient(base_url=desk.server.base_url) as client:
+                health = await client.get("/healthz")
+        assert health.status_code == 200
+        assert "connection failed" in caplog.text
