@@ -211,6 +211,7 @@ class WebSocket:
         self._eof = False  # the peer's end of stream, or the socket failed
         self._receiving = False
         self._closing = False
+        self._close_answered = trio.Event()  # the peer's close frame, or its end of stream, has come
 
     @property
     def _ended(self) -> bool:
@@ -240,7 +241,7 @@ class WebSocket:
                     message = self._assemble(events.popleft())
                     if message is not None:
                         return message
-                if self._ended:
+                if self._ended and not self._awaiting_close_answer:
                     await self._flush()  # e.g. the 1007 close frame that _assemble queued
                     return None
                 await self._read_once()
@@ -285,6 +286,14 @@ class WebSocket:
             self._eof = True
         self._events.extend(protocol.events_received())
         await self._flush()
+        if self._eof or protocol.close_rcvd is not None:
+            self._close_answered.set()
+
+    @property
+    def _awaiting_close_answer(self) -> bool:
+        # close() sent our close frame and waits for the peer's: the task that reads keeps reading, so the
+        # answer is consumed and the socket closes cleanly (closing it with data unread resets it).
+        return self._closing and not self._close_answered.is_set()
 
     async def _flush(self) -> None:
         """Write what the protocol has queued (messages, pongs, close frames); b"" means end of stream."""
@@ -343,16 +352,14 @@ class WebSocket:
                         except (InvalidState, ProtocolError):
                             pass
                         await self._flush()
-                    # Wait for the peer's answering close frame, unless another task is reading.
-                    while (
-                        not self._eof
-                        and not self._receiving
-                        and protocol.close_sent is not None
-                        and protocol.close_rcvd is None
-                        and protocol.state is not State.CLOSED
-                    ):
-                        await self._read_once()
-                        self._events.clear()
+                    # Wait for the peer's answering close frame: read it here, or let the reading task.
+                    while protocol.close_sent is not None and not self._close_answered.is_set():
+                        if self._receiving:  # re-checked now and then: that task may stop reading
+                            with trio.move_on_after(0.05):
+                                await self._close_answered.wait()
+                        else:
+                            await self._read_once()
+                            self._events.clear()
             finally:
                 self._io.close()
 

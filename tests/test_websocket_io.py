@@ -1250,3 +1250,40 @@ async def test_read_http_head_stops_at_the_limit():
     assert len(head) >= HTTP_HEAD_LIMIT
     assert b"\r\n\r\n" not in head
     assert head.startswith(b"GET /media HTTP/1.1\r\nX-Filler: aaa")
+
+
+async def test_server_close_while_another_task_reads_waits_for_the_clients_answer_and_ends_with_a_fin():
+    """The stream's reader is still reading when the session closes the socket: close() must let that
+    task consume the client's answer (and the media still in flight) before closing, or the kernel
+    resets the connection over the unread bytes."""
+    received_after_close: list[object] = []
+    reader_done = trio.Event()
+
+    async def on_websocket(websocket: WebSocket) -> None:
+        async def read() -> None:
+            while (message := await websocket.receive()) is not None:
+                received_after_close.append(message)
+            reader_done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(0.05)
+            await websocket.close(1000, "call over")
+            assert websocket.closed == (1000, "done")  # the client's answer, read by the other task
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await start_our_server(nursery, on_websocket)
+            peer = await open_raw_client(port)
+            await peer.send(upgrade_request())
+            await peer.read_until(b"\r\n\r\n")
+            _fin, opcode, _masked, payload = await peer.read_frame()
+            assert (opcode, parse_close(payload)) == (OP_CLOSE, (1000, "call over"))
+            for number in range(5):  # media still in flight when our close frame arrived
+                await peer.send(frame_bytes(OP_TEXT, f"late {number}".encode(), mask=True))
+                await trio.sleep(0.01)
+            await peer.send(frame_bytes(OP_CLOSE, close_payload(1000, "done"), mask=True))
+            assert await peer.read_to_eof() == b""  # a clean end of stream, not ConnectionResetError
+            await reader_done.wait()
+            nursery.cancel_scope.cancel()
+    assert received_after_close == [f"late {number}" for number in range(5)]
