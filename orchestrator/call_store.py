@@ -12,7 +12,6 @@ first-write-wins: Twilio retries webhooks, and the first decision of a pass is t
 from __future__ import annotations
 
 import abc
-import itertools
 import json
 import logging
 import math
@@ -712,14 +711,14 @@ class SqliteCallStore(CallStore):
         # busy and holds the GIL, which is exactly when calls pile up (measured: 200 concurrent calls).
         await trio.lowlevel.checkpoint()
         give_up_at = trio.current_time() + BUSY_TIMEOUT_MS / 1000
-        for attempt in itertools.count():
+        pauses = iter(_LOCKED_RETRY_PAUSES_S)
+        while True:
             try:
                 return self._transaction(what, operation, write)
             except _DatabaseLocked as locked:
                 if trio.current_time() >= give_up_at:
                     raise CallStoreError(f"call store {self._location}: cannot {what}: {locked}") from None
-                await trio.sleep(_LOCKED_RETRY_PAUSES_S[min(attempt, len(_LOCKED_RETRY_PAUSES_S) - 1)])
-        raise AssertionError("unreachable")
+                await trio.sleep(next(pauses, _LOCKED_RETRY_PAUSES_S[-1]))
 
     def _transaction(self, what: str, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
         connection = self._connection

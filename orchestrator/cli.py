@@ -38,7 +38,6 @@ def draw_diagrams(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     import functools
-    import os
 
     import structlog
     import trio

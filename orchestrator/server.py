@@ -1,6 +1,6 @@
 """The HTTP and WebSocket face of the front desk: one Starlette app served by hypercorn under Trio, and the
-Media Stream WebSocket, which `serving.py` hands to `media_stream` before hypercorn sees it (the audio path
-costs a third as much on `bridge.websocket_io`).
+Media Stream WebSocket, which `serving.py` hands to `media_stream` before hypercorn sees it (a message costs
+a fifth as much on `bridge.websocket_io` as through hypercorn: `benchmarks/websocket_stacks/README.md`).
 
     POST /voice/incoming      Twilio's voice webhook (or a Studio TwiML Redirect widget): assigns the
                               rollout arm; for the AI arm opens a triage pass and answers
