@@ -358,6 +358,7 @@ async def serve_until_signalled(
     listening: socket.socket | None = None,
     worker: str | None = None,
     announce: bool = True,
+    scheduling: str | None = None,
 ) -> None:
     """`orchestrator serve`: announce what runs, then serve until SIGINT or SIGTERM. A worker of
     `serve --workers N` (`worker` names it) serves on the socket it inherited; one of them announces."""
@@ -372,7 +373,7 @@ async def serve_until_signalled(
                 async for _ in signals:
                     break
                 return
-            for line in running.announcements:
+            for line in [*running.announcements, *([scheduling] if scheduling else [])]:
                 print(line, flush=True)
             print(
                 f"front desk for {state.config.company.name or 'the configured company'} listening on "

@@ -6,11 +6,14 @@ often answered by the worker that did not run its stream: every call must still 
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+from orchestrator.workers import use_batch_scheduling
 from tests.cli_support import BIN, clean_environment, orchestrator, serving, wait_for
 
 CALLS = 8
@@ -25,6 +28,8 @@ def test_two_workers_share_the_port_and_every_call_gets_its_decision(tmp_path):
     try:
         assert any("2 workers sharing" in line for line in printed)
         wait_for(lambda: len(_worker_pids(printed)) == 2, 60, "both workers to serve")
+        assert [os.sched_getscheduler(pid) for pid in _worker_pids(printed)] == [os.SCHED_BATCH] * 2
+        assert "scheduling: SCHED_BATCH (ORCHESTRATOR_BATCH_SCHEDULING=false turns it off)" in printed
 
         def one_call(index: int) -> subprocess.CompletedProcess[str]:
             return orchestrator(tmp_path, "call", "--url", base_url, "--say", "my basement is flooding",
@@ -63,11 +68,34 @@ def test_a_worker_that_dies_is_started_again(tmp_path):
         pids = _worker_pids(printed)
         subprocess.run(["kill", "-9", str(pids[0])], check=True)
         wait_for(lambda: len(_worker_pids(printed)) == 3, 60, "the worker to be started again")
+        assert os.sched_getscheduler(_worker_pids(printed)[2]) == os.SCHED_BATCH
         call = orchestrator(tmp_path, "call", "--url", base_url, "--say", "my basement is flooding", "--speed", "4")
         assert call.returncode == 0, call.stdout + call.stderr
         assert any(f"status -{signal.SIGKILL.value}; starting it again" in line for line in printed), printed
     finally:
         server.close()
+
+
+def test_batch_scheduling_off_leaves_the_workers_on_the_default_policy(tmp_path):
+    environment = {**NO_FAILOVER, "ORCHESTRATOR_BATCH_SCHEDULING": "false"}
+    server = serving(tmp_path, "--engine", "fake", "--workers", "2", environment=environment)
+    _, printed = next(server)
+    try:
+        wait_for(lambda: len(_worker_pids(printed)) == 2, 60, "both workers to serve")
+        assert [os.sched_getscheduler(pid) for pid in _worker_pids(printed)] == [os.SCHED_OTHER] * 2
+        assert "scheduling: default (batch scheduling off)" in printed
+    finally:
+        server.close()
+
+
+def test_a_refused_or_missing_batch_policy_is_announced_and_serving_goes_on(monkeypatch):
+    def refuse(*_args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert use_batch_scheduling() == "scheduling: default (SCHED_BATCH refused: Operation not permitted)"
+    monkeypatch.delattr(os, "sched_setscheduler")
+    assert use_batch_scheduling() == "scheduling: default (SCHED_BATCH is not available on this system)"
 
 
 def _worker_pids(printed: list[str]) -> list[int]:
