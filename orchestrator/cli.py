@@ -57,7 +57,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     configure_logging()
     worker = this_worker()
-    scheduling = use_batch_scheduling() if settings.batch_scheduling else "scheduling: default (batch scheduling off)"
+    scheduling = use_batch_scheduling() if settings.batch_scheduling else None
     if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker)  # every log line says which worker
         listening = listening_socket(args.host, args.port, shared_port=True)

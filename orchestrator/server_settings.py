@@ -65,8 +65,8 @@ class ServerSettings(BaseSettings):
     # `serve --workers N`: processes sharing the port; they meet in the call store.
     workers: int = Field(1, ge=1, le=64)
     # Linux SCHED_BATCH for the serving processes: a wake-up for one media frame then does not preempt
-    # whatever runs (another worker, a co-located process), so frames batch per wake-up (see README, Scale).
-    batch_scheduling: bool = True
+    # whatever runs, so frames batch per wake-up. Off by default: its benefit did not reproduce (README, Scale).
+    batch_scheduling: bool = False
 
     @field_validator("public_url")
     @classmethod

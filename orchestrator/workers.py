@@ -101,8 +101,8 @@ def this_worker() -> str | None:
 
 def use_batch_scheduling() -> str:
     """Put this process under SCHED_BATCH (Linux); says what happened, for the start-up announcements.
-    Measured with the shared harness at 200 calls on 2 cores: p99 round trip 23 ms instead of 140–200 ms,
-    and 82–87 % of a core instead of 130 %, because fewer wake-ups preempt and more frames share one."""
+    With the shared harness at 200 calls on 2 cores it once gave p99 23 ms instead of 140–200 ms; on
+    another day on and off measured the same (README, Scale), so it is opt-in."""
     set_scheduler = getattr(os, "sched_setscheduler", None)
     if set_scheduler is None or not hasattr(os, "SCHED_BATCH"):
         return "scheduling: default (SCHED_BATCH is not available on this system)"
@@ -110,4 +110,4 @@ def use_batch_scheduling() -> str:
         set_scheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError as error:
         return f"scheduling: default (SCHED_BATCH refused: {error.strerror or error})"
-    return "scheduling: SCHED_BATCH (ORCHESTRATOR_BATCH_SCHEDULING=false turns it off)"
+    return "scheduling: SCHED_BATCH (ORCHESTRATOR_BATCH_SCHEDULING)"

@@ -28,8 +28,8 @@ def test_two_workers_share_the_port_and_every_call_gets_its_decision(tmp_path):
     try:
         assert any("2 workers sharing" in line for line in printed)
         wait_for(lambda: len(_worker_pids(printed)) == 2, 60, "both workers to serve")
-        assert [os.sched_getscheduler(pid) for pid in _worker_pids(printed)] == [os.SCHED_BATCH] * 2
-        assert "scheduling: SCHED_BATCH (ORCHESTRATOR_BATCH_SCHEDULING=false turns it off)" in printed
+        assert [os.sched_getscheduler(pid) for pid in _worker_pids(printed)] == [os.SCHED_OTHER] * 2
+        assert not any(line.startswith("scheduling:") for line in printed)
 
         def one_call(index: int) -> subprocess.CompletedProcess[str]:
             return orchestrator(tmp_path, "call", "--url", base_url, "--say", "my basement is flooding",
@@ -60,11 +60,14 @@ def _streams_by_worker(printed: list[str]) -> dict[str, int]:
     }
 
 
-def test_a_worker_that_dies_is_started_again(tmp_path):
-    server = serving(tmp_path, "--engine", "fake", "--workers", "2", environment=NO_FAILOVER)
+def test_a_worker_that_dies_is_started_again_under_the_same_policy(tmp_path):
+    environment = {**NO_FAILOVER, "ORCHESTRATOR_BATCH_SCHEDULING": "true"}
+    server = serving(tmp_path, "--engine", "fake", "--workers", "2", environment=environment)
     base_url, printed = next(server)
     try:
         wait_for(lambda: len(_worker_pids(printed)) == 2, 60, "both workers to serve")
+        assert [os.sched_getscheduler(pid) for pid in _worker_pids(printed)] == [os.SCHED_BATCH] * 2
+        assert "scheduling: SCHED_BATCH (ORCHESTRATOR_BATCH_SCHEDULING)" in printed
         pids = _worker_pids(printed)
         subprocess.run(["kill", "-9", str(pids[0])], check=True)
         wait_for(lambda: len(_worker_pids(printed)) == 3, 60, "the worker to be started again")
@@ -72,18 +75,6 @@ def test_a_worker_that_dies_is_started_again(tmp_path):
         call = orchestrator(tmp_path, "call", "--url", base_url, "--say", "my basement is flooding", "--speed", "4")
         assert call.returncode == 0, call.stdout + call.stderr
         assert any(f"status -{signal.SIGKILL.value}; starting it again" in line for line in printed), printed
-    finally:
-        server.close()
-
-
-def test_batch_scheduling_off_leaves_the_workers_on_the_default_policy(tmp_path):
-    environment = {**NO_FAILOVER, "ORCHESTRATOR_BATCH_SCHEDULING": "false"}
-    server = serving(tmp_path, "--engine", "fake", "--workers", "2", environment=environment)
-    _, printed = next(server)
-    try:
-        wait_for(lambda: len(_worker_pids(printed)) == 2, 60, "both workers to serve")
-        assert [os.sched_getscheduler(pid) for pid in _worker_pids(printed)] == [os.SCHED_OTHER] * 2
-        assert "scheduling: default (batch scheduling off)" in printed
     finally:
         server.close()
 
