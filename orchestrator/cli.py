@@ -45,7 +45,7 @@ def serve(args: argparse.Namespace) -> int:
     from orchestrator.call_logging import configure_logging
     from orchestrator.server_settings import load_server_settings
     from orchestrator.serving import listening_socket, serve_until_signalled
-    from orchestrator.workers import this_worker, use_batch_scheduling
+    from orchestrator.workers import this_worker
 
     settings = load_server_settings(
         config=args.config,
@@ -57,19 +57,16 @@ def serve(args: argparse.Namespace) -> int:
     )
     configure_logging()
     worker = this_worker()
-    scheduling = use_batch_scheduling() if settings.batch_scheduling else None
     if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker)  # every log line says which worker
         listening = listening_socket(args.host, args.port, shared_port=True)
         trio.run(functools.partial(
             serve_until_signalled, settings, args.host, args.port, args.access_log,
-            listening=listening, worker=worker, announce=worker.startswith("1/"), scheduling=scheduling,
+            listening=listening, worker=worker, announce=worker.startswith("1/"),
         ))
         return 0
     if settings.workers == 1:
-        trio.run(functools.partial(
-            serve_until_signalled, settings, args.host, args.port, args.access_log, scheduling=scheduling,
-        ))
+        trio.run(serve_until_signalled, settings, args.host, args.port, args.access_log)
         return 0
     return _serve_with_workers(args, settings)
 

@@ -38,6 +38,7 @@ from orchestrator.server_settings import ServerSettings, development_auth_token,
 from orchestrator.store_location import describe_store_location, open_call_store
 from orchestrator.triage_engine import EngineConnector
 from orchestrator.twilio_signature import TwilioSignatureCheck
+from orchestrator.workers import use_batch_scheduling
 
 _log = logging.getLogger(__name__)
 # A burst of calls must not overflow the accept queue, or the kernel drops connections (seen: 200 calls
@@ -358,10 +359,11 @@ async def serve_until_signalled(
     listening: socket.socket | None = None,
     worker: str | None = None,
     announce: bool = True,
-    scheduling: str | None = None,
 ) -> None:
     """`orchestrator serve`: announce what runs, then serve until SIGINT or SIGTERM. A worker of
     `serve --workers N` (`worker` names it) serves on the socket it inherited; one of them announces."""
+    # Before any thread starts: threads inherit the policy of the one that starts them.
+    scheduling = [use_batch_scheduling()] if settings.batch_scheduling else []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with run_server(
             settings, host=host, port=port, access_log=access_log, listening=listening
@@ -373,7 +375,7 @@ async def serve_until_signalled(
                 async for _ in signals:
                     break
                 return
-            for line in [*running.announcements, *([scheduling] if scheduling else [])]:
+            for line in [*running.announcements, *scheduling]:
                 print(line, flush=True)
             print(
                 f"front desk for {state.config.company.name or 'the configured company'} listening on "
