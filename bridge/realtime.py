@@ -15,7 +15,7 @@ Never send an `OpenAI-Beta` header nor a beta-shaped `session.update`: since 202
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 import typing
 from collections import deque
@@ -380,7 +380,8 @@ def audio_append_frame(payload_b64: str) -> str:
 
 def joined_base64(payloads_b64: Sequence[str]) -> str:
     """One base64 string holding the bytes of all, in order. Raises binascii.Error unless all are base64."""
-    return base64.b64encode(b"".join(base64.b64decode(payload, validate=True) for payload in payloads_b64)).decode()
+    audio = b"".join([binascii.a2b_base64(payload, strict_mode=True) for payload in payloads_b64])
+    return binascii.b2a_base64(audio, newline=False).decode()
 
 
 def _function_tool(tool: Mapping[str, Any] | RealtimeFunctionTool) -> RealtimeFunctionTool:

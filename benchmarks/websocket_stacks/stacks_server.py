@@ -6,7 +6,9 @@ Usage: stacks_server.py VARIANT PORT
   c  trio + wsproto (WSConnection, one task per connection)
   d  trio + websockets sans-I/O ServerProtocol
   f  trio + hand-rolled RFC6455 frame parser (floor of trio stream I/O)
-  g  trio + websockets sans-I/O on the raw socket (one wake-up per message)
+  g  trio + websockets sans-I/O on the raw socket (one wake-up per message; RCVLOWAT=n sets SO_RCVLOWAT)
+  h  as g, but every connection waits on one shared edge-triggered epoll (no epoll_ctl per wait)
+  i  as g, but frames are handled in a callback of one reactor task (no task wake-up per message)
   e1 asyncio + websockets.asyncio.server (default asyncio loop)
   e2 asyncio(uvloop) + websockets.asyncio.server
   e3 picows + uvloop
@@ -240,6 +242,9 @@ def run_websockets_rawsocket():
     async def handler(stream):
         sock = stream.socket
         fd_sock = sock._sock  # the stdlib socket under trio's (non-blocking already)
+        if os.environ.get("RCVLOWAT"):  # wake only once this many bytes wait (two messages per wake-up)
+            import socket
+            fd_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, int(os.environ["RCVLOWAT"]))
         p = ServerProtocol(max_size=2 ** 20)
         wait_readable = trio.lowlevel.wait_readable
         wait_writable = trio.lowlevel.wait_writable
@@ -278,6 +283,128 @@ def run_websockets_rawsocket():
             await stream.aclose()
 
     trio.run(partial(trio.serve_tcp, handler, PORT, host="127.0.0.1", backlog=1024))
+
+
+# ---------------------------------------------------------------- shared edge-triggered epoll (h, i)
+def _shared_epoll():
+    import select
+    import trio
+
+    class SharedEpoll:
+        """One epoll for all connections, registered once (edge-triggered); trio waits on its fd."""
+
+        def __init__(self):
+            self.epoll = select.epoll()
+            self.waiting = {}
+            self.signalled = set()
+            self.callbacks = {}
+
+        def register(self, fd, callback=None):
+            self.epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+            if callback is not None:
+                self.callbacks[fd] = callback
+
+        def unregister(self, fd):
+            self.waiting.pop(fd, None); self.signalled.discard(fd); self.callbacks.pop(fd, None)
+            try:
+                self.epoll.unregister(fd)
+            except OSError:
+                pass
+
+        async def wait_readable(self, fd):
+            if fd in self.signalled:
+                self.signalled.discard(fd)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            self.waiting[fd] = trio.lowlevel.current_task()
+
+            def abort(_):
+                self.waiting.pop(fd, None)
+                return trio.lowlevel.Abort.SUCCEEDED
+            await trio.lowlevel.wait_task_rescheduled(abort)
+
+        async def run(self):
+            fileno = self.epoll.fileno()
+            while True:
+                await trio.lowlevel.wait_readable(fileno)
+                while True:
+                    events = self.epoll.poll(0, 512)
+                    for fd, _flags in events:
+                        callback = self.callbacks.get(fd)
+                        if callback is not None:
+                            callback()
+                            continue
+                        task = self.waiting.pop(fd, None)
+                        if task is not None:
+                            trio.lowlevel.reschedule(task)
+                        else:
+                            self.signalled.add(fd)
+                    if len(events) < 512:
+                        break
+    return SharedEpoll()
+
+
+def run_websockets_shared_epoll(callbacks):
+    import trio
+    from websockets.server import ServerProtocol
+    from websockets.http11 import Request
+    from websockets.frames import Opcode
+    poller = _shared_epoll()
+
+    def pump(fd_sock, p):
+        """Reads what the kernel has, echoes it; False once the connection has ended."""
+        while True:
+            try:
+                data = fd_sock.recv(65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                p.receive_eof()
+            else:
+                p.receive_data(data)
+            for ev in p.events_received():
+                if isinstance(ev, Request):
+                    p.send_response(p.accept(ev))
+                elif ev.opcode is Opcode.TEXT:
+                    p.send_text(ev.data)
+            out = p.data_to_send()
+            if out:
+                try:
+                    fd_sock.send(b"".join(out))  # the echo is small: the kernel takes it whole
+                except OSError:
+                    return False
+            if not data:
+                return False
+
+    async def handler(stream):
+        fd_sock = stream.socket._sock
+        fd = fd_sock.fileno()
+        p = ServerProtocol(max_size=2 ** 20)
+        try:
+            if callbacks:
+                ended = trio.Event()
+
+                def on_readable():
+                    if not pump(fd_sock, p):
+                        poller.unregister(fd); ended.set()
+                poller.register(fd, on_readable)
+                on_readable()
+                await ended.wait()
+            else:
+                poller.register(fd)
+                while pump(fd_sock, p):
+                    await poller.wait_readable(fd)
+        finally:
+            poller.unregister(fd)
+            await stream.aclose()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            await trio.serve_tcp(handler, PORT, host="127.0.0.1", backlog=1024)
+    trio.run(main)
 
 
 # ---------------------------------------------------------------- asyncio websockets / picows
@@ -327,6 +454,8 @@ if __name__ == "__main__":
     elif v == "d": run_websockets_sansio()
     elif v == "f": run_handrolled()
     elif v == "g": run_websockets_rawsocket()
+    elif v == "h": run_websockets_shared_epoll(callbacks=False)
+    elif v == "i": run_websockets_shared_epoll(callbacks=True)
     elif v == "e1": run_asyncio_websockets(False)
     elif v == "e2": run_asyncio_websockets(True)
     elif v == "e3": run_picows()
