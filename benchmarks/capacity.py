@@ -220,8 +220,8 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                  "--auth-token", TOKEN, "--indices", f"{p}:{n}:{processes}", "--total", str(n),
                  "--start-at", repr(start_at), "--ramp", str(args.ramp), "--decide-at", repr(decide_at),
                  "--stagger", str(args.stagger), "--window-start", repr(window_start),
-                 "--window-end", repr(window_end)],
-                stdout=subprocess.PIPE, stderr=open(log_dir / f"callers-{n}-{p}.log", "w"), text=True,
+                 "--window-end", repr(window_end), "--result-file", str(log_dir / f"callers-{n}-{p}.json")],
+                stdout=subprocess.DEVNULL, stderr=open(log_dir / f"callers-{n}-{p}.log", "w"),
             ))
 
         time.sleep(max(0.0, window_start - time.monotonic()))
@@ -262,9 +262,12 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             profiler.wait(30)
             print(top_functions(log_dir / f"profile-{n}.txt"), flush=True)
         outputs = []
-        for caller in callers:
-            out, _ = caller.communicate(timeout=args.hold + args.ramp + 120)
-            outputs.append(json.loads(out))
+        for p, caller in enumerate(callers):
+            status = caller.wait(timeout=args.hold + args.ramp + 120)
+            result_file = log_dir / f"callers-{n}-{p}.json"
+            if status != 0 or not result_file.exists():
+                raise SystemExit(f"caller process {p} failed (exit {status}): see {log_dir / f'callers-{n}-{p}.log'}")
+            outputs.append(json.loads(result_file.read_bytes()))
         # Every call has ended (its action URL answered): no Realtime socket may still be open.
         deadline = time.monotonic() + 2.0
         model_stats = http_get_json(f"http://127.0.0.1:{model_port}/__stats")

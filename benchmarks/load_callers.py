@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import os
-import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 from xml.etree import ElementTree
@@ -393,12 +392,13 @@ def main() -> None:
     parser.add_argument("--stagger", type=float, default=2.0, help="decisions spread over this many seconds")
     parser.add_argument("--window-start", type=float, required=True)
     parser.add_argument("--window-end", type=float, required=True)
+    parser.add_argument("--result-file", type=Path, required=True, help="where the JSON result is written")
     args = parser.parse_args()
     start, stop, step = (int(part) for part in args.indices.split(":"))
     args.indices = range(start, stop, step)
     result = run_event_loop(run_calls(args))
-    os.set_blocking(sys.stdout.fileno(), True)  # uvloop may leave the pipe non-blocking: a long result was cut at 64 KiB
-    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    # A file, not stdout: a result over 64 KiB written to the pipe came out cut (uvloop leaves it non-blocking).
+    args.result_file.write_bytes(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS))
 
 
 if __name__ == "__main__":
