@@ -214,13 +214,14 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         window_start = start_at + args.ramp + 1.0
         window_end = start_at + args.ramp + args.hold
         decide_at = window_end + 0.2
+        result_files = [log_dir / f"callers-{n}-{p}.json" for p in range(processes)]
         for p in range(processes):
             callers.append(subprocess.Popen(
                 [python, str(HERE / "load_callers.py"), "--base-url", f"http://127.0.0.1:{port}",
                  "--auth-token", TOKEN, "--indices", f"{p}:{n}:{processes}", "--total", str(n),
                  "--start-at", repr(start_at), "--ramp", str(args.ramp), "--decide-at", repr(decide_at),
                  "--stagger", str(args.stagger), "--window-start", repr(window_start),
-                 "--window-end", repr(window_end), "--result-file", str(log_dir / f"callers-{n}-{p}.json")],
+                 "--window-end", repr(window_end), "--result-file", str(result_files[p])],
                 stdout=subprocess.DEVNULL, stderr=open(log_dir / f"callers-{n}-{p}.log", "w"),
             ))
 
@@ -262,9 +263,8 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             profiler.wait(30)
             print(top_functions(log_dir / f"profile-{n}.txt"), flush=True)
         outputs = []
-        for p, caller in enumerate(callers):
+        for p, (caller, result_file) in enumerate(zip(callers, result_files)):
             status = caller.wait(timeout=args.hold + args.ramp + 120)
-            result_file = log_dir / f"callers-{n}-{p}.json"
             if status != 0 or not result_file.exists():
                 raise SystemExit(f"caller process {p} failed (exit {status}): see {log_dir / f'callers-{n}-{p}.log'}")
             outputs.append(json.loads(result_file.read_bytes()))

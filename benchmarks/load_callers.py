@@ -397,7 +397,7 @@ def main() -> None:
     start, stop, step = (int(part) for part in args.indices.split(":"))
     args.indices = range(start, stop, step)
     result = run_event_loop(run_calls(args))
-    # A file, not stdout: a result over 64 KiB written to the pipe came out cut (uvloop leaves it non-blocking).
+    # A file, not stdout: through the pipe a result over 64 KiB came out cut, even with the pipe set blocking.
     args.result_file.write_bytes(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS))
 
 

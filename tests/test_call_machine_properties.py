@@ -5,7 +5,7 @@ matching closed events, so every effect has the consequence it has on a live cal
 """
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -146,7 +146,5 @@ class CallMachineInvariants(RuleBasedStateMachine):
 CallMachineInvariants.TestCase.settings = settings(
     max_examples=1000,
     stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
 )
 TestCallMachineInvariants = CallMachineInvariants.TestCase

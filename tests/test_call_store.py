@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machines.decision import DecisionReason, DispatchDecision
@@ -142,7 +142,7 @@ decisions = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60)
 @given(decision=decisions)
 async def test_any_decision_reads_back_from_the_store_as_it_was_saved(decision):
     assert decision_from_json(json.loads(json.dumps(decision_to_json(decision)))) == decision

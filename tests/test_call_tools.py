@@ -362,7 +362,7 @@ FIELD_NAMES = st.sampled_from([field["name"] for field in ALL_TYPES] + ["intent"
 TOOL_NAMES = st.sampled_from([RECORD_DETAILS, PROPOSE_ROUTE, "other", ""])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(tool=TOOL_NAMES, arguments=st.text(max_size=200))
 def test_arbitrary_text_never_raises(typed: RoutingConfig, tool: str, arguments: str) -> None:
     result = interpret_tool_call(typed, tool, arguments, "call_h")
@@ -371,7 +371,7 @@ def test_arbitrary_text_never_raises(typed: RoutingConfig, tool: str, arguments:
         json.loads(result.output)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(
     tool=TOOL_NAMES,
     arguments=JSON_VALUES

@@ -254,7 +254,7 @@ def test_write_eval_html_writes_the_page_and_reports_an_unwritable_path(tmp_path
 _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(labels=st.lists(_TEXT, min_size=1, max_size=6, unique=True), words=_TEXT, data=st.data())
 def test_any_intent_names_and_words_render_escaped_with_one_cell_each(labels: list[str], words: str, data) -> None:
     confusion = {
@@ -278,7 +278,7 @@ _ANY_JSON = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(summary=st.dictionaries(
     st.sampled_from(["parity", "calls", "per_intent", "confusion", "disagreements", "flex", "min_parity",
                      "time_to_decision_ms", "per_language", "skipped", "engine"]),

@@ -314,7 +314,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, suppress_health_check=[*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture])
 @given(entries=st.lists(_JSON, max_size=4))
 def test_any_json_entries_become_calls_or_problems_never_a_traceback(tmp_path: Path, entries: list) -> None:
     corpus = read_studio_executions(write_json(tmp_path, entries))

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.routing_config import (
@@ -872,19 +872,19 @@ def import_or_refuse(text: str) -> None:
         assert result.report.mapped and result.routing_toml
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(json_values)
 def test_any_json_is_imported_or_refused_with_a_reason(value: Any) -> None:
     import_or_refuse(json.dumps(value))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(flows)
 def test_any_flow_shaped_json_is_imported_or_refused_with_a_reason(flow: dict[str, Any]) -> None:
     import_or_refuse(json.dumps(flow))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(st.data())
 def test_a_working_menu_with_random_damage_is_imported_or_refused_with_a_reason(data: st.DataObject) -> None:
     # Random flows rarely get as far as a menu; damaging one that imports reaches every mapping step.
@@ -917,7 +917,7 @@ def test_a_working_menu_with_random_damage_is_imported_or_refused_with_a_reason(
     import_or_refuse(json.dumps(flow))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(st.text(max_size=40))
 def test_any_text_is_imported_or_refused_with_a_reason(text: str) -> None:
     import_or_refuse(text)
