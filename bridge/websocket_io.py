@@ -4,9 +4,9 @@ the closing handshake are the library's; this module only moves bytes).
 Why not trio-websocket or an ASGI server for the audio sockets: a call carries ~100 WebSocket messages a
 second each way, and their per-message cost (a reader task and a channel hop per message, or an ASGI
 server's protocol stack) was most of our CPU (`benchmarks/websocket_stacks/README.md`). Here a message
-costs one wake-up: on a plain TCP socket we call `recv`/`send` directly and only wait on the socket
-(`trio.lowlevel.wait_readable` / `wait_writable`) when the kernel has nothing to give or no room; TLS
-streams (`wss://` to OpenAI) go through `trio.SSLStream` as usual.
+costs one wake-up: on a plain TCP socket we call `recv`/`send` directly and only wait on the socket when
+the kernel has nothing to give (on one edge-triggered epoll per run, `_ReadReactor`) or no room
+(`trio.lowlevel.wait_writable`); TLS streams (`wss://` to OpenAI) go through `trio.SSLStream` as usual.
 
     websocket = await accept_websocket(stream, head, authorize=check)   # server side, after routing
     websocket = await connect_websocket("ws://…", headers)               # client side
@@ -19,12 +19,14 @@ One task receives at a time; any number of tasks may send (frames never interlea
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol as TypingProtocol
 
+import outcome
 import trio
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidState, InvalidURI, ProtocolError
@@ -74,6 +76,91 @@ class WebSocketRejected(Exception):
 # --------------------------------------------------------------------------- byte transports
 
 
+class _ReadReactor:
+    """One edge-triggered epoll for every plain socket's reads in a Trio run. A socket is registered once;
+    Trio's own `wait_readable` re-arms a one-shot registration (an `epoll_ctl`) on every wait, which is a
+    sixth of the cost of a message (`benchmarks/websocket_stacks/README.md`, variant h). Its task waits on
+    the epoll's fd and wakes the tasks whose sockets became readable."""
+
+    _BATCH = 512
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._waiting: dict[int, trio.lowlevel.Task] = {}
+        # Sockets with an edge since their task last looked: data may wait (or a spurious wake, harmless).
+        self._ready: set[int] = set()
+
+    def register(self, fd: int) -> None:
+        flags = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+        try:
+            self._epoll.register(fd, flags)
+        except FileExistsError:  # a closed socket's number, reused before epoll dropped it
+            self._epoll.modify(fd, flags)
+        self._ready.add(fd)
+
+    def unregister(self, fd: int) -> None:
+        """Before the socket closes (its number may be reused at once); its waiting task gets
+        ClosedResourceError, as `trio.lowlevel.notify_closing` would give it."""
+        self._ready.discard(fd)
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        task = self._waiting.pop(fd, None)
+        if task is not None:
+            trio.lowlevel.reschedule(task, outcome.Error(trio.ClosedResourceError("the socket was closed")))
+
+    async def wait_readable(self, fd: int) -> None:
+        ready = self._ready
+        if fd in ready:
+            await trio.lowlevel.checkpoint()
+            ready.discard(fd)  # after the checkpoint: the read that follows sees any data that came meanwhile
+            return
+        waiting = self._waiting
+        waiting[fd] = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            waiting.pop(fd, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def run(self) -> None:
+        epoll, waiting, ready = self._epoll, self._waiting, self._ready
+        reschedule = trio.lowlevel.reschedule
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll.fileno())
+                while True:
+                    events = epoll.poll(0, self._BATCH)
+                    for fd, _flags in events:
+                        task = waiting.pop(fd, None)
+                        if task is not None:
+                            reschedule(task)
+                        else:
+                            ready.add(fd)
+                    if len(events) < self._BATCH:
+                        break
+        finally:
+            epoll.close()
+
+
+_READ_REACTOR: trio.lowlevel.RunVar[_ReadReactor] = trio.lowlevel.RunVar("websocket_read_reactor")
+
+
+def _read_reactor() -> _ReadReactor | None:
+    """This run's reactor, started on first use; None where there is no epoll (Trio's waits then)."""
+    if not hasattr(select, "epoll"):
+        return None
+    try:
+        return _READ_REACTOR.get()
+    except LookupError:
+        reactor = _ReadReactor()
+        trio.lowlevel.spawn_system_task(reactor.run, name="websocket read reactor")
+        _READ_REACTOR.set(reactor)
+        return reactor
+
+
 class _ByteIO(TypingProtocol):
     async def receive_some(self) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
@@ -87,6 +174,10 @@ class _PlainSocketIO:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
+        self._fd = sock.fileno()
+        self._reactor = _read_reactor()
+        if self._reactor is not None:
+            self._reactor.register(self._fd)
         self._send_lock = trio.StrictFIFOLock()
         # After a read that did not fill the buffer the kernel has most likely nothing more: wait for the
         # socket first instead of a read that fails (a syscall and an exception per message).
@@ -97,7 +188,10 @@ class _PlainSocketIO:
         while True:
             if self._drained:
                 try:
-                    await trio.lowlevel.wait_readable(sock)
+                    if self._reactor is not None:
+                        await self._reactor.wait_readable(self._fd)
+                    else:
+                        await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:  # closed by another task
                     return b""
             else:
@@ -151,6 +245,8 @@ class _PlainSocketIO:
 
     def close(self) -> None:
         if self._sock.fileno() >= 0:
+            if self._reactor is not None:
+                self._reactor.unregister(self._fd)
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
 

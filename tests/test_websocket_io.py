@@ -1099,6 +1099,12 @@ async def test_fifty_connections_leave_no_file_descriptor_behind():
         async with trio.open_nursery() as nursery:
             port = await start_our_server(nursery, on_websocket, authorize=authorize, on_done=on_done)
             url = f"ws://{LOOPBACK}:{port}{PATH}"
+            # The run's one read reactor (an epoll fd) opens with the first socket: counted from then on.
+            warm_up = await connect_websocket(url, max_message_bytes=1000)
+            await round_trip(warm_up, "client closes warm-up")
+            await warm_up.close()
+            kept.append(warm_up)
+            await handled_receive.receive()
             before = open_fds()
 
             # Five open at once are seen by the count: a client and a server socket each.
@@ -1131,7 +1137,7 @@ async def test_fifty_connections_leave_no_file_descriptor_behind():
 
             for _ in range(50 + 2 * 5):  # every server handler has returned
                 await handled_receive.receive()
-            assert sum(websocket is not None for websocket in kept) == 50 + 50
+            assert sum(websocket is not None for websocket in kept) == 1 + 1 + 50 + 50
             assert open_fds() == before
             nursery.cancel_scope.cancel()
 
@@ -1287,3 +1293,108 @@ async def test_server_close_while_another_task_reads_waits_for_the_clients_answe
             await reader_done.wait()
             nursery.cancel_scope.cancel()
     assert received_after_close == [f"late {number}" for number in range(5)]
+
+
+# =========================================================================== the read reactor
+
+
+async def test_a_receive_cancelled_while_parked_loses_nothing_that_arrives_later():
+    """A cancelled wait must leave the socket's readiness intact: the next receive gets the message."""
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url = await start_trio_websocket_echo_server(nursery)
+            websocket = await connect_websocket(url, max_message_bytes=1000)
+            for round_number in range(3):
+                with trio.move_on_after(0.05) as waited:
+                    await websocket.receive()  # nothing comes: parked on the reactor, then cancelled
+                assert waited.cancelled_caught
+                await websocket.send_text(f"after a cancelled wait {round_number}")
+                if round_number % 2:
+                    await trio.sleep(0.05)  # the echo arrives while nobody waits: it must wake no one
+                assert await websocket.receive() == f"after a cancelled wait {round_number}"
+            await websocket.close()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_socket_number_reused_right_after_a_close_gets_its_own_messages():
+    """The reactor keys sockets by number: a closed socket's number, reused at once, must not inherit its
+    waiter or lose its own readiness."""
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url = await start_trio_websocket_echo_server(nursery)
+            numbers = set()
+            for index in range(20):
+                websocket = await connect_websocket(url, max_message_bytes=1000)
+                numbers.add(websocket._io._fd)
+                waiter_ended = trio.Event()
+
+                async def parked_receiver(websocket: WebSocket = websocket, ended: trio.Event = waiter_ended) -> None:
+                    assert await websocket.receive() is None  # woken by the close, not left hanging
+                    ended.set()
+
+                nursery.start_soon(parked_receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                await websocket.close()
+                await waiter_ended.wait()
+                successor = await connect_websocket(url, max_message_bytes=1000)
+                await successor.send_text(f"message {index}")
+                assert await successor.receive() == f"message {index}"
+                await successor.close()
+            assert len(numbers) < 20  # numbers were reused, so the case was exercised
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_receiver_parked_when_the_socket_closes_under_it_gets_none():
+    """close() gives up on a peer that never answers its close frame and closes the socket: the task
+    parked in receive() on the reactor must be woken, not left waiting on a closed number."""
+
+    async def silent_server(peer: RawPeer) -> None:
+        await peer.accept_upgrade()
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url, _finished = await start_raw_server(nursery, silent_server)
+            websocket = await connect_websocket(url, max_message_bytes=1000)
+            received: list[object] = []
+
+            async def parked_receiver() -> None:
+                received.append(await websocket.receive())
+
+            nursery.start_soon(parked_receiver)
+            await trio.testing.wait_all_tasks_blocked()
+            await websocket.close()  # CLOSE_TIMEOUT_S without an answer, then the socket is closed
+            with trio.fail_after(1):
+                while not received:
+                    await trio.sleep(0.01)
+            assert received == [None]
+            nursery.cancel_scope.cancel()
+
+
+async def test_many_sockets_ready_at_once_are_all_served():
+    """More sockets than one epoll batch (512) become readable together; every one gets its message."""
+    count = 600
+    received = []
+
+    async def on_websocket(websocket: WebSocket) -> None:
+        received.append(await websocket.receive())
+        await websocket.send_text("done")
+
+    with trio.fail_after(4 * TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await start_our_server(nursery, on_websocket)
+            clients = []
+            for index in range(count):
+                peer = await open_raw_client(port)
+                await peer.send(upgrade_request())
+                await peer.read_until(b"\r\n\r\n")
+                clients.append(peer)
+            await trio.testing.wait_all_tasks_blocked()
+            for index, peer in enumerate(clients):
+                await peer.send(frame_bytes(OP_TEXT, f"hello {index}".encode(), mask=True))
+            for peer in clients:
+                fin, opcode, _masked, payload = await peer.read_frame()
+                assert (fin, opcode, payload) == (True, OP_TEXT, b"done")
+                await peer.stream.aclose()
+            assert sorted(received) == sorted(f"hello {index}" for index in range(count))
+            nursery.cancel_scope.cancel()
