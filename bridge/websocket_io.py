@@ -15,10 +15,18 @@ the kernel has nothing to give (on one edge-triggered epoll per run, `_ReadReact
     await websocket.close(1000)          # idempotent, bounded
 
 One task receives at a time; any number of tasks may send (frames never interleave).
+
+The fast path (plain sockets only): `websocket.handle_now(handler)` lets the reactor hand complete messages
+to `handler(message) -> bool` synchronously while the receiving task waits in `receive()` with nothing
+queued, so the commonest messages cost no task wake-up (a third of a message's cost, variant i in
+`benchmarks/websocket_stacks/README.md`). A handler that returns False (or raises) gets that message, and
+every later one, delivered by `receive()` as usual, so order holds. A handler sends with `send_text_now` /
+`send_texts_now` after `can_send_now()` said yes (before it changed any state).
 """
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import ssl
@@ -48,11 +56,15 @@ __all__ = [
     "read_request_line",
 ]
 
+log = logging.getLogger(__name__)
+
 HTTP_HEAD_LIMIT = 16 * 1024  # the head of a Twilio stream upgrade is < 2 KiB
 _RECEIVE_BYTES = 65536
 CLOSE_TIMEOUT_S = 2.0
 # A peer that takes no bytes for this long is gone: the connection is dropped rather than the sender held.
 SEND_STALL_TIMEOUT_S = 10.0
+# Reads the fast path makes per readiness event before it wakes the task with the rest (fairness).
+_FAST_READS_PER_EVENT = 4
 
 
 class WebSocketClosed(Exception):
@@ -89,6 +101,14 @@ class _ReadReactor:
         self._waiting: dict[int, trio.lowlevel.Task] = {}
         # Sockets with an edge since their task last looked: data may wait (or a spurious wake, harmless).
         self._ready: set[int] = set()
+        # Called when a socket whose task waits becomes readable; True: handled, the task keeps waiting.
+        self._fast_paths: dict[int, Callable[[], bool]] = {}
+
+    def set_fast_path(self, fd: int, on_readable: Callable[[], bool] | None) -> None:
+        if on_readable is None:
+            self._fast_paths.pop(fd, None)
+        else:
+            self._fast_paths[fd] = on_readable
 
     def register(self, fd: int) -> None:
         flags = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
@@ -102,6 +122,7 @@ class _ReadReactor:
         """Before the socket closes (its number may be reused at once); its waiting task gets
         ClosedResourceError, as `trio.lowlevel.notify_closing` would give it."""
         self._ready.discard(fd)
+        self._fast_paths.pop(fd, None)
         try:
             self._epoll.unregister(fd)
         except (OSError, ValueError):
@@ -126,7 +147,7 @@ class _ReadReactor:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def run(self) -> None:
-        epoll, waiting, ready = self._epoll, self._waiting, self._ready
+        epoll, waiting, ready, fast_paths = self._epoll, self._waiting, self._ready, self._fast_paths
         reschedule = trio.lowlevel.reschedule
         try:
             while True:
@@ -134,11 +155,17 @@ class _ReadReactor:
                 while True:
                     events = epoll.poll(0, self._BATCH)
                     for fd, _flags in events:
-                        task = waiting.pop(fd, None)
-                        if task is not None:
-                            reschedule(task)
-                        else:
+                        task = waiting.get(fd)
+                        if task is None:
                             ready.add(fd)
+                            continue
+                        on_readable = fast_paths.get(fd)
+                        if on_readable is not None and on_readable():
+                            continue
+                        # The fast path may have closed the socket (and woken the task) already.
+                        if waiting.get(fd) is task:
+                            del waiting[fd]
+                            reschedule(task)
                     if len(events) < self._BATCH:
                         break
         finally:
@@ -162,10 +189,12 @@ def _read_reactor() -> _ReadReactor | None:
 
 
 class _ByteIO(TypingProtocol):
-    async def receive_some(self) -> bytes: ...
+    async def receive_some(self) -> bytes | None: ...  # None: nothing read, the fast path queued messages
     async def send_all(self, data: bytes) -> None: ...
     async def send_eof(self) -> None: ...
     def close(self) -> None: ...
+    def can_send_now(self) -> bool: ...
+    def send_now(self, data: bytes) -> None: ...
 
 
 class _PlainSocketIO:
@@ -179,11 +208,34 @@ class _PlainSocketIO:
         if self._reactor is not None:
             self._reactor.register(self._fd)
         self._send_lock = trio.StrictFIFOLock()
+        # Bytes send_now could not write at once; they go out before anything else (see _send_locked).
+        self._pending = bytearray()
         # After a read that did not fill the buffer the kernel has most likely nothing more: wait for the
         # socket first instead of a read that fails (a syscall and an exception per message).
         self._drained = False
+        self._handed_over = False  # the fast path read and queued messages for the waiting task
 
-    async def receive_some(self) -> bytes:
+    def set_fast_path(self, on_readable: Callable[[], bool] | None) -> bool:
+        """Install the reactor's call for this socket; False without a reactor or once closed."""
+        if self._reactor is None or self._sock.fileno() < 0:
+            return False
+        self._reactor.set_fast_path(self._fd, on_readable)
+        return True
+
+    def hand_over(self) -> None:
+        """The fast path read from the socket and queued what the waiting task must see."""
+        self._handed_over = True
+
+    def recv_now(self) -> bytes | None:
+        """A read that does not wait: None when the kernel has nothing, b"" at the end of the stream."""
+        try:
+            return self._sock.recv(_RECEIVE_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    async def receive_some(self) -> bytes | None:
         sock = self._sock
         while True:
             if self._drained:
@@ -194,6 +246,10 @@ class _PlainSocketIO:
                         await trio.lowlevel.wait_readable(sock)
                 except trio.ClosedResourceError:  # closed by another task
                     return b""
+                if self._handed_over:
+                    self._handed_over = False
+                    self._drained = False  # the fast path may have stopped before the kernel was empty
+                    return None
             else:
                 await trio.lowlevel.checkpoint()  # data was waiting: let the other tasks run first
             try:
@@ -206,10 +262,31 @@ class _PlainSocketIO:
             self._drained = len(data) < _RECEIVE_BYTES
             return data
 
+    def can_send_now(self) -> bool:
+        return not self._send_lock.locked() and not self._pending and self._sock.fileno() >= 0
+
+    def send_now(self, data: bytes) -> None:
+        """Write without waiting (only after can_send_now()); what the kernel does not take now is kept in
+        order and written by a flusher task, ahead of any later send. Raises OSError if the socket failed."""
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self._pending += memoryview(data)[sent:]
+            trio.lowlevel.spawn_system_task(self._flush_pending, name="websocket pending flush")
+
+    async def _flush_pending(self) -> None:
+        try:
+            async with self._send_lock:
+                await self._send_locked(b"")
+        except OSError:
+            pass  # the connection failed: its reader sees the end of the stream
+
     async def send_all(self, data: bytes) -> None:
         lock = self._send_lock
         begun = False
-        if not lock.locked():
+        if not lock.locked() and not self._pending:
             try:
                 sent = self._sock.send(data)
             except BlockingIOError:
@@ -223,21 +300,33 @@ class _PlainSocketIO:
         # Taking the lock is shielded too then (it is free: nothing was awaited since the check above).
         with trio.CancelScope(shield=begun):
             async with lock:
-                with trio.CancelScope(shield=True), trio.move_on_after(SEND_STALL_TIMEOUT_S) as stalled:
-                    view = memoryview(data)
-                    while view:
-                        try:
-                            await trio.lowlevel.wait_writable(self._sock)
-                            view = view[self._sock.send(view):]
-                        except BlockingIOError:
-                            continue
-                        except trio.ClosedResourceError:
-                            raise BrokenPipeError("the connection was closed") from None
-                if stalled.cancelled_caught:
-                    self.close()
-                    raise BrokenPipeError("the peer took no data for too long")
+                await self._send_locked(data)
+
+    async def _send_locked(self, data: bytes) -> None:
+        """With the send lock held: the pending bytes, then `data`, all of it (shielded, but bounded)."""
+        if self._pending:
+            data = bytes(self._pending) + data
+            self._pending.clear()
+        with trio.CancelScope(shield=True), trio.move_on_after(SEND_STALL_TIMEOUT_S) as stalled:
+            view = memoryview(data)
+            while view:
+                if self._sock.fileno() < 0:
+                    raise BrokenPipeError("the connection was closed")
+                try:
+                    await trio.lowlevel.wait_writable(self._sock)
+                    view = view[self._sock.send(view):]
+                except BlockingIOError:
+                    continue
+                except trio.ClosedResourceError:
+                    raise BrokenPipeError("the connection was closed") from None
+        if stalled.cancelled_caught:
+            self.close()
+            raise BrokenPipeError("the peer took no data for too long")
 
     async def send_eof(self) -> None:
+        if self._pending:  # the end of the stream comes after every byte
+            async with self._send_lock:
+                await self._send_locked(b"")
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -278,6 +367,12 @@ class _StreamIO:
     async def send_eof(self) -> None:
         pass  # TLS has no half-close; the close that follows ends it
 
+    def can_send_now(self) -> bool:
+        return False  # a TLS record is written by trio.SSLStream, which only awaits
+
+    def send_now(self, data: bytes) -> None:
+        raise RuntimeError("a TLS stream cannot send without waiting (can_send_now() is False)")
+
     def close(self) -> None:
         transport = getattr(self._stream, "transport_stream", self._stream)
         sock = getattr(transport, "socket", None)
@@ -308,6 +403,93 @@ class WebSocket:
         self._receiving = False
         self._closing = False
         self._close_answered = trio.Event()  # the peer's close frame, or its end of stream, has come
+        self._unsent: list[bytes] = []  # protocol output the fast path left for the task to write
+        self._handler: Callable[[str | bytes], bool] | None = None
+
+    # ---- the fast path (see the module docstring)
+
+    def handle_now(self, handler: Callable[[str | bytes], bool] | None) -> bool:
+        """Let `handler` take messages synchronously (None: stop). False where this socket has no fast
+        path (TLS, or no epoll): every message then comes from receive()."""
+        set_fast_path = getattr(self._io, "set_fast_path", None)
+        if set_fast_path is None or not set_fast_path(None if handler is None else self._on_readable_now):
+            return False
+        self._handler = handler
+        return True
+
+    def can_send_now(self) -> bool:
+        """Whether send_text_now / send_texts_now will write at once (a plain socket, open, no send waiting)."""
+        return not self._ended and not self._unsent and self._io.can_send_now()
+
+    def send_text_now(self, text: str) -> None:
+        """send_text without waiting; only after can_send_now() (what the kernel does not take now is
+        written in order by a flusher task). A failed socket ends the connection, as in send_text."""
+        self._protocol.send_text(text.encode())
+        self._flush_now()
+
+    def send_texts_now(self, texts: Sequence[str]) -> None:
+        send = self._protocol.send_text
+        for text in texts:
+            send(text.encode())
+        self._flush_now()
+
+    def _flush_now(self) -> bool:
+        """Write the protocol's output without waiting; False: it was left for the task (an end of stream,
+        or a send under way)."""
+        chunks = self._unsent + self._protocol.data_to_send()
+        self._unsent = []
+        if not chunks:
+            return True
+        if chunks[-1] == b"" or not self._io.can_send_now():
+            self._unsent = chunks
+            return False
+        try:
+            self._io.send_now(b"".join(chunks))
+        except OSError:
+            self._eof = True
+            self._io.close()
+        return True
+
+    def _on_readable_now(self) -> bool:
+        """The reactor's call when the socket became readable while its task waits in receive(): read what
+        the kernel has and give complete messages to the handler. True: all handled (the task keeps
+        waiting); False: the task is woken for the rest (queued in order) or to read itself."""
+        handler = self._handler
+        if handler is None or not self._receiving or self._closing or self._events or self._ended:
+            return False
+        if self._unsent or not self._io.can_send_now():
+            return False
+        io: _PlainSocketIO = self._io  # type: ignore[assignment]  # handle_now installs only on those
+        protocol = self._protocol
+        for _ in range(_FAST_READS_PER_EVENT):
+            data = io.recv_now()
+            if data is None:
+                return True
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+                self._eof = True
+            events = protocol.events_received()
+            for index, frame in enumerate(events):
+                if frame.opcode is Opcode.PING or frame.opcode is Opcode.PONG:
+                    continue  # the protocol answered a ping already (flushed below)
+                message = _whole_message(frame)
+                handled = False
+                if message is not None:
+                    try:
+                        handled = handler(message)
+                    except Exception:  # the task gets the message again and fails where it would have
+                        log.exception("websocket fast path handler failed; the receiving task takes over")
+                if not handled:
+                    self._events.extend(events[index:])
+                    break
+            flushed = self._flush_now()
+            if self._events or not flushed or self._ended:
+                io.hand_over()
+                return False
+        io.hand_over()  # more may be waiting: the task reads the rest
+        return False
 
     @property
     def _ended(self) -> bool:
@@ -375,12 +557,13 @@ class WebSocket:
     async def _read_once(self) -> None:
         data = await self._io.receive_some()
         protocol = self._protocol
-        if data:
-            protocol.receive_data(data)
-        else:
-            protocol.receive_eof()
-            self._eof = True
-        self._events.extend(protocol.events_received())
+        if data is not None:  # None: the fast path read, and queued what it did not handle
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+                self._eof = True
+            self._events.extend(protocol.events_received())
         await self._flush()
         if self._eof or protocol.close_rcvd is not None:
             self._close_answered.set()
@@ -393,7 +576,8 @@ class WebSocket:
 
     async def _flush(self) -> None:
         """Write what the protocol has queued (messages, pongs, close frames); b"" means end of stream."""
-        chunks = self._protocol.data_to_send()
+        chunks = self._unsent + self._protocol.data_to_send()
+        self._unsent = []
         if not chunks:
             return
         end_of_stream = chunks[-1] == b""
@@ -458,6 +642,20 @@ class WebSocket:
                             self._events.clear()
             finally:
                 self._io.close()
+
+
+def _whole_message(frame: Frame) -> str | bytes | None:
+    """An unfragmented text (valid UTF-8) or binary message; None for anything receive() must assemble."""
+    if not frame.fin:
+        return None
+    if frame.opcode is Opcode.TEXT:
+        try:
+            return frame.data.decode()
+        except UnicodeDecodeError:
+            return None
+    if frame.opcode is Opcode.BINARY:
+        return bytes(frame.data)
+    return None
 
 
 # --------------------------------------------------------------------------- server side
@@ -570,7 +768,7 @@ async def connect_websocket(
         await websocket._flush()
         response: Response | None = None
         while response is None:
-            data = await io.receive_some()
+            data = await io.receive_some() or b""
             if data:
                 protocol.receive_data(data)
             else:

@@ -1398,3 +1398,145 @@ async def test_many_sockets_ready_at_once_are_all_served():
                 await peer.stream.aclose()
             assert sorted(received) == sorted(f"hello {index}" for index in range(count))
             nursery.cancel_scope.cancel()
+
+
+# =========================================================================== the fast path (handle_now)
+
+
+async def start_fast_path_server(
+    nursery: trio.Nursery, handler_of: Callable[[WebSocket], Callable[[str | bytes], bool]]
+) -> tuple[int, list[object]]:
+    """Our server with `handle_now(handler_of(websocket))`; the receiving task records what it gets (and
+    echoes it with a "task: " prefix). Returns the port and the task's record."""
+    by_task: list[object] = []
+
+    async def on_websocket(websocket: WebSocket) -> None:
+        assert websocket.handle_now(handler_of(websocket))
+        while (message := await websocket.receive()) is not None:
+            by_task.append(message)
+            try:
+                await websocket.send_text(f"task: {message}")
+            except WebSocketClosed:
+                return
+        by_task.append(None)
+
+    return await start_our_server(nursery, on_websocket), by_task
+
+
+async def open_fast_path_client(port: int) -> RawPeer:
+    """A raw client past the upgrade, once the server's task waits in receive() (the fast path's case)."""
+    peer = await open_raw_client(port)
+    await peer.send(upgrade_request())
+    await peer.read_until(b"\r\n\r\n")
+    await trio.testing.wait_all_tasks_blocked()
+    return peer
+
+
+async def test_the_fast_path_answers_without_the_task_and_hands_over_the_rest_in_order():
+    by_handler: list[str | bytes] = []
+
+    def handler_of(websocket: WebSocket) -> Callable[[str | bytes], bool]:
+        def handler(message: str | bytes) -> bool:
+            if message != "fast" and not str(message).startswith("fast "):
+                return False
+            assert websocket.can_send_now()
+            by_handler.append(message)
+            websocket.send_text_now(f"handler: {message}")
+            return True
+        return handler
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port, by_task = await start_fast_path_server(nursery, handler_of)
+            peer = await open_fast_path_client(port)
+
+            async def expect(*texts: str) -> None:
+                for text in texts:
+                    fin, opcode, masked, payload = await peer.read_frame()
+                    assert (fin, opcode, masked, payload.decode()) == (True, OP_TEXT, False, text)
+
+            for index in range(5):  # one message per readiness event: all by the handler
+                await peer.send(frame_bytes(OP_TEXT, f"fast {index}".encode(), mask=True))
+                await expect(f"handler: fast {index}")
+            assert by_task == []
+            # One write: the handler takes the first; the one it refuses, and everything after it, go to
+            # the task in order, even the message the handler would have taken.
+            await peer.send(b"".join(frame_bytes(OP_TEXT, text.encode(), mask=True) for text in ("fast", "slow", "fast")))
+            await expect("handler: fast", "task: slow", "task: fast")
+            assert by_task == ["slow", "fast"]
+            # Once the task waits again, the handler is back.
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send(frame_bytes(OP_TEXT, b"fast again", mask=True))
+            await expect("handler: fast again")
+            # A ping in the middle is answered, and a binary message is the handler's to refuse.
+            await peer.send(frame_bytes(OP_PING, b"p1", mask=True) + frame_bytes(OP_BINARY, b"\x00\x01", mask=True))
+            fin, opcode, _masked, payload = await peer.read_frame()
+            assert (opcode, payload) == (OP_PONG, b"p1")
+            await expect("task: b'\\x00\\x01'")
+            assert by_handler == [*(f"fast {index}" for index in range(5)), "fast", "fast again"]
+            await peer.send(frame_bytes(OP_CLOSE, close_payload(1000), mask=True))
+            fin, opcode, _masked, payload = await peer.read_frame()
+            assert (opcode, parse_close(payload)) == (OP_CLOSE, (1000, ""))
+            assert await peer.read_to_eof() == b""
+            await trio.testing.wait_all_tasks_blocked()
+            assert by_task[-1] is None
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_fast_path_leaves_fragments_bad_utf8_and_a_failing_handler_to_the_task():
+    def handler_of(websocket: WebSocket) -> Callable[[str | bytes], bool]:
+        def handler(message: str | bytes) -> bool:
+            if message == "explode":
+                raise RuntimeError("a bug in the handler")
+            return message == "fast"
+        return handler
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port, by_task = await start_fast_path_server(nursery, handler_of)
+            peer = await open_fast_path_client(port)
+            await peer.send(frame_bytes(OP_TEXT, b"explode", mask=True))
+            assert (await peer.read_frame())[3] == b"task: explode"
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send(frame_bytes(OP_TEXT, b"fa", fin=False, mask=True))
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send(frame_bytes(OP_CONT, b"st", mask=True))
+            assert (await peer.read_frame())[3] == b"task: fast"  # assembled by the task, not the handler
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send(frame_bytes(OP_TEXT, b"\xff\xfe", mask=True))
+            fin, opcode, _masked, payload = await peer.read_frame()
+            assert (opcode, parse_close(payload)[0]) == (OP_CLOSE, 1007)
+            assert by_task == ["explode", "fast", None]
+            nursery.cancel_scope.cancel()
+
+
+async def test_what_the_kernel_does_not_take_now_goes_out_in_order_before_later_sends():
+    """A handler's send_text_now bigger than the socket buffers: the rest is written by a flusher, and a
+    task's send after it (and a second handler send) come after it, whole."""
+    big = "x" * (4 << 20)
+    sent_now: list[bool] = []
+
+    def handler_of(websocket: WebSocket) -> Callable[[str | bytes], bool]:
+        def handler(message: str | bytes) -> bool:
+            if message != "big":
+                return False
+            sent_now.append(websocket.can_send_now())
+            websocket.send_text_now(big)
+            sent_now.append(websocket.can_send_now())  # no: a flusher owns the rest now
+            return True
+        return handler
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port, by_task = await start_fast_path_server(nursery, handler_of)
+            peer = await open_fast_path_client(port)
+            await peer.send(frame_bytes(OP_TEXT, b"big", mask=True))
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send(frame_bytes(OP_TEXT, b"after", mask=True))  # the handler refuses it: the task sends
+            await trio.testing.wait_all_tasks_blocked()
+            fin, opcode, _masked, payload = await peer.read_frame()
+            assert (fin, opcode, len(payload)) == (True, OP_TEXT, len(big))
+            assert (await peer.read_frame())[3] == b"task: after"
+            assert sent_now == [True, False]
+            assert by_task == ["after"]
+            nursery.cancel_scope.cancel()
