@@ -19,7 +19,7 @@ import binascii
 import logging
 import typing
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -511,6 +511,35 @@ class RealtimeConnection:
     async def append_audio(self, payload_b64: str) -> None:
         """Forward one base64 audio payload (µ-law 8 kHz from Twilio) untouched."""
         await self._send_text(audio_append_frame(payload_b64))
+
+    # ---- the fast path (bridge.websocket_io: no task wake-up for the commonest frames)
+
+    def can_send_now(self) -> bool:
+        """Whether append_audio_now can write at once (False on TLS: trio.SSLStream only awaits)."""
+        return self._websocket.can_send_now()
+
+    def append_audio_now(self, payload_b64: str) -> None:
+        """append_audio without waiting; only after can_send_now() said yes."""
+        self._websocket.send_text_now(audio_append_frame(payload_b64))
+        self.stats.frames_sent += 1
+
+    def handle_audio_now(self, consumer: Callable[[AudioDelta], bool] | None) -> bool:
+        """Give audio deltas to `consumer` as they arrive while the receiving task waits; a delta it
+        refuses (False), and every frame that is not a plain delta, comes from receive() as usual.
+        None stops it. False where the socket has no fast path."""
+        if consumer is None:
+            return self._websocket.handle_now(None)
+
+        def on_frame(frame: str | bytes) -> bool:
+            if self._pending:
+                return False
+            delta = audio_delta_of(frame)
+            if delta is None or not consumer(delta):
+                return False
+            self.stats.frames_received += 1
+            return True
+
+        return self._websocket.handle_now(on_frame)
 
     async def create_response(
         self,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -117,6 +117,19 @@ class MediaSocket(Protocol):
 
     async def close(self, code: int = 1000) -> None:
         """Close (idempotent)."""
+
+    # The fast path: frames handled in the socket's reactor, without waking the session's tasks.
+    def handle_now(self, handler: Callable[[str | bytes], bool] | None) -> bool:
+        """Give frames to `handler` while `receive()` waits; refused ones (False) come from `receive()`."""
+
+    def can_send_now(self) -> bool:
+        """Whether send_text_now / send_texts_now write at once."""
+
+    def send_text_now(self, text: str) -> None:
+        """send_text without waiting, after can_send_now()."""
+
+    def send_texts_now(self, texts: Sequence[str]) -> None:
+        """send_texts without waiting, after can_send_now()."""
 
 
 @dataclass
@@ -536,12 +549,14 @@ class CallSession:
     # ------------------------------------------------------------------ the engine reader
 
     async def _read_engine(self, engine: TriageEngine, engine_scope: trio.CancelScope) -> None:
+        engine.play_audio_now(self._play_now)
         try:
             async for event in engine.events():
                 await self._on_engine_event(engine, event)
             if self._engine_lost is None:
                 self._engine_lost = "engine_dropped"
         finally:
+            engine.play_audio_now(None)
             # The engine's connection ended (or we are leaving): nothing keeps its block open.
             engine_scope.cancel()
 
@@ -572,25 +587,51 @@ class CallSession:
             self._post(_EngineNotice(event))
 
     async def _play(self, audio: AgentAudio) -> None:
+        n_bytes = self._playable_bytes(audio)
+        if n_bytes:
+            frames = self._frames_to_play(audio, n_bytes)
+            if len(frames) == 1:
+                await self.socket.send_text(frames[0])
+            else:
+                await self.socket.send_texts(frames)
+
+    def _play_now(self, audio: AgentAudio) -> bool:
+        """_play in the socket reactor (TriageEngine.play_audio_now); False: the engine reader plays it."""
+        if self.machine is None:
+            return False
+        n_bytes = self._playable_bytes(audio)
+        if not n_bytes:
+            return True
+        socket = self.socket
+        if not socket.can_send_now():
+            return False
+        frames = self._frames_to_play(audio, n_bytes)
+        if len(frames) == 1:
+            socket.send_text_now(frames[0])
+        else:
+            socket.send_texts_now(frames)
+        return True
+
+    def _playable_bytes(self, audio: AgentAudio) -> int:
+        """The audio's length, or 0 when it is not played."""
         machine = self.machine
         assert machine is not None
         if audio.item_id in self._cleared_items:
-            return  # a late delta of what the caller interrupted
+            return 0  # a late delta of what the caller interrupted
         if machine.state not in TRIAGE_OPEN and self._tag_by_response.get(audio.response_id) != Line.HANDOFF.value:
-            return  # once decided, the agent says the handoff line and nothing else
-        n_bytes = decoded_base64_length(audio.payload_b64)
-        if n_bytes <= 0:
-            return
+            return 0  # once decided, the agent says the handoff line and nothing else
+        return max(decoded_base64_length(audio.payload_b64), 0)
+
+    def _frames_to_play(self, audio: AgentAudio, n_bytes: int) -> tuple[str, ...]:
+        """The media frame (and a mark, every MARK_EVERY_MS), with the bookkeeping done before the send so
+        an echo can never overtake it (MarkTracker's contract)."""
         self._current_item = audio.item_id
-        tracker = self._tracker
-        # Bookkeeping before each send, so an echo can never overtake it (MarkTracker's contract).
-        tracker.on_audio_sent(audio.item_id, n_bytes)
+        self._tracker.on_audio_sent(audio.item_id, n_bytes)
         media = media_frame(self.stream_sid, audio.payload_b64)
         self._unmarked_bytes += n_bytes
         if self._unmarked_bytes >= MARK_EVERY_MS * MULAW_BYTES_PER_MS:
-            await self.socket.send_texts((media, self._next_mark_frame()))
-        else:
-            await self.socket.send_text(media)
+            return (media, self._next_mark_frame())
+        return (media,)
 
     def _next_mark_frame(self) -> str:
         """A mark after the audio sent so far: its echo proves that much was played."""
@@ -628,6 +669,32 @@ class CallSession:
     # ------------------------------------------------------------------ the media reader
 
     async def _read_media(self) -> None:
+        self.socket.handle_now(self._take_media_now)
+        try:
+            await self._read_media_frames()
+        finally:
+            self.socket.handle_now(None)
+
+    def _take_media_now(self, frame: str | bytes) -> bool:
+        """The commonest frames (caller audio, mark echoes) in the socket reactor; False: for _read_media."""
+        try:
+            message = parse_twilio_message(frame)
+        except MediaStreamProtocolError:
+            return False  # counted and logged by the reader
+        if isinstance(message, MediaFrame):
+            if not self._forwarding_audio():
+                return True
+            engine = self._engine
+            if engine is None:
+                self._held_caller_audio.append(message.payload)
+                return True
+            return not self._held_caller_audio and engine.send_caller_audio_now(message.payload)
+        if isinstance(message, MarkMessage):
+            self._on_mark_echo(message.mark.name)
+            return True
+        return False
+
+    async def _read_media_frames(self) -> None:
         while True:
             frame = await self.socket.receive()
             if frame is None:

@@ -163,6 +163,12 @@ class OfflineEngine:
 
     # ------------------------------------------------------------------ TriageEngine
 
+    def send_caller_audio_now(self, payload_b64: str) -> bool:
+        return False  # the voice detector's work belongs in the task, not the socket reactor
+
+    def play_audio_now(self, player: Callable[[AgentAudio], bool] | None) -> bool:
+        return False
+
     async def send_caller_audio(self, payload_b64: str) -> None:
         if self._detector is None or self._closed:
             return

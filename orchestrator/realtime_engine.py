@@ -8,7 +8,7 @@ from __future__ import annotations
 import binascii
 import itertools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import date
 from typing import Any
@@ -91,6 +91,28 @@ class RealtimeEngine:
                 await self._quietly(self._connection.append_audio(payload))
             return
         await self._quietly(self._connection.append_audio(joined))
+
+    def send_caller_audio_now(self, payload_b64: str) -> bool:
+        held = self._held_audio
+        if len(held) + 1 < CALLER_FRAMES_PER_APPEND:
+            held.append(payload_b64)
+            return True
+        if not self._connection.can_send_now():
+            return False
+        try:
+            joined = joined_base64([*held, payload_b64])
+        except (binascii.Error, ValueError):
+            return False  # send_caller_audio forwards them untouched
+        self._held_audio = []
+        self._connection.append_audio_now(joined)
+        return True
+
+    def play_audio_now(self, player: Callable[[AgentAudio], bool] | None) -> bool:
+        if player is None:
+            return self._connection.handle_audio_now(None)
+        return self._connection.handle_audio_now(
+            lambda delta: player(AgentAudio(delta.response_id, delta.item_id, delta.delta))
+        )
 
     async def speak(
         self,

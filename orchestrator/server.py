@@ -516,6 +516,18 @@ class TwilioMediaSocket:
     async def close(self, code: int = 1000) -> None:
         await self._websocket.close(code)
 
+    def handle_now(self, handler: Callable[[str | bytes], bool] | None) -> bool:
+        return self._websocket.handle_now(handler)
+
+    def can_send_now(self) -> bool:
+        return self._websocket.can_send_now()
+
+    def send_text_now(self, text: str) -> None:
+        self._websocket.send_text_now(text)
+
+    def send_texts_now(self, texts: Sequence[str]) -> None:
+        self._websocket.send_texts_now(texts)
+
 
 def _known_language(config: RoutingConfig, given: str | None, caller: str | None) -> str | None:
     """The caller's language before they speak: what Studio passed in (kept as given, supported or not:

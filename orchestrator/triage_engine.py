@@ -10,7 +10,7 @@ say a fixed line also carries the line itself (`SpokenLine`); the Realtime engin
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
@@ -133,6 +133,15 @@ class EngineCall:
 class TriageEngine(Protocol):
     async def send_caller_audio(self, payload_b64: str) -> None:
         """Forward one base64 µ-law 8 kHz payload from the caller."""
+
+    def send_caller_audio_now(self, payload_b64: str) -> bool:
+        """send_caller_audio without waiting, if the engine can (True); False: nothing was done, use
+        send_caller_audio. The hot path of a call: it runs in the socket reactor, not in a task."""
+
+    def play_audio_now(self, player: Callable[[AgentAudio], bool] | None) -> bool:
+        """Hand agent audio to `player` as it arrives, while `events()` waits (None stops it). Audio the
+        player refuses (False), and every other event, comes from `events()` in order. False: the engine
+        has no such path, all audio comes from `events()`."""
 
     async def speak(
         self,
