@@ -239,6 +239,7 @@ class RealtimeStats:
 
 
 AUDIO_DELTA_EVENT = "response.output_audio.delta"
+AUDIO_TRANSCRIPT_DELTA_EVENT = "response.output_audio_transcript.delta"  # a word or so, with the audio
 _AUDIO_DELTA_KEYS = frozenset(
     {"type", "event_id", "response_id", "item_id", "output_index", "content_index", "delta"}
 )
@@ -267,7 +268,11 @@ def audio_delta_of(frame: str | bytes) -> AudioDelta | None:
         data = orjson.loads(frame)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is not dict or data.get("type") != AUDIO_DELTA_EVENT or data.keys() != _AUDIO_DELTA_KEYS:
+    return _audio_delta_from(data) if type(data) is dict else None
+
+
+def _audio_delta_from(data: dict[str, Any]) -> AudioDelta | None:
+    if data.get("type") != AUDIO_DELTA_EVENT or data.keys() != _AUDIO_DELTA_KEYS:
         return None
     event_id, response_id, item_id, delta = data["event_id"], data["response_id"], data["item_id"], data["delta"]
     output_index, content_index = data["output_index"], data["content_index"]
@@ -523,18 +528,30 @@ class RealtimeConnection:
         self._websocket.send_text_now(audio_append_frame(payload_b64))
         self.stats.frames_sent += 1
 
-    def handle_audio_now(self, consumer: Callable[[AudioDelta], bool] | None) -> bool:
+    def handle_audio_now(
+        self, consumer: Callable[[AudioDelta], bool] | None, *, ignored: frozenset[str] = frozenset()
+    ) -> bool:
         """Give audio deltas to `consumer` as they arrive while the receiving task waits; a delta it
-        refuses (False), and every frame that is not a plain delta, comes from receive() as usual.
-        None stops it. False where the socket has no fast path."""
+        refuses (False), and every frame that is not a plain delta, comes from receive() as usual. Events
+        whose type is in `ignored` (the receiver would drop them) are counted and dropped here, so they do
+        not wake it. None stops it. False where the socket has no fast path."""
         if consumer is None:
             return self._websocket.handle_now(None)
 
         def on_frame(frame: str | bytes) -> bool:
             if self._pending:
                 return False
-            delta = audio_delta_of(frame)
-            if delta is None or not consumer(delta):
+            try:
+                data = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                return False
+            if type(data) is not dict:
+                return False
+            delta = _audio_delta_from(data)
+            if delta is None:
+                if data.get("type") not in ignored:
+                    return False
+            elif not consumer(delta):
                 return False
             self.stats.frames_received += 1
             return True

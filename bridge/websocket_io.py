@@ -101,6 +101,9 @@ class _ReadReactor:
         self._waiting: dict[int, trio.lowlevel.Task] = {}
         # Sockets with an edge since their task last looked: data may wait (or a spurious wake, harmless).
         self._ready: set[int] = set()
+        # Sockets the peer closed or reset: readable for good. A read returns the data before the end of
+        # the stream, and no new edge comes for the end that is still pending, so it must not be waited for.
+        self._hung_up: set[int] = set()
         # Called when a socket whose task waits becomes readable; True: handled, the task keeps waiting.
         self._fast_paths: dict[int, Callable[[], bool]] = {}
 
@@ -122,6 +125,7 @@ class _ReadReactor:
         """Before the socket closes (its number may be reused at once); its waiting task gets
         ClosedResourceError, as `trio.lowlevel.notify_closing` would give it."""
         self._ready.discard(fd)
+        self._hung_up.discard(fd)
         self._fast_paths.pop(fd, None)
         try:
             self._epoll.unregister(fd)
@@ -133,6 +137,9 @@ class _ReadReactor:
 
     async def wait_readable(self, fd: int) -> None:
         ready = self._ready
+        if fd in self._hung_up:
+            await trio.lowlevel.checkpoint()
+            return
         if fd in ready:
             await trio.lowlevel.checkpoint()
             ready.discard(fd)  # after the checkpoint: the read that follows sees any data that came meanwhile
@@ -148,13 +155,16 @@ class _ReadReactor:
 
     async def run(self) -> None:
         epoll, waiting, ready, fast_paths = self._epoll, self._waiting, self._ready, self._fast_paths
+        hung_up = self._hung_up
         reschedule = trio.lowlevel.reschedule
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll.fileno())
                 while True:
                     events = epoll.poll(0, self._BATCH)
-                    for fd, _flags in events:
+                    for fd, flags in events:
+                        if flags & _HANG_UP_FLAGS:
+                            hung_up.add(fd)
                         task = waiting.get(fd)
                         if task is None:
                             ready.add(fd)
@@ -172,6 +182,7 @@ class _ReadReactor:
             epoll.close()
 
 
+_HANG_UP_FLAGS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if hasattr(select, "epoll") else 0
 _READ_REACTOR: trio.lowlevel.RunVar[_ReadReactor] = trio.lowlevel.RunVar("websocket_read_reactor")
 
 

@@ -23,6 +23,7 @@ from openai.types.realtime import (
 
 from bridge.realtime import (
     AUDIO_DELTA_CLASSES,
+    AUDIO_TRANSCRIPT_DELTA_EVENT,
     RealtimeConnection,
     RealtimeConnectionClosed,
     RealtimeFailure,
@@ -64,7 +65,9 @@ TAG_KEY = "tag"  # response metadata key carrying the tag given to speak()
 # WebSocket message and a send), the largest share of a call's CPU, and delays what the model hears by at
 # most 20 ms, next to the 500 ms of silence its VAD waits for.
 CALLER_FRAMES_PER_APPEND = 2
-_TRUNCATE_ID_PREFIX = "truncate_"  # a truncate the server found too long is harmless
+_TRUNCATE_ID_PREFIX = "truncate_"
+# Events _translate turns into nothing, frequent enough to skip without validation (one per word or so).
+_IGNORED_EVENTS = frozenset({AUDIO_TRANSCRIPT_DELTA_EVENT})  # a truncate the server found too long is harmless
 
 
 class RealtimeEngine:
@@ -111,7 +114,8 @@ class RealtimeEngine:
         if player is None:
             return self._connection.handle_audio_now(None)
         return self._connection.handle_audio_now(
-            lambda delta: player(AgentAudio(delta.response_id, delta.item_id, delta.delta))
+            lambda delta: player(AgentAudio(delta.response_id, delta.item_id, delta.delta)),
+            ignored=_IGNORED_EVENTS,
         )
 
     async def speak(

@@ -798,3 +798,64 @@ async def test_a_requested_response_echoes_its_metadata_and_a_vad_one_has_none()
             assert request.data["event_id"] == "evt_line_1"
             assert request.data["response"] == {"instructions": "Say hello.", "metadata": {"line": "greeting"}}
             assert fake.violations == []
+
+
+# --------------------------------------------------------------------------- the socket fast path
+
+
+async def test_the_audio_fast_path_takes_deltas_and_skips_transcript_deltas_in_order():
+    """handle_audio_now: paced deltas go to the consumer; transcript deltas (ignored) are dropped without
+    waking the receiver; everything else, and a delta the consumer refuses, comes from events() in order."""
+    audio = bytes(range(256)) * 19  # distinct chunks, so their order shows
+    speech = Respond((Speech(600, "one two three four", audio=audio[:4800]),), pace_s=0.03)
+    scenario = Scenario(steps=[on(after_session_update(), speech)])
+    handled: list[tuple[str, str]] = []  # (by whom, delta), in the order they were handled
+
+    def consumer(delta: AudioDelta) -> bool:
+        if len(handled) == 2:  # the third is refused: the receiver gets it
+            return False
+        handled.append(("consumer", delta.delta))
+        return True
+
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            assert realtime.handle_audio_now(consumer, ignored=frozenset({"response.output_audio_transcript.delta"}))
+            others = []
+            async for event in realtime.events():
+                if isinstance(event, AudioDelta):
+                    handled.append(("receiver", event.delta))
+                else:
+                    others.append(_type_of(event))
+                if _type_of(event) == "response.done":
+                    break
+            assert realtime.handle_audio_now(None)
+    sent = [event["delta"] for event in fake.last_session.sent_of_type("response.output_audio.delta")]
+    assert len(sent) == 6 and len(set(sent)) == 6
+    assert [delta for _by, delta in handled] == sent  # each exactly once, in order
+    assert handled[2][0] == "receiver" and sum(by == "consumer" for by, _delta in handled) >= 4
+    words = len(fake.last_session.sent_of_type("response.output_audio_transcript.delta"))
+    assert words >= 3 and others.count("response.output_audio_transcript.delta") < words  # some skipped
+    assert "response.output_audio_transcript.done" in others
+    assert realtime.stats.frames_received == len(fake.last_session.sent)
+
+
+async def test_append_audio_now_writes_at_once_and_the_engine_joins_two_frames_per_append():
+    from orchestrator.realtime_engine import CALLER_FRAMES_PER_APPEND, RealtimeEngine
+
+    payloads = [twilio_payload(index) for index in range(6)]
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            await realtime.configure("x")
+            engine = RealtimeEngine(realtime)
+            assert realtime.can_send_now()
+            assert all(engine.send_caller_audio_now(payload) for payload in payloads[:4])
+            assert engine.send_caller_audio_now("***not base64***") is True  # held, as the first of a pair
+            assert engine.send_caller_audio_now(payloads[4]) is False  # the pair is not base64: the task's
+            await engine.send_caller_audio(payloads[4])  # ...slow path forwards both untouched
+            await fake.last_session.wait_for_client_event("input_audio_buffer.append", 4)
+    appended = [event.data["audio"] for event in fake.last_session.events_of_type("input_audio_buffer.append")]
+    joined = [base64.b64encode(b"".join(base64.b64decode(p) for p in pair)).decode()
+              for pair in (payloads[0:2], payloads[2:4])]
+    assert CALLER_FRAMES_PER_APPEND == 2
+    assert appended == [*joined, "***not base64***", payloads[4]]

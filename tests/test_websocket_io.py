@@ -1371,6 +1371,30 @@ async def test_a_receiver_parked_when_the_socket_closes_under_it_gets_none():
             nursery.cancel_scope.cancel()
 
 
+async def test_an_end_of_stream_that_came_with_the_last_message_is_not_waited_for():
+    """The peer's last message and its FIN arrive together: one edge. The read returns the message only;
+    the end of the stream must still be seen, though no new edge will come for it."""
+
+    async def message_then_fin(peer: RawPeer) -> None:
+        await peer.accept_upgrade()
+        await peer.send(frame_bytes(OP_TEXT, b"last words"))
+        await peer.stream.send_eof()
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url, _finished = await start_raw_server(nursery, message_then_fin)
+            for _ in range(3):
+                websocket = await connect_websocket(url, max_message_bytes=1000)
+                await trio.sleep(0.05)  # both are in the kernel before the first read
+                assert await websocket.receive() == "last words"
+                with trio.fail_after(1):
+                    assert await websocket.receive() is None
+                assert websocket.closed == (1006, "")
+                await websocket.close()
+            nursery.cancel_scope.cancel()
+
+
 async def test_many_sockets_ready_at_once_are_all_served():
     """More sockets than one epoll batch (512) become readable together; every one gets its message."""
     count = 600
