@@ -121,6 +121,9 @@ class _ReadReactor:
             self._epoll.modify(fd, flags)
         self._ready.add(fd)
 
+    def hung_up(self, fd: int) -> bool:
+        return fd in self._hung_up
+
     def unregister(self, fd: int) -> None:
         """Before the socket closes (its number may be reused at once); its waiting task gets
         ClosedResourceError, as `trio.lowlevel.notify_closing` would give it."""
@@ -236,6 +239,9 @@ class _PlainSocketIO:
     def hand_over(self) -> None:
         """The fast path read from the socket and queued what the waiting task must see."""
         self._handed_over = True
+
+    def peer_hung_up(self) -> bool:
+        return self._reactor is not None and self._reactor.hung_up(self._fd)
 
     def recv_now(self) -> bytes | None:
         """A read that does not wait: None when the kernel has nothing, b"" at the end of the stream."""
@@ -499,6 +505,10 @@ class WebSocket:
             if self._events or not flushed or self._ended:
                 io.hand_over()
                 return False
+            # A short read took all the kernel had: what comes later raises a new edge, so the read that
+            # would fail (a syscall and an exception) is skipped. Not after the peer's FIN: no edge follows.
+            if len(data) < _RECEIVE_BYTES and not io.peer_hung_up():
+                return True
         io.hand_over()  # more may be waiting: the task reads the rest
         return False
 

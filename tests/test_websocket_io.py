@@ -13,6 +13,7 @@ import gc
 import hashlib
 import os
 import re
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -1371,14 +1372,21 @@ async def test_a_receiver_parked_when_the_socket_closes_under_it_gets_none():
             nursery.cancel_scope.cancel()
 
 
-async def test_an_end_of_stream_that_came_with_the_last_message_is_not_waited_for():
+@pytest.mark.parametrize("fast_path", [False, True])
+async def test_an_end_of_stream_that_came_with_the_last_message_is_not_waited_for(fast_path: bool):
     """The peer's last message and its FIN arrive together: one edge. The read returns the message only;
-    the end of the stream must still be seen, though no new edge will come for it."""
+    the end of the stream must still be seen, though no new edge will come for it (by the receiving
+    task, or by the fast path, which otherwise stops after a short read)."""
+    go: list[trio.Event] = []
 
     async def message_then_fin(peer: RawPeer) -> None:
         await peer.accept_upgrade()
-        await peer.send(frame_bytes(OP_TEXT, b"last words"))
-        await peer.stream.send_eof()
+        go.append(trio.Event())
+        await go[-1].wait()
+        # Both in one step of this task, so the client's reactor sees them as one edge.
+        raw = peer.stream.socket._sock  # the stdlib socket under trio's: a send that does not yield
+        raw.send(frame_bytes(OP_TEXT, b"last words"))
+        raw.shutdown(socket.SHUT_WR)
         await trio.sleep_forever()
 
     with trio.fail_after(TIMEOUT_S):
@@ -1386,10 +1394,28 @@ async def test_an_end_of_stream_that_came_with_the_last_message_is_not_waited_fo
             url, _finished = await start_raw_server(nursery, message_then_fin)
             for _ in range(3):
                 websocket = await connect_websocket(url, max_message_bytes=1000)
-                await trio.sleep(0.05)  # both are in the kernel before the first read
-                assert await websocket.receive() == "last words"
-                with trio.fail_after(1):
-                    assert await websocket.receive() is None
+                await trio.testing.wait_all_tasks_blocked()
+                by_handler: list[str | bytes] = []
+                received: list[object] = []
+                if fast_path:
+                    assert websocket.handle_now(lambda message: by_handler.append(message) is None)
+
+                    async def receiver(websocket: WebSocket = websocket, received: list = received) -> None:
+                        received.append(await websocket.receive())
+
+                    nursery.start_soon(receiver)
+                    await trio.testing.wait_all_tasks_blocked()  # parked on the reactor
+                    go[-1].set()
+                    with trio.fail_after(1):
+                        while not received:
+                            await trio.sleep(0.01)
+                    assert (by_handler, received) == (["last words"], [None])
+                else:
+                    go[-1].set()
+                    await trio.sleep(0.05)  # both are in the kernel before the first read
+                    assert await websocket.receive() == "last words"
+                    with trio.fail_after(1):
+                        assert await websocket.receive() is None
                 assert websocket.closed == (1006, "")
                 await websocket.close()
             nursery.cancel_scope.cancel()
