@@ -4,9 +4,9 @@ For each N: a fresh echo Realtime (`echo_realtime.py`) and a fresh server, then 
 (`load_callers.py`, spread over processes) ramped in, held, and ended by a route decision the fake
 proposes. Per N it prints and records: round trip p50/p99 (frames sent while all calls were up), loss,
 server CPU (% of one core, its whole process tree, from /proc), CPU per call, RSS and RSS growth per call,
-teardown (the fake's route proposal → the action URL's TwiML answered, p99; and the server's own part,
-handoff line played → TwiML, which leaves out the caller playing the audio still queued), and the Realtime sockets
-still open at the fake once every call has ended. Capacity: the largest N with loss < 0.1 % and p99 <
+teardown (the fake's route proposal → the action URL's TwiML answered, p99; the part after the handoff
+line's end mark is echoed, line played → TwiML; and the server's whole part, the teardown less the wait for
+the caller to play the agent audio still queued before that mark), and the Realtime sockets still open at the fake once every call has ended. Capacity: the largest N with loss < 0.1 % and p99 <
 50 ms, no smaller N failing. JSON goes to benchmarks/results/.
 
     benchmarks/capacity.sh                       # default sweep
@@ -313,6 +313,14 @@ def summarise(n: int, args: argparse.Namespace, outputs: list[dict[str, Any]], m
     # The server's own part: from the handoff line played (its end mark echoed) to the action TwiML.
     after_line_ms = [1000 * (call["action_answered_at"] - call["handoff_played_at"])
                      for call in per_call if call["action_answered_at"] and call["handoff_played_at"]]
+    # The server's whole part: the teardown less the wait for the caller to play the audio queued before
+    # the handoff line's end mark (agent audio already sent, which Twilio plays before it echoes the mark).
+    server_teardown_ms = [
+        1000 * ((call["handoff_marked_at"] - decisions[call["index"]]) + (call["action_answered_at"] - call["handoff_played_at"]))
+        for call in per_call
+        if call["action_answered_at"] and call["handoff_played_at"] and call.get("handoff_marked_at")
+        and call["index"] in decisions
+    ]
     teardown_problems = [call for call in per_call if call["problem"] or not call["enqueued"]]
     loss_pct = 100 * (expected - echoed) / expected if expected else 100.0
     p50, p99 = percentile(latency, 0.5), percentile(latency, 0.99)
@@ -344,6 +352,8 @@ def summarise(n: int, args: argparse.Namespace, outputs: list[dict[str, Any]], m
         "teardowns_timed": len(teardown_ms),
         "after_line_p50_ms": _round(exact_percentile(after_line_ms, 0.5)),
         "after_line_p99_ms": _round(exact_percentile(after_line_ms, 0.99)),
+        "server_teardown_p50_ms": _round(exact_percentile(server_teardown_ms, 0.5)),
+        "server_teardown_p99_ms": _round(exact_percentile(server_teardown_ms, 0.99)),
         "teardown_problems": len(teardown_problems),
         "teardown_problem_examples": [c["problem"] or "no <Enqueue> in the action TwiML" for c in teardown_problems][:5],
         "realtime_sockets_open_after": model_stats["open"],
@@ -372,6 +382,7 @@ COLUMNS = [
     ("CPU %/call", "cpu_pct_per_call", "{:.3f}"), ("RSS MB", "rss_steady_mb", "{:.1f}"),
     ("RSS MB/call", "rss_mb_per_call", "{:.3f}"), ("teardown p99 ms", "teardown_p99_ms", "{:.1f}"),
     ("line played → TwiML p99 ms", "after_line_p99_ms", "{:.1f}"),
+    ("server's teardown p99 ms", "server_teardown_p99_ms", "{:.1f}"),
     ("RT open after", "realtime_sockets_open_after", "{}"), ("fake CPU %", "model_cpu_pct", "{:.1f}"),
     ("callers CPU %", "caller_cpu_pct", "{}"), ("lag p99 ms", "generator_tick_lag_p99_ms", "{:.1f}"),
     ("machine % /200", "machine_cpu_pct_of_200", "{:.1f}"), ("load", "loadavg_before", "{}"),

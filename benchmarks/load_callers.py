@@ -112,6 +112,7 @@ class Call(asyncio.Protocol):
         self.action_answered_at: float | None = None
         self.action_twiml = ""
         self.decide_sent_at: float | None = None
+        self.handoff_marked_at: float | None = None  # the handoff line's end mark received
         self.handoff_played_at: float | None = None  # the handoff line's end mark echoed
 
     # ---- set-up: webhook, upgrade, opening messages
@@ -253,6 +254,8 @@ class Call(asyncio.Protocol):
         elif event == "mark":
             # Echoed when playback reaches it, as Twilio does (asyncio's clock is time.monotonic()).
             name = message["mark"]["name"]
+            if name.startswith(HANDOFF_MARK_PREFIX):
+                self.handoff_marked_at = now
             self.marks[name] = asyncio.get_running_loop().call_at(self.playback_until, self._echo_mark, name)
         elif event == "clear":
             self.playback_until = now
@@ -300,6 +303,7 @@ class Call(asyncio.Protocol):
             "decide_sent_at": self.decide_sent_at,
             "media_closed_at": self.media_closed_at,
             "action_answered_at": self.action_answered_at,
+            "handoff_marked_at": self.handoff_marked_at,
             "handoff_played_at": self.handoff_played_at,
             "enqueued": "<Enqueue" in self.action_twiml,
             "problem": self.problem,
