@@ -6,8 +6,9 @@ proposes. Per N it prints and records: round trip p50/p99 (frames sent while all
 server CPU (% of one core, its whole process tree, from /proc), CPU per call, RSS and RSS growth per call,
 teardown (the fake's route proposal → the action URL's TwiML answered, p99; the part after the handoff
 line's end mark is echoed, line played → TwiML; and the server's whole part, the teardown less the wait for
-the caller to play the agent audio still queued before that mark), and the Realtime sockets still open at the fake once every call has ended. Capacity: the largest N with loss < 0.1 % and p99 <
-50 ms, no smaller N failing. JSON goes to benchmarks/results/.
+the caller to play the agent audio still queued before that mark), and the Realtime sockets still open at
+the fake once every call has ended. Capacity: the largest N with loss < 0.1 % and p99 < 50 ms, no smaller N
+failing. JSON goes to benchmarks/results/.
 
     benchmarks/capacity.sh                       # default sweep
     NS=200 HOLD=10 WORKERS=2 benchmarks/capacity.sh
@@ -316,9 +317,9 @@ def summarise(n: int, args: argparse.Namespace, outputs: list[dict[str, Any]], m
     # The server's whole part: the teardown less the wait for the caller to play the audio queued before
     # the handoff line's end mark (agent audio already sent, which Twilio plays before it echoes the mark).
     server_teardown_ms = [
-        1000 * ((call["handoff_marked_at"] - decisions[call["index"]]) + (call["action_answered_at"] - call["handoff_played_at"]))
+        1000 * (call["handoff_marked_at"] - decisions[call["index"]] + call["action_answered_at"] - call["handoff_played_at"])
         for call in per_call
-        if call["action_answered_at"] and call["handoff_played_at"] and call.get("handoff_marked_at")
+        if call["action_answered_at"] and call["handoff_played_at"] and call["handoff_marked_at"]
         and call["index"] in decisions
     ]
     teardown_problems = [call for call in per_call if call["problem"] or not call["enqueued"]]
