@@ -27,15 +27,15 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestrator.call_corpus import (
+from orchestrator.replay.corpus import (
     CALLER_ROLE,
     caller_text,
     clean_transcript,
     read_corpus,
 )
-from orchestrator.caller_audio import MULAW_BYTES_PER_MS, frames, silence
-from orchestrator.intent_model import IntentModel
-from orchestrator.offline_speech import (
+from bridge.twilio.mulaw import MULAW_BYTES_PER_MS, frames, silence
+from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.offline.speech import (
     SpeechRecognizer,
     SpeechSynthesizer,
     UtteranceEnded,
@@ -43,7 +43,7 @@ from orchestrator.offline_speech import (
     speech_support,
     word_error_rate,
 )
-from orchestrator.routing_config import load_routing_config
+from orchestrator.config.routing import load_routing_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"

@@ -23,9 +23,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.call_corpus import CorpusCall, CorpusError, caller_text, read_corpus
-from orchestrator.intent_model import IntentModel, IntentPrediction
-from orchestrator.routing_config import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.replay.corpus import CorpusCall, CorpusError, caller_text, read_corpus
+from orchestrator.engines.offline.intent_model import IntentModel, IntentPrediction
+from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.call_corpus import CALLER_ROLE, clean_transcript, read_corpus
-from orchestrator.caller_audio import frames, silence
-from orchestrator.offline_engine import OfflineConnector, load_offline_speech
-from orchestrator.routing_config import load_routing_config
-from orchestrator.triage_engine import EngineCall, ResponseStarted
+from orchestrator.replay.corpus import CALLER_ROLE, clean_transcript, read_corpus
+from bridge.twilio.mulaw import frames, silence
+from orchestrator.engines.offline.engine import OfflineConnector, load_offline_speech
+from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.interface import EngineCall, ResponseStarted
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"

@@ -1,7 +1,7 @@
 """Rollout arms and the brake, as arithmetic: which arm a call is in, and when the AI arm must stop.
 
 Pure: no I/O, no clock, no randomness. The orchestrator passes in normalised numbers, the time and the
-passes it read from the store (`orchestrator/rollout.py`).
+passes it read from the store (`orchestrator/rollout/live.py`).
 
 Arms. A caller's bucket is a stable hash of (salt, E.164 number) in 0..9999; the call is in the AI arm
 when bucket < percent × 100. So the same caller lands in the same arm on every call (as long as the

@@ -12,14 +12,14 @@ from typing import Any
 import trio
 from twilio.request_validator import RequestValidator
 
-from bridge.realtime import RealtimeSettings
-from orchestrator.call_tools import PROPOSE_ROUTE, RECORD_DETAILS, agent_instructions, realtime_tools
-from orchestrator.caller_audio import tone
-from orchestrator.realtime_engine import RealtimeConnector
-from orchestrator.routing_config import RoutingConfig, load_routing_config
-from orchestrator.server_settings import load_server_settings
-from orchestrator.serving import RunningServer, run_server
-from orchestrator.triage_engine import EngineConnector
+from bridge.openai_realtime.client import RealtimeSettings
+from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, agent_instructions, realtime_tools
+from bridge.twilio.mulaw import tone
+from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.config.routing import RoutingConfig, load_routing_config
+from orchestrator.config.server_settings import load_server_settings
+from orchestrator.composition import RunningServer, run_server
+from orchestrator.engines.interface import EngineConnector
 from orchestrator.testing.fake_realtime import (
     FakeRealtime,
     RecordedSession,
@@ -149,7 +149,7 @@ class FrontDesk:
 
 # Tasks that belong to a call: its session's (its Realtime socket has no task of its own: the session's
 # engine reader reads it).
-CALL_TASK_PREFIXES = ("orchestrator.call_session.", "bridge.realtime.", "bridge.websocket_io.")
+CALL_TASK_PREFIXES = ("orchestrator.call.session.", "bridge.openai_realtime.client.", "bridge.websocket.connection.")
 
 
 def call_task_names() -> list[str]:

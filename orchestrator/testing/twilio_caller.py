@@ -56,14 +56,14 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError,
 from trio_websocket import wrap_client_stream
 from twilio.request_validator import RequestValidator
 
-from bridge.media_stream import (
+from bridge.twilio.media_stream import (
     MULAW_BYTES_PER_MS,
     OutboundClearMessage,
     OutboundMarkMessage,
     OutboundMediaMessage,
 )
-from bridge.realtime import reraise_lone
-from orchestrator.caller_audio import MULAW_SILENCE, frames
+from bridge.openai_realtime.client import reraise_lone
+from bridge.twilio.mulaw import MULAW_SILENCE, frames
 
 __all__ = [
     "CallEnded",

@@ -1,0 +1,181 @@
+"""`orchestrator call`: simulate one phone call against a running server and print what happened.
+
+The caller is the same simulated Twilio caller the tests use: it fetches the TwiML with a valid
+signature, opens the Media Stream, talks (caller lines or a WAV file), echoes marks and honours
+`clear` like Twilio, follows the action URL, and then reads the call's record back from the server.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import trio
+
+from orchestrator.commands.call_report import render_call
+from bridge.twilio.mulaw import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
+from orchestrator.config.routing import ConfigError
+from orchestrator.config.server_settings import DEV_AUTH_TOKEN_FILE
+from orchestrator.testing.twilio_caller import (
+    CallerOptions,
+    CallerStep,
+    Say,
+    SimulatedCaller,
+    WaitForAgent,
+    fetch_call_record,
+)
+
+MS_PER_CHARACTER = 70  # a tone this long per character when no text-to-speech is installed
+
+
+def add_call_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the server (default: %(default)s)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--say", action="append", metavar="LINE", help="a caller line (repeat for several turns)")
+    what.add_argument("--script", type=Path, help="a text file with one caller line per line")
+    what.add_argument("--wav", type=Path, help="a WAV file of the caller (any rate; sent as 8 kHz µ-law)")
+    parser.add_argument("--auth-token", help="Twilio auth token to sign with (default: $TWILIO_AUTH_TOKEN, "
+                        "else the server's development token in --data-dir)")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ORCHESTRATOR_DATA_DIR", "var")))
+    parser.add_argument("--from", dest="caller", default="+14155550100", help="caller ID (default: %(default)s)")
+    parser.add_argument("--to", dest="called", default="+14155550199")
+    parser.add_argument("--call-sid", help="reuse a CallSid (e.g. to play a call coming back from Studio)")
+    parser.add_argument("--entry", metavar="FLOW_SID/NODE", help="the Studio node that sends the call to us")
+    parser.add_argument("--speed", type=float, default=1.0, help="audio faster than real time (default 1)")
+    parser.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds of call")
+    parser.add_argument("--save-heard", type=Path, metavar="WAV", help="save what the caller heard")
+    parser.add_argument("--engine", help="ask the server for one of its engines by name for this call "
+                        "(e.g. offline; default: the server's own choice)")
+
+
+def caller_lines(args: argparse.Namespace) -> list[str]:
+    if args.script is not None:
+        lines = [line.strip() for line in args.script.read_text(encoding="utf-8").splitlines()]
+        return [line for line in lines if line and not line.startswith("#")]
+    return list(args.say or ["Hello, I have a question about my bill."])
+
+
+def speech_for(line: str) -> tuple[bytes, str]:
+    """µ-law audio of a caller line: the offline engine's voice (speech extra) or espeak-ng when installed,
+    else a tone as long as the line."""
+    synthesizer = _piper()
+    if synthesizer is not None:
+        return synthesizer.synthesize(line), "piper"
+    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
+    if espeak:
+        with tempfile.TemporaryDirectory() as folder:
+            wav = Path(folder) / "line.wav"
+            done = subprocess.run([espeak, "-w", str(wav), line], capture_output=True, timeout=30)
+            if done.returncode == 0 and wav.is_file():
+                return wav_to_mulaw(wav), "espeak-ng"
+    return tone(max(400, MS_PER_CHARACTER * len(line)), hz=220.0), "tone"
+
+
+@lru_cache(maxsize=1)
+def _piper():
+    """The offline engine's voice when the speech extra is installed (only the voice: no recogniser)."""
+    from orchestrator.engines.offline.speech import SpeechSynthesizer, SpeechUnavailable, speech_support
+
+    if not speech_support().tts:
+        return None
+    try:
+        return SpeechSynthesizer.load()
+    except SpeechUnavailable:
+        return None
+
+
+def build_steps(args: argparse.Namespace) -> tuple[list[CallerStep], str]:
+    if args.wav is not None:
+        audio = wav_to_mulaw(args.wav)
+        return [Say(audio, f"({args.wav.name}, {len(audio) // 8} ms)"), WaitForAgent()], "wav"
+    steps: list[CallerStep] = [WaitForAgent()]  # hear the greeting first
+    voice = "tone"
+    for line in caller_lines(args):
+        audio, voice = speech_for(line)
+        steps += [Say(audio, line), WaitForAgent()]
+    return steps, voice
+
+
+def auth_token(args: argparse.Namespace) -> str:
+    if args.auth_token:
+        return args.auth_token
+    if os.environ.get("TWILIO_AUTH_TOKEN"):
+        return os.environ["TWILIO_AUTH_TOKEN"]
+    path = args.data_dir / DEV_AUTH_TOKEN_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    raise ConfigError(str(path), None, "no auth token: pass --auth-token, set TWILIO_AUTH_TOKEN, or start "
+                      "`orchestrator serve` from this folder first (it writes a development token there)")
+
+
+def incoming_query(entry: str | None, engine: str | None) -> str:
+    """The webhook's query: the Studio node that sent the call, and the engine asked for."""
+    parts = {}
+    if entry:
+        flow_sid, _, node = entry.partition("/")
+        parts["flow_sid"] = flow_sid
+        if node:
+            parts["node"] = node
+    if engine:
+        parts["engine"] = engine
+    return urlencode(parts)
+
+
+def check_engine_offered(base_url: str, engine: str) -> None:
+    """Fail before the call when the server does not have the engine asked for (it would silently use its own)."""
+    try:
+        health = httpx.get(f"{base_url}/healthz", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as error:
+        raise ConfigError(base_url, None, f"cannot read /healthz ({error})") from None
+    offered = health.get("engines") or [health.get("engine")]
+    if engine not in offered:
+        raise ConfigError(base_url, None, f"the server has no {engine!r} engine (it has: {', '.join(map(str, offered))})")
+
+
+def run_call(args: argparse.Namespace) -> int:
+    try:
+        steps, voice = build_steps(args)
+    except CallerAudioError as error:
+        raise ConfigError(str(args.wav), None, str(error)) from None
+    if args.engine:
+        check_engine_offered(args.url, args.engine)
+    options = CallerOptions(
+        base_url=args.url,
+        auth_token=auth_token(args),
+        incoming_query=incoming_query(args.entry, args.engine),
+        call_sid=args.call_sid,
+        caller=args.caller,
+        called=args.called,
+        speed=args.speed,
+        max_call_s=args.timeout,
+    )
+    if voice == "tone":
+        print("note: no espeak-ng installed, so caller lines are sent as tones of their length "
+              "(an engine that listens hears no words)")
+    caller = SimulatedCaller(options, steps)
+
+    async def call() -> tuple[object, dict | None]:
+        result = await caller.run()
+        record = None
+        if result.webhook_status == 200:
+            try:
+                record = await fetch_call_record(args.url, result.call_sid, options.auth_token)
+            except Exception as error:  # the call itself is what matters; say why the record is missing
+                print(f"note: could not read the call record: {error}")
+        return result, record
+
+    result, record = trio.run(call)
+    print(render_call(result, record))
+    if args.save_heard is not None:
+        mulaw_to_wav(caller.heard_audio, args.save_heard)
+        print(f"saved what the caller heard to {args.save_heard}")
+    if result.webhook_status != 200:
+        print(f"error: the webhook answered HTTP {result.webhook_status or 'nothing'} at {options.webhook_url}")
+        return 1
+    return 0 if result.final_twiml else 1

@@ -1,0 +1,221 @@
+"""What the offline engine says and which tools it calls, turn by turn: the part a voice model does itself.
+
+Plain state and text, no I/O, no Trio: `OfflineEngine` feeds it the caller's words, the machine's tool
+answers and the session's line requests, and speaks what it returns. The machine still decides
+everything that matters (accept, clarify, fallback); this policy only words the conversation:
+
+- a caller turn → the details heard (`record_details`) and, once the intent is clear enough or the caller
+  was already asked once, a proposal (`propose_route`) with the classifier's calibrated confidence;
+- a turn with no clear need → "how can I help?" once, then the best guess goes to the machine, whose
+  minimum-confidence guard and clarification cap decide;
+- the machine asks for missing details → one question per field, each asked at most twice, then the
+  same intent is proposed again;
+- taking over a call from a failed engine → the intent from what was already heard, else one line asking
+  the caller to say again what they need.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.replay.corpus import clean_transcript
+from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS
+from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.config.routing import RoutingConfig
+from orchestrator.engines.offline.slot_extraction import extract_slots, field_question
+from orchestrator.engines.interface import SpokenLine
+
+MAX_ASKS_PER_FIELD = 2
+MAX_SUMMARY_CHARS = 200
+_DECIDED = frozenset({"accepted", "handed_to_fallback", "ignored"})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRequest:
+    call_id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One response of the agent: tool calls, words, or both (tool calls come first)."""
+
+    tool_calls: tuple[ToolRequest, ...] = ()
+    say: str = ""
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.tool_calls and not self.say
+
+
+@dataclass
+class _Proposal:
+    intent: str
+    confidence: float
+    summary: str
+
+
+@dataclass
+class OfflineDialogue:
+    config: RoutingConfig
+    model: IntentModel
+    today: Callable[[], datetime.date] = datetime.date.today
+    captured: dict[str, str] = field(default_factory=dict)
+    taking_over: bool = False
+
+    def __post_init__(self) -> None:
+        self._fields = {f.name: f for f in self.config.fields}
+        self._intent_turns: list[str] = []
+        self._asking: list[str] = []  # fields the machine asked for, still to ask the caller
+        self._asks: dict[str, int] = {}
+        self._tool_calls: dict[str, tuple[str, Mapping[str, str]]] = {}  # call_id → (tool, details sent)
+        self._proposal: _Proposal | None = None
+        self._prompted_for_intent = False
+        self._clarified = False
+        self._decided = False
+        self._said_anything = False
+        self._call_ids = 0
+        self._heard_details = False  # the last turn gave details: the next words thank and go on
+
+    # ------------------------------------------------------------------ inputs
+
+    def seed(self, caller_turns: Sequence[str]) -> None:
+        """What the caller said to a previous engine (a takeover): it counts toward the intent."""
+        self._intent_turns.extend(text for text in map(clean_transcript, caller_turns) if text)
+
+    def on_caller_turn(self, text: str) -> Reply:
+        words = clean_transcript(text)
+        if self._decided:
+            return Reply()
+        if not words:
+            return self._said(self.config.lines.not_heard)
+        calls: list[ToolRequest] = []
+        asked_for = self._asking[0] if self._asking else None
+        details = self._details_in(text, asked_for)
+        if details:
+            calls.append(self._tool(RECORD_DETAILS, details))
+        self._heard_details = bool(details)
+        if asked_for is not None:
+            return self._after_field_answer(asked_for, details, calls)
+        self._intent_turns.append(words)
+        proposal = self._classify()
+        if proposal.confidence >= self.config.triage.min_confidence or self._prompted_for_intent or self._clarified:
+            calls.append(self._propose(proposal))
+            return Reply(tuple(calls))
+        # Not clear yet, and the caller was not asked: ask once before the machine has to judge a guess.
+        self._prompted_for_intent = True
+        if calls:
+            return Reply(tuple(calls))  # the question comes after the details are answered (on_continue)
+        return self._said(self.config.lines.ask_intent)
+
+    def on_tool_output(self, call_id: str, output: str) -> None:
+        sent = self._tool_calls.pop(call_id, None)
+        if sent is None:
+            return
+        tool, details = sent
+        try:
+            answer = json.loads(output)
+            status = str(answer.get("status", "")) if isinstance(answer, dict) else ""
+            detail = str(answer.get("detail", "")) if isinstance(answer, dict) else ""
+        except ValueError:
+            status, detail = "", ""
+        if tool == RECORD_DETAILS:
+            if status == "invalid":  # the machine's checks refused a value: it counts as not heard
+                for name in details:
+                    self.captured.pop(name, None)
+                    if name in self._fields and name not in self._asking and self._asks.get(name):
+                        self._asking.insert(0, name)
+            return
+        if status in _DECIDED:
+            self._decided = True
+        elif status == "clarify" and not detail.startswith("missing_fields"):
+            self._clarified = True
+
+    def on_line(self, line: SpokenLine) -> str:
+        """The words for a fixed line the session asked for, plus the first question it asks for."""
+        self._said_anything = True
+        if not line.asks_for:
+            return line.text
+        # In the config's order (the machine lists them sorted): a business orders its questions.
+        order = {name: position for position, name in enumerate(self._fields)}
+        wanted = sorted(line.asks_for, key=lambda name: order.get(name, len(order)))
+        self._asking = [name for name in wanted if name not in self.captured]
+        if not self._asking:
+            return line.text
+        return f"{line.text} {self._question(self._asking[0])}"
+
+    def on_continue(self) -> Reply:
+        """The session asks the agent to go on (after tool answers, or after a takeover)."""
+        if self._decided:
+            return Reply()
+        if self.taking_over and not self._said_anything:
+            self._said_anything = True
+            if self._intent_turns:
+                proposal = self._classify()
+                if proposal.confidence >= self.config.triage.min_confidence:
+                    return Reply((self._propose(proposal),))
+            return self._said(self.config.lines.taking_over)
+        if self._asking:
+            return self._said(self._question(self._asking[0]))
+        if self._heard_details and self._proposal is None:
+            self._heard_details = False
+            return self._said(f"Thank you. {self.config.lines.ask_intent}")
+        return Reply()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _after_field_answer(self, asked_for: str, details: Mapping[str, str], calls: list[ToolRequest]) -> Reply:
+        self._asking = [name for name in self._asking if name not in self.captured]
+        if asked_for in self._asking and self._asks.get(asked_for, 0) >= MAX_ASKS_PER_FIELD:
+            self._asking.remove(asked_for)  # asked twice: go on without it; the machine decides
+        if self._asking:
+            if calls:
+                return Reply(tuple(calls))  # the next question comes with on_continue
+            return self._said(self._question(self._asking[0]))
+        if self._proposal is not None:
+            calls.append(self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)))
+        return Reply(tuple(calls))
+
+    def _details_in(self, text: str, asked_for: str | None) -> dict[str, str]:
+        found = extract_slots(
+            text, self.config.fields, asked_for=asked_for, country=self.config.company.country, today=self.today()
+        )
+        new = {name: value for name, value in found.items() if self.captured.get(name) != value}
+        self.captured.update(new)
+        return new
+
+    def _classify(self) -> _Proposal:
+        text = " ".join(self._intent_turns)
+        prediction = self.model.predict(text)
+        return _Proposal(prediction.intent, round(prediction.confidence, 4), text[:MAX_SUMMARY_CHARS])
+
+    def _propose(self, proposal: _Proposal) -> ToolRequest:
+        self._proposal = proposal
+        return self._tool(PROPOSE_ROUTE, self._proposal_arguments(proposal))
+
+    @staticmethod
+    def _proposal_arguments(proposal: _Proposal) -> dict[str, object]:
+        return {"intent": proposal.intent, "confidence": proposal.confidence, "summary": proposal.summary}
+
+    def _tool(self, name: str, arguments: Mapping[str, object]) -> ToolRequest:
+        self._call_ids += 1
+        call_id = f"offline_call_{self._call_ids}"
+        details = {k: str(v) for k, v in arguments.items()} if name == RECORD_DETAILS else {}
+        self._tool_calls[call_id] = (name, details)
+        return ToolRequest(call_id, name, json.dumps(dict(arguments)))
+
+    def _question(self, name: str) -> str:
+        asks = self._asks[name] = self._asks.get(name, 0) + 1
+        captured_field = self._fields.get(name)
+        if captured_field is None:
+            question = f"Could you tell me your {name.replace('_', ' ')}?"
+        else:
+            question = captured_field.question or field_question(captured_field)
+        return question if asks == 1 else f"Sorry, I didn't get that. {question}"
+
+    def _said(self, text: str) -> Reply:
+        self._said_anything = True
+        return Reply(say=text)

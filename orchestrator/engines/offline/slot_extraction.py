@@ -1,0 +1,577 @@
+"""Captured-field values found in what a caller said, without a language model.
+
+The offline triage engine hears one utterance at a time (speech recognition or typed text) and
+must fill the routing config's captured fields. `extract_slots` returns canonical values (phone
+E.164, a normalised email address, a date as YYYY-MM-DD, a choice spelled exactly as configured,
+a title-cased name), the same forms `call_tools` accepts from the Realtime engine, and only for
+fields it is confident about: an ambiguous utterance (two numbers, two dates, two choices) yields
+nothing for that field, so the engine asks again. `field_question` words the question for a field.
+
+Pure computation: no I/O, nothing downloaded. Spoken numbers are turned into digits by
+`text_to_num` (the text2num package, offline rules).
+"""
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from text_to_num import alpha2digit
+
+from orchestrator.engines.tools import MAX_VALUE_LENGTH
+from orchestrator.config.routing import CapturedField
+
+MAX_INPUT_CHARACTERS = 1_000  # bounds the work spent on one utterance; a spoken turn is far shorter
+MAX_NAME_WORDS = 3
+
+# --- Word tables ---------------------------------------------------------------------------------
+
+DIGIT_WORDS = {
+    "zero": "0", "oh": "0", "o": "0", "nought": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+}  # fmt: skip
+REPEAT_WORDS = {"double": 2, "triple": 3}
+
+MONTHS = {
+    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4, "may": 5,
+    "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9, "sept": 9, "sep": 9,
+    "october": 10, "oct": 10, "november": 11, "nov": 11, "december": 12, "dec": 12,
+}  # fmt: skip
+# Abbreviated day names are left out: "sat", "sun" and "wed" are ordinary words too.
+WEEKDAYS = {"monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5, "sunday": 6}
+# Regions that write numeric dates month first (the US and the territories that follow its usage).
+MONTH_FIRST_REGIONS = frozenset({"US", "PR", "GU", "VI", "AS", "MP", "UM", "FM"})
+
+# Words that never start or continue a name after a cue ("I'm calling about…", "this is urgent").
+NOT_NAME_WORDS = frozenset(
+    """
+    a about actually after afraid again ah all also am an and any anyone are around as at available away
+    back bad be because been being best both broken busy but by call called calling can cannot could
+    currently did do doctor does doing done down dr during each else email emergency er erm even ever every
+    fine for from funny get getting glad going gonna good got great had happy has have having he hello
+    her here hey hi him his hmm home how i if important in interested into is it its just kind last like
+    looking me meant mine miss more most mr mrs ms mx much my need needing new next no none not now
+    number of oh ok okay on one only or other our out over phone phoning please quite rather ready really
+    right ringing same she should so some someone something sorry still stuck such sure than thank thanks that
+    the their them then there these they this those through to today tomorrow too trying uh um under
+    up urgent us very want wanted wanting was we well were what when where which while who why will
+    with wondering would yeah yep yes yet you your
+    i'd i'll i've it's that's there's what's we're you're they're don't can't won't didn't isn't
+    wasn't doesn't haven't couldn't wouldn't shouldn't let's
+    """.split()
+)
+# Said around an answer but not part of it ("uh, it's mary smith, thanks").
+LEADING_FILLERS = re.compile(
+    r"^(?:(?:uh+|um+|er+m?|hmm+|ah+|oh|yeah|yes|yep|sure|okay|ok|well|so|right|hi|hello|alright|"
+    r"it'?s|it is|that'?s|that is)\b[\s,.!:;-]*)+",
+    re.IGNORECASE,
+)
+NAME_CUE_PREFIX = re.compile(
+    r"^(?:(?:my|the)\s+(?:full\s+)?name(?:'s|\s+is)|name'?s|this\s+is|i'?m|i\s+am|call\s+me)\b[\s,:-]*",
+    re.IGNORECASE,
+)
+EMAIL_CUE_PREFIX = re.compile(
+    r"^(?:(?:my|the)\s+)?(?:e-?mail(?:\s+address)?|address)(?:'s|\s+is)?\b[\s,:-]*", re.IGNORECASE
+)
+INNER_FILLERS = re.compile(r"(?<!\S)(?:uh+|um+|er+m?|hmm+)[,.]?(?!\S)", re.IGNORECASE)
+TRAILING_COURTESY = re.compile(r"(?:[\s,.!-]*\b(?:thanks|thank you|please|cheers)\b)+[\s.!]*$", re.IGNORECASE)
+EDGE_PUNCTUATION = " \t,.;:!?-\"'"
+
+# A name cue must start where a sentence or clause does, so "that's what I'm told" is no cue.
+NAME_CUES = re.compile(
+    r"(?:^|(?<=[\s,.!?;:]))"
+    r"(?:my\s+(?:full\s+)?name\s+is|my\s+name'?s|name'?s|this\s+is|i'?m|i\s+am|call\s+me)\s+",
+    re.IGNORECASE,
+)
+NAME_WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
+NAME_GAP = re.compile(r" (?=\S)")
+TITLES = {"mr": "Mr", "mrs": "Mrs", "ms": "Ms", "miss": "Miss", "mx": "Mx", "dr": "Dr", "doctor": "Dr"}
+TITLE = re.compile(r"(?P<title>" + "|".join(TITLES) + r")\.? (?=\S)", re.IGNORECASE)
+
+
+# --- Entry points --------------------------------------------------------------------------------
+
+
+def extract_slots(
+    text: str,
+    fields: Sequence[CapturedField],
+    *,
+    asked_for: str | None = None,
+    country: str = "US",
+    today: datetime.date,
+) -> dict[str, str]:
+    """Canonical values (field name → value, config order) confidently present in one utterance.
+
+    `asked_for` names the field the agent just asked for: the whole answer may then be that field.
+    `country` is the region for national phone numbers and numeric dates; `today` anchors relative
+    dates. Never raises on any `text`; a wrong argument type, an unknown `asked_for` or `country`
+    raise TypeError / ValueError.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str (got {type(text).__name__})")
+    if isinstance(today, datetime.datetime):
+        today = today.date()
+    elif not isinstance(today, datetime.date):
+        raise TypeError(f"today must be a datetime.date (got {type(today).__name__})")
+    region = country.strip().upper() if isinstance(country, str) else ""
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown country code {country!r} (use ISO 3166-1 alpha-2, e.g. 'US', 'GB')")
+    fields = list(fields)
+    asked = next((field for field in fields if field.name == asked_for), None)
+    if asked_for is not None and asked is None:
+        raise ValueError(
+            f"asked_for {asked_for!r} is not one of the fields ({', '.join(f.name for f in fields)})"
+        )
+
+    utterance = _cleaned(text)
+    found: dict[str, str] = {}
+    for field in fields:
+        if field.type == "choice":
+            choice = _choice_in(utterance, field.choices or [])
+            if choice is not None:
+                found[field.name] = choice
+
+    extractors: dict[str, Callable[[bool], str | None]] = {
+        "phone": lambda _whole_answer: _phone_in(utterance, region),
+        "email": lambda whole_answer: _email_in(utterance, whole_answer=whole_answer),
+        "date": lambda whole_answer: _date_in(utterance, today, region, whole_answer=whole_answer),
+    }
+    for kind, extract in extractors.items():
+        target = _target_field(_fields_of(fields, kind), asked)
+        if target is not None and (value := extract(asked is target)) is not None:
+            found[target.name] = value
+
+    name_fields = [field for field in _fields_of(fields, "text") if _is_person_name_field(field)]
+    name_target = _target_field(name_fields, asked)
+    if name_target is not None:
+        name = _name_in(utterance, whole_answer=asked is name_target)
+        if name is not None:
+            found[name_target.name] = name
+    if asked is not None and asked.type == "text" and asked is not name_target:
+        answer = _answer_text(utterance)
+        if answer:
+            found[asked.name] = answer
+    return {field.name: found[field.name] for field in fields if field.name in found}
+
+
+def field_question(field: CapturedField) -> str:
+    """A short, predictable question asking the caller for `field`."""
+    if field.type == "choice":
+        return f"Is it {_spoken_alternatives(field.choices or [])}?"
+    if field.type == "phone":
+        return "What's the best number to call you back on?"
+    if field.type == "email":
+        return "What's your email address?"
+    if field.type == "date":
+        return "What day would suit you?"
+    subject = _field_subject(field)
+    if subject.split()[-1] == "name":
+        return f"Could I have your {subject}, please?"
+    return f"Could you tell me your {subject}?"
+
+
+# --- Helpers shared by the extractors ------------------------------------------------------------
+
+
+def _cleaned(text: str) -> str:
+    text = text[:MAX_INPUT_CHARACTERS].replace("\u2019", "'").replace("\u2018", "'")
+    return " ".join(text.split())
+
+
+def _fields_of(fields: Iterable[CapturedField], kind: str) -> list[CapturedField]:
+    return [field for field in fields if field.type == kind]
+
+
+def _target_field(candidates: list[CapturedField], asked: CapturedField | None) -> CapturedField | None:
+    """The field a value of some type goes to: the one asked for, else the only one of that type."""
+    if asked is not None and asked in candidates:
+        return asked
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _the_only(values: Iterable[str]) -> str | None:
+    distinct = set(values)
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def _spoken_numbers(text: str) -> str:
+    # threshold=0: convert even lone small numbers ("the first" → "the 1st"), which dates need.
+    return alpha2digit(text, "en", threshold=0)
+
+
+# --- Names and free text -------------------------------------------------------------------------
+
+PERSON_NAME_QUALIFIERS = frozenset(
+    {"caller", "callers", "customer", "customers", "contact", "full", "your", "person"}
+)
+
+
+def _is_person_name_field(field: CapturedField) -> bool:
+    """caller_name, full_name, name…: fields a self-introduction fills (not company_name, first_name)."""
+    words = [word for word in field.name.split("_") if word not in PERSON_NAME_QUALIFIERS]
+    return words == ["name"]
+
+
+def _name_in(utterance: str, *, whole_answer: bool) -> str | None:
+    has_case = _has_capitalised_words(utterance)
+    names = [
+        name
+        for cue in NAME_CUES.finditer(utterance)
+        if (name := _name_at(utterance, cue.end(), require_capitals=has_case)) is not None
+    ]
+    name = _the_only(names)
+    if name is not None or names or not whole_answer:
+        return name
+    answer = NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", utterance))
+    answer = INNER_FILLERS.sub(" ", answer)
+    # An answer to "what's your name?" needs no cue and no capitals.
+    return _name_at(" ".join(answer.split()), 0, require_capitals=False)
+
+
+PRONOUN_I = re.compile(r"i(?:'(?:m|d|ve|ll))?", re.IGNORECASE)
+
+
+def _has_capitalised_words(utterance: str) -> bool:
+    """Whether the text was written with capitals, so that a lower-case word after a cue is no name.
+
+    Sentence starts and the pronoun "I" are capitalised in any written text and say nothing.
+    """
+    for match in NAME_WORD.finditer(utterance):
+        word = match.group()
+        if (
+            word[0].isupper()
+            and not PRONOUN_I.fullmatch(word)
+            and not _starts_sentence(utterance, match.start())
+        ):
+            return True
+    return False
+
+
+def _starts_sentence(utterance: str, position: int) -> bool:
+    before = position - 1
+    while before >= 0 and utterance[before] in " \"'(":
+        before -= 1
+    return before < 0 or utterance[before] in ".!?"
+
+
+def _name_at(utterance: str, start: int, *, require_capitals: bool) -> str | None:
+    """The 1–3 name words starting at `start`, or None when they are no name."""
+    words = []
+    position = start
+    title = TITLE.match(utterance, position)
+    if title is not None:
+        position = title.end()
+    while True:
+        match = NAME_WORD.match(utterance, position)
+        if match is None:
+            break
+        word = match.group()
+        if _not_name_word(word, require_capitals=require_capitals):
+            break
+        words.append(word)
+        if len(words) > MAX_NAME_WORDS:
+            break
+        gap = NAME_GAP.match(utterance, match.end())
+        if gap is None:
+            break  # punctuation or the end closes the name
+        position = gap.end()
+    if not words or len(words) > MAX_NAME_WORDS:
+        return None  # too many words in a row: more likely a sentence than a name
+    titled = [TITLES[title["title"].casefold()]] if title is not None else []
+    return " ".join(titled + [_title_cased(word) for word in words])
+
+
+def _not_name_word(word: str, *, require_capitals: bool) -> bool:
+    lowered = word.casefold()
+    if lowered in NOT_NAME_WORDS or len(lowered) < 2:
+        return True
+    if require_capitals:
+        return not word[0].isupper()
+    return lowered.endswith("ing") and len(lowered) > 5  # "I'm calling", "this is regarding"
+
+
+def _title_cased(word: str) -> str:
+    if word[0].isupper() and not word.isupper():
+        return word  # the speaker's own capitals (McDonald, DeShawn) are kept
+    return re.sub(r"[^\W\d_]+", lambda part: part.group().capitalize(), word)
+
+
+def _answer_text(utterance: str) -> str:
+    """A free-text answer without the fillers around it, within the validator's length limit."""
+    answer = TRAILING_COURTESY.sub("", LEADING_FILLERS.sub("", utterance))
+    answer = " ".join(INNER_FILLERS.sub(" ", answer).split()).strip(EDGE_PUNCTUATION)
+    if len(answer) > MAX_VALUE_LENGTH:
+        answer = answer[:MAX_VALUE_LENGTH].rsplit(" ", 1)[0].rstrip(EDGE_PUNCTUATION)
+    return answer
+
+
+# --- Phone numbers -------------------------------------------------------------------------------
+
+_DIGIT_WORD = r"(?:zero|oh|o|nought|one|two|three|four|five|six|seven|eight|nine|[0-9])"
+REPEATED_DIGIT = re.compile(rf"\b(double|triple)[\s-]+({_DIGIT_WORD})\b")
+HUNDREDS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|[1-9])[\s-]+hundred\b")
+ZERO_AFTER_DIGIT = re.compile(r"(?<=[0-9])([\s-]+)(?:oh|o|nought)\b")
+ZERO_BEFORE_DIGIT = re.compile(r"\b(?:oh|o|nought)(?=[\s-]+[0-9])")
+SPOKEN_PLUS = re.compile(r"\bplus[\s-]*(?=[0-9])")
+DIGIT_GAP = re.compile(r"(?<=[0-9])[\s().,-]+(?=[0-9])")
+
+
+def _phone_in(utterance: str, region: str) -> str | None:
+    """The one valid phone number in the utterance, as E.164."""
+    spoken = _digits_spoken_as_digits(utterance.lower())
+    # Written numbers keep their grouping; spoken ones come out as single digits, so join those.
+    for candidate in (spoken, DIGIT_GAP.sub("", spoken)):
+        numbers = [
+            phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+            for match in phonenumbers.PhoneNumberMatcher(
+                candidate, region, leniency=phonenumbers.Leniency.VALID
+            )
+        ]
+        if numbers:
+            return _the_only(numbers)
+    return None
+
+
+def _digits_spoken_as_digits(text: str) -> str:
+    text = REPEATED_DIGIT.sub(lambda m: " ".join([DIGIT_WORDS.get(m[2], m[2])] * REPEAT_WORDS[m[1]]), text)
+    # "eight hundred" in a number is 800, not the start of 805 as number-word rules would read it.
+    text = HUNDREDS.sub(lambda m: DIGIT_WORDS.get(m[1], m[1]) + "00", text)
+    text = _spoken_numbers(text)
+    # "oh"/"o" is a zero only beside another digit ("oh seven seven…"), not "oh, and…".
+    while True:
+        replaced = ZERO_BEFORE_DIGIT.sub("0", ZERO_AFTER_DIGIT.sub(r"\g<1>0", text))
+        if replaced == text:
+            break
+        text = replaced
+    return SPOKEN_PLUS.sub("+", text)
+
+
+# --- Email addresses -----------------------------------------------------------------------------
+
+SPOKEN_AT = re.compile(r"\s*\bat\s+sign\b\s*|\s+at\s+|\s*@\s*")
+SPOKEN_DOT = re.compile(r"\s*\bdot\b\s*")
+SPOKEN_UNDERSCORE = re.compile(r"\s*\bunderscore\b\s*")
+SPOKEN_DASH = re.compile(r"\s*\b(?:dash|hyphen)\b\s*")
+SPELLED_LETTERS = re.compile(r"\b[a-z0-9](?: [a-z0-9]\b)+")  # "j o h n" → "john"
+# Not part of a longer run of address characters ("a@b.c@d.e" is no address).
+EMAIL_CANDIDATE = re.compile(r"(?<![\w.%+'@-])[a-z0-9._%+'-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+(?![\w@-])")
+
+
+def _email_in(utterance: str, *, whole_answer: bool) -> str | None:
+    text = SPELLED_LETTERS.sub(lambda m: m.group().replace(" ", ""), utterance.lower())
+    spoken_forms = [(SPOKEN_DOT, "."), (SPOKEN_UNDERSCORE, "_"), (SPOKEN_DASH, "-")]
+    if "@" not in text:  # a written address is there: "reach me at mary@…" has no spoken "at"
+        spoken_forms.append((SPOKEN_AT, "@"))
+    for spoken, written in spoken_forms:
+        text = spoken.sub(written, text)
+    if whole_answer:
+        # "mary smith at example dot com", said as the answer, is one address: spaces dropped.
+        answer = EMAIL_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", text))
+        answer = TRAILING_COURTESY.sub("", answer).strip(EDGE_PUNCTUATION).replace(" ", "")
+        if EMAIL_CANDIDATE.fullmatch(answer):
+            address = _valid_email(answer)
+            if address is not None:
+                return address
+    addresses = [_valid_email(match.group()) for match in EMAIL_CANDIDATE.finditer(text)]
+    return _the_only(address for address in addresses if address is not None)
+
+
+def _valid_email(candidate: str) -> str | None:
+    local, _, domain = candidate.partition("@")
+    try:
+        address = validate_email(f"{local.strip('.')}@{domain}", check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+    return address if len(address) <= MAX_VALUE_LENGTH else None
+
+
+# --- Dates ---------------------------------------------------------------------------------------
+
+_MONTH = "(?P<month>" + "|".join(sorted(MONTHS, key=len, reverse=True)) + r")\.?"
+_WEEKDAY = "(?P<weekday>" + "|".join(WEEKDAYS) + ")"
+_DAY = r"(?P<day>[0-9]{1,2})(?:st|nd|rd|th)?"
+_YEAR = r"(?:,?\s+(?:of\s+)?(?P<year>[0-9]{4}|20 [0-9]{2})(?![0-9]))?"
+_WEEKDAY_PREFIX = rf"(?:{_WEEKDAY.replace('?P<weekday>', '?:')},?\s+)?"
+
+
+@dataclass(frozen=True, slots=True)
+class _DateForm:
+    pattern: re.Pattern[str]
+    kind: str  # how the match becomes a date; see _date_from
+
+
+# Most specific first: a span claimed by one form is not read again by a later one.
+DATE_FORMS = [
+    _DateForm(re.compile(r"\b(?P<year>[0-9]{4})-(?P<month>[0-9]{1,2})-(?P<day>[0-9]{1,2})\b"), "iso"),
+    _DateForm(
+        re.compile(rf"\b{_WEEKDAY_PREFIX}(?:the\s+)?{_DAY}\s+(?:of\s+)?{_MONTH}(?![a-z]){_YEAR}"), "calendar"
+    ),
+    _DateForm(re.compile(rf"\b{_WEEKDAY_PREFIX}{_MONTH}\s+(?:the\s+)?{_DAY}(?![0-9a-z]){_YEAR}"), "calendar"),
+    _DateForm(
+        re.compile(
+            r"(?<![0-9/.-])(?P<first>[0-9]{1,2})(?P<sep>[/.-])(?P<second>[0-9]{1,2})"
+            r"(?:(?P=sep)(?P<year>[0-9]{4}|[0-9]{2}))?(?![0-9/.-])"
+        ),
+        "numeric",
+    ),
+    _DateForm(re.compile(rf"\bnext\s+week\s+(?:on\s+)?{_WEEKDAY}\b"), "next_week"),
+    _DateForm(re.compile(rf"\b{_WEEKDAY}\s+(?:of\s+)?next\s+week\b"), "next_week"),
+    _DateForm(re.compile(rf"\b(?:(?P<this>this)\s+|(?:next|coming|on)\s+)?{_WEEKDAY}\b"), "weekday"),
+    _DateForm(re.compile(r"\b(?:the\s+)?day\s+after\s+tomorrow\b"), "day_after_tomorrow"),
+    _DateForm(re.compile(r"\btomorrow\b"), "tomorrow"),
+    _DateForm(re.compile(r"\b(?:today|tonight|this\s+(?:morning|afternoon|evening))\b"), "today"),
+]
+ROUND_THE_CLOCK = re.compile(r"(?<![0-9/])24\s*/\s*7(?![0-9/])")
+# A bare "the 15th" is only a date when the caller was asked for one.
+BARE_DAY = re.compile(r"^(?:(?:on|for)\s+)?(?:the\s+)?(?P<day>[0-9]{1,2})(?:st|nd|rd|th)?$")
+
+
+def _date_in(utterance: str, today: datetime.date, region: str, *, whole_answer: bool) -> str | None:
+    # "24/7" is round-the-clock service, not the 24th of July.
+    text = ROUND_THE_CLOCK.sub(" ", _spoken_numbers(utterance.lower()))
+    claimed: list[tuple[int, int]] = []
+    dates = []
+    for form in DATE_FORMS:
+        for match in form.pattern.finditer(text):
+            if any(match.start() < end and start < match.end() for start, end in claimed):
+                continue
+            claimed.append(match.span())
+            date = _date_from(form.kind, match, today, region)
+            if date is not None:
+                dates.append(date.isoformat())
+    if not dates and whole_answer:
+        answer = TRAILING_COURTESY.sub("", LEADING_FILLERS.sub("", text)).strip(EDGE_PUNCTUATION)
+        bare = BARE_DAY.match(answer)
+        if bare is not None:
+            date = _next_day_of_month(int(bare["day"]), today)
+            return date.isoformat() if date is not None else None
+    return _the_only(dates)
+
+
+def _date_from(kind: str, match: re.Match[str], today: datetime.date, region: str) -> datetime.date | None:
+    if kind == "today":
+        return today
+    if kind == "tomorrow":
+        return _days_later(today, 1)
+    if kind == "day_after_tomorrow":
+        return _days_later(today, 2)
+    if kind == "weekday":
+        ahead = (WEEKDAYS[match["weekday"]] - today.weekday()) % 7
+        if ahead == 0 and not match["this"]:
+            ahead = 7  # "tuesday" said on a Tuesday means next week's; "today" would have been said
+        return _days_later(today, ahead)
+    if kind == "next_week":
+        return _days_later(today, 7 - today.weekday() + WEEKDAYS[match["weekday"]])
+    if kind == "iso":
+        return _calendar_date(int(match["year"]), int(match["month"]), int(match["day"]))
+    if kind == "calendar":
+        month, day = MONTHS[match["month"]], int(match["day"])
+    else:  # numeric
+        first, second = int(match["first"]), int(match["second"])
+        if match["sep"] != "/" and match["year"] is None:
+            return None  # "5-10" or "3.5" without a year is a range or a number, not a date
+        month, day = (first, second) if region in MONTH_FIRST_REGIONS else (second, first)
+    year = match["year"]
+    if year is None:
+        return _next_calendar_date(month, day, today)
+    digits = year.replace(" ", "")
+    return _calendar_date(int(digits) + (2000 if len(digits) == 2 else 0), month, day)
+
+
+def _days_later(today: datetime.date, days: int) -> datetime.date | None:
+    try:
+        return today + datetime.timedelta(days=days)
+    except OverflowError:  # past 9999-12-31
+        return None
+
+
+def _calendar_date(year: int, month: int, day: int) -> datetime.date | None:
+    try:
+        return datetime.date(year, month, day)
+    except ValueError:
+        return None
+
+
+def _next_calendar_date(month: int, day: int, today: datetime.date) -> datetime.date | None:
+    """The first such date from today on (a missing year means the future; 29 February may be years off)."""
+    for year in range(today.year, today.year + 9):
+        date = _calendar_date(year, month, day)
+        if date is not None and date >= today:
+            return date
+    return None
+
+
+def _next_day_of_month(day: int, today: datetime.date) -> datetime.date | None:
+    year, month = today.year, today.month
+    for _ in range(13):
+        date = _calendar_date(year, month, day)
+        if date is not None and date >= today:
+            return date
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return None
+
+
+# --- Choices -------------------------------------------------------------------------------------
+
+WORD = re.compile(r"\w+")
+
+
+def _choice_in(utterance: str, choices: Sequence[str]) -> str | None:
+    """The one choice named as whole words (plural or singular), or None when none or several are."""
+    words = WORD.findall(utterance.casefold())
+    spans: list[tuple[int, int, str]] = []
+    for choice in choices:
+        wanted = [_word_forms(word) for word in WORD.findall(choice.casefold())]
+        if not wanted:
+            continue
+        for start in range(len(words) - len(wanted) + 1):
+            if all(words[start + offset] in forms for offset, forms in enumerate(wanted)):
+                spans.append((start, start + len(wanted), choice))
+    # "south bank" also names "bank": a match inside a longer one's words does not count.
+    kept = [
+        choice
+        for start, end, choice in spans
+        if not any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans)
+    ]
+    return _the_only(kept)
+
+
+def _word_forms(word: str) -> frozenset[str]:
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    if word.endswith("ies"):
+        forms.add(word[:-3] + "y")
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s") and len(word) > 1:
+        forms.add(word[:-1])
+    return frozenset(forms)
+
+
+# --- Questions -----------------------------------------------------------------------------------
+
+# "The caller's full name." → "full name": a description of that shape names the detail asked for.
+DESCRIBED_SUBJECT = re.compile(
+    r"(?:the\s+)?(?:caller's|customer's|your)\s+([a-z]+(?:\s+[a-z]+){0,3})\.?", re.IGNORECASE
+)
+SUBJECT_PREFIXES = frozenset({"caller", "customer", "your"})
+
+
+def _field_subject(field: CapturedField) -> str:
+    described = DESCRIBED_SUBJECT.fullmatch(field.description or "")
+    if described is not None:
+        return described[1].lower()
+    words = field.name.split("_")
+    while words and words[0] in SUBJECT_PREFIXES:
+        words = words[1:]
+    return " ".join(words) or "details"
+
+
+def _spoken_alternatives(choices: Sequence[str]) -> str:
+    if len(choices) <= 1:
+        return "".join(choices)
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"

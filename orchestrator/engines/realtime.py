@@ -1,0 +1,234 @@
+"""The OpenAI Realtime engine: `bridge.openai_realtime.client` (the GA wire protocol) behind the `TriageEngine` interface.
+
+The same engine serves the real endpoint, Azure OpenAI or a proxy (all configuration), and the fake
+Realtime server (`orchestrator.testing.fake_realtime`) used by tests and by `serve --engine fake`.
+"""
+from __future__ import annotations
+
+import binascii
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from datetime import date
+from typing import Any
+
+from openai.types.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    ResponseAudioTranscriptDoneEvent,
+    ResponseCreatedEvent,
+    ResponseDoneEvent,
+)
+
+from bridge.openai_realtime.client import (
+    AUDIO_DELTA_CLASSES,
+    AUDIO_TRANSCRIPT_DELTA_EVENT,
+    RealtimeConnection,
+    RealtimeConnectionClosed,
+    RealtimeFailure,
+    RealtimeSettings,
+    ServerEvent,
+    ToolCallCollector,
+    error_of,
+    joined_base64,
+    open_realtime,
+)
+from orchestrator.engines.interface import (
+    AgentAudio,
+    AgentTranscript,
+    CallerSpeechStarted,
+    CallerTranscript,
+    EngineCall,
+    EngineEvent,
+    EngineProblem,
+    EngineUnavailable,
+    ResponseFinished,
+    ResponseStarted,
+    SpokenLine,
+    ToolCallReady,
+)
+
+log = logging.getLogger(__name__)
+
+# Errors the Realtime server sends that leave the session usable (protocols/openai-realtime.md §3, §4, §8).
+HARMLESS_ERROR_CODES = frozenset(
+    {
+        "conversation_already_has_active_response",  # our response.create raced one started by VAD
+        "response_cancel_not_active",
+        "input_audio_buffer_commit_empty",
+        "unsupported_content_type",  # a truncate of an item with no audio
+    }
+)
+TAG_KEY = "tag"  # response metadata key carrying the tag given to speak()
+# Twilio sends a 20 ms frame at a time; two go out in one append (40 ms). That halves the appends (each a
+# WebSocket message and a send), the largest share of a call's CPU, and delays what the model hears by at
+# most 20 ms, next to the 500 ms of silence its VAD waits for.
+CALLER_FRAMES_PER_APPEND = 2
+_TRUNCATE_ID_PREFIX = "truncate_"
+# Events _translate turns into nothing, frequent enough to skip without validation (one per word or so).
+_IGNORED_EVENTS = frozenset({AUDIO_TRANSCRIPT_DELTA_EVENT})  # a truncate the server found too long is harmless
+
+
+class RealtimeEngine:
+    """One call's Realtime session, seen as a `TriageEngine`. Sends on a closed socket are dropped:
+    the end of `events()` is how the session learns that the engine is gone."""
+
+    def __init__(self, connection: RealtimeConnection) -> None:
+        self._connection = connection
+        self._tools = ToolCallCollector()
+        self._tags: dict[str, str | None] = {}
+        self._truncates = itertools.count(1)
+        self._held_audio: list[str] = []  # caller frames waiting to go out in one append
+
+    async def send_caller_audio(self, payload_b64: str) -> None:
+        held = self._held_audio
+        held.append(payload_b64)
+        if len(held) < CALLER_FRAMES_PER_APPEND:
+            return
+        payloads, self._held_audio = held, []
+        try:
+            joined = joined_base64(payloads)
+        except (binascii.Error, ValueError):  # not base64: forwarded untouched, the server says what is wrong
+            for payload in payloads:
+                await self._quietly(self._connection.append_audio(payload))
+            return
+        await self._quietly(self._connection.append_audio(joined))
+
+    def send_caller_audio_now(self, payload_b64: str) -> bool:
+        held = self._held_audio
+        if len(held) + 1 < CALLER_FRAMES_PER_APPEND:
+            held.append(payload_b64)
+            return True
+        if not self._connection.can_send_now():
+            return False
+        try:
+            joined = joined_base64([*held, payload_b64])
+        except (binascii.Error, ValueError):
+            return False  # send_caller_audio forwards them untouched
+        self._held_audio = []
+        self._connection.append_audio_now(joined)
+        return True
+
+    def play_audio_now(self, player: Callable[[AgentAudio], bool] | None) -> bool:
+        if player is None:
+            return self._connection.handle_audio_now(None)
+        return self._connection.handle_audio_now(
+            lambda delta: player(AgentAudio(delta.response_id, delta.item_id, delta.delta)),
+            ignored=_IGNORED_EVENTS,
+        )
+
+    async def speak(
+        self,
+        instructions: str | None,
+        *,
+        tag: str | None,
+        request_id: str | None = None,
+        line: SpokenLine | None = None,  # the model follows the instructions, which quote the line
+    ) -> None:
+        metadata = {TAG_KEY: tag} if tag is not None else None
+        await self._quietly(self._connection.create_response(instructions, metadata=metadata, event_id=request_id))
+
+    async def send_tool_output(self, call_id: str, output: str) -> None:
+        await self._quietly(self._connection.send_function_output(call_id, output, respond=False))
+
+    async def send_caller_text(self, text: str) -> None:
+        """A caller turn as text (replay), answered by one response."""
+        await self._quietly(self._connection.add_user_text(text))
+        await self._quietly(self._connection.create_response(None))
+
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        event_id = f"{_TRUNCATE_ID_PREFIX}{next(self._truncates)}"
+        await self._quietly(self._connection.truncate(item_id, 0, audio_end_ms, event_id=event_id))
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        async for event in self._connection.events():
+            for translated in self._translate(event):
+                yield translated
+
+    def _translate(self, event: ServerEvent) -> Sequence[EngineEvent]:
+        # Ordered by frequency: audio deltas are most of the traffic.
+        if isinstance(event, AUDIO_DELTA_CLASSES):
+            return (AgentAudio(event.response_id, event.item_id, event.delta),)
+        ready = [
+            ToolCallReady(call.call_id, call.name, call.arguments_json, call.response_id)
+            for call in self._tools.feed(event)
+        ]
+        if isinstance(event, ResponseDoneEvent):
+            response = event.response
+            response_id = response.id or ""
+            tag = self._tags.pop(response_id, _tag_of(response.metadata))
+            return (*ready, ResponseFinished(response_id, tag, response.status or "completed"))
+        if ready:
+            return ready
+        if isinstance(event, ResponseCreatedEvent):
+            response_id = event.response.id or ""
+            tag = self._tags[response_id] = _tag_of(event.response.metadata)
+            return (ResponseStarted(response_id, tag),)
+        if isinstance(event, InputAudioBufferSpeechStartedEvent):
+            return (CallerSpeechStarted(),)
+        if isinstance(event, ConversationItemInputAudioTranscriptionCompletedEvent):
+            return (CallerTranscript(event.transcript),) if event.transcript.strip() else ()
+        if isinstance(event, ResponseAudioTranscriptDoneEvent):
+            return (AgentTranscript(event.transcript),)
+        error = error_of(event)
+        if error is not None:
+            code = error.code or error.type or "error"
+            request_id = error.event_id
+            harmless = code in HARMLESS_ERROR_CODES or (request_id or "").startswith(_TRUNCATE_ID_PREFIX)
+            return (EngineProblem(code, error.message or "", fatal=not harmless, request_id=request_id),)
+        return ()
+
+    @staticmethod
+    async def _quietly(send: Any) -> None:
+        try:
+            await send
+        except RealtimeConnectionClosed:
+            log.debug("realtime socket closed; a send was dropped")
+
+
+def _tag_of(metadata: Mapping[str, str] | None) -> str | None:
+    return (metadata or {}).get(TAG_KEY)
+
+
+class RealtimeConnector:
+    """Opens a configured Realtime session per call (waits for session.updated before it is used)."""
+
+    name = "realtime"
+
+    def __init__(
+        self,
+        settings: RealtimeSettings,
+        *,
+        instructions: str,
+        tools: Sequence[Mapping[str, Any]],
+        transcription_model: str | None = None,
+        label: str = "realtime",
+    ) -> None:
+        self.settings = settings
+        self.instructions = instructions
+        self.tools = list(tools)
+        self.transcription = {"model": transcription_model} if transcription_model else None
+        self.name = label
+
+    def connect(self, call: EngineCall) -> AbstractAsyncContextManager[RealtimeEngine]:
+        return self._open(call, text_only=False)
+
+    def connect_text(self, call: EngineCall) -> AbstractAsyncContextManager[RealtimeEngine]:
+        """A text-only session (no audio either way, no turn detection): cheap replays of past calls."""
+        return self._open(call, text_only=True)
+
+    @asynccontextmanager
+    async def _open(self, call: EngineCall, *, text_only: bool) -> AsyncIterator[RealtimeEngine]:
+        async with AsyncExitStack() as stack:
+            try:
+                connection = await stack.enter_async_context(open_realtime(self.settings))
+                # The date is per call so the model can turn "next Tuesday" into YYYY-MM-DD.
+                instructions = f"{self.instructions}\n\nToday's date is {date.today().isoformat()}."
+                if text_only:
+                    await connection.configure(instructions, self.tools, vad=None, output_modalities=("text",))
+                else:
+                    await connection.configure(instructions, self.tools, transcription=self.transcription)
+            except RealtimeFailure as failure:
+                raise EngineUnavailable(f"{type(failure).__name__}: {failure}") from failure
+            yield RealtimeEngine(connection)

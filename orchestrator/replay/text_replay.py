@@ -1,0 +1,236 @@
+"""Replaying one past call through the triage: the same engine interface and call machine as a live call,
+with text instead of audio.
+
+    past call's caller turns ──► engine.send_caller_text ──► engine events
+                                                              │ tool calls
+                                          call machine ◄──────┘ (interpret_tool_call, as live)
+                                              │ answers, lines
+                                              └──► engine.send_tool_output / speak
+
+No Media Stream, no marks: the greeting counts as heard at once, and lines are asked for as text. Each
+caller turn is answered by one engine response (and the responses it leads to); the replay goes on to
+the next turn when the engine is quiet, and stops at the machine's decision. What is compared is the
+decision: a call the machine would send to the fallback route counts as that, not as its best guess.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from machines import events as ev
+from machines.call_machine import TRIAGE_OPEN, CallFlow, CallMachine
+from machines.decision import DispatchDecision
+from machines.effects import AnswerTool, Line, PersistDecision, Speak
+from machines.policy import LANGUAGE_FIELD
+from orchestrator.replay.corpus import CorpusCall, caller_turn_texts
+from orchestrator.engines.tools import ToolRejected, interpret_tool_call, line_instructions, spoken_line, tool_output
+from orchestrator.config.routing import RoutingConfig
+from orchestrator.engines.interface import (
+    EngineCall,
+    EngineEvent,
+    EngineProblem,
+    EngineUnavailable,
+    ResponseFinished,
+    ResponseStarted,
+    ToolCallReady,
+)
+
+CALLER_WINDOW_MS = 30_000  # the turns a caller says before a front desk would have decided
+TURN_TIMEOUT_S = 30.0  # an engine silent this long after a caller turn is broken
+
+
+class TextEngine(Protocol):
+    async def send_caller_text(self, text: str) -> None: ...
+    async def speak(self, instructions: str | None, *, tag: str | None, request_id: str | None = None,
+                    line: Any = None) -> None: ...
+    async def send_tool_output(self, call_id: str, output: str) -> None: ...
+    def events(self) -> Any: ...
+
+
+TextConnect = Callable[[EngineCall], AbstractAsyncContextManager[TextEngine]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOutcome:
+    call_id: str
+    words: str  # the caller turns replayed, joined
+    decision: DispatchDecision | None
+    proposed_intent: str | None  # the engine's last proposal, whatever the machine made of it
+    proposed_confidence: float | None
+    decide_ms: float | None  # first caller turn sent → decision
+    problem: str | None = None  # why the replay could not finish (engine refused, timed out, failed)
+    turns_sent: int = 0
+
+    @property
+    def intent(self) -> str:
+        """The intent the call would have been routed on: the accepted one, or why there is none."""
+        if self.decision is not None and not self.decision.is_fallback and self.decision.intent:
+            return self.decision.intent
+        if self.decision is not None:
+            return f"(fallback: {self.decision.reason})"
+        return f"(no decision: {self.problem or 'the caller said nothing the engine acted on'})"
+
+
+def caller_turns(call: CorpusCall, *, use_asr: bool = False, within_ms: int = CALLER_WINDOW_MS) -> list[str]:
+    """The caller's turns that start in the window (cleaned; empty ones dropped)."""
+    return caller_turn_texts(call, within_ms=within_ms, use_asr=use_asr)
+
+
+@dataclass
+class _Replay:
+    """One call's driver: the machine on one side, the engine on the other (as CallSession's driver)."""
+
+    config: RoutingConfig
+    machine: CallMachine
+    engine: TextEngine
+    events: trio.MemoryReceiveChannel[EngineEvent]
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    line: Speak | None = None
+    responding: bool = False
+    proposal: tuple[str, float] | None = None
+    requests: int = 0
+
+    @property
+    def decided(self) -> bool:
+        return self.machine.decision is not None
+
+    def handle(self, event: ev.CallEvent) -> None:
+        for effect in self.machine.handle(event):
+            if isinstance(effect, AnswerTool):
+                self.outputs.append((effect.tool_call_id, tool_output(effect)))
+            elif isinstance(effect, Speak) and effect.line is not Line.HANDOFF:
+                self.line = effect
+            elif isinstance(effect, PersistDecision):
+                pass  # read from the machine: nothing is stored in a replay
+
+    async def until_quiet(self) -> None:
+        """Handle engine events until its responses are over and nothing is left to ask of it."""
+        with trio.fail_after(TURN_TIMEOUT_S):
+            while not self.decided:
+                event = await self.events.receive()
+                if isinstance(event, ResponseStarted):
+                    self.responding = True
+                elif isinstance(event, ToolCallReady):
+                    self.on_tool_call(event)
+                elif isinstance(event, EngineProblem):
+                    if event.fatal:
+                        self.handle(ev.EngineFailed(f"engine_error: {event.code}"))
+                        return
+                elif isinstance(event, ResponseFinished):
+                    self.responding = False
+                    if not await self.flush():
+                        return
+
+    def on_tool_call(self, call: ToolCallReady) -> None:
+        interpreted = interpret_tool_call(self.config, call.name, call.arguments_json, call.call_id)
+        if isinstance(interpreted, ToolRejected):
+            self.outputs.append((interpreted.call_id, interpreted.output))
+            return
+        if isinstance(interpreted, ev.IntentProposed):
+            self.proposal = (interpreted.intent, interpreted.confidence)
+        self.handle(interpreted)
+
+    async def flush(self) -> bool:
+        """Send what the machine owes the engine; True when that asked for another response."""
+        if self.decided:
+            return False
+        outputs, self.outputs = self.outputs, []
+        for call_id, output in outputs:
+            await self.engine.send_tool_output(call_id, output)
+        line, self.line = self.line, None
+        if line is not None:
+            self.requests += 1
+            language = self.machine.captured.get(LANGUAGE_FIELD)
+            await self.engine.speak(line_instructions(self.config, line, language), tag=line.line.value,
+                                    request_id=f"replay_{self.requests}",
+                                    line=spoken_line(self.config, line, language))
+            return True
+        if outputs and self.machine.state in TRIAGE_OPEN:
+            self.requests += 1
+            await self.engine.speak(None, tag=None, request_id=f"replay_{self.requests}")
+            return True
+        return False
+
+
+async def replay_call(connect: TextConnect, config: RoutingConfig, flow: CallFlow, call: CorpusCall,
+                      *, use_asr: bool = False) -> ReplayOutcome:
+    """Replay one past call; never raises for an engine that fails (the outcome says what happened)."""
+    turns = caller_turns(call, use_asr=use_asr)
+    call_sid = "CA" + hashlib.sha256(call.call_id.encode()).hexdigest()[:32]
+    machine = flow.start_call(call_sid)
+    problem = None
+    started: float | None = None
+    decided_at: float | None = None
+    sent = 0
+    replay: _Replay | None = None
+    try:
+        async with connect(EngineCall(call_sid)) as engine:
+            events_in, events_out = trio.open_memory_channel[EngineEvent](1000)
+            async with trio.open_nursery() as nursery:
+
+                async def pump() -> None:
+                    async with events_in:
+                        async for event in engine.events():
+                            await events_in.send(event)
+
+                nursery.start_soon(pump)
+                replay = _Replay(config, machine, engine, events_out)
+                replay.handle(ev.RealtimeOpened())
+                replay.line = None  # the greeting: taken as heard, not asked for
+                replay.handle(ev.GreetingPlayed())
+                started = time.perf_counter()
+                for turn in turns:
+                    if replay.decided:
+                        break
+                    replay.handle(ev.CallerSpoke(turn))
+                    await engine.send_caller_text(turn)
+                    sent += 1
+                    try:
+                        await replay.until_quiet()
+                    except trio.TooSlowError:
+                        problem = f"the engine did not answer within {TURN_TIMEOUT_S:g} s"
+                        break
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        problem = "the engine closed the session"
+                        break
+                if replay.decided:
+                    decided_at = time.perf_counter()
+                nursery.cancel_scope.cancel()
+    except EngineUnavailable as unavailable:
+        problem = f"engine unavailable: {unavailable.reason}"
+    finally:
+        flow.dispose(machine)
+    proposal = replay.proposal if replay is not None else None
+    return ReplayOutcome(
+        call.call_id, " ".join(turns), machine.decision,
+        proposal[0] if proposal else None, proposal[1] if proposal else None,
+        (decided_at - started) * 1000 if decided_at is not None and started is not None else None,
+        problem, sent,
+    )
+
+
+async def replay_calls(connect: TextConnect, config: RoutingConfig, calls: Sequence[CorpusCall], *,
+                       use_asr: bool = False, concurrency: int = 8,
+                       on_done: Callable[[ReplayOutcome], None] | None = None) -> list[ReplayOutcome]:
+    """Replay calls `concurrency` at a time; outcomes in the calls' order."""
+    flow = CallFlow(config.triage_policy(), trio.current_time)
+    outcomes: list[ReplayOutcome | None] = [None] * len(calls)
+    limit = trio.CapacityLimiter(max(1, concurrency))
+
+    async def one(index: int, call: CorpusCall) -> None:
+        async with limit:
+            outcome = await replay_call(connect, config, flow, call, use_asr=use_asr)
+        outcomes[index] = outcome
+        if on_done is not None:
+            on_done(outcome)
+
+    async with trio.open_nursery() as nursery:
+        for index, call in enumerate(calls):
+            nursery.start_soon(one, index, call)
+    return [outcome for outcome in outcomes if outcome is not None]

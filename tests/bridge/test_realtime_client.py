@@ -1,0 +1,861 @@
+"""The Realtime client against the protocol-faithful fake, over loopback.
+
+Benchmark (not a test): `PYTHONPATH=. .venv/bin/python tests/test_realtime_client.py`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+from openai.types.realtime import (
+    InputAudioBufferAppendEvent,
+    RealtimeErrorEvent,
+    ResponseAudioDeltaEvent,
+    ResponseDoneEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
+    SessionCreatedEvent,
+    SessionUpdatedEvent,
+)
+from pydantic import ValidationError
+from trio_websocket import ConnectionClosed, WebSocketConnection, serve_websocket, wrap_client_stream
+
+from bridge.openai_realtime.client import (
+    AudioDelta,
+    RealtimeConnection,
+    RealtimeConnectionClosed,
+    RealtimeRequestError,
+    RealtimeSettings,
+    RealtimeUnavailable,
+    ServerEventDecoder,
+    ToolCallCollector,
+    audio_append_frame,
+    open_realtime,
+)
+from orchestrator.testing.fake_realtime import (
+    Drop,
+    FakeRealtime,
+    FakeRealtimeBug,
+    Respond,
+    Scenario,
+    SendError,
+    SendEvent,
+    SendRaw,
+    Speech,
+    UserSpeech,
+    after_audio_frames,
+    after_client_event,
+    after_response_create,
+    after_session_update,
+    call_function,
+    cancelled_function_call,
+    expire_session,
+    immediately,
+    on,
+    run_fake_realtime,
+    speak,
+)
+
+TIMEOUT_S = 2  # every test must finish well within this
+TOOLS = [
+    {
+        "name": "propose_route",
+        "description": "Propose where the call should go.",
+        "parameters": {
+            "type": "object",
+            "properties": {"intent": {"type": "string"}},
+            "required": ["intent"],
+        },
+    }
+]
+
+
+def twilio_payload(index: int = 0) -> str:
+    """A 20 ms µ-law frame as Twilio sends it (160 bytes, base64)."""
+    return base64.b64encode(bytes((index + offset) % 256 for offset in range(160))).decode()
+
+
+@asynccontextmanager
+async def connected(
+    scenario: Scenario | None = None, **settings: Any
+) -> AsyncIterator[tuple[FakeRealtime, RealtimeConnection]]:
+    async with run_fake_realtime(scenario) as fake:
+        options = {"url": fake.url, "api_key": "sk-test", **settings}
+        async with open_realtime(RealtimeSettings(**options)) as realtime:
+            yield fake, realtime
+
+
+@asynccontextmanager
+async def raw_websocket(url: str, headers: list[tuple[bytes, bytes]]) -> AsyncIterator[WebSocketConnection]:
+    """A bare client, to send what RealtimeConnection never would. It owns its TCP stream because
+    trio-websocket's own client leaves it open after a close initiated by the server."""
+    target = urlsplit(url)
+    stream = await trio.open_tcp_stream(target.hostname, target.port)
+    try:
+        async with trio.open_nursery() as nursery:
+            host = f"{target.hostname}:{target.port}"
+            websocket = await wrap_client_stream(nursery, stream, host, target.path, extra_headers=headers)
+            try:
+                yield websocket
+            finally:
+                await websocket.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def events_until(realtime: RealtimeConnection, event_type: str) -> list[Any]:
+    """Every event up to and including the first of `event_type`."""
+    seen = []
+    async for event in realtime.events():
+        seen.append(event)
+        if _type_of(event) == event_type:
+            return seen
+    raise AssertionError(f"socket closed before {event_type}; saw {[_type_of(e) for e in seen]}")
+
+
+def _type_of(event: Any) -> str:
+    return event["type"] if isinstance(event, dict) else event.type
+
+
+# --------------------------------------------------------------------------- session and handshake
+
+
+async def test_configure_waits_for_session_updated_and_sends_the_ga_shape():
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            updated = await realtime.configure("You are a front desk.", TOOLS)
+
+            assert isinstance(updated, SessionUpdatedEvent)
+            assert updated.session.audio.input.format.type == "audio/pcmu"
+            # session.created arrived while configure waited; it is not lost.
+            assert isinstance(await realtime.receive(), SessionCreatedEvent)
+
+            session = fake.last_session
+            (update,) = session.events_of_type("session.update")
+            sent = update.data["session"]
+            assert sent["type"] == "realtime"
+            assert sent["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+            assert sent["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+            assert sent["audio"]["output"]["voice"] == "marin"
+            assert sent["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+            assert sent["tools"][0]["name"] == "propose_route" and sent["tools"][0]["type"] == "function"
+            assert "openai-beta" not in session.headers
+            assert session.headers["authorization"] == "Bearer sk-test"
+            assert session.query == {"model": "gpt-realtime"}
+            assert fake.violations == []
+
+
+async def test_azure_style_settings_send_api_key_and_no_authorization():
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime() as fake:
+            settings = RealtimeSettings(
+                url=fake.url + "?api-version=2025-08-28&deployment=front-desk",
+                model=None,
+                api_key=None,
+                extra_headers={"api-key": "azure-key"},
+            )
+            async with open_realtime(settings) as realtime:
+                await realtime.configure("x")
+            session = fake.last_session
+            assert session.headers["api-key"] == "azure-key"
+            assert "authorization" not in session.headers
+            assert session.query == {"api-version": "2025-08-28", "deployment": "front-desk"}
+
+
+def test_settings_refuse_the_beta_header():
+    with pytest.raises(ValidationError, match="OpenAI-Beta"):
+        RealtimeSettings(api_key="sk", extra_headers={"OpenAI-Beta": "realtime=v1"})
+
+
+async def test_manual_turns_send_turn_detection_null():
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            updated = await realtime.configure("x", vad=None)
+            (update,) = fake.last_session.events_of_type("session.update")
+            assert update.data["session"]["audio"]["input"]["turn_detection"] is None
+            assert updated.session.audio.input.turn_detection is None
+
+
+async def test_configure_raises_when_the_server_answers_with_an_error():
+    bad_tool = {**TOOLS[0], "strict": True}  # not a GA tool field: unknown_parameter
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            with pytest.raises(RealtimeRequestError) as raised:
+                await realtime.configure("x", [bad_tool])
+            assert raised.value.error.code == "unknown_parameter"
+            assert raised.value.error.param == "session.tools[0].strict"
+            assert len(fake.violations) == 1
+
+
+async def test_configure_times_out_into_realtime_unavailable():
+    async def accept_and_stay_silent(request):
+        await request.accept()
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(serve_websocket, accept_and_stay_silent, "127.0.0.1", 0, None)
+            )
+            settings = RealtimeSettings(
+                url=f"ws://127.0.0.1:{server.port}/v1/realtime", configure_timeout_s=0.2
+            )
+            async with open_realtime(settings) as realtime:
+                with pytest.raises(RealtimeUnavailable, match="no session.updated"):
+                    await realtime.configure("x")
+            nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@given(st.binary(min_size=0, max_size=400))
+def test_audio_append_frame_equals_the_sdk_serialization(audio: bytes):
+    payload = base64.b64encode(audio).decode()
+    expected = InputAudioBufferAppendEvent(type="input_audio_buffer.append", audio=payload).model_dump_json(
+        exclude_unset=True
+    )
+    assert audio_append_frame(payload) == expected
+
+
+async def test_audio_append_passes_twilio_payloads_through_byte_identical():
+    payloads = [twilio_payload(index) for index in range(25)]
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            await realtime.configure("x")
+            for payload in payloads:
+                await realtime.append_audio(payload)
+            received = await fake.last_session.wait_for_client_event(
+                "input_audio_buffer.append", len(payloads)
+            )
+            assert [event.data["audio"] for event in received] == payloads
+            assert fake.last_session.audio_bytes_received == 160 * len(payloads)
+            assert fake.violations == []
+
+
+async def test_audio_deltas_arrive_on_the_fast_path_and_the_rest_as_sdk_events():
+    scenario = Scenario(steps=[on(after_session_update(), speak(ms=300, transcript="Hello, front desk."))])
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            events = await events_until(realtime, "response.done")
+            deltas = [event for event in events if isinstance(event, AudioDelta)]
+            assert len(deltas) == 3  # 100 ms chunks
+            assert sum(len(base64.b64decode(delta.delta)) for delta in deltas) == 300 * 8  # µ-law 8 kHz
+            transcript = [e for e in events if _type_of(e) == "response.output_audio_transcript.done"]
+            assert transcript[0].transcript == "Hello, front desk."
+            assert not any(isinstance(event, dict) for event in events)
+            assert realtime.stats.unknown_events == realtime.stats.invalid_events == 0
+
+
+async def test_echo_mode_answers_each_frame_with_the_same_payload():
+    payloads = [twilio_payload(index) for index in range(5)]
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(Scenario(echo_audio=True)) as (fake, realtime):
+            await realtime.configure("x")
+            for payload in payloads:
+                await realtime.append_audio(payload)
+            echoed = []
+            async for event in realtime.events():
+                if isinstance(event, AudioDelta):
+                    echoed.append(event.delta)
+                    if len(echoed) == len(payloads):
+                        break
+            assert echoed == payloads
+
+
+# --------------------------------------------------------------------------- function calls
+
+
+async def test_a_completed_function_call_is_surfaced_once_and_answered():
+    scenario = Scenario(
+        steps=[
+            on(
+                after_audio_frames(3),
+                call_function("propose_route", {"intent": "billing"}, preamble=Speech(100, "One moment.")),
+            ),
+            on(after_response_create(), speak(ms=100, transcript="Transferring you to billing.")),
+        ]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x", TOOLS)
+            for index in range(3):
+                await realtime.append_audio(twilio_payload(index))
+            collector = ToolCallCollector()
+            surfaced = []
+            for event in await events_until(realtime, "response.done"):
+                surfaced += collector.feed(event)  # response.done lists the call again: not surfaced twice
+
+            (call,) = surfaced
+            assert call.name == "propose_route"
+            assert orjson.loads(call.arguments_json) == {"intent": "billing"}
+            assert call.response_id and call.item_id and call.call_id
+
+            await realtime.send_function_output(call.call_id, '{"accepted": true}')
+            follow_up = await events_until(realtime, "response.done")
+            assert follow_up[-1].response.status == "completed"
+
+            session = fake.last_session
+            (output,) = session.events_of_type("conversation.item.create")
+            assert output.data["item"] == {
+                "call_id": call.call_id,
+                "output": '{"accepted": true}',
+                "type": "function_call_output",
+            }
+            assert len(session.events_of_type("response.create")) == 1
+            assert fake.violations == []
+            assert not session.sent_of_type("error")
+
+
+async def test_a_cancelled_response_never_surfaces_its_arguments():
+    scenario = Scenario(
+        steps=[on(after_session_update(), cancelled_function_call("propose_route", {"intent": "sales"}))]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x", TOOLS)
+            events = await events_until(realtime, "response.done")
+            collector = ToolCallCollector()
+            assert [call for event in events for call in collector.feed(event)] == []
+            # The trap: arguments were fully streamed all the same.
+            (arguments_done,) = [e for e in events if isinstance(e, ResponseFunctionCallArgumentsDoneEvent)]
+            assert orjson.loads(arguments_done.arguments) == {"intent": "sales"}
+            assert events[-1].response.status == "cancelled"
+            assert events[-1].response.status_details.reason == "turn_detected"
+
+
+def test_tool_call_collector_surfaces_from_response_done_when_item_done_was_missed():
+    decoder = ServerEventDecoder()
+    done = decoder.decode(
+        orjson.dumps(
+            {
+                "type": "response.done",
+                "event_id": "event_1",
+                "response": {
+                    "id": "resp_1",
+                    "object": "realtime.response",
+                    "status": "completed",
+                    "output": [
+                        {
+                            "id": "item_1",
+                            "object": "realtime.item",
+                            "type": "function_call",
+                            "status": "completed",
+                            "call_id": "call_1",
+                            "name": "propose_route",
+                            "arguments": '{"intent":"billing"}',
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    collector = ToolCallCollector()
+    (call,) = collector.feed(done)
+    assert (call.call_id, call.name, call.item_id, call.response_id) == (
+        "call_1",
+        "propose_route",
+        "item_1",
+        "resp_1",
+    )
+    assert collector.feed(done) == []
+
+
+async def test_barge_in_cancels_the_response_and_delivers_the_user_turn():
+    scenario = Scenario(
+        steps=[
+            on(
+                after_session_update(),
+                Respond(
+                    (Speech(1000, "Our opening hours are nine to five."),),
+                    interrupted_by=UserSpeech("Actually, billing please", ms=600),
+                    interrupt_after_ms=200,
+                ),
+            )
+        ]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x", transcription={"model": "gpt-4o-mini-transcribe", "language": "en"})
+            events = await events_until(realtime, "conversation.item.input_audio_transcription.completed")
+            types = [_type_of(event) for event in events]
+            assert types.index("input_audio_buffer.speech_started") < types.index("response.done")
+            assert types.index("response.done") < types.index("input_audio_buffer.speech_stopped")
+            assert types.count("response.output_audio.delta") == 2  # 200 ms in 100 ms chunks
+            done = events[types.index("response.done")]
+            assert (done.response.status, done.response.status_details.reason) == (
+                "cancelled",
+                "turn_detected",
+            )
+            assert events[-1].transcript == "Actually, billing please"
+            started = events[types.index("input_audio_buffer.speech_started")]
+            assert events[-1].item_id == started.item_id
+
+
+async def test_session_expiry_is_an_error_then_a_1001_close():
+    scenario = Scenario(steps=[on(after_session_update(), *expire_session())])
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            events = [event async for event in realtime.events()]
+            assert events[-1].error.code == "session_expired"
+            assert realtime.closed.code == 1001
+
+
+# --------------------------------------------------------------------------- errors, drops, odd frames
+
+
+async def test_an_error_event_comes_out_as_an_sdk_error():
+    scenario = Scenario(
+        steps=[on(after_session_update(), SendError("invalid_value", "Nope.", param="session.voice"))]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            (error,) = [e for e in await events_until(realtime, "error") if isinstance(e, RealtimeErrorEvent)]
+            assert (error.error.code, error.error.param, error.error.type) == (
+                "invalid_value",
+                "session.voice",
+                "invalid_request_error",
+            )
+
+
+async def test_a_server_drop_mid_stream_ends_iteration_cleanly():
+    scenario = Scenario(
+        steps=[on(after_session_update(), Respond((Speech(1000, "This is cut"),), chunk_ms=100), Drop())]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            events = [event async for event in realtime.events()]
+            assert _type_of(events[-1]) == "response.done"  # everything sent before the drop is delivered
+            assert realtime.closed is not None and realtime.closed.code == 1006
+            with pytest.raises(RealtimeConnectionClosed):
+                await realtime.append_audio(twilio_payload())
+            with pytest.raises(RealtimeConnectionClosed):
+                await realtime.receive()
+        assert fake.last_session.closed_by == "server"
+
+
+async def test_unknown_events_are_dicts_and_non_json_frames_are_skipped():
+    scenario = Scenario(
+        steps=[
+            on(
+                after_session_update(),
+                SendRaw("this is not json"),
+                SendRaw('{"type": "response.brand_new_thing", "detail": 1}'),
+                SendRaw('{"type": "input_audio_buffer.speech_started"}'),  # known type, invalid payload
+                SendError(None, "marker"),
+            )
+        ]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            events = await events_until(realtime, "error")
+            assert {"type": "response.brand_new_thing", "detail": 1} in events
+            assert {"type": "input_audio_buffer.speech_started"} in events
+            assert realtime.stats.malformed_frames == 1
+            assert realtime.stats.unknown_events == 1
+            assert realtime.stats.invalid_events == 1
+
+
+def test_a_custom_voice_in_response_created_still_parses():
+    frame = orjson.dumps(
+        {
+            "type": "response.created",
+            "event_id": "event_1",
+            "response": {
+                "id": "resp_1",
+                "status": "in_progress",
+                "audio": {"output": {"voice": {"id": "voice_123"}}},
+            },
+        }
+    )
+    event = ServerEventDecoder().decode(frame)
+    assert not isinstance(event, dict)
+    assert event.response.audio.output.voice == "voice_123"
+
+
+async def test_refused_handshake_raises_realtime_unavailable():
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime(Scenario(refuse_status=503)) as fake:
+            with pytest.raises(RealtimeUnavailable) as raised:
+                async with open_realtime(RealtimeSettings(url=fake.url, api_key="sk-test")):
+                    raise AssertionError("must not get here")
+            assert raised.value.status_code == 503
+            assert fake.last_session.refused_status == 503
+
+
+async def test_missing_credentials_are_refused_like_the_real_endpoint():
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime() as fake:
+            with pytest.raises(RealtimeUnavailable) as raised:
+                async with open_realtime(RealtimeSettings(url=fake.url)):
+                    pass
+            assert raised.value.status_code == 401
+
+
+async def test_nothing_listening_raises_realtime_unavailable():
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with trio.fail_after(TIMEOUT_S):
+        with pytest.raises(RealtimeUnavailable, match="cannot connect"):
+            async with open_realtime(RealtimeSettings(url=f"ws://127.0.0.1:{port}/v1/realtime", api_key="k")):
+                pass
+
+
+async def test_a_silent_handshake_times_out_into_realtime_unavailable():
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    with trio.fail_after(TIMEOUT_S):
+        async with listener:  # accepts TCP (backlog) but never answers the upgrade
+            with pytest.raises(RealtimeUnavailable, match="no handshake"):
+                settings = RealtimeSettings(
+                    url=f"ws://127.0.0.1:{port}/v1/realtime", api_key="k", connect_timeout_s=0.2
+                )
+                async with open_realtime(settings):
+                    pass
+
+
+# --------------------------------------------------------------------------- closing
+
+
+async def test_leaving_on_an_exception_closes_the_socket_and_keeps_the_exception():
+    class CallerHungUp(Exception):
+        pass
+
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime() as fake:
+            with pytest.raises(CallerHungUp):
+                async with open_realtime(RealtimeSettings(url=fake.url, api_key="sk-test")) as realtime:
+                    await realtime.configure("x")
+                    raise CallerHungUp
+            session = fake.last_session
+            await session.wait_closed()
+            assert (session.closed_by, session.close_code) == ("client", 1000)
+
+
+async def test_cancellation_closes_the_socket_with_a_close_frame():
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime() as fake:
+            with trio.move_on_after(0.2) as scope:
+                async with open_realtime(RealtimeSettings(url=fake.url, api_key="sk-test")) as realtime:
+                    await realtime.configure("x")
+                    await trio.sleep_forever()
+            assert scope.cancelled_caught
+            session = fake.last_session
+            await session.wait_closed()
+            # A proper close (1000), not a dropped TCP connection (1006): the close is shielded.
+            assert (session.closed_by, session.close_code) == ("client", 1000)
+            assert session.closed_at <= trio.current_time()
+
+
+# --------------------------------------------------------------------------- the fake's own checks
+
+
+async def test_the_fake_flags_an_invalid_client_frame():
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime() as fake:
+            async with raw_websocket(fake.url, [(b"Authorization", b"Bearer sk-test")]) as websocket:
+                assert orjson.loads(await websocket.get_message())["type"] == "session.created"
+                await websocket.send_message(
+                    orjson.dumps(
+                        {"type": "conversation.item.truncate", "item_id": "item_1", "event_id": "mine"}
+                    ).decode()
+                )
+                error = orjson.loads(await websocket.get_message())
+                await websocket.send_message('{"type": "input_audio_buffer.append", "audio": "not base64!"}')
+                bad_audio = orjson.loads(await websocket.get_message())
+                await websocket.send_message('{"type": "response.audio.delta"}')
+                unknown_type = orjson.loads(await websocket.get_message())
+
+            assert error["type"] == "error"
+            assert error["error"]["type"] == "invalid_request_error"
+            assert error["error"]["code"] == "missing_required_parameter"
+            assert error["error"]["param"] in ("audio_end_ms", "content_index")
+            assert error["error"]["event_id"] == "mine"
+            assert (bad_audio["error"]["code"], bad_audio["error"]["param"]) == ("invalid_value", "audio")
+            assert (unknown_type["error"]["code"], unknown_type["error"]["param"]) == (
+                "invalid_value",
+                "type",
+            )
+            assert [violation.code for violation in fake.violations] == [
+                "missing_required_parameter",
+                "invalid_value",
+                "invalid_value",
+            ]
+            # Invalid frames are recoverable: the session stayed open until the client left.
+            await fake.last_session.wait_closed()
+            assert (fake.last_session.closed_by, fake.last_session.close_code) == ("client", 1000)
+
+
+@pytest.mark.parametrize(
+    ("headers", "frame"),
+    [
+        ([(b"OpenAI-Beta", b"realtime=v1")], None),
+        (
+            [],
+            {
+                "type": "session.update",
+                "session": {"modalities": ["audio"], "input_audio_format": "g711_ulaw"},
+            },
+        ),
+    ],
+    ids=["beta-header", "session-without-type"],
+)
+async def test_the_fake_rejects_the_beta_shape_and_closes_4000(headers, frame):
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime() as fake:
+            async with raw_websocket(fake.url, [(b"Authorization", b"Bearer k"), *headers]) as websocket:
+                if frame is not None:
+                    assert orjson.loads(await websocket.get_message())["type"] == "session.created"
+                    await websocket.send_message(orjson.dumps(frame).decode())
+                error = orjson.loads(await websocket.get_message())
+                with pytest.raises(ConnectionClosed):
+                    await websocket.get_message()
+                assert websocket.closed.code == 4000
+            assert error["error"]["code"] == "beta_api_shape_disabled"
+            assert [violation.code for violation in fake.violations] == ["beta_api_shape_disabled"]
+
+
+async def test_a_fake_that_would_send_an_invalid_server_event_fails_the_test():
+    scenario = Scenario(
+        steps=[on(immediately(), SendEvent({"type": "response.output_audio.delta", "delta": "AA=="}))]
+    )
+    with trio.fail_after(TIMEOUT_S), pytest.raises(FakeRealtimeBug, match="response.output_audio.delta"):
+        async with connected(scenario) as (fake, realtime):
+            events = [event async for event in realtime.events()]
+            assert [_type_of(event) for event in events] == ["session.created"]
+            assert realtime.closed.code == 1011  # the fake closes the connection it crashed on
+
+
+async def test_client_cancel_stops_a_paced_response():
+    scenario = Scenario(
+        steps=[on(after_session_update(), Respond((Speech(2000, "A long answer"),), pace_s=0.01))]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            await events_until(realtime, "response.output_audio.delta")
+            await realtime.cancel_response()
+            done = (await events_until(realtime, "response.done"))[-1]
+            assert isinstance(done, ResponseDoneEvent)
+            assert (done.response.status, done.response.status_details.reason) == (
+                "cancelled",
+                "client_cancelled",
+            )
+            await realtime.cancel_response()  # nothing active any more
+            error = (await events_until(realtime, "error"))[-1]
+            assert error.error.code == "response_cancel_not_active"
+
+
+async def test_truncate_is_checked_against_the_audio_sent():
+    scenario = Scenario(steps=[on(after_session_update(), speak(ms=300, transcript="Hello"))])
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            events = await events_until(realtime, "response.done")
+            item_id = next(e.item_id for e in events if isinstance(e, AudioDelta))
+            await realtime.truncate(item_id, 0, 200)
+            truncated = (await events_until(realtime, "conversation.item.truncated"))[-1]
+            assert truncated.audio_end_ms == 200
+            await realtime.truncate(item_id, 0, 250)  # longer than what is left
+            error = (await events_until(realtime, "error"))[-1]
+            assert "already shorter" in error.error.message
+            assert fake.violations == []  # a refused truncate is a server answer, not a malformed frame
+
+
+async def test_text_and_response_frames_have_the_ga_shape():
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            await realtime.configure("x")
+            await realtime.add_user_text("I want to pay my bill")
+            await realtime.create_response(instructions="Answer briefly.")
+            session = fake.last_session
+            (item,) = await session.wait_for_client_event("conversation.item.create")
+            (response,) = await session.wait_for_client_event("response.create")
+            assert item.data["item"] == {
+                "content": [{"text": "I want to pay my bill", "type": "input_text"}],
+                "role": "user",
+                "type": "message",
+            }
+            assert response.data == {
+                "type": "response.create",
+                "response": {"instructions": "Answer briefly."},
+            }
+            assert fake.violations == []
+
+
+async def test_two_receivers_are_refused():
+    scenario = Scenario(steps=[on(after_client_event("response.create"), speak(ms=100))])
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            await realtime.receive()  # session.created
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(realtime.receive)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(trio.BusyResourceError):
+                    await realtime.receive()
+                await realtime.create_response()
+
+
+# --------------------------------------------------------------------------- benchmark (not a test)
+
+
+def _benchmark() -> None:
+    import timeit
+    from dataclasses import dataclass
+
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+
+    from bridge.openai_realtime.client import SERVER_EVENT_ADAPTER, audio_delta_of
+
+    @dataclass(slots=True)
+    class LightAudioDelta:
+        type: str
+        event_id: str
+        response_id: str
+        item_id: str
+        output_index: int
+        content_index: int
+        delta: str
+
+    frame = orjson.dumps(
+        {
+            "type": "response.output_audio.delta",
+            "event_id": "event_CdZ3lVQ8bzxMmPe0Kd2Jw",
+            "response_id": "resp_CdZ3l1sGx4JfWJ6n9YcVt",
+            "item_id": "item_CdZ3lcDxqoRMoKMuJ5X8S",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": base64.b64encode(os.urandom(800)).decode(),  # 100 ms of µ-law
+        }
+    ).decode()
+    plain_union = TypeAdapter(RealtimeServerEvent)  # the SDK alias: pydantic ignores its discriminator
+    decoder = ServerEventDecoder()
+    cases = {
+        "orjson.loads only (floor)": lambda: orjson.loads(frame),
+        "orjson + slots dataclass": lambda: LightAudioDelta(**orjson.loads(frame)),
+        "audio_delta_of (the fast path)": lambda: audio_delta_of(frame),
+        "orjson + SDK model_construct": lambda: ResponseAudioDeltaEvent.model_construct(
+            **orjson.loads(frame)
+        ),
+        "discriminated union validate_json": lambda: SERVER_EVENT_ADAPTER.validate_json(frame),
+        "ServerEventDecoder.decode": lambda: decoder.decode(frame),
+        "plain SDK union validate_json": lambda: plain_union.validate_json(frame),
+    }
+    frames = 100_000
+    print(f"parse {frames:,} response.output_audio.delta frames ({len(frame)} bytes each), best of 3:")
+    for name, parse in cases.items():
+        parse()
+        slow = "plain" in name or "construct" in name
+        number = frames // 10 if slow else frames  # the slow ones: 10k frames, scaled to 100k
+        seconds = min(timeit.repeat(parse, number=number, repeat=3)) * frames / number
+        note = " (10k frames x10)" if slow else ""
+        print(f"  {name:36s} {seconds:7.3f} s  {seconds / frames * 1e6:7.2f} µs/frame{note}")
+
+
+if __name__ == "__main__":
+    _benchmark()
+
+
+async def test_a_requested_response_echoes_its_metadata_and_a_vad_one_has_none():
+    scenario = Scenario(
+        steps=[
+            on(after_response_create(), speak(ms=100, transcript="Hello.")),
+            on(after_audio_frames(2), speak(ms=100, transcript="Mm-hm.")),
+        ]
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            await realtime.create_response("Say hello.", metadata={"line": "greeting"}, event_id="evt_line_1")
+            done = [e for e in await events_until(realtime, "response.done") if _type_of(e) == "response.done"]
+            assert done[0].response.metadata == {"line": "greeting"}
+            for index in range(2):
+                await realtime.append_audio(twilio_payload(index))
+            created = [e for e in await events_until(realtime, "response.done") if _type_of(e) == "response.created"]
+            assert created[0].response.metadata is None
+            (request,) = fake.last_session.events_of_type("response.create")
+            assert request.data["event_id"] == "evt_line_1"
+            assert request.data["response"] == {"instructions": "Say hello.", "metadata": {"line": "greeting"}}
+            assert fake.violations == []
+
+
+# --------------------------------------------------------------------------- the socket fast path
+
+
+async def test_the_audio_fast_path_takes_deltas_and_skips_transcript_deltas_in_order():
+    """handle_audio_now: paced deltas go to the consumer; transcript deltas (ignored) are dropped without
+    waking the receiver; everything else, and a delta the consumer refuses, comes from events() in order."""
+    audio = bytes(range(256)) * 19  # distinct chunks, so their order shows
+    speech = Respond((Speech(600, "one two three four", audio=audio[:4800]),), pace_s=0.03)
+    scenario = Scenario(steps=[on(after_session_update(), speech)])
+    handled: list[tuple[str, str]] = []  # (by whom, delta), in the order they were handled
+
+    def consumer(delta: AudioDelta) -> bool:
+        if len(handled) == 2:  # the third is refused: the receiver gets it
+            return False
+        handled.append(("consumer", delta.delta))
+        return True
+
+    with trio.fail_after(TIMEOUT_S):
+        async with connected(scenario) as (fake, realtime):
+            await realtime.configure("x")
+            assert realtime.handle_audio_now(consumer, ignored=frozenset({"response.output_audio_transcript.delta"}))
+            others = []
+            async for event in realtime.events():
+                if isinstance(event, AudioDelta):
+                    handled.append(("receiver", event.delta))
+                else:
+                    others.append(_type_of(event))
+                if _type_of(event) == "response.done":
+                    break
+            assert realtime.handle_audio_now(None)
+    sent = [event["delta"] for event in fake.last_session.sent_of_type("response.output_audio.delta")]
+    assert len(sent) == 6 and len(set(sent)) == 6
+    assert [delta for _by, delta in handled] == sent  # each exactly once, in order
+    assert handled[2][0] == "receiver" and sum(by == "consumer" for by, _delta in handled) >= 4
+    words = len(fake.last_session.sent_of_type("response.output_audio_transcript.delta"))
+    assert words >= 3 and others.count("response.output_audio_transcript.delta") < words  # some skipped
+    assert "response.output_audio_transcript.done" in others
+    assert realtime.stats.frames_received == len(fake.last_session.sent)
+
+
+async def test_append_audio_now_writes_at_once_and_the_engine_joins_two_frames_per_append():
+    from orchestrator.engines.realtime import CALLER_FRAMES_PER_APPEND, RealtimeEngine
+
+    payloads = [twilio_payload(index) for index in range(6)]
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            await realtime.configure("x")
+            engine = RealtimeEngine(realtime)
+            assert realtime.can_send_now()
+            assert all(engine.send_caller_audio_now(payload) for payload in payloads[:4])
+            assert engine.send_caller_audio_now("***not base64***") is True  # held, as the first of a pair
+            assert engine.send_caller_audio_now(payloads[4]) is False  # the pair is not base64: the task's
+            await engine.send_caller_audio(payloads[4])  # ...slow path forwards both untouched
+            await fake.last_session.wait_for_client_event("input_audio_buffer.append", 4)
+    appended = [event.data["audio"] for event in fake.last_session.events_of_type("input_audio_buffer.append")]
+    joined = [base64.b64encode(b"".join(base64.b64decode(p) for p in pair)).decode()
+              for pair in (payloads[0:2], payloads[2:4])]
+    assert CALLER_FRAMES_PER_APPEND == 2
+    assert appended == [*joined, "***not base64***", payloads[4]]

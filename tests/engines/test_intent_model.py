@@ -1,0 +1,234 @@
+"""The offline intent classifier: fitting, calibrated confidence, the model file, and accuracy on real calls."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from orchestrator.replay.corpus import CorpusCall, CorpusTurn, caller_text, read_corpus
+from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
+from orchestrator.config.routing import RoutingConfig, load_routing_config
+
+REPO = Path(__file__).resolve().parents[2]
+BANK_CONFIG = REPO / "examples" / "harper_valley_bank.toml"
+DEV_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overrides set in the developer's shell must not change the configs built here."""
+    for name in list(os.environ):
+        if name.upper().startswith("ORCHESTRATOR_"):
+            monkeypatch.delenv(name)
+
+
+def small_config(*extra_intents: dict) -> RoutingConfig:
+    intents = [
+        {
+            "name": "lost_card",
+            "description": "A bank card that is lost, stolen or damaged and must be replaced.",
+            "examples": ["i lost my card", "my debit card was stolen", "i need a replacement card",
+                         "my card is broken", "someone took my credit card"],
+            "route": "desk",
+        },
+        {
+            "name": "balance",
+            "description": "How much money is in an account.",
+            "examples": ["what is my balance", "how much money do i have", "check my savings balance",
+                         "tell me my account balance", "how much is left in my checking"],
+            "route": "desk",
+        },
+        {
+            "name": "hours",
+            "description": "When the branch is open.",
+            "examples": ["what time do you open", "are you open on saturday", "what are your branch hours",
+                         "when do you close today", "opening hours please"],
+            "route": "desk",
+        },
+        *extra_intents,
+    ]
+    return RoutingConfig(
+        triage={"fallback_route": "desk", "human_route": "desk"},
+        routes={"desk": {"kind": "voicemail"}},
+        intents=intents,
+    )
+
+
+def call(call_id: str, text: str, intent: str | None) -> CorpusCall:
+    turns = (
+        CorpusTurn("agent", "hello how can i help you", None, 0, 1000),
+        CorpusTurn("caller", text, None, 1500, 2000),
+    )
+    return CorpusCall(call_id, turns, intent, None, None, None, {}, 1)
+
+
+@pytest.fixture(scope="module")
+def small_model() -> IntentModel:
+    return IntentModel.fit(small_config())
+
+
+def test_predicts_the_intent_with_probabilities_over_the_config_intents(small_model: IntentModel) -> None:
+    prediction = small_model.predict("Hi, I think somebody stole my credit card yesterday")
+    assert prediction.intent == "lost_card"
+    assert set(prediction.scores) == {"lost_card", "balance", "hours"} == set(small_model.intents)
+    assert sum(prediction.scores.values()) == pytest.approx(1.0)
+    assert prediction.confidence == max(prediction.scores.values()) == prediction.scores["lost_card"]
+    assert small_model.predict("how much money is in my savings account").intent == "balance"
+    assert small_model.predict("are you open on sunday").intent == "hours"
+
+
+@pytest.mark.parametrize("text", ["", "[noise]", "<unk> [laughter]", "zzxq vbnk", "qwrtp"])
+def test_text_without_any_known_word_gets_the_uniform_distribution(small_model: IntentModel, text: str) -> None:
+    prediction = small_model.predict(text)
+    assert prediction.confidence == pytest.approx(1 / 3)
+    assert all(score == pytest.approx(1 / 3) for score in prediction.scores.values())
+
+
+@pytest.mark.parametrize("text", ["hello", "yes", "okay thank you", "hi my name is"])
+def test_greetings_and_acknowledgements_give_low_confidence(small_model: IntentModel, text: str) -> None:
+    assert small_model.predict(text).confidence <= 1 / 3 + 0.15
+
+
+def test_a_clear_unseen_request_is_more_confident_than_garbage(small_model: IntentModel) -> None:
+    clear = small_model.predict("my card was stolen and i need a new one")
+    assert clear.intent == "lost_card"
+    for garbage in ("hello", "uh yes", "the weather", "zzxq"):
+        assert clear.confidence > small_model.predict(garbage).confidence + 0.2
+
+
+def test_predict_rejects_what_is_not_text(small_model: IntentModel) -> None:
+    with pytest.raises(TypeError, match="str"):
+        small_model.predict(None)  # type: ignore[arg-type]
+
+
+def test_fitting_is_deterministic() -> None:
+    calls = [call(f"c{i}", text, intent) for i, (text, intent) in enumerate(
+        [("my card is gone", "lost_card"), ("what's in my account", "balance"), ("when do you open", "hours")] * 4
+    )]
+    first = orjson.dumps(IntentModel.fit(small_config(), calls).to_json())
+    assert orjson.dumps(IntentModel.fit(small_config(), calls).to_json()) == first
+
+
+def test_save_and_load_round_trip_gives_identical_predictions(small_model: IntentModel, tmp_path: Path) -> None:
+    path = tmp_path / "model.json"
+    small_model.save(path)
+    loaded = IntentModel.load(path)
+    assert loaded.intents == small_model.intents
+    assert loaded.summary == small_model.summary
+    for text in ("i lost my card", "what are your hours", "hello", "", "balance on my card please"):
+        assert loaded.predict(text) == small_model.predict(text)
+    loaded.save(tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
+
+
+def test_matches_tells_whether_a_config_has_the_same_intents(small_model: IntentModel) -> None:
+    assert small_model.matches(small_config())
+    extra = {"name": "transfer", "description": "Moving money.", "examples": ["send money"], "route": "desk"}
+    assert not small_model.matches(small_config(extra))
+
+
+def corrupted(model: IntentModel, change) -> dict:
+    data = json.loads(orjson.dumps(model.to_json()))
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(format="something-else"), "format"),
+        (lambda d: d.update(version=99), "version 99"),
+        (lambda d: d.pop("weights"), "weights"),
+        (lambda d: d["weights"]["hours"].pop(), "values per intent"),
+        (lambda d: d["weights"].pop("hours"), "do not match its intents"),
+        (lambda d: d.update(intents=["lost_card", "lost_card", "hours"]), "twice"),
+        (lambda d: d["word_idf"].pop(), "word features and idf"),
+        (lambda d: d["training"].update(temperature=0), "temperature"),
+        (lambda d: d["weights"]["hours"].__setitem__(0, "x"), "weights.hours.0"),
+        (lambda d: d["features"].update(char_ngrams=[1, 3]), "feature settings"),
+    ],
+)
+def test_a_corrupt_model_is_refused_with_a_reason(small_model: IntentModel, change, message: str) -> None:
+    with pytest.raises(IntentModelError, match=message):
+        IntentModel.from_json(corrupted(small_model, change))
+
+
+def test_loading_a_broken_file_raises_intent_model_error(small_model: IntentModel, tmp_path: Path) -> None:
+    with pytest.raises(IntentModelError, match="cannot read"):
+        IntentModel.load(tmp_path / "missing.json")
+    truncated = tmp_path / "truncated.json"
+    small_model.save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(IntentModelError, match="invalid JSON"):
+        IntentModel.load(truncated)
+    not_a_model = tmp_path / "list.json"
+    not_a_model.write_text("[1, 2, 3]")
+    with pytest.raises(IntentModelError, match="not a valid intent model"):
+        IntentModel.load(not_a_model)
+
+
+def test_calls_with_labels_the_config_lacks_are_skipped_and_counted() -> None:
+    calls = [
+        call("a", "my card was stolen", "lost_card"),
+        call("b", "i want a mortgage", "mortgage"),
+        call("c", "what's my balance", None),
+        call("d", "[noise]", "balance"),
+    ]
+    summary = IntentModel.fit(small_config(), calls).summary
+    assert (summary.corpus_calls, summary.skipped_calls) == (1, 3)
+    assert summary.calibration == "examples"  # too few calls to cross-validate over them
+
+
+def test_a_config_with_fewer_than_two_intents_cannot_be_fitted() -> None:
+    config = RoutingConfig(
+        triage={"fallback_route": "desk", "human_route": "desk"},
+        routes={"desk": {"kind": "voicemail"}},
+        intents=[{"name": "only", "description": "Anything.", "route": "desk"}],
+    )
+    with pytest.raises(IntentModelError, match="at least two intents"):
+        IntentModel.fit(config)
+
+
+# --- On the development corpus -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dev_calls() -> list[CorpusCall]:
+    if not DEV_CORPUS.exists():
+        pytest.skip(f"{DEV_CORPUS} not present")
+    return sorted(read_corpus(DEV_CORPUS).calls, key=lambda c: c.call_id)
+
+
+@pytest.fixture(scope="module")
+def bank_config() -> RoutingConfig:
+    return load_routing_config(BANK_CONFIG)
+
+
+def test_the_bank_config_alone_classifies_the_development_calls(
+    bank_config: RoutingConfig, dev_calls: list[CorpusCall]
+) -> None:
+    model = IntentModel.fit(bank_config)
+    right = sum(model.predict(caller_text(c)).intent == c.expected_intent for c in dev_calls)
+    assert right / len(dev_calls) >= 0.9
+
+
+@pytest.mark.parametrize("use_asr", [False, True], ids=["transcript", "asr"])
+def test_two_fold_accuracy_and_calibration_on_the_development_calls(
+    bank_config: RoutingConfig, dev_calls: list[CorpusCall], use_asr: bool
+) -> None:
+    halves = (dev_calls[0::2], dev_calls[1::2])
+    outcomes = []  # (confidence, right) of each held-out call
+    for train, test in (halves, halves[::-1]):
+        model = IntentModel.fit(bank_config, train, use_asr=use_asr)
+        assert model.summary.calibration == "calls"
+        for held_out in test:
+            prediction = model.predict(caller_text(held_out, use_asr=use_asr))
+            outcomes.append((prediction.confidence, prediction.intent == held_out.expected_intent))
+    accuracy = sum(right for _, right in outcomes) / len(outcomes)
+    mean_confidence = sum(confidence for confidence, _ in outcomes) / len(outcomes)
+    assert accuracy >= 0.9
+    # Calibrated: on the whole, as confident as it is right (a loose bound for 40 calls).
+    assert abs(mean_confidence - accuracy) <= 0.15

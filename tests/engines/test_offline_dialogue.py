@@ -1,0 +1,144 @@
+"""The offline engine's dialogue policy, turn by turn, against the real call machine's answers.
+
+The classifier is scripted here (keyword → prediction) so each test pins one policy decision; the real
+classifier has its own tests. Tool calls go through `interpret_tool_call` and the machine, exactly as on
+a live call, and the machine's answers come back through `tool_output`."""
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+
+from machines.call_machine import CallFlow
+from machines.effects import AnswerTool, Speak
+from machines import events as ev
+from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, interpret_tool_call, spoken_line, tool_output
+from orchestrator.engines.offline.intent_model import IntentPrediction
+from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
+from orchestrator.config.routing import load_routing_config
+from tests.live_call_support import ACME
+
+TODAY = datetime.date(2026, 12, 1)
+
+
+@dataclass
+class ScriptedModel:
+    """Predicts the intent whose keyword appears in the text, with a fixed confidence; else unsure."""
+
+    keywords: dict[str, tuple[str, float]]
+
+    def predict(self, text: str) -> IntentPrediction:
+        for keyword, (intent, confidence) in self.keywords.items():
+            if keyword in text:
+                return IntentPrediction(intent, confidence, {intent: confidence})
+        return IntentPrediction("billing", 0.2, {"billing": 0.2})
+
+
+MODEL = ScriptedModel({
+    "flooding": ("emergency", 0.95),
+    "invoice": ("billing", 0.9),
+    "maybe": ("schedule", 0.4),
+})
+
+
+class Call:
+    """One call: the dialogue on one side, the machine on the other, the tool round trip between."""
+
+    def __init__(self) -> None:
+        self.config = load_routing_config(ACME)
+        self.clock = 0.0
+        self.machine = CallFlow(self.config.triage_policy(), lambda: self.clock).start_call("CA" + "0" * 32)
+        self.dialogue = OfflineDialogue(self.config, MODEL, lambda: TODAY)  # type: ignore[arg-type]
+        self.lines: list[Speak] = []
+        self.machine.handle(ev.RealtimeOpened())
+        self.machine.handle(ev.GreetingPlayed())
+
+    def caller(self, text: str) -> tuple[Reply, list[str]]:
+        """The caller says `text`; returns the dialogue's reply and the names of the tools it called."""
+        reply = self.dialogue.on_caller_turn(text)
+        for call in reply.tool_calls:
+            interpreted = interpret_tool_call(self.config, call.name, call.arguments_json, call.call_id)
+            for effect in self.machine.handle(interpreted):
+                if isinstance(effect, AnswerTool):
+                    self.dialogue.on_tool_output(effect.tool_call_id, tool_output(effect))
+                elif isinstance(effect, Speak):
+                    self.lines.append(effect)
+        return reply, [call.name for call in reply.tool_calls]
+
+    def line(self) -> str:
+        return self.dialogue.on_line(spoken_line(self.config, self.lines[-1]))
+
+
+def test_a_clear_need_is_proposed_at_once_and_the_machine_dispatches():
+    call = Call()
+    reply, tools = call.caller("I have a question about my invoice")
+    assert tools == [PROPOSE_ROUTE] and reply.say == ""
+    arguments = json.loads(reply.tool_calls[0].arguments_json)
+    assert arguments["intent"] == "billing" and arguments["confidence"] == 0.9
+    assert call.machine.state == "dispatch" and call.machine.decision.route == "billing_desk"
+    assert call.dialogue.on_continue().is_empty  # decided: the agent says nothing more of its own
+
+
+def test_an_unclear_first_turn_is_asked_about_once_then_the_machine_judges_the_guess():
+    call = Call()
+    reply, tools = call.caller("hello there")
+    assert tools == [] and reply.say == call.config.lines.ask_intent
+    reply, tools = call.caller("maybe something")
+    assert tools == [PROPOSE_ROUTE]
+    # 0.4 is under Acme's 0.6: the machine asks its clarifying question; the dialogue says the line.
+    assert call.machine.state == "capture" and call.lines[-1].line == "clarify"
+    assert call.line() == call.config.lines.clarify
+    reply, tools = call.caller("the invoice is wrong")
+    assert tools == [PROPOSE_ROUTE] and call.machine.decision.route == "billing_desk"
+
+
+def test_missing_details_are_asked_one_at_a_time_then_the_intent_is_proposed_again():
+    call = Call()
+    _, tools = call.caller("my basement is flooding")
+    assert tools == [PROPOSE_ROUTE] and call.machine.state == "capture"
+    assert set(call.lines[-1].missing_fields) == {"caller_name", "callback_number", "address"}
+    first = call.line()
+    assert first.startswith(call.config.lines.ask_details) and "name" in first  # the config's first field first
+    reply, tools = call.caller("it's Ann Lee")
+    assert tools == [RECORD_DETAILS] and call.machine.captured == {"caller_name": "Ann Lee"}
+    assert "number" in call.dialogue.on_continue().say
+    call.caller("four one five five five five two six seven one")
+    assert call.machine.captured["callback_number"] == "+14155552671"
+    assert "address" in call.dialogue.on_continue().say
+    reply, tools = call.caller("12 Elm Street, Springfield")
+    assert tools == [RECORD_DETAILS, PROPOSE_ROUTE]
+    assert call.machine.decision.route == "emergency_desk" and call.machine.captured["address"] == "12 Elm Street, Springfield"
+
+
+def test_a_field_not_heard_twice_is_given_up_and_the_machine_decides():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    reply, tools = call.caller("uh")  # nothing usable as a name? "uh" is a filler
+    assert tools == [] and reply.say.startswith("Sorry")
+    reply, tools = call.caller("um")
+    # Asked twice: the dialogue moves to the next field.
+    assert "number" in (reply.say or call.dialogue.on_continue().say)
+
+
+def test_an_empty_turn_gets_the_not_heard_line_and_nothing_is_proposed():
+    call = Call()
+    reply, tools = call.caller("[noise] <unk>")
+    assert tools == [] and reply.say == call.config.lines.not_heard
+    assert call.machine.state == "capture"
+
+
+def test_taking_over_with_a_clear_need_already_heard_proposes_it_without_asking():
+    config = load_routing_config(ACME)
+    dialogue = OfflineDialogue(config, MODEL, lambda: TODAY, {"caller_name": "Ann Lee"}, True)  # type: ignore[arg-type]
+    dialogue.seed(["hi, there is a problem with my invoice"])
+    reply = dialogue.on_continue()
+    assert [call.name for call in reply.tool_calls] == [PROPOSE_ROUTE] and reply.say == ""
+
+
+def test_taking_over_with_nothing_clear_asks_the_caller_to_say_it_again():
+    config = load_routing_config(ACME)
+    dialogue = OfflineDialogue(config, MODEL, lambda: TODAY, {}, True)  # type: ignore[arg-type]
+    dialogue.seed(["hello"])
+    assert dialogue.on_continue().say == config.lines.taking_over
+    assert dialogue.on_continue().is_empty  # said once

@@ -1,0 +1,188 @@
+"""The offline engine seen through the engine interface: the events a session gets, in order, for caller
+text, caller audio, line requests, refused requests, and the model file a config points to."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import trio
+
+from orchestrator.engines.tools import PROPOSE_ROUTE
+from bridge.twilio.mulaw import frames, silence
+from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.offline.engine import (
+    ACTIVE_RESPONSE,
+    AUDIO_CHUNK_BYTES,
+    OfflineConnector,
+    load_intent_model,
+    load_offline_speech,
+)
+from orchestrator.config.routing import ConfigError, load_routing_config
+from orchestrator.engines.interface import (
+    AgentAudio,
+    AgentTranscript,
+    CallerSpeechStarted,
+    CallerTranscript,
+    EngineCall,
+    EngineProblem,
+    EngineUnavailable,
+    ResponseFinished,
+    ResponseStarted,
+    SpokenLine,
+    ToolCallReady,
+)
+from tests.live_call_support import ACME
+
+SPEECH = load_offline_speech()
+needs_speech = pytest.mark.skipif(SPEECH.speech is None, reason=f"offline speech: {SPEECH.problem}")
+CALL = EngineCall("CA" + "1" * 32)
+
+
+@pytest.fixture(scope="module")
+def acme():
+    config = load_routing_config(ACME)
+    return config, IntentModel.fit(config)
+
+
+async def events_until_response_finished(engine, count: int = 1) -> list[object]:
+    """Events until `count` responses have finished (bounded in time)."""
+    seen = []
+    with trio.fail_after(20):
+        async for event in engine.events():
+            seen.append(event)
+            if isinstance(event, ResponseFinished):
+                count -= 1
+                if count == 0:
+                    return seen
+    return seen
+
+
+async def test_a_caller_turn_in_text_becomes_a_transcript_and_a_proposal_in_one_response(acme):
+    config, model = acme
+    connector = OfflineConnector(config, model, None)
+    async with connector.connect_text(CALL) as engine:
+        await engine.send_caller_text("Hi, I think I was charged twice on my invoice")
+        seen = await events_until_response_finished(engine)
+    kinds = [type(event) for event in seen]
+    assert kinds == [CallerTranscript, ResponseStarted, ToolCallReady, ResponseFinished]
+    started, call, finished = seen[1], seen[2], seen[3]
+    assert started.tag is None and finished.status == "completed" and call.response_id == started.response_id
+    arguments = json.loads(call.arguments_json)
+    assert call.name == PROPOSE_ROUTE and arguments["intent"] == "billing"
+    assert arguments["confidence"] >= config.triage.min_confidence
+
+
+async def test_a_line_is_said_word_for_word_and_a_second_request_meanwhile_is_refused(acme):
+    config, model = acme
+    connector = OfflineConnector(config, model, SPEECH.speech)
+    async with connector.connect_text(CALL) as engine:
+        await engine.speak("ignored", tag="greeting", request_id="request_1", line=SpokenLine(config.lines.greeting))
+        await engine.speak(None, tag=None, request_id="request_2")  # while the greeting is in progress
+        seen = await events_until_response_finished(engine)
+    refused = [event for event in seen if isinstance(event, EngineProblem)]
+    assert refused == [EngineProblem(ACTIVE_RESPONSE, "a response is in progress", fatal=False, request_id="request_2")]
+    assert isinstance(seen[0], ResponseStarted) and seen[0].tag == "greeting"
+    assert [e.text for e in seen if isinstance(e, AgentTranscript)] == [config.lines.greeting]
+    assert isinstance(seen[-1], ResponseFinished) and seen[-1].tag == "greeting"
+    audio = [base64.b64decode(e.payload_b64) for e in seen if isinstance(e, AgentAudio)]
+    if SPEECH.speech is None:
+        assert audio == []  # text mode: words, no voice
+    else:
+        assert all(0 < len(chunk) <= AUDIO_CHUNK_BYTES for chunk in audio)
+        assert 1500 < sum(map(len, audio)) / 8 < 15000  # the greeting lasts a few seconds at 8 bytes/ms
+
+
+async def test_asked_for_details_the_engine_asks_the_first_missing_field_after_the_line(acme):
+    config, model = acme
+    async with OfflineConnector(config, model, None).connect_text(CALL) as engine:
+        line = SpokenLine(config.lines.ask_details, ("address", "caller_name"))
+        await engine.speak("ignored", tag="ask_details", line=line)
+        seen = await events_until_response_finished(engine)
+    said = [e.text for e in seen if isinstance(e, AgentTranscript)]
+    assert said == [f"{config.lines.ask_details} Could I have your full name, please?"]
+
+
+async def test_in_text_mode_a_live_call_is_refused_with_the_reason(acme):
+    config, model = acme
+    connector = OfflineConnector(config, model, None, text_mode_reason="speech extra not installed")
+    with pytest.raises(EngineUnavailable, match="text mode: speech extra not installed"):
+        async with connector.connect(CALL):
+            pass
+    assert "TEXT MODE" in connector.describe()
+
+
+async def test_events_end_when_the_engine_is_closed(acme):
+    config, model = acme
+    async with OfflineConnector(config, model, None).connect_text(CALL) as engine:
+        pass
+    with trio.fail_after(2):
+        assert [event async for event in engine.events()] == []
+    await engine.send_caller_text("too late")  # dropped, no error
+    await engine.speak(None, tag=None)
+
+
+@needs_speech
+async def test_caller_audio_is_heard_transcribed_early_and_answered(acme):
+    config, model = acme
+    assert SPEECH.speech is not None
+    speech = silence(300) + SPEECH.speech.synthesizer.synthesize("I think I was charged twice on my bill.") + silence(1200)
+    async with OfflineConnector(config, model, SPEECH.speech).connect(CALL) as engine:
+        for frame in frames(speech):
+            await engine.send_caller_audio(base64.b64encode(frame).decode())
+        seen = await events_until_response_finished(engine)
+        assert engine.early_transcripts_used == 1  # transcribed during the end-of-turn silence
+    assert isinstance(seen[0], CallerSpeechStarted)
+    transcript = next(e.text for e in seen if isinstance(e, CallerTranscript))
+    assert "charged twice" in transcript.lower()
+    proposal = next(e for e in seen if isinstance(e, ToolCallReady) and e.name == PROPOSE_ROUTE)
+    assert json.loads(proposal.arguments_json)["intent"] == "billing"
+    assert len(engine.turn_latencies_ms) == 1
+
+
+async def test_junk_audio_is_ignored_and_the_engine_goes_on(acme):
+    config, model = acme
+    async with OfflineConnector(config, model, SPEECH.speech).connect_text(CALL) as engine:
+        await engine.send_caller_audio("***not base64***")
+        await engine.send_caller_audio(base64.b64encode(b"\xff" * 16000).decode())  # 2 s of µ-law silence
+        await engine.send_caller_text("what are your hours on saturday")
+        seen = await events_until_response_finished(engine)
+    assert not any(isinstance(e, (CallerSpeechStarted, EngineProblem)) for e in seen)
+    proposal = next(e for e in seen if isinstance(e, ToolCallReady) and e.name == PROPOSE_ROUTE)
+    assert json.loads(proposal.arguments_json)["intent"] == "opening_hours"
+
+
+def test_a_config_names_its_model_file_which_must_fit_its_intents(tmp_path, acme):
+    config, model = acme
+    model.save(tmp_path / "acme.model.json")
+    text = ACME.read_text(encoding="utf-8").replace(
+        '# intent_model = "acme_plumbing.model.json"', 'intent_model = "acme.model.json"')
+    assert 'intent_model = "acme.model.json"' in text
+    (tmp_path / "acme.toml").write_text(text, encoding="utf-8")
+    loaded = load_intent_model(load_routing_config(tmp_path / "acme.toml"))
+    assert loaded.predict("my basement is flooding") == model.predict("my basement is flooding")
+
+    (tmp_path / "acme.model.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="engine.intent_model"):
+        load_intent_model(load_routing_config(tmp_path / "acme.toml"))
+
+    other = text.replace('name = "billing"', 'name = "invoices"')
+    (tmp_path / "other.toml").write_text(other, encoding="utf-8")
+    model.save(tmp_path / "acme.model.json")
+    with pytest.raises(ConfigError, match="other intents"):
+        load_intent_model(load_routing_config(tmp_path / "other.toml"))
+
+
+@needs_speech
+async def test_beyond_its_call_limit_the_engine_refuses_and_frees_the_place_when_a_call_ends(tmp_path):
+    text = ACME.read_text(encoding="utf-8").replace("offline_max_calls = 6", "offline_max_calls = 1")
+    (tmp_path / "one.toml").write_text(text, encoding="utf-8")
+    config = load_routing_config(tmp_path / "one.toml")
+    connector = OfflineConnector(config, IntentModel.fit(config), SPEECH.speech)
+    async with connector.connect(CALL):
+        with pytest.raises(EngineUnavailable, match="at capacity"):
+            async with connector.connect(CALL):
+                pass
+    async with connector.connect(CALL):
+        assert connector.active_calls == 1
+    assert connector.active_calls == 0
