@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(report)
     report.set_defaults(run=run_report)
 
-    from orchestrator.studio.importer import add_studio_arguments
+    from orchestrator.studio import add_studio_arguments
 
     add_studio_arguments(commands)
 
