@@ -19,6 +19,8 @@ from orchestrator.config.routing import format_key_path
 from orchestrator.studio.flow_text import one_line
 
 GATHER = "gather-input-on-call"
+SAY_PLAY = "say-play"
+SET_VARIABLES = "set-variables"
 SPLIT = "split-based-on"
 TRIGGER = "trigger"
 
@@ -32,8 +34,8 @@ WIDGET_EVENTS: dict[str, frozenset[str]] = {
     "send-to-flex": frozenset({"callComplete", "failedToEnqueue", "callFailure"}),
     "enqueue-call": frozenset({"callComplete", "failedToEnqueue", "callFailure"}),
     "connect-call-to": frozenset({"callCompleted", "hangup"}),
-    "say-play": frozenset({"audioComplete"}),
-    "set-variables": frozenset({"next"}),
+    SAY_PLAY: frozenset({"audioComplete"}),
+    SET_VARIABLES: frozenset({"next"}),
     "run-function": frozenset({"success", "fail"}),
     "make-http-request": frozenset({"success", "failed"}),
     "add-twiml-redirect": frozenset({"return", "timeout", "fail"}),
@@ -97,6 +99,20 @@ class Flow:
     trigger: str
     entry: str  # the widget the Trigger's incomingCall leads to
     flow_sid: str | None  # from a Flow resource wrapper ({"sid": "FW…", "definition": {…}})
+
+    def first_action(self, start: str, *, through: frozenset[str] = frozenset({SAY_PLAY})) -> str | None:
+        """The first widget from `start` on that does something: past Say/Play widgets (and any other
+        widget type in `through`) that have one way on. None when the way ends or loops."""
+        seen, name = set(), start
+        while name in self.states and self.states[name].type in through:
+            seen.add(name)
+            nexts = {t.next for t in self.states[name].transitions if t.next}
+            if len(nexts) != 1:
+                return None
+            (name,) = nexts
+            if name in seen:
+                return None
+        return name if name in self.states else None
 
     def reachable(self, start: str, *, avoid: str | None = None) -> list[str]:
         """Widgets reachable from `start` (included) in breadth-first order, not going on through `avoid`."""

@@ -64,3 +64,22 @@ def unique(name: str, taken: Iterable[str]) -> str:
     while candidate in taken:
         candidate, number = f"{name}_{number}", number + 1
     return candidate
+
+
+# Words that say how a choice was made or what a widget is, not what the caller wants ("pressed_taxi",
+# "If value equal_to 1", "send_call_to_support", "gather_city_english").
+_NOT_MEANING = frozenset(
+    """
+    a an and any are as at be by caller choice chose chosen contains digit digits does dtmf equal equals for from
+    gather go goes if in input is key keypress keys match matches menu my not of on option or press pressed
+    presses said say says selected selection speech spoke split starts that the then to user value wants with
+    widget you your call calls send sends forward transfer connect route routing redirect set play flex enqueue
+    """.split()
+)
+
+
+def name_words(text: str) -> list[str]:
+    """The words of a friendly name or widget name that can name a need: "pressed_taxi" → ["taxi"],
+    "send_call_to_support" → ["support"], "If value equal_to 1" → []."""
+    words = snake_case(text, fallback="x").split("_")
+    return [word for word in words if word not in _NOT_MEANING and not word.isdigit() and len(word) > 1]

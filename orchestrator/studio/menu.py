@@ -15,9 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.studio.flow import GATHER, SPLIT, Condition, Flow, State, StudioImportError
-from orchestrator.studio.flow_text import strings
+from orchestrator.studio.flow_text import strings, templated
 
 MENU_EVENTS = ("speech", "keypress")
+TEXT_CONDITIONS = ("equal_to", "contains", "starts_with")
 
 
 @dataclass
@@ -30,6 +31,22 @@ class Branch:
     def label(self) -> str:
         names = [c.friendly_name or f"{c.type} {c.value}" for c in self.conditions]
         return repr(names[0]) if names else "(no condition)"
+
+    def values(self) -> list[str]:
+        """The plain values its conditions match ("1", "taxi"), templates left out."""
+        return [value for c in self.conditions for value in condition_values(c) or [] if not templated(value)]
+
+
+def condition_values(condition: Condition) -> list[str] | None:
+    """What a condition matches, one value per choice; None for a type with no plain values (regex, is_blank…)."""
+    value = "" if condition.value is None else str(condition.value)
+    if condition.type in TEXT_CONDITIONS:
+        values = [value]
+    elif condition.type == "matches_any_of":
+        values = value.split(",")
+    else:
+        return None
+    return [" ".join(v.split()) for v in values if v.strip()]
 
 
 @dataclass

@@ -13,6 +13,10 @@ class Finding(StrEnum):
     """What a report item is about."""
 
     INTENT = "intent"
+    NAME = "name to review"
+    FIELD = "capture field"
+    SKIP = "Gather the AI's callers skip"
+    LANGUAGE = "caller's language"
     ROUTE = "route"
     FALLBACK = "fallback"
     HUMAN_ROUTE = "human route"

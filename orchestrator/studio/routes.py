@@ -29,6 +29,9 @@ DEFAULT_VOICEMAIL_PROMPT = "Please leave your name, number and a short message a
 _WORKFLOW_SID = re.compile(r"WW[0-9a-fA-F]{32}")
 _WIDGET_NAME = re.compile(r"[^\s/]+")  # what routing_config accepts as a Studio node
 
+# What a route named for an intent is called after, by what it does.
+_ROUTE_SUFFIX = {"flex": "desk", "sip": "line", "voicemail": "voicemail", "studio": "studio"}
+
 # A route's table, the comment lines above it in routing.toml, and what the report says it became.
 RouteDraft: TypeAlias = tuple[dict[str, Any], list[str], str]
 
@@ -60,8 +63,11 @@ class RouteMapper:
     route_of_widget: dict[str, str] = field(default_factory=dict)
     workflow_placeholders: int = 0
 
-    def route_for(self, widget: str) -> str | None:
-        """The route standing for a branch target, made on first use; None when it cannot be one."""
+    def route_for(self, widget: str, *, purpose: str | None = None) -> str | None:
+        """The route standing for a branch target, made on first use; None when it cannot be one.
+
+        It is named after what it does for `purpose` (an intent's name): `taxi_desk` (Flex), `taxi_line`
+        (SIP), `taxi_voicemail`, `taxi_studio` (back into the flow); without one, after the widget."""
         if widget in self.route_of_widget:
             return self.route_of_widget[widget]
         state = self.flow.states[widget]
@@ -80,7 +86,13 @@ class RouteMapper:
         if made is None:
             return None
         table, comments, summary = made
-        name = unique(snake_case(widget, fallback="route"), self.routes)
+        if purpose is not None:
+            base = f"{purpose}_{_ROUTE_SUFFIX[table['kind']]}"
+        elif widget == self.menu.gather:
+            base = "old_menu"
+        else:
+            base = snake_case(widget, fallback="route")
+        name = unique(base, self.routes)
         self.routes[name] = Route(name, table, comments, widget)
         self.route_of_widget[widget] = name
         self.findings.done(Finding.ROUTE, name, f"Studio widget `{widget}` ({state.type}) → {summary}")

@@ -92,19 +92,22 @@ def _routing_document(
         parts.append(text)
     parts.append(
         _comment(
-            ["--- Intents: one per menu choice (speech and keypress branches to one widget are one) " + "-" * 4]
+            ["--- Intents: one per need the menu offers (its speech and keypress branches paired) " + "-" * 5]
         ).rstrip("\n")
     )
     for intent in intents:
-        keys = f"; keys {', '.join(intent.digits)} in the old menu" if intent.digits else ""
         table: dict[str, Any] = {"name": intent.name, "description": intent.description}
         if intent.examples:
             table["examples"] = intent.examples
         table["route"] = intent.route
         document["intents"].append(table)
-        parts.append(
-            _comment([f"Branch to the Studio widget {intent.target}{keys}."]) + "[[intents]]\n" + tomli_w.dumps(table)
-        )
+        comments = [f"Branch to the Studio widget {intent.target}."]
+        if intent.other_targets:
+            comments.append(
+                f"Its keypress branch led to {', '.join(intent.other_targets)}; the AI's callers go to {intent.target}."
+            )
+        keys = _comment([f"keys: {', '.join(intent.keys)} (the old menu's keypad keys for it)"]) if intent.keys else ""
+        parts.append(_comment(comments) + "[[intents]]\n" + tomli_w.dumps(table) + keys)
     return "\n".join(parts), document
 
 

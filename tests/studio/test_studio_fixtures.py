@@ -217,13 +217,12 @@ def test_live_translation_fixture_maps_digits_to_studio_nodes_and_makes_up_a_hum
     result = import_text(path.read_text(encoding="utf-8"))
     config = loaded_config(result, tmp_path)
     intents = {intent.name: intent for intent in config.intents}
-    # Studio's generated condition names ("If value equal_to 1") give way to the target widget's name.
-    assert set(intents) == {
-        f"set_language_{language}" for language in ("english", "spanish", "french", "mandarin", "hindi")
-    }
-    english = config.routes[intents["set_language_english"].route]
+    # Studio's generated condition names ("If value equal_to 1") give way to what the prompt offers for the key.
+    assert list(intents) == ["english", "french", "spanish", "mandarin", "hindi"]
+    assert Finding.NAME not in result.report.findings()
+    english = config.routes[intents["english"].route]
     assert isinstance(english, StudioRoute) and english.node == "set_language_english"
-    assert "English" in intents["set_language_english"].examples  # "Press 1 for English"
+    assert "English" in intents["english"].examples  # "Press 1 for English"
     assert config.routes[config.triage.fallback_route] == english  # noMatch went to English too
     assert isinstance(config.routes[config.triage.human_route], VoicemailRoute)
     assert Finding.FLOW_SID in result.report.findings()
