@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,9 +114,10 @@ class Flow:
                 return None
         return name if name in self.states else None
 
-    def reachable(self, start: str, *, avoid: str | None = None) -> list[str]:
-        """Widgets reachable from `start` (included) in breadth-first order, not going on through `avoid`."""
-        seen, queue, order = {start}, deque([start]), []
+    def reachable(self, start: str, *, avoid: str | None = None, blocked: Collection[str] = ()) -> list[str]:
+        """Widgets reachable from `start` (included) in breadth-first order, not going on through `avoid`
+        and not going into `blocked`."""
+        seen, queue, order = {start, *blocked}, deque([start]), []
         while queue:
             name = queue.popleft()
             order.append(name)

@@ -1,9 +1,10 @@
 """The import: a Studio flow becomes a routing config, a patched flow, diagrams and a report.
 
-`import_flow` reads the flow (flow.py), finds its first caller-facing menu (menu.py), maps its branches
-to intents (intents.py) and their widgets to routes (routes.py), patches the flow for resume mode
-(patch.py, DESIGN.md section 5), and writes the config text (routing_toml.py), the diagrams (mermaid.py)
-and the report (report.py, review.py). All of it is computation on the JSON text, except that the
+`import_flow` reads the flow (flow.py), finds its first caller-facing menu (menu.py), pairs its branches
+into needs (pairing.py) that become intents (intents.py), maps their widgets to routes (routes.py), finds
+where the flow keeps the caller's language (language.py) and the details the old IVR asked for after the
+menu (details.py), patches the flow for resume mode (patch.py, DESIGN.md section 5), and writes the config
+text (routing_toml.py), the diagrams (mermaid.py) and the report (report.py, review.py). All of it is computation on the JSON text, except that the
 generated config is checked with `load_routing_config` through a temporary file; `write_import` writes
 the output. Bad input of any kind ends in `StudioImportError` with a one-line reason, never another exception.
 """
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.studio.details import find_details
 from orchestrator.studio.flow import FLOW_SID, StudioImportError, parse_flow
 from orchestrator.studio.flow_text import one_line, short
 from orchestrator.studio.intents import map_intents
+from orchestrator.studio.language import caller_language
 from orchestrator.studio.menu import find_menu
 from orchestrator.studio.mermaid import flow_mermaid
 from orchestrator.studio.patch import DEFAULT_PUBLIC_URL, patch_flow
@@ -38,7 +41,7 @@ class ImportResult:
     before_mermaid: str
     after_mermaid: str
     report: ImportReport
-    added_widgets: tuple[str, ...]  # the redirect, the arm split and the intent split
+    added_widgets: tuple[str, ...]  # the redirect, the arm and intent splits, the field splits, the reading copies
     # Widgets whose transitions to the Gather now lead to the redirect; every other widget is as it was.
     changed_widgets: tuple[str, ...]
 
@@ -73,13 +76,25 @@ def import_flow(
             f"no branch of the menu after {menu.gather} leads to a widget a call can go to: no intents"
         )
     triage = routes.triage_routes()
+    language = caller_language(flow, menu, findings)
+    details = find_details(flow, menu, intents, routes.resumed_routes(), findings)
 
     review_flow(flow, menu, findings)
-    patched = patch_flow(flow, menu.gather, intents, triage.fallback_widget, routes.flow_sid, base_url)
+    patched = patch_flow(
+        flow,
+        menu.gather,
+        intents,
+        triage.fallback_widget,
+        routes.flow_sid,
+        base_url,
+        skipped_paths=details.skipped_paths,
+        language=language.expression if language else None,
+    )
     review_patch(
         flow,
         patched,
         findings,
+        skipped_paths=details.skipped_paths,
         gather=menu.gather,
         no_match=triage.fallback_widget,
         flex_widgets=routes.flex_widgets(),
@@ -92,6 +107,7 @@ def import_flow(
         source=source,
         description=one_line(str(flow.raw.get("description") or "")),
         intents=intents,
+        fields=details.fields,
         routes=routes.routes,
         triage_routes=triage,
         placeholders=routes.workflow_placeholders > 0 or routes.flow_sid_is_placeholder,

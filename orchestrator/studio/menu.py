@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.studio.flow import GATHER, SPLIT, Condition, Flow, State, StudioImportError
+from orchestrator.studio.flow import GATHER, SAY_PLAY, SET_VARIABLES, SPLIT, Condition, Flow, State, StudioImportError
 from orchestrator.studio.flow_text import strings, templated
 
 MENU_EVENTS = ("speech", "keypress")
@@ -57,11 +57,14 @@ class Menu:
     no_match: list[tuple[str, str | None]] = field(default_factory=list)  # (split, target)
     direct: list[tuple[str, str]] = field(default_factory=list)  # (gather event, target) that is not a split on it
     other_gathers: list[str] = field(default_factory=list)  # reachable from the Trigger, left as they are
+    # Menus before it whose every choice leads on to the same widget (a language choice): kept in front of the AI.
+    passed: list[tuple[str, str]] = field(default_factory=list)  # (Gather, the widget all its choices lead to)
     unreachable_gathers: list[str] = field(default_factory=list)
 
 
 def find_menu(flow: Flow) -> Menu:
-    """The first menu an incoming call reaches; `StudioImportError` when the flow has none."""
+    """The first menu an incoming call reaches, past menus whose choices all lead on to one widget (a
+    language choice, kept in front of the AI); `StudioImportError` when the flow has none."""
     gathers = [name for name in flow.reachable(flow.entry) if flow.states[name].type == GATHER]
     unreachable = [name for name in flow.order if flow.states[name].type == GATHER and name not in gathers]
     if not gathers:
@@ -69,15 +72,37 @@ def find_menu(flow: Flow) -> Menu:
             f" reachable from the Trigger's incomingCall (unreachable: {', '.join(unreachable)})" if unreachable else ""
         )
         raise StudioImportError(f"no Gather Input On Call widget{where}: there is no menu to replace with the AI")
-    menu = next((m for g in gathers if (m := _menu_of(flow, g)) is not None), None)
-    if menu is None:
+    menus = [m for g in gathers if (m := menu_of(flow, g)) is not None]
+    if not menus:
         raise StudioImportError(
             f"no Gather is followed by a Split on its SpeechResult or Digits (Gathers: {', '.join(gathers)}):"
             " there are no menu choices to turn into intents"
         )
-    menu.other_gathers = [name for name in gathers if name != menu.gather]
+    menu, passed = menus[0], []
+    while (way_on := _one_way_on(flow, menu)) is not None:
+        after = flow.reachable(way_on)
+        done = {menu.gather, *dict(passed)}
+        later = next((m for m in menus if m.gather in after and m.gather not in done), None)
+        if later is None:
+            break
+        passed.append((menu.gather, way_on))
+        menu = later
+    menu.passed = passed
+    menu.other_gathers = [name for name in gathers if name != menu.gather and name not in dict(passed)]
     menu.unreachable_gathers = unreachable
     return menu
+
+
+def _one_way_on(flow: Flow, menu: Menu) -> str | None:
+    """The widget every choice of the menu leads to past Say/Play and Set Variables widgets, if there is one:
+    such a menu sets something (the caller's language) and routes nothing."""
+    targets = [b.target for b in menu.branches] + [t for _, t in menu.no_match]
+    through = frozenset({SAY_PLAY, SET_VARIABLES})
+    actions = {flow.first_action(t, through=through) if t in flow.states else None for t in targets}
+    if not menu.branches or len(actions) != 1:
+        return None
+    action = actions.pop()
+    return action if action != menu.gather else None
 
 
 def reads_gather_result(state: State, gather: str) -> bool:
@@ -86,7 +111,7 @@ def reads_gather_result(state: State, gather: str) -> bool:
     return any(pattern.search(text) for _, text in strings(state.model_dump(include={"properties", "transitions"}), ""))
 
 
-def _menu_of(flow: Flow, gather: str) -> Menu | None:
+def menu_of(flow: Flow, gather: str) -> Menu | None:
     """The splits on the Gather's result, following chains of them; None when there is none."""
     menu = Menu(gather=gather)
     queue: deque[str] = deque()

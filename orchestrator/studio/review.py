@@ -4,7 +4,9 @@ of the person who publishes it."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+from orchestrator.studio.details import SkippedPath
 from orchestrator.studio.flow import SPLIT, WIDGET_EVENTS, Flow
 from orchestrator.studio.flow_text import PLACEHOLDER, short, strings
 from orchestrator.studio.menu import MENU_EVENTS, Menu, reads_gather_result
@@ -22,6 +24,13 @@ _SID_KEYS = re.compile(r"(?i)(.*_sid|sid|workflow|channel)$")
 
 def review_flow(flow: Flow, menu: Menu, findings: Findings) -> None:
     """Notes on the widgets the import leaves as they are but a person should know about."""
+    for name, way_on in menu.passed:
+        findings.note(
+            Finding.OTHER_GATHER,
+            name,
+            f"every choice of this menu leads on to {way_on}: it sets something (the caller's language?) and routes"
+            f" nothing, so it stays in front of the AI and the menu after it, {menu.gather}, is the one replaced",
+        )
     for name in menu.other_gathers:
         findings.note(
             Finding.OTHER_GATHER,
@@ -93,9 +102,10 @@ def review_patch(
     flow_sid: str,
     flow_sid_is_placeholder: bool,
     base_url: str,
+    skipped_paths: Sequence[SkippedPath] = (),
 ) -> None:
     """What the patch did, and what it leaves for the person who publishes it."""
-    redirect, arm_split, intent_split = patched.added
+    redirect, arm_split, intent_split = patched.added.redirect, patched.added.arm_split, patched.added.intent_split
     findings.done(
         Finding.PATCH,
         redirect,
@@ -118,6 +128,27 @@ def review_patch(
     findings.done(
         Finding.PATCH, ", ".join(patched.repointed), f"transitions that led to {gather} now lead to {redirect}"
     )
+    copy_of = {original: copy for copy, original in patched.added.copies.items()}
+    for path in skipped_paths:
+        given = ", ".join(f"{{{{widgets.{redirect}.{name}}}}}" for name in path.fields)
+        findings.done(
+            Finding.SKIP,
+            ", ".join(path.gathers),
+            f"intent `{path.intent}`: new Splits on {given}; a call the AI brings back with every one given skips"
+            f" {', '.join(path.skipped)} and goes on at {copy_of.get(path.resume, path.resume)};"
+            f" with one missing it takes the old path from {path.start}",
+        )
+        for name in path.gathers:
+            readers = path.readers[name]
+            copied = [f"{w} (copied as {copy_of[w]})" if w in copy_of else w for w in readers]
+            fields = " and ".join(f"{{{{widgets.{redirect}.{field}}}}}" for field in path.answers[name])
+            findings.done(
+                Finding.SKIP,
+                name,
+                f"its answer is read by {', '.join(copied) or 'no later widget'}; the copies read {fields} instead"
+                if readers
+                else "its answer is read by no later widget",
+            )
     for name, event in patched.loops:
         findings.note(
             Finding.LOOP, name, f"{event} leads back to {gather}: kept (callers there get the old menu, not the AI)"

@@ -98,6 +98,10 @@ class RouteMapper:
         self.findings.done(Finding.ROUTE, name, f"Studio widget `{widget}` ({state.type}) → {summary}")
         return name
 
+    def resumed_routes(self) -> set[str]:
+        """The routes that hand the call back to the flow (Studio resume)."""
+        return {r.name for r in self.routes.values() if r.table["kind"] == "studio"}
+
     def flex_widgets(self) -> list[str]:
         """The widgets that became Flex routes (the AI enqueues their calls itself)."""
         return [r.widget for r in self.routes.values() if r.table["kind"] == "flex" and r.widget]

@@ -11,6 +11,7 @@ from typing import Any
 import tomli_w
 
 from orchestrator.config.routing import ConfigError, load_routing_config
+from orchestrator.studio.details import CaptureField
 from orchestrator.studio.flow import StudioImportError
 from orchestrator.studio.flow_text import one_line
 from orchestrator.studio.intents import Intent
@@ -34,12 +35,13 @@ def routing_toml(
     source: str,
     description: str,
     intents: list[Intent],
+    fields: list[CaptureField],
     routes: Mapping[str, Route],
     triage_routes: TriageRoutes,
     placeholders: bool,
 ) -> str:
     """The config as commented TOML text, once it reads back as written and loads."""
-    text, document = _routing_document(source, description, intents, routes, triage_routes, placeholders)
+    text, document = _routing_document(source, description, intents, fields, routes, triage_routes, placeholders)
     _check_config(text, document)
     return text
 
@@ -48,6 +50,7 @@ def _routing_document(
     source: str,
     description: str,
     intents: list[Intent],
+    fields: list[CaptureField],
     routes: Mapping[str, Route],
     triage_routes: TriageRoutes,
     placeholders: bool,
@@ -108,6 +111,22 @@ def _routing_document(
             )
         keys = _comment([f"keys: {', '.join(intent.keys)} (the old menu's keypad keys for it)"]) if intent.keys else ""
         parts.append(_comment(comments) + "[[intents]]\n" + tomli_w.dumps(table) + keys)
+    if fields:
+        document["fields"] = []
+        parts.append(
+            _comment(["--- Fields: details the old IVR asked for after the menu; the AI asks for them instead " + "-" * 3])
+            .rstrip("\n")
+        )
+    for captured in fields:
+        table = {
+            "name": captured.name,
+            "type": captured.type,
+            "description": captured.description,
+            "required_for": captured.required_for,
+        }
+        document["fields"].append(table)
+        asked = f"Asked for by the Studio widget{'s' if len(captured.gathers) > 1 else ''} {', '.join(captured.gathers)}."
+        parts.append(_comment([asked]) + "[[fields]]\n" + tomli_w.dumps(table))
     return "\n".join(parts), document
 
 

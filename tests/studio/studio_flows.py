@@ -104,8 +104,8 @@ def import_error(definition: Any, **options: Any) -> str:
 
 def returned_to(flow: dict[str, Any], redirect: str, values: dict[str, str]) -> str | None:
     """Where Studio takes the call when the redirect returns with `values` as its `{{widgets.<redirect>.*}}`:
-    the redirect's `return`, then split after split (equal_to conditions on those values), to the first
-    widget that is not a split."""
+    the redirect's `return`, then split after split (equal_to and is_not_blank conditions on those values),
+    to the first widget that is not a split."""
     states = {state["name"]: state for state in flow["states"]}
     widget = next(t.get("next") for t in states[redirect]["transitions"] if t["event"] == "return")
     seen = set()
@@ -120,7 +120,9 @@ def returned_to(flow: dict[str, Any], redirect: str, values: dict[str, str]) -> 
             (argument,) = condition["arguments"]
             assert argument.startswith("{{widgets." + redirect + ".") and argument.endswith("}}"), argument
             value = values.get(argument[len("{{widgets." + redirect + ".") : -2], "")
-            if condition["type"] == "equal_to" and value == condition["value"]:
+            if (condition["type"] == "equal_to" and value == condition["value"]) or (
+                condition["type"] == "is_not_blank" and value.strip()
+            ):
                 following = transition["next"]
                 break
         widget = following
