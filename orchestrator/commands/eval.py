@@ -31,6 +31,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--studio-executions", action="store_true",
                         help="the corpus is an export of Studio executions (SpeechResult/Digits and the next widget)")
     parser.add_argument("--gather", help="with --studio-executions: the Gather widget's name (default: found)")
+    parser.add_argument("--flow", type=Path, help="with --studio-executions: the flow's JSON (its menu's Gather and Splits)")
     parser.add_argument("--summary", type=Path, metavar="FILE.json", help="write the figures as JSON")
     parser.add_argument("--report", type=Path, metavar="FILE.html", help="write a self-contained HTML report")
     parser.add_argument("--min-parity", type=float, default=0.90, help="exit 1 below this (default %(default)s)")
@@ -89,7 +90,7 @@ def _read(args: argparse.Namespace, config: RoutingConfig) -> Corpus:
         return read_corpus(args.corpus)
     from orchestrator.studio.executions import read_studio_executions
 
-    return with_intents_from_routes(read_studio_executions(args.corpus, gather=args.gather), config)
+    return with_intents_from_routes(read_studio_executions(args.corpus, gather=args.gather, flow=args.flow), config)
 
 
 def with_intents_from_routes(corpus: Corpus, config: RoutingConfig) -> Corpus:

@@ -19,10 +19,17 @@ tolerant. It accepts:
   `From` (the call id falls back to the Gather's own `CallSid`, then to the execution sid).
 
 The route: the last step leaving the Gather (a caller asked again answers the last time) leads to the
-Split; the first later step leaving the Split leads to the route. With `splits` (the Split widgets'
-names, from the flow), every Split in a chain is walked through, and a Gather that leads straight to a
-widget has that widget as its route. A call whose route cannot be found is still read, with
-`expected_route` None and the reason in `meta["route_unknown"]`.
+Split; the first later step leaving the Split leads to the route. Every Split in a chain is walked
+through (a Digits Split whose noMatch leads to a Speech Split): the Splits are the ones `splits` names,
+else the widgets left by a `match` or `noMatch` step (a Split's events), else the one widget right after
+the Gather. With `splits`, a Gather that leads straight to a widget has that widget as its route. A call
+whose route cannot be found is still read, with `expected_route` None and the reason in
+`meta["route_unknown"]`.
+
+With `flow` (the flow's JSON file), its menu names the Gather and the Splits, and a call routed to the
+widget of a keypress branch that the import pairs with a speech branch (`pressed_taxi` with `said_taxi`,
+studio/pairing.py) is routed where the speech branch led, as the imported intent is (the widget the flow
+took stays in `meta["flow_route"]`).
 
 Bad entries never raise: each becomes a `CorpusProblem` with its line number (JSON Lines) or its
 position in the array (counting from 1). Only a file that cannot be read at all, or whose JSON is not
@@ -34,6 +41,7 @@ import email.utils
 import math
 import os
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +50,10 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.config.routing import first_validation_problem
+from orchestrator.studio.flow import StudioImportError, parse_flow
+from orchestrator.studio.menu import find_menu
+from orchestrator.studio.pairing import pair_branches
+from orchestrator.studio.report import Findings
 from orchestrator.replay.corpus import (
     CALLER_ROLE,
     Corpus,
@@ -55,6 +67,7 @@ from orchestrator.replay.corpus import (
 SPEECH_INPUT = "speech"
 DTMF_INPUT = "dtmf"
 _KEYPRESS_EVENT = "keypress"  # the Gather's transition when the caller pressed keys
+_SPLIT_EVENTS = ("match", "noMatch")
 
 
 # --- The entry schema (pydantic names the bad key) -----------------------------------------------
@@ -97,22 +110,46 @@ def read_studio_executions(
     *,
     gather: str | None = None,
     splits: Collection[str] | None = None,
+    flow: str | os.PathLike[str] | None = None,
 ) -> Corpus:
     """Read every execution of a Studio export as a call; unusable entries are reported in `problems`.
 
     `gather` names the Gather widget whose answer is the caller's turn; None picks, per execution, the
     one widget that has a `SpeechResult` or `Digits`. `splits` names the flow's Split widgets; None
-    assumes exactly one Split between the Gather and the route.
+    tells them by their steps' events. `flow`, the flow's JSON file, gives both (its menu's) and the
+    widgets paired into one intent.
     """
+    paired: dict[str, str] = {}
+    if flow is not None:
+        menu_gather, menu_splits, paired = _menu_of_flow(Path(flow))
+        gather, splits = gather or menu_gather, splits if splits is not None else menu_splits
     file = Path(path)
     content = read_input_file(file, "executions")
     corpus = Corpus(calls=[], problems=[], path=file)
     for number, entry in _entries(file, content, corpus.problems):
         try:
-            corpus.calls.append(_call_from_entry(entry, number, gather, splits))
+            call = _call_from_entry(entry, number, gather, splits)
         except _BadEntry as bad:
             corpus.problems.append(CorpusProblem(number, str(bad)))
+            continue
+        if call.expected_route in paired:
+            meta = {**call.meta, "flow_route": call.expected_route}
+            call = replace(call, expected_route=paired[call.expected_route], meta=meta)
+        corpus.calls.append(call)
     return corpus
+
+
+def _menu_of_flow(flow: Path) -> tuple[str, list[str], dict[str, str]]:
+    """(the menu's Gather, its Splits, widget → the widget of the speech branch it is paired with)."""
+    try:
+        parsed = parse_flow(read_input_file(flow, "flow").decode("utf-8-sig"))
+        menu = find_menu(parsed)
+    except UnicodeDecodeError:
+        raise CorpusError(f"{flow}: not UTF-8 text") from None
+    except StudioImportError as error:
+        raise CorpusError(f"{flow}: {error}") from None
+    needs = pair_branches(parsed, menu, Findings())
+    return menu.gather, menu.splits, {other: need.target for need in needs for other in need.targets[1:]}
 
 
 def _entries(file: Path, content: bytes, problems: list[CorpusProblem]) -> list[tuple[int, Any]]:
@@ -275,11 +312,13 @@ def _route_after(
         return None, f"no step leaves the Gather {gather!r}"
     current_step, widget = gather_step, gather_step.transitioned_to
     passed = {gather}
-    while _is_split(widget, right_after_gather=current_step is gather_step, splits=splits):
+    while True:
+        following = _next_step_leaving(steps, current_step, widget)
+        if not _is_split(widget, following, right_after_gather=current_step is gather_step, splits=splits):
+            break
         if widget in passed:
             return None, f"the flow loops back to {widget!r}"
         passed.add(widget)
-        following = _next_step_leaving(steps, current_step, widget)
         if following is None or not following.transitioned_to:
             return None, f"the execution ended at the Split {widget!r}"
         current_step, widget = following, following.transitioned_to
@@ -288,10 +327,14 @@ def _route_after(
     return widget, None
 
 
-def _is_split(widget: str, *, right_after_gather: bool, splits: Collection[str] | None) -> bool:
-    if splits is None:
-        return right_after_gather  # assumed: exactly one Split reads the Gather's answer
-    return widget in splits
+def _is_split(
+    widget: str, leaving: _Step | None, *, right_after_gather: bool, splits: Collection[str] | None
+) -> bool:
+    if splits is not None:
+        return widget in splits
+    if leaving is not None and leaving.name in _SPLIT_EVENTS:
+        return True  # only a Split leaves on match or noMatch
+    return right_after_gather  # assumed: one Split reads the Gather's answer
 
 
 def _next_step_leaving(steps: list[_Step], after: _Step, widget: str) -> _Step | None:

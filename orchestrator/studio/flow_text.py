@@ -74,6 +74,7 @@ _NOT_MEANING = frozenset(
     gather go goes if in input is key keypress keys match matches menu my not of on option or press pressed
     presses said say says selected selection speech spoke split starts that the then to user value wants with
     widget you your call calls send sends forward transfer connect route routing redirect set play flex enqueue
+    function run http request make subflow studio twiml state
     """.split()
 )
 

@@ -79,7 +79,7 @@ def import_flow(
     language = caller_language(flow, menu, findings)
     details = find_details(flow, menu, intents, routes.resumed_routes(), findings)
 
-    review_flow(flow, menu, findings)
+    review_flow(flow, menu, findings, details.fields)
     patched = patch_flow(
         flow,
         menu.gather,

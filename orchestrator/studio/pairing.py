@@ -81,7 +81,7 @@ def _usable(flow: Flow, menu: Menu, branch: Branch, findings: Findings) -> bool:
     label = branch.label()
     if branch.target is None:
         findings.note(Finding.DEAD_END, branch.split, f"branch {label} has no next widget (the call ends there): not an intent")
-    elif branch.target == menu.gather:
+    elif branch.target == menu.gather or flow.first_action(branch.target) == menu.gather:
         findings.note(
             Finding.LOOP, branch.split, f"branch {label} leads back to {menu.gather} (the menu again): not an intent"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from orchestrator.studio.details import SkippedPath
+from orchestrator.studio.details import CaptureField, SkippedPath
 from orchestrator.studio.flow import SPLIT, WIDGET_EVENTS, Flow
 from orchestrator.studio.flow_text import PLACEHOLDER, short, strings
 from orchestrator.studio.menu import MENU_EVENTS, Menu, reads_gather_result
@@ -22,8 +22,9 @@ from orchestrator.studio.report import Finding, Findings, ReportItem
 _SID_KEYS = re.compile(r"(?i)(.*_sid|sid|workflow|channel)$")
 
 
-def review_flow(flow: Flow, menu: Menu, findings: Findings) -> None:
+def review_flow(flow: Flow, menu: Menu, findings: Findings, fields: Sequence[CaptureField] = ()) -> None:
     """Notes on the widgets the import leaves as they are but a person should know about."""
+    asks = {g: [f.name for f in fields if g in f.gathers] for g in menu.other_gathers}
     for name, way_on in menu.passed:
         findings.note(
             Finding.OTHER_GATHER,
@@ -32,10 +33,11 @@ def review_flow(flow: Flow, menu: Menu, findings: Findings) -> None:
             f" nothing, so it stays in front of the AI and the menu after it, {menu.gather}, is the one replaced",
         )
     for name in menu.other_gathers:
+        fields_asked = f" (it asks for {', '.join(asks[name])}: capture fields now)" if asks[name] else ""
         findings.note(
             Finding.OTHER_GATHER,
             name,
-            f"another Gather; only the menu {menu.gather} is replaced, this one is left as it is",
+            f"another Gather; only the menu {menu.gather} is replaced, this one is left as it is{fields_asked}",
         )
     for name in menu.unreachable_gathers:
         findings.note(Finding.OTHER_GATHER, name, "a Gather no incoming call reaches: left as it is")
