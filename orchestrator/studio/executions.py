@@ -26,10 +26,12 @@ the Gather. With `splits`, a Gather that leads straight to a widget has that wid
 whose route cannot be found is still read, with `expected_route` None and the reason in
 `meta["route_unknown"]`.
 
-With `flow` (the flow's JSON file), its menu names the Gather and the Splits, and a call routed to the
-widget of a keypress branch that the import pairs with a speech branch (`pressed_taxi` with `said_taxi`,
-studio/pairing.py) is routed where the speech branch led, as the imported intent is (the widget the flow
-took stays in `meta["flow_route"]`).
+With `flow` (the flow's JSON file), the calls are read as `studio import` sees that flow: its menu names
+the Gather and the Splits; a call's `expected_intent` is the imported intent whose branches led where the
+flow went, and its `expected_route` the widget that intent routes to (a keypress branch paired with a
+speech branch went to `pressed_taxi`, the intent routes to `said_taxi`; the widget the flow took stays in
+`meta["flow_route"]`); and what the caller answered the Gathers that became capture fields (name, pickup
+address…) follows as more caller turns, in the order the flow asked, as the AI would hear it.
 
 Bad entries never raise: each becomes a `CorpusProblem` with its line number (JSON Lines) or its
 position in the array (counting from 1). Only a file that cannot be read at all, or whose JSON is not
@@ -41,7 +43,7 @@ import email.utils
 import math
 import os
 from collections.abc import Collection
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,9 +53,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.config.routing import first_validation_problem
 from orchestrator.studio.flow import StudioImportError, parse_flow
+from orchestrator.studio.importer import import_flow
 from orchestrator.studio.menu import find_menu
-from orchestrator.studio.pairing import pair_branches
-from orchestrator.studio.report import Findings
 from orchestrator.replay.corpus import (
     CALLER_ROLE,
     Corpus,
@@ -119,37 +120,46 @@ def read_studio_executions(
     tells them by their steps' events. `flow`, the flow's JSON file, gives both (its menu's) and the
     widgets paired into one intent.
     """
-    paired: dict[str, str] = {}
-    if flow is not None:
-        menu_gather, menu_splits, paired = _menu_of_flow(Path(flow))
-        gather, splits = gather or menu_gather, splits if splits is not None else menu_splits
+    facts = _flow_facts(Path(flow)) if flow is not None else None
+    if facts is not None:
+        gather, splits = gather or facts.gather, splits if splits is not None else facts.splits
     file = Path(path)
     content = read_input_file(file, "executions")
     corpus = Corpus(calls=[], problems=[], path=file)
     for number, entry in _entries(file, content, corpus.problems):
         try:
-            call = _call_from_entry(entry, number, gather, splits)
+            corpus.calls.append(_call_from_entry(entry, number, gather, splits, facts))
         except _BadEntry as bad:
             corpus.problems.append(CorpusProblem(number, str(bad)))
-            continue
-        if call.expected_route in paired:
-            meta = {**call.meta, "flow_route": call.expected_route}
-            call = replace(call, expected_route=paired[call.expected_route], meta=meta)
-        corpus.calls.append(call)
     return corpus
 
 
-def _menu_of_flow(flow: Path) -> tuple[str, list[str], dict[str, str]]:
-    """(the menu's Gather, its Splits, widget → the widget of the speech branch it is paired with)."""
+@dataclass(frozen=True)
+class _FlowFacts:
+    """What `studio import` makes of the flow the executions ran in."""
+
+    gather: str
+    splits: list[str]
+    intents: dict[str, tuple[str, str]]  # a widget the menu led to → (the intent, the widget it routes to)
+    detail_gathers: list[str]  # the Gathers whose answers became capture fields
+
+
+def _flow_facts(flow: Path) -> _FlowFacts:
     try:
-        parsed = parse_flow(read_input_file(flow, "flow").decode("utf-8-sig"))
-        menu = find_menu(parsed)
+        text = read_input_file(flow, "flow").decode("utf-8-sig")
+        menu = find_menu(parse_flow(text))
+        imported = import_flow(text, source=str(flow))
     except UnicodeDecodeError:
         raise CorpusError(f"{flow}: not UTF-8 text") from None
     except StudioImportError as error:
         raise CorpusError(f"{flow}: {error}") from None
-    needs = pair_branches(parsed, menu, Findings())
-    return menu.gather, menu.splits, {other: need.target for need in needs for other in need.targets[1:]}
+    intents = {
+        widget: (intent.name, intent.target)
+        for intent in imported.intents
+        for widget in (intent.target, *intent.other_targets)
+    }
+    gathers = list(dict.fromkeys(g for field in imported.fields for g in field.gathers))
+    return _FlowFacts(menu.gather, menu.splits, intents, gathers)
 
 
 def _entries(file: Path, content: bytes, problems: list[CorpusProblem]) -> list[tuple[int, Any]]:
@@ -181,7 +191,7 @@ def _entries(file: Path, content: bytes, problems: list[CorpusProblem]) -> list[
 
 
 def _call_from_entry(
-    entry: Any, number: int, gather: str | None, splits: Collection[str] | None
+    entry: Any, number: int, gather: str | None, splits: Collection[str] | None, facts: _FlowFacts | None
 ) -> CorpusCall:
     if not isinstance(entry, dict):
         raise _BadEntry(f"not a JSON object (got {type(entry).__name__})")
@@ -190,13 +200,13 @@ def _call_from_entry(
     except ValidationError as exc:
         raise _BadEntry(first_validation_problem(exc, nowhere="execution")) from None
     try:
-        return _call_from_execution(execution, number, gather, splits)
+        return _call_from_execution(execution, number, gather, splits, facts)
     except _BadEntry as bad:
         raise _BadEntry(f"{execution.sid}: {bad}") from None
 
 
 def _call_from_execution(
-    execution: _Execution, number: int, gather: str | None, splits: Collection[str] | None
+    execution: _Execution, number: int, gather: str | None, splits: Collection[str] | None, facts: _FlowFacts | None
 ) -> CorpusCall:
     context = _context(execution.context)
     widgets = context.get("widgets")
@@ -233,18 +243,36 @@ def _call_from_execution(
     route, route_unknown = _route_after(steps, gather_name, gather_step, splits)
     if route_unknown:
         meta["route_unknown"] = route_unknown
+    answers = [words]
+    intent = None
+    if facts is not None:
+        answers += _detail_answers(widgets, steps, facts.detail_gathers)
+        if route in facts.intents:
+            meta["flow_route"] = route
+            intent, route = facts.intents[route]
 
     return CorpusCall(
         call_id=call_id,
-        # The Gather's result is the only record of the answer: both what was said and what was heard.
-        turns=(CorpusTurn(role=CALLER_ROLE, text=words, asr=words, start_ms=None, duration_ms=None),),
-        expected_intent=None,
+        # The Gathers' results are the only record of the answers: both what was said and what was heard.
+        turns=tuple(CorpusTurn(CALLER_ROLE, text, text, None, None) for text in answers),
+        expected_intent=intent,
         expected_route=route,
         task_attributes=None,
         audio=None,
         meta=meta,
         line_number=number,
     )
+
+
+def _detail_answers(widgets: dict[str, Any], steps: list[_Step], gathers: list[str]) -> list[str]:
+    """What the caller last answered each of these Gathers, in the order the call left them."""
+    position = {step.transitioned_from: index for index, step in enumerate(steps)}  # the last time
+    answered = []
+    for gather in sorted(gathers, key=lambda g: position.get(g, len(steps))):
+        fields = widgets.get(gather)
+        if isinstance(fields, dict) and (text := _text(fields.get("SpeechResult")) or _text(fields.get("Digits"))):
+            answered.append(text)
+    return answered
 
 
 def _context(raw: Any) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.studio.details import find_details
+from orchestrator.studio.details import CaptureField, find_details
 from orchestrator.studio.flow import FLOW_SID, StudioImportError, parse_flow
 from orchestrator.studio.flow_text import one_line, short
-from orchestrator.studio.intents import map_intents
+from orchestrator.studio.intents import Intent, map_intents
 from orchestrator.studio.language import caller_language
 from orchestrator.studio.menu import find_menu
 from orchestrator.studio.mermaid import flow_mermaid
@@ -41,6 +41,8 @@ class ImportResult:
     before_mermaid: str
     after_mermaid: str
     report: ImportReport
+    intents: tuple[Intent, ...]
+    fields: tuple[CaptureField, ...]
     added_widgets: tuple[str, ...]  # the redirect, the arm and intent splits, the field splits, the reading copies
     # Widgets whose transitions to the Gather now lead to the redirect; every other widget is as it was.
     changed_widgets: tuple[str, ...]
@@ -121,6 +123,8 @@ def import_flow(
             patched.definition, added=patched.added, changed=patched.repointed, legacy=untouched_legacy
         ),
         report=findings.report(source=source, gather=menu.gather, redirect=patched.added.redirect),
+        intents=tuple(intents),
+        fields=tuple(details.fields),
         added_widgets=tuple(patched.added),
         changed_widgets=tuple(patched.repointed),
     )
