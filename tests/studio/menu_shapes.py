@@ -89,6 +89,38 @@ def taxi_flow() -> dict[str, Any]:
     return definition(*states)
 
 
+def taxi_execution(sid: str, *, said: str | None = None, pressed: str | None = None) -> dict[str, Any]:
+    """An execution of the taxi flow as Studio exports it: the caller said or pressed their choice, and a
+    taxi caller then gave a name, a pickup address and a time, each confirmed with 1."""
+    if said:
+        split_name, event, answer = "menu_speech", "speech", {"SpeechResult": said}
+        taken = "said_taxi" if said in ("taxi", "cab", "ride") else "said_payment"  # as menu_speech matches
+    else:
+        split_name, event, answer = "menu_digits", "keypress", {"Digits": pressed}
+        taken = "pressed_taxi" if pressed == "1" else "pressed_payment"
+    widgets: dict[str, Any] = {"main_menu": answer}
+    steps = [("Trigger", "main_menu", "incomingCall"), ("main_menu", split_name, event), (split_name, taken, "match")]
+    if taken.endswith("taxi"):
+        steps.append((taken, "ask_name", "audioComplete"))
+        for question, said_then, following in (
+            ("ask_name", "Sam Jones", "ask_address"),
+            ("ask_address", "12 High Street", "ask_time"),
+            ("ask_time", "seven in the morning", "book_taxi"),
+        ):
+            widgets[question] = {"SpeechResult": said_then}
+            widgets[f"confirm_{question}"] = {"Digits": "1"}
+            steps += [
+                (question, f"confirm_{question}", "speech"),
+                (f"confirm_{question}", f"check_{question}", "keypress"),
+                (f"check_{question}", following, "match"),
+            ]
+    return {
+        "sid": sid,
+        "context": {"trigger": {"call": {"CallSid": "CA" + sid, "From": "+15005550006"}}, "widgets": widgets},
+        "steps": [{"transitioned_from": a, "transitioned_to": b, "name": e} for a, b, e in steps],
+    }
+
+
 def nested_menus_flow() -> dict[str, Any]:
     """Sales leads to a menu of its own (new or used cars); support to a Flex queue."""
     return definition(
