@@ -17,8 +17,8 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from orchestrator.studio.flow import GATHER, SAY_PLAY, SPLIT, Flow, State
-from orchestrator.studio.flow_text import snake_case, unique
+from orchestrator.studio.flow import GATHER, SAY_PLAY, SPLIT, TRIGGER, WIDGET_EVENTS, Flow, State
+from orchestrator.studio.flow_text import one_line, snake_case, unique
 from orchestrator.studio.intents import Intent
 from orchestrator.studio.menu import MENU_EVENTS, Menu, menu_of, reads_gather_result
 from orchestrator.studio.report import Finding, Findings
@@ -165,7 +165,7 @@ def _fields_asked(flow: Flow, state: State, by_name: dict[str, CaptureField]) ->
             existing = None
         if existing is None:
             existing = by_name[name] = CaptureField(
-                name, kind_type, f"{' '.join(name.split('_')).capitalize()}, as the old IVR asked: \"{text}\"", []
+                name, kind_type, one_line(f"{' '.join(name.split('_')).capitalize()}, as the old IVR asked: \"{text}\""), []
             )
         if state.name not in existing.gathers:
             existing.gathers.append(state.name)
@@ -238,7 +238,8 @@ def _skippable_path(
         state = flow.states[name]
         if state.type == SAY_PLAY:
             says.append(name)
-            name = flow.first_action(name) if len({t.next for t in state.transitions if t.next}) == 1 else None
+            nexts = {t.next for t in state.transitions if t.next}
+            name = nexts.pop() if len(nexts) == 1 else None
             continue
         if name not in asked:
             break
@@ -264,10 +265,25 @@ def _skippable_path(
             )
         return None
     copies = _copies(flow, resume, blocked, {w for names in readers.values() for w in names})
+    if unsound := [name for name in copies if not _copyable(flow, flow.states[name])]:
+        findings.note(
+            Finding.SKIP,
+            ", ".join(gathers),
+            f"skipping them needs copies of {', '.join(unsound)}, which are not sound widgets (a Trigger, an unknown"
+            " type, an event of another type or a link to no widget): left as they are",
+        )
+        return None
     fields = list(dict.fromkeys(f for g in gathers for f in asked[g]))
     return SkippedPath(
         intent.name, intent.target, gathers, skipped, resume, fields, {g: asked[g] for g in gathers}, readers, copies
     )
+
+
+def _copyable(flow: Flow, state: State) -> bool:
+    events = WIDGET_EVENTS.get(state.type)
+    if state.type == TRIGGER or events is None:
+        return False
+    return all(t.event in events and (t.next is None or t.next in flow.states) for t in state.transitions)
 
 
 def _copies(flow: Flow, resume: str, blocked: set[str], readers: set[str]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.studio.studio_flows import WORKFLOW_SID, definition, flex, gather, say, split, state, trigger
+from tests.studio.studio_flows import definition, flex, gather, say, split, state, trigger
 
 OTHER_WORKFLOW_SID = "WW" + "fedcba9876543210" * 2
 

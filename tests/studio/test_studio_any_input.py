@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.studio import StudioImportError, import_flow
+from tests.studio.menu_shapes import taxi_flow
 from tests.studio.studio_flows import (
     EVENTS_BY_TYPE,
     PUBLIC_URL,
@@ -82,6 +83,27 @@ def import_or_refuse(text: str) -> None:
         assert result.report.mapped and result.routing_toml
 
 
+def damage(flow: dict[str, Any], data: st.DataObject) -> None:
+    """Up to four random changes to a flow's widgets: a property, a transition, a name, a type, a condition."""
+    for _ in range(data.draw(st.integers(1, 4))):
+        target = data.draw(st.sampled_from(flow["states"]))
+        where = data.draw(st.sampled_from(["properties", "transitions", "name", "type", "condition"]))
+        if where == "properties":
+            target["properties"][data.draw(st.sampled_from(sorted(properties.wrapped_strategy.optional)))] = data.draw(
+                json_values
+            )
+        elif where == "transitions" and target["transitions"]:
+            transition = data.draw(st.sampled_from(target["transitions"]))
+            transition[data.draw(st.sampled_from(["next", "event"]))] = data.draw(widget_names | json_values)
+        elif where == "condition" and any("conditions" in t for t in target["transitions"]):
+            condition = next(t for t in target["transitions"] if "conditions" in t)["conditions"][0]
+            condition[data.draw(st.sampled_from(["value", "type", "friendly_name", "arguments"]))] = data.draw(
+                json_values
+            )
+        elif where in ("name", "type"):
+            target[where] = data.draw(widget_names if where == "name" else widget_types)
+
+
 @settings(max_examples=150)
 @given(json_values)
 def test_any_json_is_imported_or_refused_with_a_reason(value: Any) -> None:
@@ -107,23 +129,16 @@ def test_a_working_menu_with_random_damage_is_imported_or_refused_with_a_reason(
             say="For sales, press 1. Press 2 for support.",
         )
     )
-    for _ in range(data.draw(st.integers(1, 4))):
-        target = data.draw(st.sampled_from(flow["states"]))
-        where = data.draw(st.sampled_from(["properties", "transitions", "name", "type", "condition"]))
-        if where == "properties":
-            target["properties"][data.draw(st.sampled_from(sorted(properties.wrapped_strategy.optional)))] = data.draw(
-                json_values
-            )
-        elif where == "transitions" and target["transitions"]:
-            transition = data.draw(st.sampled_from(target["transitions"]))
-            transition[data.draw(st.sampled_from(["next", "event"]))] = data.draw(widget_names | json_values)
-        elif where == "condition" and any("conditions" in t for t in target["transitions"]):
-            condition = next(t for t in target["transitions"] if "conditions" in t)["conditions"][0]
-            condition[data.draw(st.sampled_from(["value", "type", "friendly_name", "arguments"]))] = data.draw(
-                json_values
-            )
-        elif where in ("name", "type"):
-            target[where] = data.draw(widget_names if where == "name" else widget_types)
+    damage(flow, data)
+    import_or_refuse(json.dumps(flow))
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_the_taxi_menu_with_random_damage_is_imported_or_refused_with_a_reason(data: st.DataObject) -> None:
+    # Damage after the menu reaches the pairing, the capture fields, the skipped paths and the reading copies.
+    flow = taxi_flow()
+    damage(flow, data)
     import_or_refuse(json.dumps(flow))
 
 
