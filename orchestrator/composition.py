@@ -33,6 +33,7 @@ from orchestrator.engines.offline.engine import OfflineConnector
 from orchestrator.engines.realtime import RealtimeConnector
 from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
 from orchestrator.server.app import MEDIA_PATH, MediaStreamHandler, ServerState, build_app
+from orchestrator.telemetry.logs import secrets_masked_in_logs
 from orchestrator.telemetry.metrics import ServerMetrics
 from orchestrator.config.server_settings import ServerSettings, development_auth_token, media_stream_url
 from orchestrator.store.location import describe_store_location, open_call_store
@@ -205,6 +206,7 @@ async def _serving(
     signature = TwilioSignatureCheck(auth_token, public_url, enabled=not settings.insecure_skip_signature_check)
 
     async with AsyncExitStack() as stack:
+        stack.enter_context(secrets_masked_in_logs(auth_token, *settings.secret_values()))
         if store is None:
             retention_s = settings.retention_days * 86400
             store = await open_call_store(settings.store, data_dir=settings.data_dir, retention_seconds=retention_s)
