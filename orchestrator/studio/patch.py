@@ -147,39 +147,17 @@ def patch_flow(
         for name in path.copies:
             renamed[name] = unique(f"{name}_ai", taken)
             taken.add(renamed[name])
-        for name, new_name in renamed.items():
-            copies[new_name] = name
-            copy_states.append(_reading_copy(originals[name], new_name, renamed, redirect, path.answers))
+            copies[renamed[name]] = name
+        copy_states += [_reading_copy(originals[name], renamed, redirect, path.answers) for name in path.copies]
         splits = []
         for name in path.fields:
             splits.append(unique(f"{redirect}_has_{name}", taken))
             taken.add(splits[-1])
         following = [*splits[1:], renamed.get(path.resume, path.resume)]
         for split_name, field_name, next_widget in zip(splits, path.fields, following, strict=True):
-            given = "{{widgets." + redirect + "." + field_name + "}}"
             offset = {"x": x, "y": y + (3 + len(split_states)) * _NEW_WIDGETS_APART}
-            split_states.append(
-                {
-                    "name": split_name,
-                    "type": SPLIT,
-                    "transitions": [
-                        {"next": path.start, "event": "noMatch"},
-                        {
-                            "next": next_widget,
-                            "event": "match",
-                            "conditions": [
-                                {
-                                    "friendly_name": f"{field_name} given",
-                                    "arguments": [given],
-                                    "type": "is_not_blank",
-                                    "value": "Is Not Blank",
-                                }
-                            ],
-                        },
-                    ],
-                    "properties": {"input": given, "offset": offset},
-                }
-            )
+            given = "{{widgets." + redirect + "." + field_name + "}}"
+            split_states.append(_given_split(split_name, given, f"{field_name} given", next_widget, path.start, offset))
         entries[path.intent] = splits[0]
     no_match_transition: dict[str, Any] = {"event": "noMatch"}
     if no_match is not None:
@@ -198,8 +176,24 @@ def patch_flow(
     return PatchedFlow(patched, NewWidgets(redirect, arm_split, intent_split, field_splits, copies), repointed, loops)
 
 
+def _given_split(
+    name: str, split_input: str, label: str, given: str, missing: str, offset: dict[str, float]
+) -> dict[str, Any]:
+    """A Split to `given` when `split_input` is not blank, else to `missing`."""
+    condition = {"friendly_name": label, "arguments": [split_input], "type": "is_not_blank", "value": "Is Not Blank"}
+    return {
+        "name": name,
+        "type": SPLIT,
+        "transitions": [
+            {"next": missing, "event": "noMatch"},
+            {"next": given, "event": "match", "conditions": [condition]},
+        ],
+        "properties": {"input": split_input, "offset": offset},
+    }
+
+
 def _reading_copy(
-    original: Mapping[str, Any], name: str, renamed: Mapping[str, str], redirect: str, answers: Mapping[str, list[str]]
+    original: Mapping[str, Any], renamed: Mapping[str, str], redirect: str, answers: Mapping[str, list[str]]
 ) -> dict[str, Any]:
     """A copy of a widget that reads the fields the AI returned where it read a skipped Gather's answer,
     reads the copies of the widgets copied with it, and leads to those copies."""
@@ -226,7 +220,7 @@ def _reading_copy(
         return value
 
     state = rewrite(copy.deepcopy(dict(original)))
-    state["name"] = name
+    state["name"] = renamed[original["name"]]
     for transition in state.get("transitions", []):
         if transition.get("next") in renamed:
             transition["next"] = renamed[transition["next"]]
