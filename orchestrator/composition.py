@@ -26,7 +26,7 @@ from hypercorn.utils import wrap_app
 
 from bridge.openai_realtime.client import RealtimeSettings
 from bridge.websocket.connection import is_websocket_upgrade, read_http_head
-from orchestrator.store.sqlite_store import CallStore
+from orchestrator.store import CallStore
 from orchestrator.engines.tools import agent_instructions, realtime_tools
 from orchestrator.engines.demo import run_demo_engine
 from orchestrator.engines.offline.engine import OfflineConnector

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.replay.corpus import CorpusError
-from orchestrator.store.sqlite_store import CallStoreError
+from orchestrator.store import CallStoreError
 from orchestrator.replay.html_report import EvalReportError
 from orchestrator.engines.offline.intent_model import IntentModelError
 from orchestrator.config.routing import ConfigError, describe_config, load_routing_config

@@ -28,7 +28,7 @@ from orchestrator.rollout.arm_figures import (
     arm_figures,
     rollout_view,
 )
-from orchestrator.store.sqlite_store import CallStore, CallStoreError
+from orchestrator.store import CallStore, CallStoreError
 from orchestrator.server.ops_page import money, percent, seconds, when
 from orchestrator.config.routing import ConfigError
 from orchestrator.config.server_settings import load_server_settings

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.store.sqlite_store import CallStore, CallStoreError
+from orchestrator.store import CallStore, CallStoreError
 from orchestrator.rollout.live import RolloutControl, RolloutError, RolloutSetting, check_percent
 from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
 

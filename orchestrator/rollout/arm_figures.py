@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from machines.call_machine import ABANDONED
 from machines.rollout import AI_ARM, FAILURE_REASONS, LEGACY_ARM, UNSETTLED_GRACE_S
-from orchestrator.store.sqlite_store import CallRecord, PassRecord
+from orchestrator.store import CallRecord, PassRecord
 
 # Realtime's price per minute of connected audio is the operator's to set; this is only the default.
 DEFAULT_PRICE_PER_MINUTE = 0.024

@@ -32,7 +32,7 @@ from machines.rollout import (
     assign_arm,
     read_brake,
 )
-from orchestrator.store.sqlite_store import CallRecord, CallStore
+from orchestrator.store import CallRecord, CallStore
 from orchestrator.config.routing import RolloutSettings, e164_number
 
 log = structlog.get_logger("orchestrator.rollout.live")

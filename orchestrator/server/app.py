@@ -45,7 +45,7 @@ from machines.policy import CallHistory
 from machines.rollout import AI_ARM, LEGACY_ARM
 from orchestrator.telemetry.logs import mask_phone
 from orchestrator.call.session import CallSession, SessionDeps
-from orchestrator.store.sqlite_store import CallStore, PassOutcome, TriagePass, decision_to_json
+from orchestrator.store import CallStore, PassOutcome, TriagePass, decision_to_json
 from orchestrator.call.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml, legacy_twiml
 from orchestrator.server.ops_endpoints import ops_routes
 from orchestrator.rollout.live import RolloutControl

@@ -35,7 +35,7 @@ from starlette.routing import Route
 from orchestrator.rollout.arm_figures import ArmFigures, arm_figures, rollout_view
 from orchestrator.commands.report import ROLLOUT_SETTING, ReportInputError, parse_since
 from orchestrator.telemetry.logs import mask_phone
-from orchestrator.store.sqlite_store import FactValue
+from orchestrator.store import FactValue
 from orchestrator.server.ops_page import LiveCall, OpsSnapshot, ops_page
 from bridge.twilio.signature import SIGNATURE_HEADER
 

@@ -12,7 +12,9 @@ import pytest
 import trio
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.store.sqlite_store import CallStore, CallStoreError, PassOutcome, SqliteCallStore
+from orchestrator.store.interface import CallStore, CallStoreError
+from orchestrator.store.records import PassOutcome
+from orchestrator.store.sqlite_store import SqliteCallStore
 from orchestrator.store.redis_store import RedisCallStore, mask_url_password, parse_redis_url
 from orchestrator.config.routing import ConfigError
 from orchestrator.store.location import STORE_FILE, describe_store_location, open_call_store
