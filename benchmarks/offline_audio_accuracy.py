@@ -31,6 +31,7 @@ from orchestrator.replay.corpus import (
     CALLER_ROLE,
     caller_text,
     clean_transcript,
+    labelled_calls,
     read_corpus,
 )
 from bridge.twilio.mulaw import MULAW_BYTES_PER_MS, frames, silence
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[CallResult] = []
     for test_fold, train_fold in (("B", "A"), ("A", "B")):
-        model = IntentModel.fit(config, halves[train_fold])
+        model = IntentModel.fit(config, labelled_calls(halves[train_fold]))
         for call in halves[test_fold]:
             result = run_call(call, test_fold, model, synthesizer, recognizer)
             results.append(result)

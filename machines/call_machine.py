@@ -6,7 +6,6 @@ from an injected clock. Late or illegal events are absorbed and written to the t
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,10 +55,6 @@ STATE_CALLBACKS = {
 }
 
 ABANDONED = "abandoned"
-
-# Absorbed events are written to the call's trail; transitions' own warning for each would only
-# repeat them in the log once per call.
-logging.getLogger("transitions.core").setLevel(logging.ERROR)
 
 
 def build_state_machine(model_class: type | None = None, machine_class: type[Machine] = Machine, **kwargs) -> Machine:

@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from orchestrator.replay.corpus import Corpus, read_corpus
 from orchestrator.replay.scoring import score, scorable_calls, write_summary
-from orchestrator.replay.text_replay import TextConnect, replay_calls
+from orchestrator.replay.text_replay import replay_calls
 from orchestrator.replay.terminal_report import print_summary
-from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.composition import replay_engine
+from orchestrator.config.routing import RoutingConfig, load_routing_config
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,14 +48,14 @@ def run_eval(args: argparse.Namespace) -> int:
         print("error: no call of the corpus has an intent of this config", file=sys.stderr)
         return 2
     engine = args.engine or ("realtime" if os.environ.get("OPENAI_API_KEY") else "offline")
-    connect = _text_connector(engine, config)
+    connect = replay_engine(engine, config, listens=False).connect_text
     console = Console(stderr=True)
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("calls", total=len(calls))
         recorded = [call for call in calls if args.audio and call.audio is not None]
         typed = [call for call in calls if call not in recorded]
-        live = _live_connector(engine, config) if recorded else None
+        live = replay_engine(engine, config, listens=True) if recorded else None
 
         async def replay() -> list:
             done = lambda _: progress.advance(task)  # noqa: E731
@@ -110,40 +111,3 @@ def with_intents_from_routes(corpus: Corpus, config: RoutingConfig) -> Corpus:
         for call in corpus.calls
     ]
     return Corpus(calls, corpus.problems, corpus.path)
-
-
-def _live_connector(engine: str, config: RoutingConfig):
-    if engine == "offline":
-        from orchestrator.engines.offline.engine import OfflineConnector
-
-        connector = OfflineConnector.for_config(config)
-        if connector.text_mode:
-            raise ConfigError("--audio", None, f"the offline engine cannot listen: {connector.text_mode_reason}")
-        return connector
-    from orchestrator.engines.tools import agent_instructions, realtime_tools
-    from orchestrator.engines.realtime import RealtimeConnector
-    from orchestrator.config.server_settings import load_server_settings
-    from orchestrator.composition import realtime_settings
-
-    settings = load_server_settings()
-    return RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
-                             tools=realtime_tools(config), transcription_model=settings.transcription_model)
-
-
-def _text_connector(engine: str, config: RoutingConfig) -> TextConnect:
-    if engine == "offline":
-        from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model
-
-        # Text only: no speech models are loaded, the replay needs none.
-        return OfflineConnector(config, load_intent_model(config), None).connect_text
-    from orchestrator.engines.tools import agent_instructions, realtime_tools
-    from orchestrator.engines.realtime import RealtimeConnector
-    from orchestrator.config.server_settings import load_server_settings
-    from orchestrator.composition import realtime_settings
-
-    settings = load_server_settings()
-    if settings.openai_api_key is None and not settings.realtime_headers:
-        raise ConfigError("$OPENAI_API_KEY", None, "not set (needed by --engine realtime)")
-    connector = RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
-                                  tools=realtime_tools(config))
-    return connector.connect_text

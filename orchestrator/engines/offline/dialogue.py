@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.replay.corpus import clean_transcript
+from orchestrator.engines.offline.transcript import clean_transcript
 from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.config.routing import RoutingConfig
