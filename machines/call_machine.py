@@ -12,7 +12,7 @@ from typing import Callable
 from transitions import Machine
 
 from machines import events as ev
-from machines.decision import DecisionReason, DispatchDecision
+from machines.decision import ABANDONED, DecisionReason, DispatchDecision
 from machines.effects import (
     AnswerTool,
     CallEffect,
@@ -53,8 +53,6 @@ STATE_CALLBACKS = {
     "teardown": "close_streams_in_order",
     "ended": "report_finished",
 }
-
-ABANDONED = "abandoned"
 
 
 def build_state_machine(model_class: type | None = None, machine_class: type[Machine] = Machine, **kwargs) -> Machine:

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from twilio.twiml.voice_response import VoiceResponse
 
 from bridge.twilio.signature import SIGNATURE_HEADER
-from machines.rollout import AI_ARM, LEGACY_ARM
+from machines.rollout import Arm
 from orchestrator.call.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml, legacy_twiml
 from orchestrator.config.routing import StudioRoute, caller_number, studio_node_key
 from orchestrator.server.call_parameters import (
@@ -93,7 +93,7 @@ class VoiceWebhooks:
         state.metrics.rollout_calls.labels(assignment.arm).inc()
         facts = _call_facts(form, assignment.arm)
         bound = log.bind(call_sid=call_sid, caller=mask_phone(facts.caller), arm=assignment.arm)
-        if assignment.arm == LEGACY_ARM:
+        if assignment.arm == Arm.LEGACY:
             return await self._legacy(request, facts, bound)
         if state.shutting_down.is_set() or len(state.sessions) >= state.max_concurrent_calls:
             bound.warning("not taking the call: fallback route", shutting_down=state.shutting_down.is_set())
@@ -105,7 +105,7 @@ class VoiceWebhooks:
                 called=facts.called,
                 account_sid=facts.account_sid,
                 entry_node=_entry_node(request.query_params),
-                arm=AI_ARM,
+                arm=Arm.AI,
             )
         except Exception as error:
             state.metrics.store_errors.inc()
@@ -145,10 +145,10 @@ class VoiceWebhooks:
                 called=facts.called,
                 account_sid=facts.account_sid,
                 entry_node=_entry_node(request.query_params),
-                arm=LEGACY_ARM,
+                arm=Arm.LEGACY,
             )
-            await state.store.finish_pass(facts.call_sid, triage_pass.number, PassOutcome(LEGACY_ARM, (LEGACY_ARM,)))
-            state.metrics.observe_finished_pass(LEGACY_ARM, None, LEGACY_ARM, None, 0.0)
+            await state.store.finish_pass(facts.call_sid, triage_pass.number, PassOutcome(Arm.LEGACY, (Arm.LEGACY,)))
+            state.metrics.observe_finished_pass(Arm.LEGACY, None, Arm.LEGACY, None, 0.0)
             route = None if resume_flow_sid else state.config.routes.get(state.config.legacy_route)
             if isinstance(route, StudioRoute):
                 await state.store.record_visit(facts.call_sid, route.studio_node)
@@ -163,7 +163,7 @@ class VoiceWebhooks:
         if form is None:
             return forbidden()
         state = self.state
-        facts = _call_facts(form, AI_ARM)
+        facts = _call_facts(form, Arm.AI)
         number = pass_number(request.query_params.get(PASS_PARAMETER))
         session = state.sessions.get((facts.call_sid, number or 0))
         if session is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from machines.decision import DecisionReason, DispatchDecision
+from machines.policy import RouteKind
 
 _DECISION_KEYS = frozenset(
     {
@@ -118,6 +119,11 @@ def decision_from_json(data: dict) -> DispatchDecision:
         decision_reason = DecisionReason(reason)
     except ValueError:
         raise ValueError(f"decision reason {reason!r} is not one of: {', '.join(DecisionReason)}") from None
+    route_kind = _required_text(data, "route_kind")
+    try:
+        decision_route_kind = RouteKind(route_kind)
+    except ValueError:
+        raise ValueError(f"decision route kind {route_kind!r} is not one of: {', '.join(RouteKind)}") from None
     captured = data.get("captured", {})
     if not isinstance(captured, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in captured.items()
@@ -125,7 +131,7 @@ def decision_from_json(data: dict) -> DispatchDecision:
         raise ValueError("decision 'captured' must be an object of text values")
     return DispatchDecision(
         route=_required_text(data, "route"),
-        route_kind=_required_text(data, "route_kind"),
+        route_kind=decision_route_kind,
         reason=decision_reason,
         intent=_optional_text(data, "intent"),
         confidence=_optional_number(data, "confidence"),

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from machines.decision import DecisionReason, DispatchDecision
+from machines.policy import RouteKind
 from orchestrator.store.interface import CallStore, CallStoreError
 from orchestrator.store.records import PassOutcome
 from orchestrator.store.sqlite_store import SqliteCallStore
@@ -32,10 +33,10 @@ RETENTION_S = 30 * 86400
 START = 1764000000.0
 
 BILLING = DispatchDecision(
-    route="billing_desk", route_kind="flex", reason=DecisionReason.ACCEPTED, intent="billing", confidence=0.9,
+    route="billing_desk", route_kind=RouteKind.FLEX, reason=DecisionReason.ACCEPTED, intent="billing", confidence=0.9,
     summary="Question about the last invoice", captured={"caller_name": "Ann"}, decided_after_s=3.2,
 )
-VOICEMAIL = DispatchDecision(route="voicemail", route_kind="voicemail", reason=DecisionReason.BUDGET_EXPIRED)
+VOICEMAIL = DispatchDecision(route="voicemail", route_kind=RouteKind.VOICEMAIL, reason=DecisionReason.BUDGET_EXPIRED)
 FLEX_OUTCOME = PassOutcome(
     outcome="flex", state_path=("greeting", "capture", "classify", "dispatch", "teardown", "ended"),
     notes=("handoff line played",), engine_seconds=7.5,
