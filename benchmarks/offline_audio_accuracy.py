@@ -27,14 +27,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestrator.replay.corpus import (
-    CALLER_ROLE,
-    caller_text,
-    clean_transcript,
-    labelled_calls,
-    read_corpus,
-)
 from bridge.twilio.mulaw import MULAW_BYTES_PER_MS, frames, silence
+from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.speech import (
     SpeechRecognizer,
@@ -44,7 +38,13 @@ from orchestrator.engines.offline.speech import (
     speech_support,
     word_error_rate,
 )
-from orchestrator.config.routing import load_routing_config
+from orchestrator.replay.corpus import (
+    CALLER_ROLE,
+    caller_text,
+    clean_transcript,
+    labelled_calls,
+    read_corpus,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"

@@ -23,9 +23,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.replay.corpus import CorpusCall, CorpusError, caller_text, labelled_calls, read_corpus
-from orchestrator.engines.offline.intent_model import IntentModel, IntentPrediction
 from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.engines.offline.intent_model import IntentModel, IntentPrediction
+from orchestrator.replay.corpus import CorpusCall, CorpusError, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"

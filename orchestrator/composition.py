@@ -16,26 +16,34 @@ from functools import partial
 
 import trio
 
-from bridge.openai_realtime.client import RealtimeSettings
-from bridge.twilio.signature import TwilioSignatureCheck
-from machines.call_machine import CallFlow
-from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
-from orchestrator.config.server_settings import (
+from bridge.openai_realtime import RealtimeSettings
+from bridge.twilio import TwilioSignatureCheck
+from machines import CallFlow
+from orchestrator.config import (
+    ConfigError,
+    RoutingConfig,
     ServerSettings,
     development_auth_token,
+    load_routing_config,
     load_server_settings,
     media_stream_url,
 )
-from orchestrator.engines.demo import run_demo_engine
-from orchestrator.engines.interface import EngineConnector
-from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model
-from orchestrator.engines.offline.speech import SpeechSynthesizer, SpeechUnavailable, speech_support
-from orchestrator.engines.realtime import RealtimeConnector
-from orchestrator.engines.tools import agent_instructions, realtime_tools
-from orchestrator.rollout.live import RolloutControl
-from orchestrator.server.app import build_app
-from orchestrator.server.connection_router import listening_socket, serve_connections
-from orchestrator.server.state import ServerState
+from orchestrator.engines import (
+    EngineConnector,
+    RealtimeConnector,
+    agent_instructions,
+    realtime_tools,
+    run_demo_engine,
+)
+from orchestrator.engines.offline import (
+    OfflineConnector,
+    SpeechSynthesizer,
+    SpeechUnavailable,
+    load_intent_model,
+    speech_support,
+)
+from orchestrator.rollout import RolloutControl
+from orchestrator.server import ServerState, build_app, listening_socket, serve_connections
 from orchestrator.store import (
     CallStore,
     CallStoreError,
@@ -44,8 +52,19 @@ from orchestrator.store import (
     open_call_store,
     sqlite_path,
 )
-from orchestrator.telemetry.logs import quiet_state_machine_library
-from orchestrator.telemetry.metrics import ServerMetrics
+from orchestrator.telemetry import ServerMetrics, quiet_state_machine_library
+
+__all__ = [
+    "RunningServer",
+    "call_flow",
+    "choose_engine",
+    "offline_voice",
+    "open_store",
+    "realtime_settings",
+    "replay_engine",
+    "rollout_control",
+    "run_server",
+]
 
 
 @dataclass

@@ -32,10 +32,8 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from machines.decision import DispatchDecision
-from machines.rollout import Arm
-from machines.policy import LANGUAGE_FIELD
-from orchestrator.config.routing import (
+from machines import LANGUAGE_FIELD, Arm, DispatchDecision
+from orchestrator.config import (
     RESERVED_TASK_ATTRIBUTES,
     FlexRoute,
     ResolveRoute,

@@ -18,11 +18,10 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
+from bridge.twilio import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
 from orchestrator.commands.call_report import render_call
-from bridge.twilio.mulaw import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
-from orchestrator.config.routing import ConfigError
-from orchestrator.config.server_settings import DEV_AUTH_TOKEN_FILE
-from orchestrator.testing.twilio_caller import (
+from orchestrator.config import DEV_AUTH_TOKEN_FILE, ConfigError
+from orchestrator.testing import (
     CallerOptions,
     CallerStep,
     Say,
@@ -32,7 +31,7 @@ from orchestrator.testing.twilio_caller import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.engines.offline.speech import SpeechSynthesizer
+    from orchestrator.engines.offline import SpeechSynthesizer
 
 MS_PER_CHARACTER = 70  # a tone this long per character when no text-to-speech is installed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.config.routing import describe_config, load_routing_config
+from orchestrator.config import describe_config, load_routing_config
 
 
 def add_check_config_arguments(parser: argparse.ArgumentParser) -> None:

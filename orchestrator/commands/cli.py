@@ -13,12 +13,11 @@ from orchestrator.commands.report import add_report_arguments, run_report
 from orchestrator.commands.rollout import add_rollout_arguments
 from orchestrator.commands.serve import add_serve_arguments, run_serve
 from orchestrator.commands.studio import add_studio_arguments
-from orchestrator.config.routing import ConfigError
-from orchestrator.engines.offline.intent_model import IntentModelError
-from orchestrator.replay.corpus import CorpusError
-from orchestrator.replay.html_report import EvalReportError
+from orchestrator.config import ConfigError
+from orchestrator.engines.offline import IntentModelError
+from orchestrator.replay import CorpusError, EvalReportError
 from orchestrator.store import CallStoreError
-from orchestrator.telemetry.logs import quiet_state_machine_library
+from orchestrator.telemetry import quiet_state_machine_library
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from orchestrator.config.routing import FlexRoute, RoutingConfig, StudioRoute, load_routing_config
+from orchestrator.config import FlexRoute, RoutingConfig, StudioRoute, load_routing_config
 
 DEFAULT_DIAGRAM_DIR = Path("diagrams")
 CALL_MERMAID_FILE = "call.mmd"
@@ -34,7 +34,7 @@ def run_diagram(args: argparse.Namespace) -> int:
 
 def write_call_diagrams(out_dir: Path) -> list[str]:
     """Write call.mmd (always) and call.svg (when Graphviz's `dot` is installed). Returns messages."""
-    from machines.diagram import call_graph, call_mermaid  # transitions' diagram support: only when drawn
+    from machines import call_graph, call_mermaid
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mermaid_path = out_dir / CALL_MERMAID_FILE

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.config.routing import load_routing_config
+from orchestrator.config import load_routing_config
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +20,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_engine_fit(args: argparse.Namespace) -> int:
-    from orchestrator.engines.offline.engine import model_file_for
-    from orchestrator.engines.offline.intent_model import IntentModel
-    from orchestrator.replay.corpus import labelled_calls, read_corpus
+    from orchestrator.engines.offline import IntentModel, model_file_for
+    from orchestrator.replay import labelled_calls, read_corpus
 
     config = load_routing_config(args.config)
     corpus = read_corpus(args.corpus)

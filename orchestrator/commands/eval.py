@@ -11,12 +11,17 @@ import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orchestrator.replay.corpus import Corpus, read_corpus
-from orchestrator.replay.scoring import score, scorable_calls, write_summary
-from orchestrator.replay.text_replay import replay_calls
-from orchestrator.replay.terminal_report import print_summary
 from orchestrator.composition import replay_engine
-from orchestrator.config.routing import RoutingConfig, load_routing_config
+from orchestrator.config import RoutingConfig, load_routing_config
+from orchestrator.replay import (
+    Corpus,
+    print_summary,
+    read_corpus,
+    replay_calls,
+    scorable_calls,
+    score,
+    write_summary,
+)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +67,7 @@ def run_eval(args: argparse.Namespace) -> int:
             outcomes = await replay_calls(connect, config, typed, use_asr=args.asr,
                                           concurrency=args.concurrency, on_done=done)
             if live is not None:
-                from orchestrator.replay.audio_replay import replay_recordings
+                from orchestrator.replay import replay_recordings
 
                 with tempfile.TemporaryDirectory() as data_dir:
                     outcomes += await replay_recordings(live, config, recorded, Path(data_dir), on_done=done)
@@ -78,7 +83,7 @@ def run_eval(args: argparse.Namespace) -> int:
         write_summary(summary, args.summary)
         print(f"wrote {args.summary}")
     if args.report is not None:
-        from orchestrator.replay.html_report import write_eval_html
+        from orchestrator.replay import write_eval_html
 
         write_eval_html(summary.to_json(), args.report, title=f"Intent parity: {args.corpus.name} on {args.config.name}")
         print(f"wrote {args.report}")

@@ -17,21 +17,25 @@ from typing import TextIO
 import orjson
 import trio
 
-from orchestrator.rollout.arm_figures import (
+from orchestrator.config import ConfigError, load_server_settings
+from orchestrator.rollout import (
     CATEGORIES,
     CATEGORY_LABELS,
     DEFAULT_PRICE_PER_MINUTE,
+    ROLLOUT_SETTING,
     ArmFigures,
+    ReportInputError,
     RolloutView,
     arm_figures,
+    money,
+    parse_since,
+    percent,
     rollout_view,
+    seconds,
+    when,
 )
-from orchestrator.rollout.figure_text import money, percent, seconds, when
-from orchestrator.rollout.live import ROLLOUT_SETTING
-from orchestrator.rollout.report_window import ReportInputError, parse_since
 from orchestrator.store import CallStoreError
-from orchestrator.config.routing import ConfigError
-from orchestrator.config.server_settings import load_server_settings
+
 
 def parse_price(text: str) -> float:
     try:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import trio
 
+from orchestrator.config import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.rollout import RolloutControl, RolloutError, RolloutSetting, check_percent
 from orchestrator.store import CallStore, CallStoreError
-from orchestrator.rollout.live import RolloutControl, RolloutError, RolloutSetting, check_percent
-from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
 
 SHOW_DAYS = 7
 
@@ -62,7 +62,7 @@ def run_rollout(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from orchestrator.composition import open_store, rollout_control
-    from orchestrator.config.server_settings import load_server_settings
+    from orchestrator.config import load_server_settings
 
     settings = load_server_settings(config=args.config, data_dir=args.data_dir)
     config = load_routing_config(settings.config)

@@ -15,10 +15,14 @@ from pathlib import Path
 import structlog
 import trio
 
-from orchestrator.config.routing import load_routing_config
-from orchestrator.config.server_settings import ServerSettings, development_auth_token, load_server_settings
-from orchestrator.server.workers import run_workers, this_worker, use_batch_scheduling
-from orchestrator.telemetry.logs import configure_logging
+from orchestrator.config import (
+    ServerSettings,
+    development_auth_token,
+    load_routing_config,
+    load_server_settings,
+)
+from orchestrator.server import run_workers, this_worker, use_batch_scheduling
+from orchestrator.telemetry import configure_logging
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +41,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from orchestrator.server.connection_router import listening_socket
+    from orchestrator.server import listening_socket
 
     settings = load_server_settings(
         config=args.config,
@@ -71,7 +75,7 @@ async def _check_store(settings: ServerSettings) -> None:
 
 
 def _serve_with_workers(args: argparse.Namespace, settings: ServerSettings) -> int:
-    from orchestrator.server.connection_router import listening_socket
+    from orchestrator.server import listening_socket
 
     load_routing_config(settings.config)  # a broken config or store fails once, here, not in every worker
     trio.run(_check_store, settings)

@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, PrivateAttr
-from pydantic import ValidationError
-from pydantic import field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -31,7 +40,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from machines.policy import RouteKind, RouteRule, TriagePolicy
+from machines import RouteKind, RouteRule, TriagePolicy
 
 ENV_PREFIX = "ORCHESTRATOR_"
 ENV_NESTED_DELIMITER = "__"

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import trio
 
+from bridge.twilio import CallerAudioError, silence, wav_to_mulaw
+from orchestrator.composition import run_server
+from orchestrator.config import RoutingConfig, load_server_settings
+from orchestrator.engines import EngineConnector
 from orchestrator.replay.corpus import CorpusCall
 from orchestrator.replay.text_replay import ReplayOutcome
-from bridge.twilio.mulaw import CallerAudioError, silence, wav_to_mulaw
-from orchestrator.config.routing import RoutingConfig
-from orchestrator.config.server_settings import load_server_settings
-from orchestrator.composition import run_server
-from orchestrator.testing.twilio_caller import CallerOptions, Say, SimulatedCaller, WaitForAgent
-from orchestrator.engines.interface import EngineConnector
+from orchestrator.testing import CallerOptions, Say, SimulatedCaller, WaitForAgent
 
 AUDIO_SPEED = 4.0  # recordings stream this much faster than real time (the engine keeps up on 2 cores)
 AFTER_RECORDING_MS = 3000  # silence after the recording, so its last words are heard and answered

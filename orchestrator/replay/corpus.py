@@ -15,9 +15,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from orchestrator.config.routing import first_validation_problem
-from orchestrator.engines.offline.intent_model import LabelledCall
-from orchestrator.engines.offline.transcript import clean_transcript
+from orchestrator.config import first_validation_problem
+from orchestrator.engines.offline import LabelledCall, clean_transcript
 
 CALLER_ROLE = "caller"
 

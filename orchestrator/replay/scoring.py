@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from machines.policy import RouteKind
+from machines import RouteKind
+from orchestrator.call import CallFacts, dispatch_twiml
+from orchestrator.config import RoutingConfig
 from orchestrator.replay.corpus import Corpus, CorpusCall
 from orchestrator.replay.text_replay import ReplayOutcome
-from orchestrator.call.dispatch_twiml import CallFacts, dispatch_twiml
-from orchestrator.config.routing import RoutingConfig
 
 PLACEHOLDER_CALLER = "+15555550100"  # when the corpus does not say who called
 MAX_WORDS_SHOWN = 300

@@ -34,9 +34,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from machines.decision import ABANDONED
-from machines.policy import RouteKind
-from machines.rollout import FAILURE_REASONS, UNSETTLED_GRACE_S, Arm
+from machines import ABANDONED, FAILURE_REASONS, UNSETTLED_GRACE_S, Arm, RouteKind
 from orchestrator.store import CallRecord, PassRecord
 
 # Realtime's price per minute of connected audio is the operator's to set; this is only the default.

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import structlog
 
-from machines.rollout import (
+from machines import (
     Arm,
     ArmAssignment,
     ArmRule,
@@ -32,8 +32,8 @@ from machines.rollout import (
     assign_arm,
     read_brake,
 )
+from orchestrator.config import RolloutSettings, e164_number
 from orchestrator.store import CallRecord, CallStore
-from orchestrator.config.routing import RolloutSettings, e164_number
 
 log = structlog.get_logger("orchestrator.rollout.live")
 

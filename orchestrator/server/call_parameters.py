@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from orchestrator.config.routing import RoutingConfig, canonical_language_code
+from orchestrator.config import RoutingConfig, canonical_language_code
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 # Names of the <Parameter>s that tie a Media Stream to the pass that /voice/incoming opened.

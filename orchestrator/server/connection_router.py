@@ -21,7 +21,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from bridge.websocket.connection import is_websocket_upgrade, read_http_head
-from orchestrator.config.routing import ConfigError
+from orchestrator.config import ConfigError
 from orchestrator.server.media_endpoint import MEDIA_PATH, MediaStreamHandler
 
 _log = logging.getLogger(__name__)

@@ -14,11 +14,10 @@ from typing import Any
 import structlog
 import trio
 
-from bridge.twilio.media_stream import MediaStreamProtocolError, StartMessage, parse_twilio_message
-from bridge.twilio.signature import SIGNATURE_HEADER
+from bridge.twilio import SIGNATURE_HEADER, MediaStreamProtocolError, StartMessage, parse_twilio_message
 from bridge.websocket.connection import WebSocket, WebSocketClosed, accept_websocket
-from machines.policy import CallHistory
-from orchestrator.call.session import CallSession
+from machines import CallHistory
+from orchestrator.call import CallSession
 from orchestrator.server.call_parameters import (
     CALL_SID,
     ENGINE_PARAMETER,

@@ -32,15 +32,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from orchestrator.rollout.arm_figures import ArmFigures, arm_figures, rollout_view
-from orchestrator.rollout.live import ROLLOUT_SETTING
-from orchestrator.rollout.report_window import ReportInputError, parse_since
-from orchestrator.telemetry.logs import mask_phone
-from orchestrator.store import FactValue
+from bridge.twilio import SIGNATURE_HEADER
+from orchestrator.rollout import (
+    ROLLOUT_SETTING,
+    ArmFigures,
+    ReportInputError,
+    arm_figures,
+    parse_since,
+    rollout_view,
+)
 from orchestrator.server.ops_page import LiveCall, OpsSnapshot, ops_page
 from orchestrator.server.responses import forbidden
 from orchestrator.server.state import ServerState
-from bridge.twilio.signature import SIGNATURE_HEADER
+from orchestrator.store import FactValue
+from orchestrator.telemetry import mask_phone
 
 log = structlog.get_logger("orchestrator.ops")
 

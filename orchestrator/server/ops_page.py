@@ -12,8 +12,16 @@ from dataclasses import dataclass
 
 from jinja2 import Environment, StrictUndefined
 
-from orchestrator.rollout.arm_figures import CATEGORIES, CATEGORY_LABELS, ArmFigures, RolloutView
-from orchestrator.rollout.figure_text import money, percent, seconds, when
+from orchestrator.rollout import (
+    CATEGORIES,
+    CATEGORY_LABELS,
+    ArmFigures,
+    RolloutView,
+    money,
+    percent,
+    seconds,
+    when,
+)
 
 REFRESH_MS = 2000
 SECTIONS = ("live", "rollout", "arms", "chart")

@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge.twilio.signature import SIGNATURE_HEADER
+from bridge.twilio import SIGNATURE_HEADER
 from orchestrator.server.responses import forbidden
 from orchestrator.server.state import ServerState
 from orchestrator.store import decision_to_json
-from orchestrator.telemetry.metrics import METRICS_CONTENT_TYPE
+from orchestrator.telemetry import METRICS_CONTENT_TYPE
 
 
 def record_routes(state: ServerState) -> list[Route]:

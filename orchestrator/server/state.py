@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 import trio
 
-from bridge.twilio.signature import TwilioSignatureCheck
-from machines.call_machine import CallFlow
-from orchestrator.call.session import CallSession, SessionDeps
-from orchestrator.config.routing import RoutingConfig
-from orchestrator.engines.interface import EngineConnector
-from orchestrator.rollout.live import RolloutControl
+from bridge.twilio import TwilioSignatureCheck
+from machines import CallFlow
+from orchestrator.call import CallSession, SessionDeps
+from orchestrator.config import RoutingConfig
+from orchestrator.engines import EngineConnector
+from orchestrator.rollout import RolloutControl
 from orchestrator.store import CallStore
-from orchestrator.telemetry.metrics import ServerMetrics
+from orchestrator.telemetry import ServerMetrics
 
 
 @dataclass

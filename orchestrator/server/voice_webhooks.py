@@ -25,10 +25,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.twiml.voice_response import VoiceResponse
 
-from bridge.twilio.signature import SIGNATURE_HEADER
-from machines.rollout import Arm
-from orchestrator.call.dispatch_twiml import CallFacts, dispatch_twiml, fallback_twiml, legacy_twiml
-from orchestrator.config.routing import StudioRoute, caller_number, studio_node_key
+from bridge.twilio import SIGNATURE_HEADER
+from machines import Arm
+from orchestrator.call import CallFacts, dispatch_twiml, fallback_twiml, legacy_twiml
+from orchestrator.config import StudioRoute, caller_number, studio_node_key
 from orchestrator.server.call_parameters import (
     CALL_SID,
     ENGINE_PARAMETER,
@@ -41,7 +41,7 @@ from orchestrator.server.call_parameters import (
 from orchestrator.server.responses import forbidden, twiml_response
 from orchestrator.server.state import ServerState
 from orchestrator.store import PassOutcome
-from orchestrator.telemetry.logs import mask_phone
+from orchestrator.telemetry import mask_phone
 
 log = structlog.get_logger("orchestrator.server.voice_webhooks")
 

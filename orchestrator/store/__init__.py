@@ -3,8 +3,20 @@
 `CallStore` is the interface; `open_call_store` opens the one `ORCHESTRATOR_STORE` names (SQLite or Redis).
 """
 from orchestrator.store.interface import CallStore, CallStoreError
-from orchestrator.store.location import describe_store_location, is_redis_location, open_call_store, sqlite_path
-from orchestrator.store.records import CallRecord, FactValue, PassOutcome, PassRecord, TriagePass, decision_to_json
+from orchestrator.store.location import (
+    describe_store_location,
+    is_redis_location,
+    open_call_store,
+    sqlite_path,
+)
+from orchestrator.store.records import (
+    CallRecord,
+    FactValue,
+    PassOutcome,
+    PassRecord,
+    TriagePass,
+    decision_to_json,
+)
 
 __all__ = [
     "CallRecord",

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from machines.decision import DispatchDecision
+from machines import DispatchDecision
 from orchestrator.store.records import CallRecord, FactValue, PassOutcome, TriagePass
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.config.routing import ENV_PREFIX, ConfigError
+from orchestrator.config import ENV_PREFIX, ConfigError
 from orchestrator.store.interface import CallStore
 from orchestrator.store.sqlite_store import SqliteCallStore
 

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from machines.decision import DecisionReason, DispatchDecision
-from machines.policy import RouteKind
+from machines import DecisionReason, DispatchDecision, RouteKind
 
 _DECISION_KEYS = frozenset(
     {

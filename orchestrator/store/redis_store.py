@@ -41,7 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from machines.decision import DispatchDecision
+from machines import DispatchDecision
 from orchestrator.store.interface import (
     CallStore,
     CallStoreError,

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import trio
 
-from machines.decision import DispatchDecision
+from machines import DispatchDecision
 from orchestrator.store.interface import (
     CallStore,
     CallStoreError,

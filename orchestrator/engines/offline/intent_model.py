@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.config.routing import RoutingConfig
+from orchestrator.config import RoutingConfig
 from orchestrator.engines.offline.transcript import clean_transcript
 
 MODEL_FORMAT = "ai-front-desk/intent-model"

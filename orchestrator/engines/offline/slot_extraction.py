@@ -21,8 +21,8 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from text_to_num import alpha2digit
 
-from orchestrator.engines.tools import MAX_VALUE_LENGTH
-from orchestrator.config.routing import CapturedField
+from orchestrator.config import CapturedField
+from orchestrator.engines import MAX_VALUE_LENGTH
 
 MAX_INPUT_CHARACTERS = 1_000  # bounds the work spent on one utterance; a spoken turn is far shorter
 MAX_NAME_WORDS = 3

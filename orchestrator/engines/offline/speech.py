@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.twilio.mulaw import MULAW_BYTES_PER_MS, MULAW_RATE
+from bridge.twilio import MULAW_BYTES_PER_MS, MULAW_RATE
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
