@@ -38,13 +38,8 @@ from orchestrator.engines.offline.speech import (
     speech_support,
     word_error_rate,
 )
-from orchestrator.replay.corpus import (
-    CALLER_ROLE,
-    caller_text,
-    clean_transcript,
-    labelled_calls,
-    read_corpus,
-)
+from orchestrator.engines.offline.transcript import clean_transcript
+from orchestrator.replay.corpus import CALLER_ROLE, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"

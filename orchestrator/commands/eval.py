@@ -11,7 +11,6 @@ import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orchestrator.composition import replay_engine
 from orchestrator.config import RoutingConfig, load_routing_config
 from orchestrator.replay import (
     Corpus,
@@ -44,6 +43,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from orchestrator.composition import replay_engine
+
     config = load_routing_config(args.config)
     corpus = _read(args, config)
     for problem in corpus.problems:

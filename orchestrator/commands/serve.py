@@ -21,7 +21,6 @@ from orchestrator.config import (
     load_routing_config,
     load_server_settings,
 )
-from orchestrator.server import run_workers, this_worker, use_batch_scheduling
 from orchestrator.telemetry import configure_logging
 
 
@@ -41,7 +40,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from orchestrator.server import listening_socket
+    # The server's parts load here, not when the command line is parsed.
+    from orchestrator.server import listening_socket, this_worker
 
     settings = load_server_settings(
         config=args.config,
@@ -75,7 +75,7 @@ async def _check_store(settings: ServerSettings) -> None:
 
 
 def _serve_with_workers(args: argparse.Namespace, settings: ServerSettings) -> int:
-    from orchestrator.server import listening_socket
+    from orchestrator.server import listening_socket, run_workers
 
     load_routing_config(settings.config)  # a broken config or store fails once, here, not in every worker
     trio.run(_check_store, settings)
@@ -113,6 +113,7 @@ async def serve_until_signalled(
     """`orchestrator serve`: announce what runs, then serve until SIGINT or SIGTERM. A worker of
     `serve --workers N` (`worker` names it) serves on the socket it inherited; one of them announces."""
     from orchestrator.composition import run_server
+    from orchestrator.server import use_batch_scheduling
 
     # Before any thread starts: threads inherit the policy of the one that starts them.
     scheduling = [use_batch_scheduling()] if settings.batch_scheduling else []

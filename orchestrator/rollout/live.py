@@ -40,7 +40,7 @@ log = structlog.get_logger("orchestrator.rollout.live")
 ROLLOUT_SETTING = "rollout"
 # The brake reads at most this many recent calls (both arms) per finished AI pass: ~30 ms on SQLite.
 MAX_BRAKE_SCAN_CALLS = 1000
-# The trail note of a pass the server moved on because it was shutting down (call_session.py).
+# The trail note of a pass the server moved on because it was shutting down (`orchestrator/call/session.py`).
 SHUTDOWN_NOTE = "server_shutdown"
 
 

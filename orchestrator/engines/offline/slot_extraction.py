@@ -3,7 +3,7 @@
 The offline triage engine hears one utterance at a time (speech recognition or typed text) and
 must fill the routing config's captured fields. `extract_slots` returns canonical values (phone
 E.164, a normalised email address, a date as YYYY-MM-DD, a choice spelled exactly as configured,
-a title-cased name), the same forms `call_tools` accepts from the Realtime engine, and only for
+a title-cased name), the same forms `engines/tools.py` accepts from the Realtime engine, and only for
 fields it is confident about: an ambiguous utterance (two numbers, two dates, two choices) yields
 nothing for that field, so the engine asks again. `field_question` words the question for a field.
 
