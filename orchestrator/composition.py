@@ -52,7 +52,7 @@ from orchestrator.store import (
     open_call_store,
     sqlite_path,
 )
-from orchestrator.telemetry import ServerMetrics, quiet_state_machine_library
+from orchestrator.telemetry import ServerMetrics, quiet_state_machine_library, secrets_masked_in_logs
 
 __all__ = [
     "RunningServer",
@@ -272,6 +272,7 @@ async def _serving(
     signature, auth_token = _signature_check(settings, public_url, announcements)
 
     async with AsyncExitStack() as stack:
+        stack.enter_context(secrets_masked_in_logs(auth_token, *settings.secret_values()))
         if store is None:
             store = await open_store(settings)
             stack.push_async_callback(store.aclose)

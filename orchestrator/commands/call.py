@@ -151,20 +151,21 @@ def run_call(args: argparse.Namespace) -> int:
               "(an engine that listens hears no words)")
     caller = SimulatedCaller(options, steps)
 
-    async def call() -> tuple[object, dict | None]:
+    async def call() -> tuple[object, dict | None, bytes]:
         result = await caller.run()
+        heard = caller.heard_audio  # read on the call's clock, which exists only inside trio.run
         record = None
         if result.webhook_status == 200:
             try:
                 record = await fetch_call_record(args.url, result.call_sid, options.auth_token)
             except Exception as error:  # the call itself is what matters; say why the record is missing
                 print(f"note: could not read the call record: {error}")
-        return result, record
+        return result, record, heard
 
-    result, record = trio.run(call)
+    result, record, heard = trio.run(call)
     print(render_call(result, record))
     if args.save_heard is not None:
-        mulaw_to_wav(caller.heard_audio, args.save_heard)
+        mulaw_to_wav(heard, args.save_heard)
         print(f"saved what the caller heard to {args.save_heard}")
     if result.webhook_status != 200:
         print(f"error: the webhook answered HTTP {result.webhook_status or 'nothing'} at {options.webhook_url}")

@@ -94,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
 def _read(args: argparse.Namespace, config: RoutingConfig) -> Corpus:
     if not args.studio_executions:
         return read_corpus(args.corpus)
-    from orchestrator.studio.executions import read_studio_executions
+    from orchestrator.studio import read_studio_executions
 
     return with_intents_from_routes(read_studio_executions(args.corpus, gather=args.gather), config)
 

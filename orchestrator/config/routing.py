@@ -1,4 +1,4 @@
-"""The routing configuration: one TOML file, overridable by ORCHESTRATOR_* environment variables.
+"""The routing configuration: one TOML file, overridable by `ORCHESTRATOR_<KEY>__<KEY>…` environment variables.
 
 Everything is validated at load time. Any problem surfaces as a one-line `ConfigError` naming the
 file (or the environment variable that caused it), the key path and what is wrong, e.g.
@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -542,6 +543,21 @@ _toml_source: contextvars.ContextVar[TomlConfigSettingsSource | None] = contextv
 )
 
 
+def is_config_override(variable: str) -> bool:
+    """`ORCHESTRATOR_<KEY>__<KEY>…` names a config key. A bare `ORCHESTRATOR_<NAME>` never does: those
+    names are the server settings' (`ORCHESTRATOR_ENGINE` is the engine choice, not the [engine] table),
+    so a config key and a server setting can never read the same variable."""
+    return variable.upper().startswith(ENV_PREFIX) and ENV_NESTED_DELIMITER in variable[len(ENV_PREFIX) :]
+
+
+class _NestedKeyEnvSource(EnvSettingsSource):
+    """The environment as the routing config reads it: config overrides only (`is_config_override`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.env_vars = {name: value for name, value in self.env_vars.items() if is_config_override(name)}
+
+
 class RoutingConfig(BaseSettings):
     """The whole routing configuration. Load it with `load_routing_config`."""
 
@@ -578,7 +594,8 @@ class RoutingConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Earlier sources win: environment overrides the TOML file. No .env or secrets files.
         toml = _toml_source.get()
-        return (init_settings, env_settings, toml) if toml is not None else (init_settings, env_settings)
+        overrides = _NestedKeyEnvSource(settings_cls)
+        return (init_settings, overrides, toml) if toml is not None else (init_settings, overrides)
 
     @property
     def config_source_path(self) -> Path | None:
@@ -749,7 +766,7 @@ def load_routing_config(path: str | os.PathLike[str]) -> RoutingConfig:
     except ValidationError as exc:
         raise _validation_error(source, toml.toml_data, overrides, os.environ, exc) from None
     except SettingsError as exc:  # an override that is not valid JSON for a table or list
-        raise _settings_error(overrides, exc) from None
+        raise _settings_error(overrides, os.environ, exc) from None
     finally:
         _toml_source.reset(token)
     config._source_path = file
@@ -770,7 +787,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
     """Key path -> name of each ORCHESTRATOR_* variable that overrides a config key."""
     overrides = {}
     for name in environ:
-        if name.upper().startswith(ENV_PREFIX):
+        if is_config_override(name):
             keys = tuple(_blame_key(key) for key in name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER))
             if keys[0] in RoutingConfig.model_fields:
                 overrides[keys] = name
@@ -818,6 +835,10 @@ def _json_or_text(value: str) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def _looks_like_broken_json(value: str) -> bool:
+    return value.lstrip()[:1] in ("{", "[") and isinstance(_json_or_text(value), str)
 
 
 def _override_decides(value: Any, keys: KeyPath) -> bool:
@@ -888,13 +909,17 @@ def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
     return loc, reason
 
 
-def _settings_error(overrides: dict[tuple[str, ...], str], exc: SettingsError) -> ConfigError:
-    # pydantic-settings names only the field: 'error parsing value for field "triage" from source ...'.
+def _settings_error(
+    overrides: dict[tuple[str, ...], str], environ: Mapping[str, str], exc: SettingsError
+) -> ConfigError:
+    # pydantic-settings names only the top-level field: 'error parsing value for field "rollout" from source ...'.
     field = re.search(r'field "([^"]+)"', str(exc))
     if field:
-        for path, name in overrides.items():
-            if path[0] == field[1]:
-                return ConfigError(f"${name}", field[1], "invalid JSON value")
+        under = sorted((path, name) for path, name in overrides.items() if path[0] == field[1])
+        # The culprit is a table or list whose JSON does not parse; a plain text value parses as text.
+        broken = [(path, name) for path, name in under if _looks_like_broken_json(environ.get(name, ""))]
+        for path, name in broken or under:
+            return ConfigError(f"${name}", format_key_path(path), "invalid JSON value")
     return ConfigError("environment", None, str(exc))
 
 

@@ -216,8 +216,11 @@ class OpsEndpoints:
     # ------------------------------------------------------------------ shared plumbing
 
     def _signed(self, request: Request, params: Any, endpoint: str) -> bool:
+        """`params`: the form, or the raw body (bytes) of a JSON request."""
         signature = request.headers.get(SIGNATURE_HEADER)
-        if self.state.signature.check_webhook(request.url.path, request.url.query, params, signature):
+        signatures = self.state.signature
+        check = signatures.check_json_webhook if isinstance(params, bytes) else signatures.check_webhook
+        if check(request.url.path, request.url.query, params, signature):
             return True
         self.state.metrics.signature_failures.labels(endpoint).inc()
         log.warning("refused: bad signature", endpoint=endpoint)
@@ -345,7 +348,7 @@ class OpsEndpoints:
         else:
             unreadable = None
         # JSON is signed over the raw body (`?bodySHA256=` on the URL), a form over its fields.
-        signed_params = body.decode("utf-8", "replace") if is_json else fields
+        signed_params = body if is_json else fields
         if not (self._token_given(request) or (fields is not None and self._signed(request, signed_params, "csat"))):
             counter.labels("csat", "refused").inc()
             return forbidden("a bearer token (ops_token) or a valid X-Twilio-Signature is required")

@@ -41,6 +41,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator.config.routing import first_validation_problem
 from orchestrator.replay.corpus import (
     CALLER_ROLE,
     Corpus,
@@ -50,7 +51,6 @@ from orchestrator.replay.corpus import (
     CorpusTurn,
     read_input_file,
 )
-from orchestrator.config.routing import first_validation_problem
 
 SPEECH_INPUT = "speech"
 DTMF_INPUT = "dtmf"
@@ -242,7 +242,7 @@ def _in_order(steps: list[_Step]) -> list[_Step]:
     """Steps by `date_created` when every one has a readable date (a stable sort: ties keep file order)."""
     dates = [_moment(step.date_created) for step in steps]
     if steps and all(date is not None for date in dates):
-        return [step for _, step in sorted(zip(dates, steps), key=lambda pair: pair[0])]
+        return [step for _, step in sorted(zip(dates, steps, strict=True), key=lambda pair: pair[0])]
     return list(steps)
 
 

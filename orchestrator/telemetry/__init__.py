@@ -1,9 +1,10 @@
-"""Metrics (Prometheus) and structured logs, with phone numbers masked."""
+"""Metrics (Prometheus) and structured logs, with secrets and phone numbers masked."""
 from orchestrator.telemetry.logs import (
     call_logger,
     configure_logging,
     mask_phone,
     quiet_state_machine_library,
+    secrets_masked_in_logs,
 )
 from orchestrator.telemetry.metrics import METRICS_CONTENT_TYPE, ServerMetrics
 
@@ -14,4 +15,5 @@ __all__ = [
     "configure_logging",
     "mask_phone",
     "quiet_state_machine_library",
+    "secrets_masked_in_logs",
 ]

@@ -49,7 +49,7 @@ def path_steps(*widgets: str, events: list[str] | None = None) -> list[dict[str,
     events = events or ["incomingCall"] + ["next"] * (len(widgets) - 2)
     return [
         {"transitioned_from": source, "transitioned_to": target, "name": event}
-        for source, target, event in zip(widgets, widgets[1:], events)
+        for source, target, event in zip(widgets, widgets[1:], events, strict=False)
     ]
 
 
