@@ -25,7 +25,8 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.replay.corpus import CALLER_ROLE, clean_transcript, read_corpus
+from orchestrator.engines.offline.transcript import clean_transcript
+from orchestrator.replay.corpus import CALLER_ROLE, read_corpus
 from bridge.twilio.mulaw import frames, silence
 from orchestrator.engines.offline.engine import OfflineConnector, load_offline_speech
 from orchestrator.config.routing import load_routing_config

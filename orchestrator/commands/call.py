@@ -11,18 +11,17 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import httpx
 import trio
 
+from bridge.twilio import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
 from orchestrator.commands.call_report import render_call
-from bridge.twilio.mulaw import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
-from orchestrator.config.routing import ConfigError
-from orchestrator.config.server_settings import DEV_AUTH_TOKEN_FILE
-from orchestrator.testing.twilio_caller import (
+from orchestrator.config import DEV_AUTH_TOKEN_FILE, ConfigError
+from orchestrator.testing import (
     CallerOptions,
     CallerStep,
     Say,
@@ -30,6 +29,9 @@ from orchestrator.testing.twilio_caller import (
     WaitForAgent,
     fetch_call_record,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.engines.offline import SpeechSynthesizer
 
 MS_PER_CHARACTER = 70  # a tone this long per character when no text-to-speech is installed
 
@@ -61,10 +63,9 @@ def caller_lines(args: argparse.Namespace) -> list[str]:
     return list(args.say or ["Hello, I have a question about my bill."])
 
 
-def speech_for(line: str) -> tuple[bytes, str]:
-    """µ-law audio of a caller line: the offline engine's voice (speech extra) or espeak-ng when installed,
-    else a tone as long as the line."""
-    synthesizer = _piper()
+def speech_for(line: str, synthesizer: SpeechSynthesizer | None) -> tuple[bytes, str]:
+    """µ-law audio of a caller line: the offline engine's voice (`synthesizer`, from the speech extra) or
+    espeak-ng when installed, else a tone as long as the line."""
     if synthesizer is not None:
         return synthesizer.synthesize(line), "piper"
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
@@ -77,27 +78,17 @@ def speech_for(line: str) -> tuple[bytes, str]:
     return tone(max(400, MS_PER_CHARACTER * len(line)), hz=220.0), "tone"
 
 
-@lru_cache(maxsize=1)
-def _piper():
-    """The offline engine's voice when the speech extra is installed (only the voice: no recogniser)."""
-    from orchestrator.engines.offline.speech import SpeechSynthesizer, SpeechUnavailable, speech_support
-
-    if not speech_support().tts:
-        return None
-    try:
-        return SpeechSynthesizer.load()
-    except SpeechUnavailable:
-        return None
-
-
 def build_steps(args: argparse.Namespace) -> tuple[list[CallerStep], str]:
     if args.wav is not None:
         audio = wav_to_mulaw(args.wav)
         return [Say(audio, f"({args.wav.name}, {len(audio) // 8} ms)"), WaitForAgent()], "wav"
+    from orchestrator.composition import offline_voice
+
     steps: list[CallerStep] = [WaitForAgent()]  # hear the greeting first
     voice = "tone"
+    synthesizer = offline_voice()
     for line in caller_lines(args):
-        audio, voice = speech_for(line)
+        audio, voice = speech_for(line, synthesizer)
         steps += [Say(audio, line), WaitForAgent()]
     return steps, voice
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 from xml.etree import ElementTree
 
-from orchestrator.testing.twilio_caller import CallResult
+from orchestrator.testing import CallResult
 
 __all__ = ["render_call"]
 

@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, PrivateAttr
-from pydantic import ValidationError
-from pydantic import field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -32,14 +41,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from machines.policy import RouteRule, TriagePolicy
+from machines import RouteKind, RouteRule, TriagePolicy
 
 ENV_PREFIX = "ORCHESTRATOR_"
 ENV_NESTED_DELIMITER = "__"
 
 # The human route is where the re-entry guard sends a call; it must not lead back into Studio,
 # and "resolve" would hang up instead of reaching a person.
-HUMAN_ROUTE_KINDS = ("flex", "sip", "voicemail")
+HUMAN_ROUTE_KINDS = (RouteKind.FLEX, RouteKind.SIP, RouteKind.VOICEMAIL)
 
 # Task attributes the orchestrator sets itself on every Flex task (DESIGN.md section 5); a route's
 # extra attributes must not silently replace them (a missing `from` is a known Flex pitfall).
@@ -372,7 +381,7 @@ class _RouteSection(_Section):
 class ResolveRoute(_RouteSection):
     """The AI answers the question itself, then hangs up."""
 
-    kind: Literal["resolve"]
+    kind: Literal[RouteKind.RESOLVE]
     answer: Text
 
     def target(self) -> str:
@@ -382,7 +391,7 @@ class ResolveRoute(_RouteSection):
 class StudioRoute(_RouteSection):
     """Back into a Studio flow: `resume` continues the execution that handed us the call, `fresh` starts one."""
 
-    kind: Literal["studio"]
+    kind: Literal[RouteKind.STUDIO]
     flow_sid: FlowSid
     mode: Literal["resume", "fresh"]
     node: WidgetName | None = None
@@ -404,7 +413,7 @@ class StudioRoute(_RouteSection):
 class FlexRoute(_RouteSection):
     """Enqueue the live call into Flex through a TaskRouter workflow."""
 
-    kind: Literal["flex"]
+    kind: Literal[RouteKind.FLEX]
     workflow_sid: WorkflowSid
     priority: int = Field(0, ge=0)
     timeout: int = Field(3600, gt=0)
@@ -424,7 +433,7 @@ class FlexRoute(_RouteSection):
 
 
 class VoicemailRoute(_RouteSection):
-    kind: Literal["voicemail"]
+    kind: Literal[RouteKind.VOICEMAIL]
     max_length: int = Field(120, gt=0, le=14400)  # Twilio's <Record maxLength> limit is 4 hours
     prompt: Text | None = None
 
@@ -433,7 +442,7 @@ class VoicemailRoute(_RouteSection):
 
 
 class SipRoute(_RouteSection):
-    kind: Literal["sip"]
+    kind: Literal[RouteKind.SIP]
     uri: SipUri
 
     def target(self) -> str:
@@ -443,7 +452,7 @@ class SipRoute(_RouteSection):
 Route = Annotated[
     Union[ResolveRoute, StudioRoute, FlexRoute, VoicemailRoute, SipRoute], Field(discriminator="kind")
 ]
-ROUTE_KINDS = ("resolve", "studio", "flex", "voicemail", "sip")
+ROUTE_KINDS = tuple(RouteKind)
 
 
 class Intent(_Section):
@@ -620,7 +629,7 @@ class RoutingConfig(BaseSettings):
         human = self.routes.get(self.triage.human_route)
         if human is not None and human.kind not in HUMAN_ROUTE_KINDS:
             yield ("triage", "human_route"), (
-                f"route {self.triage.human_route!r} is of kind {human.kind!r};"
+                f"route {self.triage.human_route!r} is of kind {human.kind.value!r};"
                 f" the human route must be of kind {', '.join(HUMAN_ROUTE_KINDS[:-1])} or {HUMAN_ROUTE_KINDS[-1]}"
             )
 

@@ -1,4 +1,4 @@
-"""Settings of the running server: accounts, URLs, engine, storage. The routing itself is `routing_config`.
+"""Settings of the running server: accounts, URLs, engine, storage. The routing itself is `routing.py`.
 
 Read from the environment: Twilio's and OpenAI's standard variables (`TWILIO_ACCOUNT_SID`,
 `TWILIO_AUTH_TOKEN`, `OPENAI_API_KEY`) and the project's own, prefixed `ORCHESTRATOR_` (for example
@@ -36,7 +36,7 @@ class ServerSettings(BaseSettings):
     config: Path = DEFAULT_CONFIG
     data_dir: Path = Path("var")
     # Where call records live: empty for `calls.sqlite3` in data_dir, a SQLite file path, or a
-    # redis://, rediss:// or unix:// URL for a Redis that several instances share (see store_location).
+    # redis://, rediss:// or unix:// URL for a Redis that several instances share (see `store/location.py`).
     store: str = ""
     engine: EngineChoice = "auto"
 

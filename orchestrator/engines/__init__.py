@@ -1,0 +1,65 @@
+"""Who listens to the caller: the engine interface and its events, the model's tools and instructions,
+OpenAI Realtime behind the interface, and the demo engine of `serve --engine fake`. The offline engine is
+`orchestrator.engines.offline`.
+"""
+from orchestrator.engines.demo import run_demo_engine
+from orchestrator.engines.interface import (
+    AgentAudio,
+    AgentTranscript,
+    CallerSpeechStarted,
+    CallerTranscript,
+    EngineCall,
+    EngineConnector,
+    EngineEvent,
+    EngineProblem,
+    EngineUnavailable,
+    ResponseFinished,
+    ResponseStarted,
+    SpokenLine,
+    ToolCallReady,
+    TriageEngine,
+    serves_language,
+)
+from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.engines.tools import (
+    MAX_VALUE_LENGTH,
+    PROPOSE_ROUTE,
+    RECORD_DETAILS,
+    ToolRejected,
+    agent_instructions,
+    interpret_tool_call,
+    line_instructions,
+    realtime_tools,
+    spoken_line,
+    tool_output,
+)
+
+__all__ = [
+    "MAX_VALUE_LENGTH",
+    "PROPOSE_ROUTE",
+    "RECORD_DETAILS",
+    "AgentAudio",
+    "AgentTranscript",
+    "CallerSpeechStarted",
+    "CallerTranscript",
+    "EngineCall",
+    "EngineConnector",
+    "EngineEvent",
+    "EngineProblem",
+    "EngineUnavailable",
+    "RealtimeConnector",
+    "ResponseFinished",
+    "ResponseStarted",
+    "SpokenLine",
+    "ToolCallReady",
+    "ToolRejected",
+    "TriageEngine",
+    "agent_instructions",
+    "interpret_tool_call",
+    "line_instructions",
+    "realtime_tools",
+    "run_demo_engine",
+    "serves_language",
+    "spoken_line",
+    "tool_output",
+]

@@ -41,26 +41,28 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from machines.decision import DispatchDecision
-from orchestrator.store.sqlite_store import (
-    CallRecord,
+from machines import DispatchDecision
+from orchestrator.store.interface import (
     CallStore,
     CallStoreError,
-    FactValue,
-    PassOutcome,
-    PassRecord,
-    TriagePass,
     check_call_facts,
     check_calls_since,
     check_open_pass,
     check_pass_key,
     check_setting,
     check_text,
+    read_setting,
+)
+from orchestrator.store.records import (
+    CallRecord,
+    FactValue,
+    PassOutcome,
+    PassRecord,
+    TriagePass,
     decision_from_json,
     decision_to_json,
     outcome_from_json,
     outcome_to_json,
-    read_setting,
 )
 
 log = logging.getLogger(__name__)

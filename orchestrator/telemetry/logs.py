@@ -180,5 +180,11 @@ def configure_logging(level: int = logging.INFO) -> None:
     )
 
 
+def quiet_state_machine_library() -> None:
+    """The call machine absorbs late or illegal events and writes them to the call's trail; the transitions
+    library's own warning for each would only repeat them in the log, once per call."""
+    logging.getLogger("transitions.core").setLevel(logging.ERROR)
+
+
 def call_logger(call_sid: str, stream_sid: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger("orchestrator.call").bind(call_sid=call_sid, stream_sid=stream_sid)

@@ -52,18 +52,24 @@ import httpx
 import orjson
 import trio
 from pydantic import Field, TypeAdapter, ValidationError
-from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
-from trio_websocket import wrap_client_stream
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
 from twilio.request_validator import RequestValidator
 
-from bridge.twilio.media_stream import (
+from bridge.openai_realtime import reraise_lone
+from bridge.twilio import (
     MULAW_BYTES_PER_MS,
+    MULAW_SILENCE,
     OutboundClearMessage,
     OutboundMarkMessage,
     OutboundMediaMessage,
+    frames,
 )
-from bridge.openai_realtime.client import reraise_lone
-from bridge.twilio.mulaw import MULAW_SILENCE, frames
 
 __all__ = [
     "CallEnded",

@@ -15,7 +15,7 @@ import httpx
 import trio
 
 from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.store.sqlite_store import PassOutcome
+from orchestrator.store.records import PassOutcome
 from orchestrator.engines.tools import agent_instructions, realtime_tools
 from bridge.twilio.mulaw import tone
 from orchestrator.engines.realtime import RealtimeConnector
