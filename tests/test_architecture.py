@@ -46,10 +46,6 @@ PENDING_IMPORTERS = {  # may still import other packages' submodules
     "orchestrator.engines.offline.engine",
     "orchestrator.engines.realtime",
     "orchestrator.replay.text_replay",
-    "orchestrator.studio.executions",
-    "orchestrator.studio.flow",
-    "orchestrator.studio.routes",
-    "orchestrator.studio.routing_toml",
 }
 
 

@@ -17,7 +17,15 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from orchestrator.studio.flow import GATHER, SAY_PLAY, SPLIT, TRIGGER, WIDGET_EVENTS, Flow, State
+from orchestrator.studio.flow import (
+    GATHER,
+    SAY_PLAY,
+    SPLIT,
+    TRIGGER,
+    WIDGET_EVENTS,
+    Flow,
+    State,
+)
 from orchestrator.studio.flow_text import one_line, snake_case, unique
 from orchestrator.studio.intents import Intent
 from orchestrator.studio.menu import MENU_EVENTS, Menu, menu_of, reads_gather_result

@@ -49,13 +49,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
-from orchestrator.config.routing import first_validation_problem
-from orchestrator.studio.flow import StudioImportError, parse_flow
-from orchestrator.studio.importer import import_flow
-from orchestrator.studio.menu import find_menu
-from orchestrator.replay.corpus import (
+from orchestrator.config import first_validation_problem
+from orchestrator.replay import (
     CALLER_ROLE,
     Corpus,
     CorpusCall,
@@ -64,6 +68,9 @@ from orchestrator.replay.corpus import (
     CorpusTurn,
     read_input_file,
 )
+from orchestrator.studio.flow import StudioImportError, parse_flow
+from orchestrator.studio.importer import import_flow
+from orchestrator.studio.menu import find_menu
 
 SPEECH_INPUT = "speech"
 DTMF_INPUT = "dtmf"

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from orchestrator.config.routing import format_key_path
+from orchestrator.config import format_key_path
 from orchestrator.studio.flow_text import one_line
 
 GATHER = "gather-input-on-call"

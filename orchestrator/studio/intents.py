@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orchestrator.studio.flow import Condition, Flow
-from orchestrator.studio.flow_text import name_words, one_line, short, snake_case, templated, unique
+from orchestrator.studio.flow_text import (
+    name_words,
+    one_line,
+    short,
+    snake_case,
+    templated,
+    unique,
+)
 from orchestrator.studio.menu import Branch, Menu, condition_values
 from orchestrator.studio.pairing import SAY_WORD, Need, pair_branches
 from orchestrator.studio.report import Finding, Findings

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from orchestrator.config.routing import canonical_language_code
+from orchestrator.config import canonical_language_code
 from orchestrator.studio.flow import SET_VARIABLES, SPLIT, Flow
 from orchestrator.studio.flow_text import short
 from orchestrator.studio.menu import Menu

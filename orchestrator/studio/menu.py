@@ -14,7 +14,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.studio.flow import GATHER, SAY_PLAY, SET_VARIABLES, SPLIT, Condition, Flow, State, StudioImportError
+from orchestrator.studio.flow import (
+    GATHER,
+    SAY_PLAY,
+    SET_VARIABLES,
+    SPLIT,
+    Condition,
+    Flow,
+    State,
+    StudioImportError,
+)
 from orchestrator.studio.flow_text import strings, templated
 
 MENU_EVENTS = ("speech", "keypress")

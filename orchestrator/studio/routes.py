@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from orchestrator.config.routing import RESERVED_TASK_ATTRIBUTES
+from orchestrator.config import RESERVED_TASK_ATTRIBUTES
 from orchestrator.studio.flow import TRIGGER, Flow, State
 from orchestrator.studio.flow_text import one_line, short, snake_case, templated, unique
 from orchestrator.studio.menu import Menu

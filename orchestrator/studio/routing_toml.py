@@ -10,7 +10,7 @@ from typing import Any
 
 import tomli_w
 
-from orchestrator.config.routing import ConfigError, load_routing_config
+from orchestrator.config import ConfigError, load_routing_config
 from orchestrator.studio.details import CaptureField
 from orchestrator.studio.flow import StudioImportError
 from orchestrator.studio.flow_text import one_line
