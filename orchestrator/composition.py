@@ -25,7 +25,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from bridge.openai_realtime.client import RealtimeSettings
-from bridge.websocket.connection import is_websocket_upgrade, read_http_head
+from bridge.websocket.http_head import is_websocket_upgrade, read_http_head
 from orchestrator.store.sqlite_store import CallStore
 from orchestrator.engines.tools import agent_instructions, realtime_tools
 from orchestrator.engines.demo import run_demo_engine

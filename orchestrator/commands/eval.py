@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from orchestrator.replay.corpus import Corpus, read_corpus
 from orchestrator.replay.scoring import score, scorable_calls, write_summary
-from orchestrator.replay.text_replay import TextConnect, replay_calls
+from orchestrator.replay.text_replay import replay_calls
 from orchestrator.replay.terminal_report import print_summary
 from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.engines.interface import EngineConnector
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print("error: no call of the corpus has an intent of this config", file=sys.stderr)
         return 2
     engine = args.engine or ("realtime" if os.environ.get("OPENAI_API_KEY") else "offline")
-    connect = _text_connector(engine, config)
+    text_connector = _text_connector(engine, config)
     console = Console(stderr=True)
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
@@ -58,7 +59,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
         async def replay() -> list:
             done = lambda _: progress.advance(task)  # noqa: E731
-            outcomes = await replay_calls(connect, config, typed, use_asr=args.asr,
+            outcomes = await replay_calls(text_connector, config, typed, use_asr=args.asr,
                                           concurrency=args.concurrency, on_done=done)
             if live is not None:
                 from orchestrator.replay.audio_replay import replay_recordings
@@ -130,12 +131,12 @@ def _live_connector(engine: str, config: RoutingConfig):
                              tools=realtime_tools(config), transcription_model=settings.transcription_model)
 
 
-def _text_connector(engine: str, config: RoutingConfig) -> TextConnect:
+def _text_connector(engine: str, config: RoutingConfig) -> EngineConnector:
     if engine == "offline":
         from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model
 
         # Text only: no speech models are loaded, the replay needs none.
-        return OfflineConnector(config, load_intent_model(config), None).connect_text
+        return OfflineConnector(config, load_intent_model(config), None)
     from orchestrator.engines.tools import agent_instructions, realtime_tools
     from orchestrator.engines.realtime import RealtimeConnector
     from orchestrator.config.server_settings import load_server_settings
@@ -144,6 +145,5 @@ def _text_connector(engine: str, config: RoutingConfig) -> TextConnect:
     settings = load_server_settings()
     if settings.openai_api_key is None and not settings.realtime_headers:
         raise ConfigError("$OPENAI_API_KEY", None, "not set (needed by --engine realtime)")
-    connector = RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
-                                  tools=realtime_tools(config))
-    return connector.connect_text
+    return RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
+                             tools=realtime_tools(config))

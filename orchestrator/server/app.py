@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,8 +38,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.twiml.voice_response import VoiceResponse
 
+from bridge.twilio.media_socket import TwilioMediaSocket
 from bridge.twilio.media_stream import MediaStreamProtocolError, StartMessage, parse_twilio_message
-from bridge.websocket.connection import WebSocket, WebSocketClosed, accept_websocket
+from bridge.websocket.connection import accept_websocket
 from machines.call_machine import CallFlow
 from machines.policy import CallHistory
 from machines.rollout import AI_ARM, LEGACY_ARM
@@ -492,41 +493,6 @@ class _Endpoints:
             await socket.close(1008)
             return None
         return start, triage_pass
-
-
-class TwilioMediaSocket:
-    """The stream's WebSocket seen as the session's `MediaSocket`: sends on a closed socket are dropped."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        self.receive = websocket.receive  # bound once: it runs 50 times a second per call
-
-    async def send_text(self, text: str) -> None:
-        try:
-            await self._websocket.send_text(text)
-        except WebSocketClosed:  # the peer is gone; the reader sees the close
-            pass
-
-    async def send_texts(self, texts: Sequence[str]) -> None:
-        try:
-            await self._websocket.send_texts(texts)
-        except WebSocketClosed:
-            pass
-
-    async def close(self, code: int = 1000) -> None:
-        await self._websocket.close(code)
-
-    def handle_now(self, handler: Callable[[str | bytes], bool] | None) -> bool:
-        return self._websocket.handle_now(handler)
-
-    def can_send_now(self) -> bool:
-        return self._websocket.can_send_now()
-
-    def send_text_now(self, text: str) -> None:
-        self._websocket.send_text_now(text)
-
-    def send_texts_now(self, texts: Sequence[str]) -> None:
-        self._websocket.send_texts_now(texts)
 
 
 def _known_language(config: RoutingConfig, given: str | None, caller: str | None) -> str | None:
