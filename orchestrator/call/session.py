@@ -113,7 +113,6 @@ class CallSession:
         self.log = call_logger(self.call_sid, start.stream_sid).bind(triage_pass=triage_pass.number)
         # Set once the engine's socket is closed (or was never opened); the action URL waits on it.
         self.realtime_closed = trio.Event()
-        self.finished = trio.Event()
         self.machine: CallMachine | None = None
 
         self._engine: TriageEngine | None = None
@@ -181,7 +180,6 @@ class CallSession:
                 await self._records.finish(machine, notes=self._failover.notes, engine_seconds=self._engine_seconds)
             flow.dispose(machine)
             self.deps.metrics.active_calls.dec()
-            self.finished.set()
             self.log.info("triage finished", outcome=machine.outcome, state=machine.state)
 
     async def _run_engine(self) -> None:
