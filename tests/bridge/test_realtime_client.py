@@ -44,7 +44,8 @@ from bridge.openai_realtime.client import (
     audio_append_frame,
     open_realtime,
 )
-from bridge.websocket.byte_io import PlainSocketIO
+from bridge.websocket import connection as websocket_connection
+from bridge.websocket.byte_io import PlainSocketIO, StreamIO
 from orchestrator.testing.fake_realtime import (
     Drop,
     FakeRealtime,
@@ -804,13 +805,25 @@ async def test_a_requested_response_echoes_its_metadata_and_a_vad_one_has_none()
 # --------------------------------------------------------------------------- the socket fast path
 
 
-@pytest.mark.parametrize("reactor", [True, False])
-async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas(reactor: bool, monkeypatch):
+def use_socket(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"plain": a plain socket with the read reactor; "no reactor": the same without it; "stream": a Trio
+    stream, as TLS is (no reactor, and posts go out through a flusher task)."""
+    if kind == "no reactor":
+        monkeypatch.setattr(PlainSocketIO, "set_fast_path", lambda self, on_readable: None)
+    elif kind == "stream":
+        monkeypatch.setattr(
+            websocket_connection, "PlainSocketIO",
+            lambda sock: StreamIO(trio.SocketStream(trio.socket.from_stdlib_socket(sock))),
+        )
+
+
+@pytest.mark.parametrize("kind", ["plain", "no reactor", "stream"])
+async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas(kind: str, monkeypatch):
     """take_audio: paced deltas go to the consumer, in order with the other events (in the read reactor on a
     plain socket; without one, inside receive()); transcript deltas (ignored) are dropped without waking the
     receiver; everything else comes from events() in order."""
-    if not reactor:
-        monkeypatch.setattr(PlainSocketIO, "set_fast_path", lambda self, on_readable: None)
+    use_socket(kind, monkeypatch)
+    reactor = kind == "plain"
     audio = bytes(range(256)) * 19  # distinct chunks, so their order shows
     speech = Respond((Speech(600, "one two three four", audio=audio[:4800]),), pace_s=0.03)
     scenario = Scenario(steps=[on(after_session_update(), speech)])
@@ -845,9 +858,11 @@ async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas
     assert realtime.stats.frames_received == len(fake.last_session.sent)
 
 
-async def test_post_audio_writes_without_waiting_and_the_engine_joins_two_frames_per_append():
+@pytest.mark.parametrize("kind", ["plain", "stream"])
+async def test_post_audio_writes_without_waiting_and_the_engine_joins_two_frames_per_append(kind: str, monkeypatch):
     from orchestrator.engines.realtime import CALLER_FRAMES_PER_APPEND, RealtimeEngine
 
+    use_socket(kind, monkeypatch)
     payloads = [twilio_payload(index) for index in range(6)]
     with trio.fail_after(TIMEOUT_S):
         async with connected() as (fake, realtime):
