@@ -34,7 +34,7 @@ from ws_lite import new_client_key, run_event_loop, split_http_head
 FRAME_S = 0.020
 SLOTS = 20
 BYTES_PER_S = 8000
-HANDOFF_MARK_PREFIX = "line-handoff"  # the server's mark after the handoff line (call_session._mark_line_end)
+HANDOFF_MARK_PREFIX = "line-handoff"  # the server's mark after the handoff line (orchestrator/call/playback.py)
 CLOSE_WAIT_S = 10.0  # after DECIDE, the server must close the stream within this
 _MEDIA = ('{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":{"track":"inbound",'
           '"chunk":"%d","timestamp":"%d","payload":"%s"}}')

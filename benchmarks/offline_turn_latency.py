@@ -65,13 +65,13 @@ async def one_call(connector: OfflineConnector, call, synthesize, results: list[
                     continue
                 audio = silence(200) + synthesize(words)
                 for frame in frames(audio):
-                    await engine.send_caller_audio(base64.b64encode(frame).decode())
+                    engine.send_caller_audio(base64.b64encode(frame).decode())
                     await trio.sleep(FRAME_MS / 1000)
                 speech_end = time.perf_counter()
                 answer_at = None
                 with trio.move_on_after(ANSWER_TIMEOUT_S):
                     for frame in frames(silence(AFTER_TURN_SILENCE_MS)):
-                        await engine.send_caller_audio(base64.b64encode(frame).decode())
+                        engine.send_caller_audio(base64.b64encode(frame).decode())
                         await trio.sleep(FRAME_MS / 1000)
                     answer_at = await answered.receive()
                 while True:  # one answer per turn; later ones belong to no turn

@@ -143,6 +143,11 @@ class CallMachine:
         return self.state == "ended"
 
     @property
+    def triage_open(self) -> bool:
+        """Whether the caller is still being triaged: heard, answered, and no decision made yet."""
+        return self.state in TRIAGE_OPEN
+
+    @property
     def outcome(self) -> str:
         return self.decision.route_kind if self.decision else ABANDONED
 

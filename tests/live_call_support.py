@@ -149,7 +149,7 @@ class FrontDesk:
 
 # Tasks that belong to a call: its session's (its Realtime socket has no task of its own: the session's
 # engine reader reads it).
-CALL_TASK_PREFIXES = ("orchestrator.call.session.", "bridge.openai_realtime.client.", "bridge.websocket.connection.")
+CALL_TASK_PREFIXES = ("orchestrator.call.", "bridge.openai_realtime.", "bridge.websocket.", "bridge.twilio.")
 
 
 def call_task_names() -> list[str]:

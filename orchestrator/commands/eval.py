@@ -55,7 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print("error: no call of the corpus has an intent of this config", file=sys.stderr)
         return 2
     engine = args.engine or ("realtime" if os.environ.get("OPENAI_API_KEY") else "offline")
-    connect = replay_engine(engine, config, listens=False).connect_text
+    text_connector = replay_engine(engine, config, listens=False)
     console = Console(stderr=True)
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
@@ -66,7 +66,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
         async def replay() -> list:
             done = lambda _: progress.advance(task)  # noqa: E731
-            outcomes = await replay_calls(connect, config, typed, use_asr=args.asr,
+            outcomes = await replay_calls(text_connector, config, typed, use_asr=args.asr,
                                           concurrency=args.concurrency, on_done=done)
             if live is not None:
                 from orchestrator.replay import replay_recordings

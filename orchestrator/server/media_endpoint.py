@@ -8,14 +8,15 @@ the pass `/voice/incoming` opened.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 import trio
 
 from bridge.twilio import SIGNATURE_HEADER, MediaStreamProtocolError, StartMessage, parse_twilio_message
-from bridge.websocket.connection import WebSocket, WebSocketClosed, accept_websocket
+from bridge.twilio import TwilioMediaSocket
+from bridge.websocket import accept_websocket
 from machines import CallHistory
 from orchestrator.call import CallSession
 from orchestrator.server.call_parameters import (
@@ -125,38 +126,3 @@ class MediaEndpoint:
             await socket.close(1008)
             return None
         return start, triage_pass
-
-
-class TwilioMediaSocket:
-    """The stream's WebSocket seen as the session's `MediaSocket`: sends on a closed socket are dropped."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        self.receive = websocket.receive  # bound once: it runs 50 times a second per call
-
-    async def send_text(self, text: str) -> None:
-        try:
-            await self._websocket.send_text(text)
-        except WebSocketClosed:  # the peer is gone; the reader sees the close
-            pass
-
-    async def send_texts(self, texts: Sequence[str]) -> None:
-        try:
-            await self._websocket.send_texts(texts)
-        except WebSocketClosed:
-            pass
-
-    async def close(self, code: int = 1000) -> None:
-        await self._websocket.close(code)
-
-    def handle_now(self, handler: Callable[[str | bytes], bool] | None) -> bool:
-        return self._websocket.handle_now(handler)
-
-    def can_send_now(self) -> bool:
-        return self._websocket.can_send_now()
-
-    def send_text_now(self, text: str) -> None:
-        self._websocket.send_text_now(text)
-
-    def send_texts_now(self, texts: Sequence[str]) -> None:
-        self._websocket.send_texts_now(texts)
