@@ -43,7 +43,12 @@ from orchestrator.engines.offline import (
     speech_support,
 )
 from orchestrator.rollout import RolloutControl
-from orchestrator.server import ServerState, build_app, listening_socket, serve_connections
+from orchestrator.server import (
+    ServerState,
+    build_app,
+    listening_socket,
+    serve_connections,
+)
 from orchestrator.store import (
     CallStore,
     CallStoreError,
@@ -52,7 +57,11 @@ from orchestrator.store import (
     open_call_store,
     sqlite_path,
 )
-from orchestrator.telemetry import ServerMetrics, quiet_state_machine_library, secrets_masked_in_logs
+from orchestrator.telemetry import (
+    ServerMetrics,
+    quiet_state_machine_library,
+    secrets_masked_in_logs,
+)
 
 __all__ = [
     "RunningServer",

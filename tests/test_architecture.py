@@ -36,17 +36,10 @@ RANKS = {
 }
 ROOT_MODULES = {"orchestrator", "orchestrator.composition"}  # the only modules of orchestrator/ itself
 
-# Known exceptions while issue 21's branches come together; remove each once it no longer holds.
-# The "session" branch rewrites its modules below and bridge/websocket/ (whose __init__ is not written yet);
-# the "studio" branch (merged) left its modules importing config/ and replay/ modules, not their faces.
-PENDING_FACES = {"bridge.websocket"}  # its submodules may still be imported
-PENDING_IMPORTERS = {  # may still import other packages' submodules
-    "orchestrator.call.session",
-    "orchestrator.engines.demo",
-    "orchestrator.engines.offline.engine",
-    "orchestrator.engines.realtime",
-    "orchestrator.replay.text_replay",
-}
+# Known exceptions: packages whose submodules may still be imported, and modules that may still import
+# other packages' submodules. Empty: keep them so (a test below fails when a listed one is no longer needed).
+PENDING_FACES: set[str] = set()
+PENDING_IMPORTERS: set[str] = set()
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,10 @@ from openai.types.realtime.realtime_audio_config import RealtimeAudioConfig
 from openai.types.realtime.realtime_audio_config_input import RealtimeAudioConfigInput
 from openai.types.realtime.realtime_audio_config_output import RealtimeAudioConfigOutput
 from openai.types.realtime.realtime_audio_formats import AudioPCMU
-from openai.types.realtime.realtime_audio_input_turn_detection import SemanticVad, ServerVad
+from openai.types.realtime.realtime_audio_input_turn_detection import (
+    SemanticVad,
+    ServerVad,
+)
 from openai.types.realtime.realtime_conversation_item_function_call import (
     RealtimeConversationItemFunctionCall,
 )
@@ -62,10 +65,25 @@ from openai.types.realtime.realtime_conversation_item_user_message import (
 )
 from openai.types.realtime.realtime_error import RealtimeError
 from openai.types.realtime.realtime_function_tool import RealtimeFunctionTool
-from openai.types.realtime.realtime_response_create_params import RealtimeResponseCreateParams
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from openai.types.realtime.realtime_response_create_params import (
+    RealtimeResponseCreateParams,
+)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
-from bridge.websocket.connection import WebSocket, WebSocketClosed, WebSocketRejected, connect_websocket
+from bridge.websocket import (
+    WebSocket,
+    WebSocketClosed,
+    WebSocketRejected,
+    connect_websocket,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 """Twilio's wire protocols: Media Streams messages and barge-in marks, `X-Twilio-Signature`, µ-law audio,
 and an httpx-based REST transport that runs under Trio."""
+from bridge.twilio.audio_out import MARK_EVERY_MS, AudioOut, CutItem
+from bridge.twilio.media_socket import MediaSocket, TwilioMediaSocket
 from bridge.twilio.media_stream import (
     MULAW_BYTES_PER_MS,
     DtmfMessage,
@@ -34,16 +36,20 @@ from bridge.twilio.rest_client import HttpxTwilioClient
 from bridge.twilio.signature import SIGNATURE_HEADER, TwilioSignatureCheck
 
 __all__ = [
+    "MARK_EVERY_MS",
     "MULAW_BYTES_PER_MS",
     "MULAW_RATE",
     "MULAW_SILENCE",
     "SIGNATURE_HEADER",
+    "AudioOut",
     "CallerAudioError",
+    "CutItem",
     "DtmfMessage",
     "HttpxTwilioClient",
     "MarkMessage",
     "MarkTracker",
     "MediaFrame",
+    "MediaSocket",
     "MediaStreamCounters",
     "MediaStreamProtocolError",
     "OutboundClearMessage",
@@ -51,6 +57,7 @@ __all__ = [
     "OutboundMediaMessage",
     "StartMessage",
     "StopMessage",
+    "TwilioMediaSocket",
     "TwilioSignatureCheck",
     "UnknownTwilioMessage",
     "clear_frame",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from bridge.websocket.connection import WebSocket, WebSocketClosed
+from bridge.websocket import WebSocket, WebSocketClosed
 
 __all__ = ["MediaSocket", "TwilioMediaSocket"]
 

@@ -41,7 +41,13 @@ from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from bridge.websocket.byte_io import RECEIVE_BYTES, ByteIO, PlainSocketIO, StreamIO, plain_socket_of
+from bridge.websocket.byte_io import (
+    RECEIVE_BYTES,
+    ByteIO,
+    PlainSocketIO,
+    StreamIO,
+    plain_socket_of,
+)
 
 __all__ = [
     "CLOSE_TIMEOUT_S",

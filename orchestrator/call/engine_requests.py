@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import itertools
 
-from machines.effects import Speak
-from orchestrator.config.routing import RoutingConfig
-from orchestrator.engines.interface import EngineProblem, RespondingEngine
-from orchestrator.engines.tools import line_instructions, spoken_line
+from machines import Speak
+from orchestrator.config import RoutingConfig
+from orchestrator.engines import (
+    EngineProblem,
+    RespondingEngine,
+    line_instructions,
+    spoken_line,
+)
 
 
 class EngineRequestGate:

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import structlog
 import trio
 
-from machines.call_machine import CallMachine
-from machines.effects import Line
+from machines import CallMachine, Line
 from orchestrator.call.engine_requests import EngineRequestGate
-from orchestrator.engines.interface import EngineConnector
-from orchestrator.telemetry.metrics import ServerMetrics
+from orchestrator.engines import EngineConnector
+from orchestrator.telemetry import ServerMetrics
 
 CATCH_UP_LIMIT_S = 1.0  # the driver never takes this long for what is queued; if it does, go on anyway
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import structlog
 
-from bridge.twilio.media_stream import (
+from bridge.twilio import (
     DtmfMessage,
     MarkMessage,
     MediaFrame,
@@ -23,8 +23,8 @@ from bridge.twilio.media_stream import (
     parse_twilio_message,
 )
 from machines import events as ev
-from orchestrator.engines.interface import TriageEngine
-from orchestrator.telemetry.metrics import ServerMetrics
+from orchestrator.engines import TriageEngine
+from orchestrator.telemetry import ServerMetrics
 
 # Caller audio kept while the engine connects (or the failover takes over), so the caller's first words
 # reach it: Twilio streams from the first moment, a Realtime connection takes a few hundred ms.

@@ -7,10 +7,9 @@ from __future__ import annotations
 import structlog
 import trio
 
-from machines.call_machine import CallMachine
-from machines.decision import DispatchDecision
-from orchestrator.store.sqlite_store import CallStore, PassOutcome, TriagePass
-from orchestrator.telemetry.metrics import ServerMetrics
+from machines import CallMachine, DispatchDecision
+from orchestrator.store import CallStore, PassOutcome, TriagePass
+from orchestrator.telemetry import ServerMetrics
 
 KEPT_NOTES = 20  # trail notes a finished pass keeps in the store
 STORE_TIMEOUT_S = 5.0

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import structlog
 
-from bridge.twilio.audio_out import AudioOut
+from bridge.twilio import AudioOut
+from machines import Line
 from machines import events as ev
-from machines.effects import Line
-from orchestrator.engines.interface import AgentAudio, TriageEngine
-from orchestrator.telemetry.metrics import ServerMetrics
+from orchestrator.engines import AgentAudio, TriageEngine
+from orchestrator.telemetry import ServerMetrics
 
 # Lines whose end the machine waits for (their mark echo becomes GreetingPlayed / HandoffPlayed).
 _LINE_PLAYED = {Line.GREETING.value: ev.GreetingPlayed, Line.HANDOFF.value: ev.HandoffPlayed}

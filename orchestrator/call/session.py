@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 
 import trio
 
-from bridge.twilio.audio_out import AudioOut
-from bridge.twilio.media_socket import MediaSocket
-from bridge.twilio.media_stream import StartMessage
-from machines import events as ev
-from machines.call_machine import CallFlow, CallMachine
-from machines.effects import (
+from bridge.twilio import AudioOut, MediaSocket, StartMessage
+from machines import (
+    LANGUAGE_FIELD,
     AnswerTool,
     CallEffect,
     CallFinished,
+    CallFlow,
+    CallHistory,
+    CallMachine,
     CloseMedia,
     CloseRealtime,
     Line,
@@ -45,14 +45,14 @@ from machines.effects import (
     Speak,
     WakeAt,
 )
-from machines.policy import LANGUAGE_FIELD, CallHistory
+from machines import events as ev
 from orchestrator.call.engine_requests import EngineRequestGate
 from orchestrator.call.failover import CatchUp, EngineFailover, EngineSwitched
 from orchestrator.call.media_intake import MediaIntake
 from orchestrator.call.pass_records import PassRecords
 from orchestrator.call.playback import Playback
-from orchestrator.config.routing import RoutingConfig
-from orchestrator.engines.interface import (
+from orchestrator.config import RoutingConfig
+from orchestrator.engines import (
     AgentTranscript,
     CallerSpeechStarted,
     CallerTranscript,
@@ -63,12 +63,13 @@ from orchestrator.engines.interface import (
     ResponseFinished,
     ResponseStarted,
     ToolCallReady,
+    ToolRejected,
     TriageEngine,
+    interpret_tool_call,
+    tool_output,
 )
-from orchestrator.engines.tools import ToolRejected, interpret_tool_call, tool_output
-from orchestrator.store.sqlite_store import CallStore, TriagePass
-from orchestrator.telemetry.logs import call_logger
-from orchestrator.telemetry.metrics import ServerMetrics
+from orchestrator.store import CallStore, TriagePass
+from orchestrator.telemetry import ServerMetrics, call_logger
 
 # Routes whose TwiML speaks for itself: a spoken "putting you through" would be wrong before them.
 _SILENT_HANDOFF_KINDS = frozenset({"resolve", "voicemail"})

@@ -5,7 +5,10 @@ import argparse
 import sys
 
 from orchestrator.commands.call import add_call_arguments, run_call
-from orchestrator.commands.check_config import add_check_config_arguments, run_check_config
+from orchestrator.commands.check_config import (
+    add_check_config_arguments,
+    run_check_config,
+)
 from orchestrator.commands.diagram import add_diagram_arguments, run_diagram
 from orchestrator.commands.engine import add_engine_arguments
 from orchestrator.commands.eval import add_eval_arguments, run_eval

@@ -7,7 +7,12 @@ import re
 import shutil
 from pathlib import Path
 
-from orchestrator.config import FlexRoute, RoutingConfig, StudioRoute, load_routing_config
+from orchestrator.config import (
+    FlexRoute,
+    RoutingConfig,
+    StudioRoute,
+    load_routing_config,
+)
 
 DEFAULT_DIAGRAM_DIR = Path("diagrams")
 CALL_MERMAID_FILE = "call.mmd"

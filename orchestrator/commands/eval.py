@@ -9,7 +9,13 @@ from pathlib import Path
 
 import trio
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from orchestrator.config import RoutingConfig, load_routing_config
 from orchestrator.replay import (

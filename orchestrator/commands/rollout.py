@@ -25,7 +25,12 @@ from pathlib import Path
 import trio
 
 from orchestrator.config import ConfigError, RoutingConfig, load_routing_config
-from orchestrator.rollout import RolloutControl, RolloutError, RolloutSetting, check_percent
+from orchestrator.rollout import (
+    RolloutControl,
+    RolloutError,
+    RolloutSetting,
+    check_percent,
+)
 from orchestrator.store import CallStore, CallStoreError
 
 SHOW_DAYS = 7

@@ -21,7 +21,7 @@ from openai.types.realtime import (
     ResponseDoneEvent,
 )
 
-from bridge.openai_realtime.client import (
+from bridge.openai_realtime import (
     AUDIO_DELTA_CLASSES,
     AUDIO_TRANSCRIPT_DELTA_EVENT,
     RealtimeConnection,

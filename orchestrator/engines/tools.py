@@ -22,7 +22,14 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from machines import LANGUAGE_FIELD, AnswerTool, DetailsCaptured, IntentProposed, Line, Speak
+from machines import (
+    LANGUAGE_FIELD,
+    AnswerTool,
+    DetailsCaptured,
+    IntentProposed,
+    Line,
+    Speak,
+)
 from orchestrator.config import CapturedField, RoutingConfig, canonical_language_code
 from orchestrator.engines.interface import SpokenLine
 

@@ -27,7 +27,9 @@ async def replay_recordings(connector: EngineConnector, config: RoutingConfig, c
                             data_dir: Path, *, concurrency: int = 2, speed: float = AUDIO_SPEED,
                             on_done: Callable[[ReplayOutcome], None] | None = None) -> list[ReplayOutcome]:
     """One live call per recording; outcomes in the calls' order."""
-    from orchestrator.composition import run_server  # the server's parts load only when a call is replayed
+    from orchestrator.composition import (
+        run_server,  # the server's parts load only when a call is replayed
+    )
 
     settings = load_server_settings(data_dir=data_dir, graceful_shutdown_seconds=2)
     outcomes: list[ReplayOutcome | None] = [None] * len(calls)

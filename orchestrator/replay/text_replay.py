@@ -23,16 +23,19 @@ from dataclasses import dataclass, field
 
 import trio
 
+from machines import (
+    LANGUAGE_FIELD,
+    AnswerTool,
+    CallFlow,
+    CallMachine,
+    DispatchDecision,
+    Line,
+    Speak,
+)
 from machines import events as ev
-from machines.call_machine import CallFlow, CallMachine
-from machines.decision import DispatchDecision
-from machines.effects import AnswerTool, Line, Speak
-from machines.policy import LANGUAGE_FIELD
-from orchestrator.call.engine_requests import EngineRequestGate
-from orchestrator.replay.corpus import CorpusCall, caller_turn_texts
-from orchestrator.engines.tools import ToolRejected, interpret_tool_call, tool_output
-from orchestrator.config.routing import RoutingConfig
-from orchestrator.engines.interface import (
+from orchestrator.call import EngineRequestGate
+from orchestrator.config import RoutingConfig
+from orchestrator.engines import (
     EngineCall,
     EngineConnector,
     EngineEvent,
@@ -42,7 +45,11 @@ from orchestrator.engines.interface import (
     ResponseStarted,
     TextEngine,
     ToolCallReady,
+    ToolRejected,
+    interpret_tool_call,
+    tool_output,
 )
+from orchestrator.replay.corpus import CorpusCall, caller_turn_texts
 
 CALLER_WINDOW_MS = 30_000  # the turns a caller says before a front desk would have decided
 TURN_TIMEOUT_S = 30.0  # an engine silent this long after a caller turn is broken

@@ -20,7 +20,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-from bridge.websocket.connection import is_websocket_upgrade, read_http_head
+from bridge.websocket import is_websocket_upgrade, read_http_head
 from orchestrator.config import ConfigError
 from orchestrator.server.media_endpoint import MEDIA_PATH, MediaStreamHandler
 

@@ -14,8 +14,13 @@ from typing import Any
 import structlog
 import trio
 
-from bridge.twilio import SIGNATURE_HEADER, MediaStreamProtocolError, StartMessage, parse_twilio_message
-from bridge.twilio import TwilioMediaSocket
+from bridge.twilio import (
+    SIGNATURE_HEADER,
+    MediaStreamProtocolError,
+    StartMessage,
+    TwilioMediaSocket,
+    parse_twilio_message,
+)
 from bridge.websocket import accept_websocket
 from machines import CallHistory
 from orchestrator.call import CallSession

@@ -65,9 +65,18 @@ from openai.types.realtime import (
     SessionUpdateEvent,
 )
 from pydantic import BaseModel, ValidationError
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
 
-from bridge.openai_realtime import CLIENT_EVENT_ADAPTER, SERVER_EVENT_ADAPTER, reraise_lone
+from bridge.openai_realtime import (
+    CLIENT_EVENT_ADAPTER,
+    SERVER_EVENT_ADAPTER,
+    reraise_lone,
+)
 
 __all__ = [
     "AfterClientEvent",

@@ -29,11 +29,8 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
-from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
-from orchestrator.engines.offline.speech import SpeechStarted, UtteranceEnded
-from orchestrator.config.routing import ConfigError, RoutingConfig
-from orchestrator.engines.interface import (
+from orchestrator.config import ConfigError, RoutingConfig
+from orchestrator.engines import (
     AgentAudio,
     AgentTranscript,
     CallerSpeechStarted,
@@ -48,6 +45,9 @@ from orchestrator.engines.interface import (
     SpokenLine,
     ToolCallReady,
 )
+from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
+from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
+from orchestrator.engines.offline.speech import SpeechStarted, UtteranceEnded
 
 log = logging.getLogger(__name__)
 
