@@ -25,12 +25,12 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.engines.offline.transcript import clean_transcript
-from orchestrator.replay.corpus import CALLER_ROLE, read_corpus
 from bridge.twilio.mulaw import frames, silence
-from orchestrator.engines.offline.engine import OfflineConnector, load_offline_speech
 from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.interface import EngineCall, ResponseStarted
+from orchestrator.engines.offline.engine import OfflineConnector, load_offline_speech
+from orchestrator.engines.offline.transcript import clean_transcript
+from orchestrator.replay.corpus import CALLER_ROLE, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"

@@ -6,8 +6,8 @@ from an injected clock. Late or illegal events are absorbed and written to the t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from transitions import Machine
 

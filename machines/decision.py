@@ -1,9 +1,9 @@
 """The one dispatch decision a call may have."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Mapping
 
 from machines.policy import RouteKind
 

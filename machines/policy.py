@@ -4,9 +4,9 @@ The orchestrator builds these from the routing config; the machine never reads f
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Mapping
 
 # The captured field that holds the caller's language (a BCP-47 code the orchestrator has normalised).
 LANGUAGE_FIELD = "language"

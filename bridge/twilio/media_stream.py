@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 import orjson
 from pydantic import (
@@ -151,7 +151,7 @@ class StopMessage(_WireModel):
 
 
 TwilioMessage = Annotated[
-    Union[ConnectedMessage, StartMessage, MediaMessage, DtmfMessage, MarkMessage, StopMessage],
+    ConnectedMessage | StartMessage | MediaMessage | DtmfMessage | MarkMessage | StopMessage,
     Field(discriminator="event"),
 ]
 TWILIO_MESSAGE_ADAPTER: TypeAdapter[TwilioMessage] = TypeAdapter(TwilioMessage)
@@ -191,9 +191,7 @@ class UnknownTwilioMessage:
     raw: dict[str, Any]
 
 
-InboundMessage: TypeAlias = Union[
-    ConnectedMessage, StartMessage, MediaFrame, DtmfMessage, MarkMessage, StopMessage, UnknownTwilioMessage
-]
+InboundMessage: TypeAlias = ConnectedMessage | StartMessage | MediaFrame | DtmfMessage | MarkMessage | StopMessage | UnknownTwilioMessage
 
 
 def parse_twilio_message(

@@ -35,7 +35,7 @@ class TwilioSignatureCheck:
             return True
         if not signature:
             return False
-        return self._validator.validate(self.public_url_of(path, query), params, signature)
+        return bool(self._validator.validate(self.public_url_of(path, query), params, signature))
 
     def check_json_webhook(self, path: str, query: str, body: bytes, signature: str | None) -> bool:
         """A JSON POST: the signature covers the URL, and the URL carries the body's hash (`bodySHA256`).
@@ -48,7 +48,7 @@ class TwilioSignatureCheck:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return False
-        return self._validator.validate(self.public_url_of(path, query), text, signature)
+        return bool(self._validator.validate(self.public_url_of(path, query), text, signature))
 
     def check_websocket(self, path: str, query: str, signature: str | None) -> bool:
         """The upgrade is signed over the `wss://` URL as written in the TwiML, with no params. Which scheme

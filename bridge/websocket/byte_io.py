@@ -187,7 +187,7 @@ class StreamIO:
 
     async def receive_some(self) -> bytes:
         try:
-            return await self._stream.receive_some(RECEIVE_BYTES)
+            return bytes(await self._stream.receive_some(RECEIVE_BYTES))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
 

@@ -144,7 +144,7 @@ def _numbers(numbers: tuple[str, ...]) -> str:
 def _when(unix_s: float | None) -> str:
     if unix_s is None:
         return "never"
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _who() -> str:

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 from pydantic import (
@@ -450,7 +450,7 @@ class SipRoute(_RouteSection):
 
 
 Route = Annotated[
-    Union[ResolveRoute, StudioRoute, FlexRoute, VoicemailRoute, SipRoute], Field(discriminator="kind")
+    ResolveRoute | StudioRoute | FlexRoute | VoicemailRoute | SipRoute, Field(discriminator="kind")
 ]
 ROUTE_KINDS = tuple(RouteKind)
 

@@ -11,10 +11,10 @@ say a fixed line also carries the line itself (`SpokenLine`); the Realtime engin
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
 
 class EngineUnavailable(Exception):

@@ -24,4 +24,4 @@ def money(value: float) -> str:
 def when(unix_s: float | None) -> str:
     if unix_s is None:
         return "–"
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

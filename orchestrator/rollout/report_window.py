@@ -29,7 +29,7 @@ def parse_since(text: str, *, now: float) -> float:
             f"--since {text!r}: expected a duration like 7d, 24h or 90m, or an ISO date like 2026-01-31"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     since = moment.timestamp()
     if since > now:
         raise ReportInputError(f"--since {text!r} is in the future")

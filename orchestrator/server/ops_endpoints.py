@@ -146,7 +146,7 @@ def task_event_time(form: Mapping[str, Any]) -> float:
             moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise BadRequest(f"Timestamp {text[:40]!r} is neither unix seconds nor ISO 8601") from None
-        value = (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+        value = (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
     if value < 0:
         raise BadRequest(f"Timestamp {text[:40]!r} is before 1970")
     return value

@@ -62,7 +62,7 @@ class ServerState:
         self.shutting_down.set()
         had_calls = bool(self.sessions)
         with trio.move_on_after(grace_s):
-            while self.sessions:
+            while self.sessions:  # noqa: ASYNC110 (once, at shutdown: sessions end in their own tasks)
                 await trio.sleep(0.05)
             if had_calls:  # their action URL requests follow the stream's close
                 await trio.sleep(min(1.0, grace_s))

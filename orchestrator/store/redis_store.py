@@ -398,7 +398,7 @@ class RedisCallStore(CallStore):
             # A page at a time: an index entry may outlive its record (expired, not trimmed yet), so a
             # page can hold fewer records than CallSids.
             page = _PAGE if limit is None or arm is not None else min(_PAGE, limit - len(records))
-            sids, pages = await self._run("list recent calls", lambda: self._page_of_calls(-since, offset, page))
+            sids, pages = await self._run("list recent calls", lambda offset=offset, page=page: self._page_of_calls(-since, offset, page))
             found = [self._call_record(sid, fields) for sid, fields in zip(sids, pages) if _has_pass(fields)]
             if arm is None:
                 records += found
@@ -435,7 +435,7 @@ class RedisCallStore(CallStore):
             ))
             if not sids:
                 return gone
-            gone += await self._run("purge old calls", lambda: self._purge_script(
+            gone += await self._run("purge old calls", lambda sids=sids: self._purge_script(
                 keys=[self._calls_key, self._recent_key, *map(self._call_key, sids)], args=[repr(cutoff), *sids]
             ))
 

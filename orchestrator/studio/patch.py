@@ -211,7 +211,7 @@ def _reading_copy(
     def rewrite(value: Any) -> Any:
         if isinstance(value, str):
             for pattern, replacement in replacements:
-                value = pattern.sub(lambda _: replacement, value)
+                value = pattern.sub(lambda _, replacement=replacement: replacement, value)
             return value
         if isinstance(value, list):
             return [rewrite(item) for item in value]

@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
@@ -108,7 +108,7 @@ API_VERSION = "2010-04-01"
 
 _SERVER_MESSAGE: TypeAdapter[OutboundMediaMessage | OutboundMarkMessage | OutboundClearMessage] = TypeAdapter(
     Annotated[
-        Union[OutboundMediaMessage, OutboundMarkMessage, OutboundClearMessage], Field(discriminator="event")
+        OutboundMediaMessage | OutboundMarkMessage | OutboundClearMessage, Field(discriminator="event")
     ]
 )
 

@@ -122,7 +122,7 @@ async def test_an_end_of_stream_that_came_with_the_last_message_is_not_waited_fo
                 by_handler: list[str | bytes] = []
                 received: list[object] = []
                 if fast_path:
-                    websocket.take_messages(lambda message: by_handler.append(message) is None)
+                    websocket.take_messages(lambda message, by_handler=by_handler: by_handler.append(message) is None)
 
                     async def receiver(websocket: WebSocket = websocket, received: list = received) -> None:
                         received.append(await websocket.receive())
@@ -158,7 +158,7 @@ async def test_many_sockets_ready_at_once_are_all_served():
         async with trio.open_nursery() as nursery:
             port = await start_our_server(nursery, on_websocket)
             clients = []
-            for index in range(count):
+            for _ in range(count):
                 peer = await open_raw_client(port)
                 await peer.send(upgrade_request())
                 await peer.read_until(b"\r\n\r\n")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engines.offline.engine import load_intent_model
 from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.offline.engine import load_intent_model
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]

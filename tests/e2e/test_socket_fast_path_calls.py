@@ -10,11 +10,18 @@ import xml.etree.ElementTree as ElementTree
 
 import trio
 
+from bridge.twilio.mulaw import tone
 from bridge.websocket.byte_io import PlainSocketIO
 from orchestrator.call.media_intake import MediaIntake
 from orchestrator.call.playback import Playback
-from bridge.twilio.mulaw import tone
-from orchestrator.testing.fake_realtime import Scenario, UserSpeech, after_audio_frames, after_response_create, on, speak
+from orchestrator.testing.fake_realtime import (
+    Scenario,
+    UserSpeech,
+    after_audio_frames,
+    after_response_create,
+    on,
+    speak,
+)
 from orchestrator.testing.twilio_caller import Say, WaitForAgent
 from tests.live_call_support import front_desk, propose
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator.replay.corpus import CorpusCall, CorpusTurn, caller_text, labelled_calls, read_corpus
-from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
 from orchestrator.config.routing import RoutingConfig, load_routing_config
+from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
+from orchestrator.replay.corpus import CorpusCall, CorpusTurn, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 BANK_CONFIG = REPO / "examples" / "harper_valley_bank.toml"

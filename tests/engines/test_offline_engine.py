@@ -8,16 +8,7 @@ import json
 import pytest
 import trio
 
-from orchestrator.engines.tools import PROPOSE_ROUTE
 from bridge.twilio.mulaw import frames, silence
-from orchestrator.engines.offline.intent_model import IntentModel
-from orchestrator.engines.offline.engine import (
-    ACTIVE_RESPONSE,
-    AUDIO_CHUNK_BYTES,
-    OfflineConnector,
-    load_intent_model,
-    load_offline_speech,
-)
 from orchestrator.config.routing import ConfigError, load_routing_config
 from orchestrator.engines.interface import (
     AgentAudio,
@@ -32,6 +23,15 @@ from orchestrator.engines.interface import (
     SpokenLine,
     ToolCallReady,
 )
+from orchestrator.engines.offline.engine import (
+    ACTIVE_RESPONSE,
+    AUDIO_CHUNK_BYTES,
+    OfflineConnector,
+    load_intent_model,
+    load_offline_speech,
+)
+from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.tools import PROPOSE_ROUTE
 from tests.live_call_support import ACME
 
 SPEECH = load_offline_speech()

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.replay.corpus import CorpusCall, CorpusTurn
-from orchestrator.replay.scoring import score, scorable_calls
-from orchestrator.replay.corpus import Corpus
-from orchestrator.replay.text_replay import caller_turns, replay_calls
-from orchestrator.engines.tools import agent_instructions, realtime_tools
-from orchestrator.engines.offline.intent_model import IntentModel
-from orchestrator.engines.offline.engine import OfflineConnector
-from orchestrator.engines.realtime import RealtimeConnector
 from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.offline.engine import OfflineConnector
+from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.engines.tools import agent_instructions, realtime_tools
+from orchestrator.replay.corpus import Corpus, CorpusCall, CorpusTurn
+from orchestrator.replay.scoring import scorable_calls, score
+from orchestrator.replay.text_replay import caller_turns, replay_calls
 from orchestrator.testing.fake_realtime import Scenario, after_response_create, on, run_fake_realtime, speak
 from tests.live_call_support import ACME, propose
 

@@ -13,12 +13,12 @@ import trio
 
 from machines.decision import DecisionReason, DispatchDecision
 from machines.policy import RouteKind
-from orchestrator.store.interface import CallStore, CallStoreError
-from orchestrator.store.records import PassOutcome
-from orchestrator.store.sqlite_store import SqliteCallStore
-from orchestrator.store.redis_store import RedisCallStore, mask_url_password, parse_redis_url
 from orchestrator.config.routing import ConfigError
+from orchestrator.store.interface import CallStore, CallStoreError
 from orchestrator.store.location import STORE_FILE, describe_store_location, open_call_store
+from orchestrator.store.records import PassOutcome
+from orchestrator.store.redis_store import RedisCallStore, mask_url_password, parse_redis_url
+from orchestrator.store.sqlite_store import SqliteCallStore
 from tests.redis_server import free_port, redis_server, redis_url, start_redis_server  # noqa: F401 (fixtures)
 
 CALL = "CA11111111111111111111111111111111"

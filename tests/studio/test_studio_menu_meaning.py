@@ -25,6 +25,7 @@ from tests.studio.menu_shapes import (
     taxi_flow,
 )
 from tests.studio.studio_flows import (
+    definition,
     fixture_files,
     flex,
     gather,
@@ -34,7 +35,6 @@ from tests.studio.studio_flows import (
     split,
     states_by_name,
     trigger,
-    definition,
     widget_format_problems,
 )
 
