@@ -668,7 +668,9 @@ class RoutingConfig(BaseSettings):
                     if route not in self.routes:
                         yield ("fields", index, key, position), unknown(route)
             if field.caller_id and field.name != self.caller_id_field:
-                yield ("fields", index, "caller_id"), f"field {self.caller_id_field!r} already takes the caller's number"
+                yield ("fields", index, "caller_id"), (
+                    f"field {self.caller_id_field!r} already takes the caller's number"
+                )
 
         supported = ", ".join(self.languages.supported)
         for name, route in self.routes.items():

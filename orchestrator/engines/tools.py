@@ -516,7 +516,8 @@ def tool_output(answer: AnswerTool) -> str:
     instruction = _OUTCOME_INSTRUCTIONS.get(answer.outcome)
     if answer.outcome == "clarify":
         instruction = (
-            f"Ask the caller for the missing details, one at a time, and call {RECORD_DETAILS} with them."
+            f"Ask the caller for the missing details, one at a time, and call {RECORD_DETAILS} with them;"
+            f" if the caller cannot give one, do not press: call {PROPOSE_ROUTE} again."
             if answer.detail.startswith("missing_fields")
             else f"Ask the caller a short clarifying question, then call {PROPOSE_ROUTE} again."
         )

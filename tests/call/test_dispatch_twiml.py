@@ -59,6 +59,10 @@ def verbs(root: ET.Element) -> list[str]:
     return [child.tag for child in root]
 
 
+def task_attributes(decision: DispatchDecision, config: RoutingConfig) -> dict:
+    return json.loads(parse(dispatch_twiml(decision, config, CALL, public_url=PUBLIC_URL)).find("Enqueue/Task").text)
+
+
 def with_routes(config: RoutingConfig, **routes) -> RoutingConfig:
     return config.model_copy(update={"routes": {**config.routes, **routes}})
 
@@ -120,16 +124,16 @@ def test_flex_task_names_the_fields_the_caller_could_not_give_and_those_to_confi
                 captured={"caller_name": "Ann", "callback_number": "+15551234567"}),
         reason=DecisionReason.BUDGET_EXPIRED, missing_fields=("address",), unconfirmed_fields=("callback_number",),
     )
-    attributes = json.loads(parse(dispatch_twiml(decision, acme, CALL, public_url=PUBLIC_URL)).find("Enqueue/Task").text)
+    attributes = task_attributes(decision, acme)
     assert (attributes["missing_fields"], attributes["unconfirmed_fields"]) == (["address"], ["callback_number"])
     assert attributes["ai_reason"] == "budget_expired" and attributes["skill"] == "emergency"
 
     gone = replace(decision, route="gone_since_reload")  # the human route keeps what the agent must ask
-    attributes = json.loads(parse(dispatch_twiml(gone, acme, CALL, public_url=PUBLIC_URL)).find("Enqueue/Task").text)
+    attributes = task_attributes(gone, acme)
     assert (attributes["skill"], attributes["missing_fields"]) == ("front_desk", ["address"])
 
     complete = decided("billing_desk", "flex", intent="billing", confidence=0.9)
-    attributes = json.loads(parse(dispatch_twiml(complete, acme, CALL, public_url=PUBLIC_URL)).find("Enqueue/Task").text)
+    attributes = task_attributes(complete, acme)
     assert (attributes["missing_fields"], attributes["unconfirmed_fields"]) == ([], [])
 
 

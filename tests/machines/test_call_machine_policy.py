@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.decision import DecisionReason
@@ -23,7 +25,8 @@ def in_capture(policy=POLICY, history: CallHistory = HISTORY):
 
 
 def asks_in(effects) -> list[tuple[str, ...]]:
-    return [effect.missing_fields for effect in effects if isinstance(effect, Speak) and effect.line is Line.ASK_DETAILS]
+    return [effect.missing_fields for effect in effects
+            if isinstance(effect, Speak) and effect.line is Line.ASK_DETAILS]
 
 
 # --- Hard and soft fields ------------------------------------------------------------------------
@@ -359,3 +362,15 @@ def test_caller_id_without_a_caller_id_field_is_absorbed() -> None:
     call, _ = in_capture(replace(POLICY, caller_id_field=None))
     call.handle(ev.CallerNumberKnown(NUMBER))
     assert call.captured == {} and call.trail[-1].note == "absorbed"
+
+
+# --- The policy itself ---------------------------------------------------------------------------
+
+
+def test_the_policy_refuses_urgent_intents_without_a_person_to_send_them_to() -> None:
+    with pytest.raises(ValueError, match="human route must reach a person"):
+        replace(POLICY, human_route="voicemail")
+    with pytest.raises(ValueError, match="'fire' is referenced but not defined"):
+        replace(POLICY, urgent_intents=frozenset({"fire"}))
+    with pytest.raises(ValueError, match="'sales' is referenced but not defined"):
+        replace(POLICY, keys={"5": "sales"})
