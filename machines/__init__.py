@@ -20,7 +20,7 @@ from machines.effects import (
     WakeAt,
 )
 from machines.events import DetailsCaptured, IntentProposed
-from machines.policy import LANGUAGE_FIELD, CallHistory, RouteKind, RouteRule, TriagePolicy
+from machines.policy import LANGUAGE_FIELD, PERSON_ROUTE_KINDS, CallHistory, RouteKind, RouteRule, TriagePolicy
 from machines.rollout import (
     FAILURE_REASONS,
     UNSETTLED_GRACE_S,
@@ -38,6 +38,7 @@ __all__ = [
     "ABANDONED",
     "FAILURE_REASONS",
     "LANGUAGE_FIELD",
+    "PERSON_ROUTE_KINDS",
     "TRIAGE_OPEN",
     "UNSETTLED_GRACE_S",
     "AnswerTool",

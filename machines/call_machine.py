@@ -3,6 +3,23 @@
 The table below is the whole shape of a call; `diagrams/call.mmd` is drawn from it. Callbacks are
 named after what they decide. The machine is synchronous and pure: events in, effects out, time
 from an injected clock. Late or illegal events are absorbed and written to the trail, never raised.
+
+Routing policy, so that no caller is stranded:
+- A proposal is trusted when its intent is known and its confidence reaches `min_confidence`. Its route
+  is taken once its hard fields (`RouteRule.required_fields`) are there and its soft ones
+  (`wanted_fields`) are there or can no longer be asked for; the decision names what is missing.
+- A field is asked for at most `MAX_ASKS_PER_FIELD` times; then the caller is taken not to have it.
+- An unknown intent is clarified once; after that, a proposal the machine cannot trust decides at once.
+- When triage ends without an accepted proposal (budget, engine failure, a guard that cannot be met),
+  a trusted proposal's route is still taken if it lacks only soft fields; one that lacks a hard field
+  goes to the human route; with no trusted proposal, the fallback route.
+- Urgent: a call becomes urgent at any proposal of an urgent intent with a confidence of at least
+  `min_confidence` (a key press counts), and stays urgent whatever is proposed after; the latest such
+  proposal (`urgent_proposal`) names its urgent intent. An urgent call that fails in any way (budget,
+  engine, a guard, re-entry, language) goes to its urgent intent's route when that reaches a person
+  (flex, sip) and has its hard fields, else to the human route, and the decision names the urgent
+  proposal. An accepted route never puts it into voicemail, nor into a resolve route (a hang-up) other
+  than its urgent intent's own: it goes where a failure would.
 """
 from __future__ import annotations
 
@@ -24,7 +41,14 @@ from machines.effects import (
     Speak,
     WakeAt,
 )
-from machines.policy import LANGUAGE_FIELD, CallHistory, TriagePolicy
+from machines.policy import (
+    LANGUAGE_FIELD,
+    MAX_ASKS_PER_FIELD,
+    PERSON_ROUTE_KINDS,
+    CallHistory,
+    RouteRule,
+    TriagePolicy,
+)
 
 STATES = ["greeting", "capture", "classify", "dispatch", "teardown", "ended"]
 TRIAGE_OPEN = ["greeting", "capture"]  # states in which the caller is still being triaged
@@ -34,10 +58,10 @@ TRANSITIONS: list[dict] = [
     dict(trigger="greeting_done", source="greeting", dest="capture"),
     dict(trigger="propose", source=TRIAGE_OPEN, dest="classify"),
     dict(trigger="accept", source="classify", dest="dispatch",
-         conditions=["intent_is_known", "confident_enough", "required_fields_present"],
+         conditions=["intent_is_known", "confident_enough", "required_fields_present", "wanted_fields_settled"],
          before="decide_proposed_route"),
     dict(trigger="clarify", source="classify", dest="capture",
-         conditions=["clarification_left"], before="ask_for_what_is_missing"),
+         conditions=["clarification_left", "clarifying_can_help"], before="ask_for_what_is_missing"),
     dict(trigger="give_up", source="classify", dest="dispatch", before="decide_fallback_for_failed_guard"),
     dict(trigger="expire_budget", source=TRIAGE_OPEN, dest="dispatch", before="decide_fallback_for_budget"),
     dict(trigger="fail_engine", source=TRIAGE_OPEN, dest="dispatch", before="decide_fallback_for_engine"),
@@ -98,7 +122,13 @@ class CallMachine:
         self.captured: dict[str, str] = {}
         self.caller_turns: list[str] = []
         self.proposal: ev.IntentProposed | None = None
+        # The latest trusted proposal of an urgent intent: once set, the call is urgent.
+        self.urgent_proposal: ev.IntentProposed | None = None
         self.clarifications = 0
+        self.unknown_clarified = False  # an unknown intent was clarified once already
+        self.asks: dict[str, int] = {}  # field → times the caller was asked for it
+        self.asked_fields: tuple[str, ...] = ()  # asked for by the last line, awaited until the next proposal
+        self.unconfirmed: set[str] = set()  # captured from caller ID, not yet confirmed by the caller
         self.decision: DispatchDecision | None = None
         self.realtime_open = False
         self.engine_broken = False
@@ -178,6 +208,7 @@ class CallMachine:
             self._answer_tool(event.tool_call_id, "ignored", "the call has already been handed on")
             return "absorbed"
         self.captured.update(event.fields)
+        self.unconfirmed.difference_update(event.fields)  # recorded by the engine: the caller gave or confirmed it
         first_effect = len(self._effects)
         if LANGUAGE_FIELD in event.fields and self.refuse_language():
             self._answer_tool(event.tool_call_id, "handed_to_fallback", "unsupported_language", position=first_effect)
@@ -190,6 +221,9 @@ class CallMachine:
             self._answer_tool(event.tool_call_id, "ignored", "the call has already been handed on")
             return "absorbed"
         self.proposal = event
+        self.asked_fields = ()
+        if event.intent in self.policy.urgent_intents and self.confident_enough():
+            self.urgent_proposal = event
         first_effect = len(self._effects)
         self.propose()
         if self.accept():
@@ -202,6 +236,27 @@ class CallMachine:
         # The model hears what became of its proposal before it is asked to say anything more.
         self._answer_tool(event.tool_call_id, outcome, detail, position=first_effect)
         return None
+
+    def _on_key_pressed(self, event: ev.KeyPressed) -> str | None:
+        if self.state not in TRIAGE_OPEN:
+            return "absorbed"
+        intent = self.policy.keys.get(event.digit)
+        if intent is None:
+            return f"absorbed: key {event.digit} is on no intent"
+        if self._waiting_for_details():
+            return f"absorbed: key {event.digit} while details are asked for"
+        self._on_intent_proposed(ev.IntentProposed(intent, 1.0, f"pressed {event.digit} on the keypad"))
+        return f"key {event.digit}: {intent}"
+
+    def _on_caller_number_known(self, event: ev.CallerNumberKnown) -> str | None:
+        name = self.policy.caller_id_field
+        if name is None or not event.number or self.state not in TRIAGE_OPEN:
+            return "absorbed"
+        if self.captured.get(name):
+            return f"absorbed: {name} already given"
+        self.captured[name] = event.number
+        self.unconfirmed.add(name)
+        return f"{name} from caller ID, unconfirmed"
 
     def _on_language_not_served(self, event: ev.LanguageNotServed) -> str | None:
         self.captured.setdefault(LANGUAGE_FIELD, event.language)
@@ -271,10 +326,23 @@ class CallMachine:
         return self.proposal is not None and self.proposal.confidence >= self.policy.min_confidence
 
     def required_fields_present(self) -> bool:
-        return not self._missing_fields()
+        route = self._trusted_route(self.proposal)
+        return route is not None and not self._missing_required(route)
+
+    def wanted_fields_settled(self) -> bool:
+        """No soft field of the proposed route is left to ask for: each is given, or asked for enough."""
+        route = self._trusted_route(self.proposal)
+        if route is None or not self.clarification_left():
+            return True
+        return all(self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD for name in self._missing_wanted(route))
 
     def clarification_left(self) -> bool:
         return self.clarifications < self.policy.max_clarifications
+
+    def clarifying_can_help(self) -> bool:
+        if self._trusted_route(self.proposal) is None:
+            return not self.unknown_clarified  # after one clarification of an unknown need, decide
+        return bool(self._fields_to_ask())
 
     def language_unsupported(self) -> bool:
         if self.language_not_served:
@@ -297,13 +365,13 @@ class CallMachine:
             "unknown_intent": DecisionReason.UNKNOWN_INTENT,
             "low_confidence": DecisionReason.LOW_CONFIDENCE,
         }.get(self._unmet_guard(), DecisionReason.MISSING_FIELDS)
-        self._decide(self.policy.fallback_route, reason)
+        self._decide_when_triage_stops(reason)
 
     def decide_fallback_for_budget(self) -> None:
-        self._decide(self.policy.fallback_route, DecisionReason.BUDGET_EXPIRED)
+        self._decide_when_triage_stops(DecisionReason.BUDGET_EXPIRED)
 
     def decide_fallback_for_engine(self) -> None:
-        self._decide(self.policy.fallback_route, DecisionReason.ENGINE_FAILED)
+        self._decide_when_triage_stops(DecisionReason.ENGINE_FAILED)
 
     def decide_human_for_language(self) -> None:
         # A person, not a guessed intent: the AI cannot serve this caller in their language.
@@ -311,19 +379,34 @@ class CallMachine:
 
     def ask_for_what_is_missing(self) -> None:
         self.clarifications += 1
-        missing = self._missing_fields() if self.intent_is_known() and self.confident_enough() else ()
-        self._speak(Speak(Line.ASK_DETAILS, missing) if missing else Speak(Line.CLARIFY))
+        fields = self._fields_to_ask()
+        if fields:
+            if self._speak(Speak(Line.ASK_DETAILS, fields)):
+                for name in fields:
+                    self.asks[name] = self.asks.get(name, 0) + 1
+                self.asked_fields = fields
+            return
+        if not self.intent_is_known():
+            self.unknown_clarified = True
+        self._speak(Speak(Line.CLARIFY))
 
-    def _decide(self, route_name: str, reason: DecisionReason) -> None:
-        """The single place a decision is made: at most once, and never into a node already visited."""
+    def _decide(self, route_name: str, reason: DecisionReason, proposed: str | None = None) -> None:
+        """The single place a decision is made: at most once, never into a node already visited, and never
+        where an urgent call must not end. `proposed`: a route a guard already turned the call from."""
         if self.decision is not None:
             return
         route = self.policy.routes[route_name]
-        proposed = None
         if self.history.forbids(route.studio_node_for(self.captured.get(LANGUAGE_FIELD))):
             proposed, route_name, reason = route_name, self.policy.human_route, DecisionReason.REENTRY_REFUSED
             route = self.policy.routes[route_name]
         proposal = self.proposal
+        if self._urgent_call_may_not_end_in(route_name, reason):
+            urgent_route = self._urgent_route()
+            if route_name != urgent_route:
+                proposed = proposed or route_name
+            route_name, proposal = urgent_route, self.urgent_proposal
+            route = self.policy.routes[route_name]
+        needed = self._trusted_route(proposal)
         self.decision = DispatchDecision(
             route=route_name,
             route_kind=route.kind,
@@ -334,6 +417,8 @@ class CallMachine:
             captured=dict(self.captured),
             proposed_route=proposed,
             decided_after_s=self.clock() - self.started_at,
+            missing_fields=self._missing_fields(needed) if needed else (),
+            unconfirmed_fields=tuple(sorted(name for name in self.unconfirmed if self.captured.get(name))),
         )
         self._emit(PersistDecision(self.decision))
 
@@ -372,18 +457,70 @@ class CallMachine:
         if self.state in TRIAGE_OPEN and self.clock() >= self.budget_deadline:
             self.expire_budget()
 
-    def _missing_fields(self) -> tuple[str, ...]:
-        if not self.intent_is_known():
+    def _trusted_route(self, proposal: ev.IntentProposed | None) -> RouteRule | None:
+        """The route of a proposal the machine trusts (known intent, confident enough), else None."""
+        if proposal is None or proposal.intent not in self.policy.intents:
+            return None
+        if proposal.confidence < self.policy.min_confidence:
+            return None
+        return self.policy.route_of(proposal.intent)
+
+    def _missing_required(self, route: RouteRule) -> list[str]:
+        # A caller-ID value stands in for a hard field only once the caller has confirmed it.
+        return sorted(name for name in route.required_fields if not self.captured.get(name) or name in self.unconfirmed)
+
+    def _missing_wanted(self, route: RouteRule) -> list[str]:
+        return sorted(name for name in route.wanted_fields if not self.captured.get(name))
+
+    def _missing_fields(self, route: RouteRule) -> tuple[str, ...]:
+        return tuple(sorted({*self._missing_required(route), *self._missing_wanted(route)}))
+
+    def _fields_to_ask(self) -> tuple[str, ...]:
+        """Missing fields of the trusted proposal's route that the caller may still be asked for."""
+        route = self._trusted_route(self.proposal)
+        if route is None:
             return ()
-        route = self.policy.routes[self.policy.intents[self.proposal.intent]]  # type: ignore[union-attr]
-        return tuple(sorted(name for name in route.required_fields if not self.captured.get(name)))
+        if any(self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD for name in self._missing_required(route)):
+            return ()  # a hard field the caller cannot give: a person takes the call, no more questions
+        return tuple(name for name in self._missing_fields(route) if self.asks.get(name, 0) < MAX_ASKS_PER_FIELD)
+
+    def _waiting_for_details(self) -> bool:
+        return any(not self.captured.get(name) or name in self.unconfirmed for name in self.asked_fields)
+
+    def _decide_when_triage_stops(self, reason: DecisionReason) -> None:
+        """Triage ended without an accepted proposal: a trusted proposal's route if it lacks no hard field,
+        the human route if it does, else the fallback route."""
+        route = self._trusted_route(self.proposal)
+        if route is None:
+            self._decide(self.policy.fallback_route, reason)
+        elif self._missing_required(route):
+            self._decide(self.policy.human_route, reason, proposed=route.name)
+        else:
+            self._decide(route.name, reason)
+
+    def _urgent_call_may_not_end_in(self, route_name: str, reason: DecisionReason) -> bool:
+        if self.urgent_proposal is None:
+            return False
+        if reason is not DecisionReason.ACCEPTED:
+            return True  # every failure: its own route or a person
+        kind = self.policy.routes[route_name].kind
+        own = self.policy.intents[self.urgent_proposal.intent]
+        return kind == "voicemail" or (kind == "resolve" and route_name != own)
+
+    def _urgent_route(self) -> str:
+        assert self.urgent_proposal is not None
+        own = self.policy.route_of(self.urgent_proposal.intent)
+        if own.kind in PERSON_ROUTE_KINDS and not self._missing_required(own):
+            return own.name
+        return self.policy.human_route
 
     def _unmet_guard(self) -> str:
         if not self.intent_is_known():
             return "unknown_intent"
         if not self.confident_enough():
             return "low_confidence"
-        missing = self._missing_fields()
+        route = self._trusted_route(self.proposal)
+        missing = self._missing_fields(route) if route else ()
         return f"missing_fields: {', '.join(missing)}" if missing else ""
 
     def _answer_tool(self, tool_call_id: str | None, outcome: str, detail: str, position: int | None = None) -> None:
@@ -395,10 +532,12 @@ class CallMachine:
         else:
             self._effects.insert(position, answer)
 
-    def _speak(self, line: Speak) -> None:
+    def _speak(self, line: Speak) -> bool:
         # Nobody can speak without a working engine; the caller then hears the next route instead.
         if self.realtime_open and not self.engine_broken:
             self._emit(line)
+            return True
+        return False
 
     def _emit(self, effect: CallEffect) -> None:
         self._effects.append(effect)
@@ -411,6 +550,8 @@ _HANDLERS: dict[type, Callable[[CallMachine, object], str | None]] = {
     ev.CallerSpoke: CallMachine._on_caller_spoke,
     ev.DetailsCaptured: CallMachine._on_details_captured,
     ev.IntentProposed: CallMachine._on_intent_proposed,
+    ev.KeyPressed: CallMachine._on_key_pressed,
+    ev.CallerNumberKnown: CallMachine._on_caller_number_known,
     ev.TimerFired: CallMachine._on_timer_fired,
     ev.HandoffPlayed: CallMachine._on_handoff_played,
     ev.EngineFailed: CallMachine._on_engine_failed,

@@ -33,9 +33,14 @@ class DispatchDecision:
     confidence: float | None = None
     summary: str = ""
     captured: Mapping[str, str] = field(default_factory=dict)
-    # What the engine asked for when a guard overrode it (for call records and parity reports).
+    # The route a guard turned the call from (re-entry, a missing required field, urgency): for call
+    # records and parity reports.
     proposed_route: str | None = None
     decided_after_s: float = 0.0
+    # Fields the route of the call's intent needs (hard or soft) that the caller did not give.
+    missing_fields: tuple[str, ...] = ()
+    # Captured fields pre-filled from caller ID that the caller has not confirmed.
+    unconfirmed_fields: tuple[str, ...] = ()
 
     @property
     def is_fallback(self) -> bool:

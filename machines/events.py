@@ -41,6 +41,29 @@ class IntentProposed:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyPressed:
+    """The caller pressed a keypad key (Twilio `dtmf`): "0"-"9", "*" or "#".
+
+    During greeting or capture, a key on an intent (`TriagePolicy.keys`) proposes that intent with
+    confidence 1.0, through the usual guards; any other key is absorbed (noted in the trail), and so is
+    every key while the details the machine asked for are still awaited (the caller may be typing them).
+    """
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerNumberKnown:
+    """The caller's own number (Twilio's `From`, E.164), when not withheld.
+
+    It pre-fills the policy's caller-ID field, unconfirmed: enough for a soft field, while a hard one
+    counts only once the caller confirms it (the engine records the field again).
+    """
+
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
 class LanguageNotServed:
     """The engine cannot converse in the caller's language (e.g. the English-only offline engine)."""
 
@@ -85,6 +108,8 @@ CallEvent = (
     | CallerSpoke
     | DetailsCaptured
     | IntentProposed
+    | KeyPressed
+    | CallerNumberKnown
     | LanguageNotServed
     | TimerFired
     | HandoffPlayed

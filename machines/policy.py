@@ -11,6 +11,12 @@ from enum import StrEnum
 # The captured field that holds the caller's language (a BCP-47 code the orchestrator has normalised).
 LANGUAGE_FIELD = "language"
 
+# Route kinds that put the caller through to a person: where an urgent call may be sent when triage fails.
+PERSON_ROUTE_KINDS = frozenset({"flex", "sip"})
+
+# After the agent has asked for a field this many times, the caller is taken not to have it.
+MAX_ASKS_PER_FIELD = 2
+
 
 class RouteKind(StrEnum):
     """Where a route sends the call: the `kind` of a route in the routing config."""
@@ -24,7 +30,12 @@ class RouteKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RouteRule:
-    """One route as the machine sees it: its name, the fields it needs, and its Studio node if any."""
+    """One route as the machine sees it: its name, the fields it needs, and its Studio node if any.
+
+    `required_fields` are hard: the route cannot work without them (a Studio node reads them), so a call
+    that lacks one goes to the human route instead. `wanted_fields` are soft: they are asked for, but a
+    person on the route can ask too, so the call goes on without them, naming them as missing.
+    """
 
     name: str
     kind: RouteKind
@@ -33,6 +44,7 @@ class RouteRule:
     studio_node: str | None = None
     # The node it enters for callers of a language with its own target (e.g. a Spanish node).
     studio_node_by_language: Mapping[str, str] = field(default_factory=dict)
+    wanted_fields: frozenset[str] = frozenset()
 
     def studio_node_for(self, language: str | None) -> str | None:
         return self.studio_node_by_language.get(language or "", self.studio_node)
@@ -53,6 +65,12 @@ class TriagePolicy:
     handoff_line_timeout_s: float = 8.0
     # Languages the front desk serves; a caller in another one goes to the human route. Empty: no check.
     supported_languages: frozenset[str] = frozenset()
+    # Intents whose calls never end in voicemail or a hang-up (see CallMachine.urgent_proposal).
+    urgent_intents: frozenset[str] = frozenset()
+    # Keypad key ("0"-"9", "*", "#") -> the intent it chooses, as on the old menu.
+    keys: Mapping[str, str] = field(default_factory=dict)
+    # The phone field pre-filled, unconfirmed, from the caller's own number (CallerNumberKnown).
+    caller_id_field: str | None = None
 
     def __post_init__(self) -> None:
         for name in (self.fallback_route, self.human_route, *self.intents.values()):
@@ -60,6 +78,14 @@ class TriagePolicy:
                 raise ValueError(f"route {name!r} is referenced but not defined")
         if self.routes[self.human_route].studio_node is not None:
             raise ValueError("the human route must not be a Studio node (the re-entry guard relies on it)")
+        for intent in (*self.urgent_intents, *self.keys.values()):
+            if intent not in self.intents:
+                raise ValueError(f"intent {intent!r} is referenced but not defined")
+        if self.urgent_intents and self.routes[self.human_route].kind not in PERSON_ROUTE_KINDS:
+            raise ValueError("with urgent intents, the human route must reach a person (flex or sip)")
+
+    def route_of(self, intent: str) -> RouteRule:
+        return self.routes[self.intents[intent]]
 
 
 @dataclass(frozen=True, slots=True)

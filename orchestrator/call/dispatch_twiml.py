@@ -86,6 +86,8 @@ class _Handoff:
     confidence: float | None = None
     summary: str = ""
     captured: Mapping[str, str] = field(default_factory=dict)
+    missing_fields: tuple[str, ...] = ()
+    unconfirmed_fields: tuple[str, ...] = ()
 
 
 def dispatch_twiml(decision: DispatchDecision, config: RoutingConfig, call: CallFacts, *, public_url: str) -> str:
@@ -107,6 +109,8 @@ def dispatch_twiml(decision: DispatchDecision, config: RoutingConfig, call: Call
         confidence=decision.confidence,
         summary=decision.summary,
         captured=decision.captured,
+        missing_fields=decision.missing_fields,
+        unconfirmed_fields=decision.unconfirmed_fields,
     )
     return _render(handoff, config, call, public_url)
 
@@ -180,6 +184,8 @@ def _to_human(handoff: _Handoff, reason: str, config: RoutingConfig, call: CallF
         confidence=handoff.confidence,
         summary=handoff.summary,
         captured=handoff.captured,
+        missing_fields=handoff.missing_fields,
+        unconfirmed_fields=handoff.unconfirmed_fields,
     )
     return _render(human, config, call, public_url)
 
@@ -218,6 +224,9 @@ def _task_attributes(route: FlexRoute, handoff: _Handoff, call: CallFacts) -> st
         "ai_reason": handoff.reason,
         "arm": call.arm,
         "captured": captured,
+        # What the caller could not give, and what came from caller ID unconfirmed: the agent asks.
+        "missing_fields": list(handoff.missing_fields),
+        "unconfirmed_fields": list(handoff.unconfirmed_fields),
     }
     language = captured.get(LANGUAGE_FIELD) or call.language
     if language:

@@ -41,7 +41,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from machines import RouteKind, RouteRule, TriagePolicy
+from machines import PERSON_ROUTE_KINDS, RouteKind, RouteRule, TriagePolicy
 
 ENV_PREFIX = "ORCHESTRATOR_"
 ENV_NESTED_DELIMITER = "__"
@@ -193,6 +193,12 @@ def _language_code(value: str) -> str:
     return code
 
 
+def _keypad_key(value: str) -> str:
+    if not re.fullmatch(r"[0-9*#]", value):
+        raise ValueError("must be one keypad key: a digit 0-9, '*' or '#'")
+    return value
+
+
 def _caller_prefix(value: str) -> str:
     if not re.fullmatch(r"\+[0-9]{1,6}", value):
         raise ValueError("must be an E.164 prefix: '+' and 1 to 6 digits, such as '+52'")
@@ -215,6 +221,7 @@ def _merge_same_language(value: Any) -> Any:
 
 
 LanguageCode = Annotated[str, AfterValidator(_language_code)]
+KeypadKey = Annotated[str, AfterValidator(_keypad_key)]
 CallerPrefix = Annotated[str, AfterValidator(_caller_prefix)]
 
 # What Twilio puts in `From` when the caller withheld their number (besides "anonymous" and empty).
@@ -460,16 +467,26 @@ class Intent(_Section):
     description: Text
     examples: list[Text] = []
     route: Name
+    # Never ends in voicemail or a hang-up: any failure sends the call to its route or the human route.
+    urgent: bool = False
+    keys: list[KeypadKey] = []  # keypad keys that choose this intent, as on the old menu
 
 
 class CapturedField(_Section):
-    """A detail the AI collects from the caller before routing."""
+    """A detail the AI collects from the caller before routing.
+
+    `required_for`: routes that cannot work without it (hard: a Studio node reads it); a call that cannot
+    give it goes to the human route. `wanted_for`: routes where a person can ask for it (soft): it is
+    asked for, but the call goes on without it, named as missing.
+    """
 
     name: Name
     type: Literal["text", "phone", "email", "date", "choice"]
     description: Text | None = None
     choices: list[Text] | None = None
     required_for: list[Name] = []  # route names
+    wanted_for: list[Name] = []  # route names
+    caller_id: bool = False  # a phone field pre-filled from the caller's number, to be confirmed
     question: Text | None = None  # how the offline engine asks for it (default: worded from the name and type)
 
     @model_validator(mode="after")
@@ -480,6 +497,13 @@ class CapturedField(_Section):
             raise _config_problem(("choices",), "must list at least one choice")
         if self.type != "choice" and self.choices is not None:
             raise _config_problem(("choices",), f'only allowed when type = "choice" (type is {self.type!r})')
+        if self.caller_id and self.type != "phone":
+            raise _config_problem(("caller_id",), f'only allowed when type = "phone" (type is {self.type!r})')
+        for position, route in enumerate(self.wanted_for):
+            if route in self.required_for:
+                raise _config_problem(
+                    ("wanted_for", position), f"route {route!r} is also in required_for (a field is one or the other)"
+                )
         return self
 
 
@@ -634,6 +658,7 @@ class RoutingConfig(BaseSettings):
             )
 
         first_index: dict[str, int] = {}
+        key_owner: dict[str, str] = {}
         for index, intent in enumerate(self.intents):
             if intent.name in first_index:
                 yield ("intents", index, "name"), (
@@ -642,6 +667,20 @@ class RoutingConfig(BaseSettings):
             first_index.setdefault(intent.name, index)
             if intent.route not in self.routes:
                 yield ("intents", index, "route"), unknown(intent.route)
+            elif intent.urgent and self.routes[intent.route].kind == "voicemail":
+                yield ("intents", index, "route"), (
+                    f"route {intent.route!r} is of kind 'voicemail'; an urgent intent never ends in voicemail"
+                )
+            for position, key in enumerate(intent.keys):
+                if key in key_owner:
+                    yield ("intents", index, "keys", position), f"key {key!r} is already on intent {key_owner[key]!r}"
+                key_owner.setdefault(key, intent.name)
+        urgent = [intent.name for intent in self.intents if intent.urgent]
+        if urgent and human is not None and human.kind not in PERSON_ROUTE_KINDS:
+            yield ("triage", "human_route"), (
+                f"route {self.triage.human_route!r} is of kind '{human.kind}'; with urgent intents"
+                f" ({', '.join(urgent)}) the human route must reach a person (flex or sip)"
+            )
 
         first_index = {}
         for index, field in enumerate(self.fields):
@@ -650,9 +689,14 @@ class RoutingConfig(BaseSettings):
                     f"duplicate field {field.name!r} (first at fields[{first_index[field.name]}])"
                 )
             first_index.setdefault(field.name, index)
-            for position, route in enumerate(field.required_for):
-                if route not in self.routes:
-                    yield ("fields", index, "required_for", position), unknown(route)
+            for key in ("required_for", "wanted_for"):
+                for position, route in enumerate(getattr(field, key)):
+                    if route not in self.routes:
+                        yield ("fields", index, key, position), unknown(route)
+            if field.caller_id and field.name != self.caller_id_field:
+                yield ("fields", index, "caller_id"), (
+                    f"field {self.caller_id_field!r} already takes the caller's number"
+                )
 
         supported = ", ".join(self.languages.supported)
         for name, route in self.routes.items():
@@ -709,7 +753,17 @@ class RoutingConfig(BaseSettings):
         return path
 
     def required_fields(self, route: str) -> frozenset[str]:
+        """The route's hard fields: it cannot work without them."""
         return frozenset(field.name for field in self.fields if route in field.required_for)
+
+    def wanted_fields(self, route: str) -> frozenset[str]:
+        """The route's soft fields: asked for, but a person on the route can ask for them too."""
+        return frozenset(field.name for field in self.fields if route in field.wanted_for)
+
+    @property
+    def caller_id_field(self) -> str | None:
+        """The phone field pre-filled from the caller's number (`caller_id = true`), if any."""
+        return next((field.name for field in self.fields if field.caller_id), None)
 
     def triage_policy(self) -> TriagePolicy:
         """The routing rules as the machine sees them."""
@@ -720,6 +774,7 @@ class RoutingConfig(BaseSettings):
                     name=name,
                     kind=route.kind,
                     required_fields=self.required_fields(name),
+                    wanted_fields=self.wanted_fields(name),
                     studio_node=route.studio_node if isinstance(route, StudioRoute) else None,
                     studio_node_by_language={
                         language: routed.studio_node
@@ -736,6 +791,9 @@ class RoutingConfig(BaseSettings):
             budget_s=self.triage.budget_seconds,
             handoff_line_timeout_s=self.triage.handoff_line_timeout_seconds,
             supported_languages=frozenset(self.languages.supported) if self.multilingual else frozenset(),
+            urgent_intents=frozenset(intent.name for intent in self.intents if intent.urgent),
+            keys={key: intent.name for intent in self.intents for key in intent.keys},
+            caller_id_field=self.caller_id_field,
         )
 
 
@@ -944,6 +1002,9 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
         needs = config.required_fields(name)
         if needs:
             target += f"\nneeds {', '.join(sorted(needs))}"
+        wants = config.wanted_fields(name)
+        if wants:
+            target += f"\nasks for {', '.join(sorted(wants))} (goes on without)"
         routes.add_row(label, name, target)
         for code, language_route in route.language_routes.items():
             routes.add_row("", f"{name} [{code}]", f"{language_route.kind}: {language_route.target()}")
@@ -958,11 +1019,13 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
             add_row("(unused)", name)
 
     fields = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("Field", "Type", "Required for"):
+    for column in ("Field", "Type", "Required for", "Wanted for"):
         fields.add_column(column, overflow="fold")
     for field in config.fields:
         kind = f"choice of {', '.join(field.choices or ())}" if field.type == "choice" else field.type
-        fields.add_row(field.name, kind, ", ".join(field.required_for) or "-")
+        if field.caller_id:
+            kind += " (caller ID, to confirm)"
+        fields.add_row(field.name, kind, ", ".join(field.required_for) or "-", ", ".join(field.wanted_for) or "-")
 
     triage = config.triage
     with console.capture() as capture:
@@ -970,6 +1033,14 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
         if config.twilio.account_sid:
             console.print(f"Twilio account {config.twilio.account_sid}")
         console.print(routes)
+        urgent = [intent.name for intent in config.intents if intent.urgent]
+        if urgent:
+            console.print(
+                f"Urgent: {', '.join(urgent)} (never voicemail or a hang-up: their route or {triage.human_route})"
+            )
+        keys = [f"{key} → {intent.name}" for intent in config.intents for key in intent.keys]
+        if keys:
+            console.print(f"Keypad: {', '.join(keys)}")
         languages = config.languages
         if languages != LanguageSettings():  # a config without [languages] prints as before
             parts = [f"default {languages.default}", f"supported {', '.join(languages.supported)}"]
@@ -987,6 +1058,11 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
             f"Triage: budget {triage.budget_seconds:g} s, min confidence {triage.min_confidence:g},"
             f" up to {triage.max_clarifications} clarifications,"
             f" handoff line timeout {triage.handoff_line_timeout_seconds:g} s"
+        )
+        console.print(
+            "Policy: a field is asked for at most twice; without a required field the call goes to"
+            f" {triage.human_route}, without a wanted one it goes on to its route; a need that matches no"
+            f" intent is clarified once, then goes to {triage.fallback_route}"
         )
         engine = config.engine
         model = engine.intent_model or "fit on the intents above at start"

@@ -41,13 +41,13 @@ def _demo_value(field: CapturedField) -> str:
 
 
 def demo_scenario(config: RoutingConfig) -> Scenario:
-    """The demo call for `config`: its first intent, with the details that intent's route requires."""
+    """The demo call for `config`: its first intent, with the details that intent's route needs or wants."""
     if not config.intents:
         # Nothing to propose: greet, then let the triage budget send the call to the fallback route.
         return Scenario(steps=[on(after_response_create(), speak(ms=1200, transcript=config.lines.greeting))])
     intent = config.intents[0]
-    required = config.required_fields(intent.route)
-    details = {field.name: _demo_value(field) for field in config.fields if field.name in required}
+    needed = config.required_fields(intent.route) | config.wanted_fields(intent.route)
+    details = {field.name: _demo_value(field) for field in config.fields if field.name in needed}
     proposal = call_function(
         PROPOSE_ROUTE,
         {"intent": intent.name, "confidence": DEMO_CONFIDENCE, "summary": f"demo call: {intent.description[:80]}"},

@@ -178,9 +178,17 @@ def agent_instructions(config: RoutingConfig) -> str:
         rules += [
             f"Call {RECORD_DETAILS} as soon as the caller gives any of these details, with only what you heard."
             " If the result says a value is invalid, ask the caller for it again.",
+            "Ask for a detail at most twice. If the caller cannot give it, do not press: say that is fine and"
+            f" call {PROPOSE_ROUTE} again; the system decides where the call goes without it.",
         ]
     if any(field.type == "date" for field in config.fields):
         rules.append("Dates are YYYY-MM-DD. If the caller names a day and you are not sure of its exact date, ask.")
+    urgent = [intent.name for intent in config.intents if intent.urgent]
+    if urgent:
+        rules.append(
+            f"Urgent needs ({', '.join(urgent)}) are put through to a person even without details: propose one"
+            " as soon as you hear it, and keep any question short."
+        )
     rules += [
         f"Call {PROPOSE_ROUTE} as soon as the caller's need is clear. When it is not clear, use"
         f" {UNKNOWN_INTENT!r} with a low confidence.",
@@ -210,9 +218,15 @@ def _intent_lines(config: RoutingConfig) -> list[str]:
 def _field_lines(config: RoutingConfig) -> list[str]:
     lines = []
     for field in config.fields:
-        # The machine checks required fields per route; the model thinks in intents.
-        intents = [intent.name for intent in config.intents if intent.route in field.required_for]
-        needed = f"Required for: {', '.join(intents)}." if intents else "Optional."
+        # The machine checks fields per route; the model thinks in intents.
+        required = [intent.name for intent in config.intents if intent.route in field.required_for]
+        wanted = [intent.name for intent in config.intents if intent.route in field.wanted_for]
+        needs = []
+        if required:
+            needs.append(f"Required for: {', '.join(required)}.")
+        if wanted:
+            needs.append(f"Wanted for: {', '.join(wanted)} (ask, but the call goes on without it).")
+        needed = " ".join(needs) or "Optional."
         lines.append(f"- {field.name} ({TYPE_LABELS[field.type]}): {_field_description(field)} {needed}")
     return lines
 
@@ -507,7 +521,8 @@ def tool_output(answer: AnswerTool) -> str:
     instruction = _OUTCOME_INSTRUCTIONS.get(answer.outcome)
     if answer.outcome == "clarify":
         instruction = (
-            f"Ask the caller for the missing details, one at a time, and call {RECORD_DETAILS} with them."
+            f"Ask the caller for the missing details, one at a time, and call {RECORD_DETAILS} with them;"
+            f" if the caller cannot give one, do not press: call {PROPOSE_ROUTE} again."
             if answer.detail.startswith("missing_fields")
             else f"Ask the caller a short clarifying question, then call {PROPOSE_ROUTE} again."
         )

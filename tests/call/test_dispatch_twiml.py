@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -58,6 +59,10 @@ def verbs(root: ET.Element) -> list[str]:
     return [child.tag for child in root]
 
 
+def task_attributes(decision: DispatchDecision, config: RoutingConfig) -> dict:
+    return json.loads(parse(dispatch_twiml(decision, config, CALL, public_url=PUBLIC_URL)).find("Enqueue/Task").text)
+
+
 def with_routes(config: RoutingConfig, **routes) -> RoutingConfig:
     return config.model_copy(update={"routes": {**config.routes, **routes}})
 
@@ -111,6 +116,25 @@ def test_flex_task_json_is_compact_and_sorted(acme):
     assert task.get("priority") == "30"
     assert attributes["name"] == CALL.caller  # no caller_name captured: the number
     assert attributes["captured"] == {}
+
+
+def test_flex_task_names_the_fields_the_caller_could_not_give_and_those_to_confirm(acme):
+    decision = replace(
+        decided("emergency_desk", "flex", intent="emergency", confidence=0.97,
+                captured={"caller_name": "Ann", "callback_number": "+15551234567"}),
+        reason=DecisionReason.BUDGET_EXPIRED, missing_fields=("address",), unconfirmed_fields=("callback_number",),
+    )
+    attributes = task_attributes(decision, acme)
+    assert (attributes["missing_fields"], attributes["unconfirmed_fields"]) == (["address"], ["callback_number"])
+    assert attributes["ai_reason"] == "budget_expired" and attributes["skill"] == "emergency"
+
+    gone = replace(decision, route="gone_since_reload")  # the human route keeps what the agent must ask
+    attributes = task_attributes(gone, acme)
+    assert (attributes["skill"], attributes["missing_fields"]) == ("front_desk", ["address"])
+
+    complete = decided("billing_desk", "flex", intent="billing", confidence=0.9)
+    attributes = task_attributes(complete, acme)
+    assert (attributes["missing_fields"], attributes["unconfirmed_fields"]) == ([], [])
 
 
 def test_flex_language_and_arm_come_from_the_call(acme):

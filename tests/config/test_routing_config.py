@@ -95,7 +95,7 @@ def test_example_triage_policy() -> None:
     }
     assert policy.routes == {
         "emergency_desk": RouteRule(
-            "emergency_desk", "flex", frozenset({"caller_name", "callback_number", "address"})
+            "emergency_desk", "flex", wanted_fields=frozenset({"caller_name", "callback_number", "address"})
         ),
         "schedule_visit": RouteRule(
             "schedule_visit",
@@ -112,6 +112,9 @@ def test_example_triage_policy() -> None:
     assert policy.human_route == "front_desk"
     assert (policy.min_confidence, policy.max_clarifications) == (0.6, 2)
     assert (policy.budget_s, policy.handoff_line_timeout_s) == (20.0, 8.0)
+    assert policy.urgent_intents == {"emergency"}
+    assert policy.keys == {"1": "emergency", "2": "schedule", "3": "billing"}
+    assert policy.caller_id_field == "callback_number"
 
 
 def test_describe_config_summarises_routing() -> None:
@@ -120,7 +123,9 @@ def test_describe_config_summarises_routing() -> None:
     assert str(EXAMPLE) in summary and "Acme Plumbing" in summary
     for text in ("emergency", "emergency_desk", "priority 100", "schedule_visit (resume)", "opening_hours",
                  "(anything else)", "voicemail", "front_desk", "callback_number", "preferred_date",
-                 "budget 20 s"):
+                 "budget 20 s", "needs address, caller_name", "asks for address, callback_number, caller_name",
+                 "Urgent: emergency", "Keypad: 1 → emergency, 2 → schedule, 3 → billing", "caller ID",
+                 "asked for at most twice"):
         assert text in summary
 
 
@@ -360,6 +365,43 @@ ERROR_CASES = {
         MINIMAL.replace('[triage]\nfallback_route = "voicemail"\nhuman_route = "desk"\n', ""),
         "triage: missing",
     ),
+    "wanted_for unknown route": (
+        MINIMAL + '\n[[fields]]\nname = "caller_name"\ntype = "text"\nwanted_for = ["nope"]\n',
+        "fields[0].wanted_for[0]: unknown route 'nope' (defined: desk, voicemail)",
+    ),
+    "field both required and wanted": (
+        MINIMAL + '\n[[fields]]\nname = "a"\ntype = "text"\nrequired_for = ["desk"]\nwanted_for = ["desk"]\n',
+        "fields[0].wanted_for[0]: route 'desk' is also in required_for (a field is one or the other)",
+    ),
+    "caller id on a text field": (
+        MINIMAL + '\n[[fields]]\nname = "a"\ntype = "text"\ncaller_id = true\n',
+        'fields[0].caller_id: only allowed when type = "phone" (type is \'text\')',
+    ),
+    "two caller id fields": (
+        MINIMAL + '\n[[fields]]\nname = "a"\ntype = "phone"\ncaller_id = true\n'
+        '\n[[fields]]\nname = "b"\ntype = "phone"\ncaller_id = true\n',
+        "fields[1].caller_id: field 'a' already takes the caller's number",
+    ),
+    "key not on the keypad": (
+        MINIMAL.replace('\nroute = "desk"', '\nroute = "desk"\nkeys = ["10"]'),
+        "intents[0].keys[0]: must be one keypad key: a digit 0-9, '*' or '#' (got '10')",
+    ),
+    "key on two intents": (
+        MINIMAL.replace('\nroute = "desk"', '\nroute = "desk"\nkeys = ["1"]')
+        + intent("sales", "desk").replace('\nroute = "desk"', '\nroute = "desk"\nkeys = ["#", "1"]'),
+        "intents[1].keys[1]: key '1' is already on intent 'billing'",
+    ),
+    "urgent intent to voicemail": (
+        MINIMAL.replace('\nroute = "desk"', '\nroute = "voicemail"\nurgent = true'),
+        "intents[0].route: route 'voicemail' is of kind 'voicemail'; an urgent intent never ends in voicemail",
+    ),
+    "urgent intents with a voicemail human route": (
+        MINIMAL.replace('human_route = "desk"', 'human_route = "voicemail"').replace(
+            '\nroute = "desk"', '\nroute = "desk"\nurgent = true'
+        ),
+        "triage.human_route: route 'voicemail' is of kind 'voicemail'; with urgent intents (billing) the human"
+        " route must reach a person (flex or sip)",
+    ),
 }
 
 
@@ -367,6 +409,29 @@ ERROR_CASES = {
 def test_config_error_names_file_and_key_path(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
     assert load_error(path).startswith(f"{path}: {expected}")
+
+
+def test_wanted_fields_keys_and_urgency_reach_the_policy(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace('\nroute = "desk"', '\nroute = "desk"\nurgent = true\nkeys = ["1", "*"]')
+        + '\n[[fields]]\nname = "number"\ntype = "phone"\nwanted_for = ["desk"]\ncaller_id = true\n'
+        + '\n[[fields]]\nname = "account"\ntype = "text"\nrequired_for = ["desk"]\n'
+    )
+    config = load_routing_config(write(tmp_path, text, "ok.toml"))
+    policy = config.triage_policy()
+    assert policy.routes["desk"].required_fields == {"account"}
+    assert policy.routes["desk"].wanted_fields == {"number"}
+    assert (policy.urgent_intents, policy.keys) == ({"billing"}, {"1": "billing", "*": "billing"})
+    assert policy.caller_id_field == config.caller_id_field == "number"
+    fields = next(line for line in describe_config(config).splitlines() if line.startswith(" number"))
+    assert fields.split() == ["number", "phone", "(caller", "ID,", "to", "confirm)", "-", "desk"]
+
+
+def test_a_config_without_the_new_keys_keeps_its_meaning(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[[fields]]\nname = "account"\ntype = "text"\nrequired_for = ["desk"]\n'
+    policy = load_routing_config(write(tmp_path, text, "ok.toml")).triage_policy()
+    assert (policy.routes["desk"].required_fields, policy.routes["desk"].wanted_fields) == ({"account"}, frozenset())
+    assert (policy.urgent_intents, dict(policy.keys), policy.caller_id_field) == (frozenset(), {}, None)
 
 
 def test_unused_route_is_fine(tmp_path: Path) -> None:

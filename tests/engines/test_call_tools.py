@@ -490,8 +490,10 @@ def test_agent_instructions_cover_intents_fields_and_rules(example: RoutingConfi
         assert intent.examples[3] not in text  # only a few examples each
     for field in example.fields:
         assert f"- {field.name} (" in text and (field.description or "") in text
-    assert "- caller_name (text): The caller's full name. Required for: emergency, schedule." in text
-    assert "Required for: emergency." in text  # callback_number, mapped from route emergency_desk
+    assert ("- caller_name (text): The caller's full name. Required for: schedule."
+            " Wanted for: emergency (ask, but the call goes on without it).") in text
+    assert "+14155552671. Wanted for: emergency (" in text  # callback_number, mapped from route emergency_desk
+    assert "Urgent needs (emergency) are put through" in text and "at most twice" in text
     assert re.search(r"- preferred_date \(date\): .* Optional\.", text)
     for rule_word in (RECORD_DETAILS, PROPOSE_ROUTE, "'unknown'", "low confidence", "one question at a time",
                       "promise", "transfer"):

@@ -1,41 +1,104 @@
 """Invariants of the call machine over arbitrary event sequences (DESIGN section 4).
 
 The harness plays the session runner: it carries out CloseRealtime/CloseMedia by feeding back the
-matching closed events, so every effect has the consequence it has on a live call.
+matching closed events, so every effect has the consequence it has on a live call. It also keeps its
+own account of what the caller went through (proposals taken, urgency, questions asked, caller ID
+confirmed), from the events and effects alone, to check the routing policy against it.
+
+Two machines share the harness: one throws every event at a call at any time; the other holds a
+conversation in capture (proposals, details, keys, caller ID, time running out slowly, more
+clarifications allowed than asks per field), so that the routing policy's paths are reached often.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from machines import events as ev
 from machines.call_machine import CallFlow
-from machines.effects import CloseMedia, CloseRealtime, PersistDecision, Speak
+from machines.decision import DecisionReason
+from machines.effects import CloseMedia, CloseRealtime, Line, PersistDecision, Speak
+from machines.policy import MAX_ASKS_PER_FIELD, PERSON_ROUTE_KINDS
 from tests.machine_fixtures import ENTRY_NODE, HISTORY, POLICY, VISITED_NODE, FakeClock
 
 INTENTS = st.sampled_from([*POLICY.intents, "no_such_intent"])
-FIELDS = st.dictionaries(st.sampled_from(["caller_name", "callback_number", "address", "other"]),
+FIELDS = st.dictionaries(st.sampled_from(["caller_name", "callback_number", "address", "preferred_date", "other"]),
                          st.text(max_size=5), max_size=3)
+# The intents whose routes tell the routing policy's cases apart: hard and soft fields, urgent intents whose
+# routes reach a person, hang up or enter Studio, other intents that hang up or leave a message, an unknown need.
+POLICY_INTENTS = st.sampled_from(["emergency", "gas_smell", "flood", "callback", "quote", "opening_hours",
+                                  "leave_message", "billing", "no_such_intent"])
+CONFIDENCES = st.sampled_from([0.3, 0.6, 0.9]) | st.floats(0, 1)
+# Details as a caller gives them: each field given ("x") or said to be none ("").
+GIVEN = st.dictionaries(st.sampled_from(["caller_name", "callback_number", "address", "preferred_date"]),
+                        st.sampled_from(["x", ""]), min_size=1, max_size=2)
+# Decisions made by the routing policy when no proposal was accepted as it stood.
+STRANDED_REASONS = (DecisionReason.BUDGET_EXPIRED, DecisionReason.ENGINE_FAILED, DecisionReason.LOW_CONFIDENCE,
+                    DecisionReason.UNKNOWN_INTENT, DecisionReason.MISSING_FIELDS)
 
 
-class CallMachineInvariants(RuleBasedStateMachine):
+class CallHarness(RuleBasedStateMachine):
+    """The runner's side and the caller's account of one call, the events any call may get, and the
+    invariants every call keeps."""
+
+    policy = POLICY
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.flow = CallFlow(POLICY, self.clock)
+        self.flow = CallFlow(self.policy, self.clock)
         self.call = self.flow.start_call("CA_prop", HISTORY)
         self.realtime_open = False  # as the world sees it, not as the machine believes
         self.media_open = True
         self.decisions: list = []
         self.effects_log: list = []
+        # The harness's own account of the call, kept from events and effects.
+        self.last_proposal: tuple[str, float] | None = None  # (intent, confidence) of the last one taken
+        self.urgent_intent: str | None = None  # the latest trusted urgent intent taken
+        self.asks: dict[str, int] = {}  # field → ASK_DETAILS lines that named it
+        self.clarifications = 0  # proposals taken that sent the call back to capture
+        self.unknown_clarifications = 0  # proposals of an unknown intent that sent the call back to capture
+        self.unconfirmed: set[str] = set()  # pre-filled from caller ID, not recorded by the engine since
         self.apply_effects(self.call.start())
+
+    def trusted(self, intent: str, confidence: float) -> bool:
+        return intent in self.policy.intents and confidence >= self.policy.min_confidence
 
     # -- the runner's side: effects have consequences ---------------------------------------
 
-    def send(self, event) -> None:
+    def send(self, event) -> str:
+        entry = len(self.call.trail)
         effects = self.call.handle(event)
+        note = self.call.trail[entry].note
+        self.follow(event, note)
         self.apply_effects(effects)
+        return note
+
+    def follow(self, event, note: str) -> None:
+        """What the event did to the caller's side of the call, as the trail and the state show it."""
+        taken = not note.startswith("absorbed")
+        if isinstance(event, ev.IntentProposed) and taken:
+            self.proposal_taken(event.intent, event.confidence)
+        elif isinstance(event, ev.KeyPressed) and note.startswith("key "):
+            self.proposal_taken(self.policy.keys[event.digit], 1.0)
+        elif isinstance(event, ev.CallerNumberKnown) and taken:
+            self.unconfirmed.add(self.policy.caller_id_field)
+        elif isinstance(event, ev.DetailsCaptured) and taken:
+            self.unconfirmed.difference_update(event.fields)
+
+    def proposal_taken(self, intent: str, confidence: float) -> None:
+        self.last_proposal = (intent, confidence)
+        if intent in self.policy.urgent_intents and confidence >= self.policy.min_confidence:
+            self.urgent_intent = intent
+        clarified = self.call.state == "capture"
+        if not self.trusted(intent, confidence) and self.unknown_clarifications:
+            assert not clarified, "after an unknown intent was clarified, an unplaceable need must be decided"
+        if clarified:
+            self.clarifications += 1
+            self.unknown_clarifications += intent not in self.policy.intents
 
     def apply_effects(self, effects) -> None:
         for effect in effects:
@@ -46,6 +109,9 @@ class CallMachineInvariants(RuleBasedStateMachine):
                 assert not self.realtime_open, "the call was handed back while Realtime was open"
             elif isinstance(effect, Speak):
                 assert self.realtime_open, "asked to speak with no Realtime connection"
+                if effect.line is Line.ASK_DETAILS:
+                    for name in effect.missing_fields:
+                        self.asks[name] = self.asks.get(name, 0) + 1
         for effect in effects:
             if isinstance(effect, CloseRealtime) and self.realtime_open:
                 self.realtime_open = False
@@ -54,7 +120,129 @@ class CallMachineInvariants(RuleBasedStateMachine):
                 self.media_open = False
                 self.send(ev.MediaClosed())
 
-    # -- the world's side: arbitrary events ----------------------------------------------------
+    # -- the world's side: what the caller and the engine do ------------------------------------
+
+    @rule(fields=FIELDS, tool=st.none() | st.just("call_1"))
+    def details_captured(self, fields, tool) -> None:
+        self.send(ev.DetailsCaptured(fields, tool))
+
+    @rule(digit=st.sampled_from("0123456789*#"))
+    def key_pressed(self, digit: str) -> None:
+        effects_before = len(self.effects_log)
+        note = self.send(ev.KeyPressed(digit))
+        if note.startswith("key "):
+            assert self.call.proposal is not None
+            assert (self.call.proposal.intent, self.call.proposal.confidence) == (self.policy.keys[digit], 1.0)
+        elif digit not in self.policy.keys:
+            assert note.startswith("absorbed") and len(self.effects_log) == effects_before
+
+    @rule(number=st.sampled_from(["+14155552671", ""]))
+    def caller_number_known(self, number: str) -> None:
+        self.send(ev.CallerNumberKnown(number))
+
+    # -- invariants ----------------------------------------------------------------------------
+
+    @invariant()
+    def at_most_one_decision(self) -> None:
+        assert len(self.decisions) <= 1
+
+    @invariant()
+    def nothing_raised_inside(self) -> None:
+        assert self.call.faults == 0, [t for t in self.call.trail if t.note.startswith("internal_error")]
+
+    @invariant()
+    def reentry_guard_holds(self) -> None:
+        for decision in self.decisions:
+            node = self.policy.routes[decision.route].studio_node
+            assert node not in (ENTRY_NODE, VISITED_NODE)
+
+    @invariant()
+    def decision_is_the_one_persisted(self) -> None:
+        if self.decisions:
+            assert self.call.decision is self.decisions[0]
+
+    @invariant()
+    def no_urgent_call_ends_in_voicemail_or_a_hang_up_not_its_own(self) -> None:
+        if not self.decisions or self.urgent_intent is None:
+            return
+        decision, own = self.decisions[0], self.policy.intents[self.urgent_intent]
+        assert decision.route_kind != "voicemail", (self.urgent_intent, decision)
+        assert decision.route_kind != "resolve" or decision.route == own, (self.urgent_intent, decision)
+        if decision.reason is not DecisionReason.ACCEPTED:
+            assert decision.route in (own, self.policy.human_route), (self.urgent_intent, decision)
+            assert decision.route_kind in PERSON_ROUTE_KINDS and decision.intent == self.urgent_intent
+
+    @invariant()
+    def no_route_is_taken_without_its_hard_fields(self) -> None:
+        for decision in self.decisions:
+            for name in self.policy.routes[decision.route].required_fields:
+                assert decision.captured.get(name) and name not in self.unconfirmed, (name, decision)
+
+    @invariant()
+    def a_stranded_call_goes_to_its_trusted_route_or_a_person(self) -> None:
+        """Budget, engine failure or a guard: a trusted intent lacking only soft fields takes its route, one
+        lacking a hard field the human route, and a call with no trusted intent the fallback route."""
+        if not self.decisions or self.urgent_intent is not None or self.decisions[0].reason not in STRANDED_REASONS:
+            return
+        decision = self.decisions[0]
+        if self.last_proposal is None or not self.trusted(*self.last_proposal):
+            assert decision.route == self.policy.fallback_route and decision.missing_fields == (), decision
+            return
+        route = self.policy.route_of(self.last_proposal[0])
+        hard = {name for name in route.required_fields if not decision.captured.get(name) or name in self.unconfirmed}
+        soft = {name for name in route.wanted_fields if not decision.captured.get(name)}
+        assert set(decision.missing_fields) == hard | soft, decision
+        if hard:
+            assert (decision.route, decision.proposed_route) == (self.policy.human_route, route.name), decision
+        else:
+            assert decision.route == route.name, decision
+
+    @invariant()
+    def an_accepted_route_lacks_only_soft_fields_asked_for_enough(self) -> None:
+        if not self.decisions or self.decisions[0].reason is not DecisionReason.ACCEPTED:
+            return
+        decision = self.decisions[0]
+        if decision.route != self.policy.intents.get(decision.intent or ""):
+            return  # turned by the urgent guard: checked above
+        for name in decision.missing_fields:
+            assert name in self.policy.routes[decision.route].wanted_fields, decision
+            asked_enough = self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD
+            assert asked_enough or self.clarifications >= self.policy.max_clarifications, (name, self.asks, decision)
+
+    @invariant()
+    def no_field_is_asked_for_a_third_time(self) -> None:
+        assert all(times <= MAX_ASKS_PER_FIELD for times in self.asks.values()), self.asks
+
+    @invariant()
+    def an_unknown_need_is_clarified_at_most_once(self) -> None:
+        assert self.unknown_clarifications <= 1
+
+    @invariant()
+    def ended_only_when_both_streams_closed(self) -> None:
+        if self.call.state == "ended":
+            assert not self.realtime_open and not self.media_open
+
+    def teardown(self) -> None:
+        # Whatever happened, a hang-up now must bring the call to its end, and nothing may linger.
+        if self.call.state != "ended":
+            self.media_open = False
+            self.send(ev.CallerHungUp())
+        assert self.call.state == "ended", self.call.trail
+        assert not self.realtime_open
+        self.flow.dispose(self.call)
+        assert self.flow.active_calls == 0
+
+
+class CallMachineInvariants(CallHarness):
+    """Any event at any time: streams opening, closing and dropping, marks, time leaping ahead."""
+
+    @rule(text=st.text(max_size=10))
+    def caller_speaks(self, text: str) -> None:
+        self.send(ev.CallerSpoke(text))
+
+    @rule(intent=INTENTS, confidence=st.floats(0, 1), tool=st.none() | st.just("call_2"))
+    def intent_proposed(self, intent, confidence, tool) -> None:
+        self.send(ev.IntentProposed(intent, confidence, "summary", tool))
 
     @precondition(lambda self: not self.realtime_open and self.call.state in ("greeting", "capture"))
     @rule()
@@ -65,18 +253,6 @@ class CallMachineInvariants(RuleBasedStateMachine):
     @rule()
     def greeting_played(self) -> None:
         self.send(ev.GreetingPlayed())
-
-    @rule(text=st.text(max_size=10))
-    def caller_speaks(self, text: str) -> None:
-        self.send(ev.CallerSpoke(text))
-
-    @rule(fields=FIELDS, tool=st.none() | st.just("call_1"))
-    def details_captured(self, fields, tool) -> None:
-        self.send(ev.DetailsCaptured(fields, tool))
-
-    @rule(intent=INTENTS, confidence=st.floats(0, 1), tool=st.none() | st.just("call_2"))
-    def intent_proposed(self, intent, confidence, tool) -> None:
-        self.send(ev.IntentProposed(intent, confidence, "summary", tool))
 
     @rule(seconds=st.floats(0, 30))
     def time_passes(self, seconds: float) -> None:
@@ -106,41 +282,42 @@ class CallMachineInvariants(RuleBasedStateMachine):
         self.media_open = False
         self.send(ev.MediaClosed())
 
-    # -- invariants ----------------------------------------------------------------------------
 
-    @invariant()
-    def at_most_one_decision(self) -> None:
-        assert len(self.decisions) <= 1
+class RoutingPolicyInvariants(CallHarness):
+    """A conversation under way in capture, with more clarifications allowed than asks per field."""
 
-    @invariant()
-    def nothing_raised_inside(self) -> None:
-        assert self.call.faults == 0, [t for t in self.call.trail if t.note.startswith("internal_error")]
+    policy = replace(POLICY, max_clarifications=MAX_ASKS_PER_FIELD + 2)
 
-    @invariant()
-    def reentry_guard_holds(self) -> None:
-        for decision in self.decisions:
-            node = POLICY.routes[decision.route].studio_node
-            assert node not in (ENTRY_NODE, VISITED_NODE)
+    def __init__(self) -> None:
+        super().__init__()
+        self.realtime_open = True
+        self.send(ev.RealtimeOpened())
+        self.send(ev.GreetingPlayed())
 
-    @invariant()
-    def decision_is_the_one_persisted(self) -> None:
-        if self.decisions:
-            assert self.call.decision is self.decisions[0]
+    @initialize(number_known=st.booleans(), given=st.none() | GIVEN)
+    def call_starts(self, number_known: bool, given) -> None:
+        if number_known:
+            self.send(ev.CallerNumberKnown("+14155552671"))
+        if given:
+            self.send(ev.DetailsCaptured(given))
 
-    @invariant()
-    def ended_only_when_both_streams_closed(self) -> None:
-        if self.call.state == "ended":
-            assert not self.realtime_open and not self.media_open
+    @rule(given=GIVEN)
+    def caller_gives(self, given) -> None:
+        self.send(ev.DetailsCaptured(given, "call_1"))
 
-    def teardown(self) -> None:
-        # Whatever happened, a hang-up now must bring the call to its end, and nothing may linger.
-        if self.call.state != "ended":
-            self.media_open = False
-            self.send(ev.CallerHungUp())
-        assert self.call.state == "ended", self.call.trail
-        assert not self.realtime_open
-        self.flow.dispose(self.call)
-        assert self.flow.active_calls == 0
+    @rule(intent=POLICY_INTENTS, confidence=CONFIDENCES)
+    def intent_proposed(self, intent, confidence) -> None:
+        self.send(ev.IntentProposed(intent, confidence, "summary", "call_2"))
+
+    @rule(seconds=st.floats(0, 6))
+    def time_passes(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.send(ev.TimerFired())
+
+    @rule()
+    def caller_falls_silent_until_the_budget_runs_out(self) -> None:
+        self.clock.now = max(self.clock.now, self.call.budget_deadline)
+        self.send(ev.TimerFired())
 
 
 CallMachineInvariants.TestCase.settings = settings(
@@ -148,3 +325,8 @@ CallMachineInvariants.TestCase.settings = settings(
     stateful_step_count=25,
 )
 TestCallMachineInvariants = CallMachineInvariants.TestCase
+RoutingPolicyInvariants.TestCase.settings = settings(
+    max_examples=1000,
+    stateful_step_count=25,
+)
+TestRoutingPolicyInvariants = RoutingPolicyInvariants.TestCase

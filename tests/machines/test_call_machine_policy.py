@@ -1,0 +1,376 @@
+"""The routing policy that never strands a caller, one path at a time: hard and soft fields, urgent intents,
+asks per field, the unknown need, keypad keys and caller ID (the fixture's routes are described there)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from machines import events as ev
+from machines.call_machine import CallFlow
+from machines.decision import DecisionReason
+from machines.effects import AnswerTool, Line, PersistDecision, Speak
+from machines.policy import CallHistory
+from tests.machine_fixtures import HISTORY, POLICY, VISITED_NODE, FakeClock
+
+NUMBER = "+14155552671"
+
+
+def in_capture(policy=POLICY, history: CallHistory = HISTORY):
+    clock = FakeClock()
+    call = CallFlow(policy, clock).start_call("CA_policy", history)
+    call.handle(ev.RealtimeOpened())
+    call.handle(ev.GreetingPlayed())
+    return call, clock
+
+
+def asks_in(effects) -> list[tuple[str, ...]]:
+    return [effect.missing_fields for effect in effects
+            if isinstance(effect, Speak) and effect.line is Line.ASK_DETAILS]
+
+
+# --- Hard and soft fields ------------------------------------------------------------------------
+
+
+def test_soft_fields_are_asked_for_before_the_route_is_taken() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    effects = call.handle(ev.IntentProposed("callback", 0.9, "", "t1"))
+    assert effects == [
+        AnswerTool("t1", "clarify", "missing_fields: address, callback_number"),
+        Speak(Line.ASK_DETAILS, ("address", "callback_number")),
+    ]
+    assert call.decision is None
+
+
+def test_soft_fields_asked_twice_are_named_missing_and_the_route_is_taken() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.IntentProposed("callback", 0.9))
+    call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
+    assert asks_in(call.handle(ev.IntentProposed("callback", 0.9))) == [("callback_number",)]
+    call.handle(ev.IntentProposed("callback", 0.9, "", "t3"))
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.missing_fields) == (
+        "callback_desk", DecisionReason.ACCEPTED, ("callback_number",))
+
+
+def test_soft_fields_are_not_asked_for_without_a_clarification_left() -> None:
+    call, _ = in_capture(replace(POLICY, max_clarifications=0))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    effects = call.handle(ev.IntentProposed("callback", 0.9))
+    assert asks_in(effects) == []
+    assert (call.decision.route, call.decision.missing_fields) == ("callback_desk", ("address", "callback_number"))
+
+
+def test_at_budget_expiry_a_trusted_intent_lacking_only_soft_fields_takes_its_route() -> None:
+    call, clock = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.IntentProposed("callback", 0.9))
+    clock.advance(POLICY.budget_s)
+    call.handle(ev.TimerFired())
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.intent) == (
+        "callback_desk", DecisionReason.BUDGET_EXPIRED, "callback")
+    assert decision.missing_fields == ("address", "callback_number") and decision.proposed_route is None
+
+
+def test_at_budget_expiry_a_trusted_intent_lacking_a_hard_field_goes_to_a_person_not_the_fallback() -> None:
+    call, clock = in_capture()
+    call.handle(ev.IntentProposed("billing", 0.2))  # not trusted: no route of its own
+    call.handle(ev.IntentProposed("callback", 0.9))
+    clock.advance(POLICY.budget_s)
+    call.handle(ev.TimerFired())
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.proposed_route) == (
+        "front_desk", DecisionReason.BUDGET_EXPIRED, "callback_desk")
+    assert decision.missing_fields == ("address", "callback_number", "caller_name")
+
+
+def test_at_budget_expiry_without_a_trusted_intent_the_fallback_route_is_taken() -> None:
+    call, clock = in_capture()
+    call.handle(ev.IntentProposed("callback", 0.3))
+    clock.advance(POLICY.budget_s)
+    call.handle(ev.TimerFired())
+    assert (call.decision.route, call.decision.missing_fields) == ("voicemail", ())
+
+
+def test_an_engine_failure_follows_the_same_policy_as_the_budget() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
+    call.handle(ev.IntentProposed("quote", 0.9))  # asks for preferred_date, its soft field
+    call.handle(ev.EngineFailed("error_event"))
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.missing_fields) == (
+        "quote_node", DecisionReason.ENGINE_FAILED, ("preferred_date",))
+
+
+def test_a_hard_field_asked_for_twice_sends_the_call_to_the_human_route() -> None:
+    call, _ = in_capture()
+    assert asks_in(call.handle(ev.IntentProposed("schedule", 0.9))) == [("caller_name",)]
+    assert asks_in(call.handle(ev.IntentProposed("schedule", 0.9))) == [("caller_name",)]
+    effects = call.handle(ev.IntentProposed("schedule", 0.9, "", "t3"))
+    assert effects[0] == AnswerTool("t3", "handed_to_fallback", "missing_fields: caller_name")
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.proposed_route, decision.missing_fields) == (
+        "front_desk", DecisionReason.MISSING_FIELDS, "schedule_visit", ("caller_name",))
+
+
+def test_no_field_is_asked_for_a_third_time_even_with_clarifications_left() -> None:
+    call, _ = in_capture(replace(POLICY, max_clarifications=5))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    asked = []
+    for _ in range(4):
+        asked += asks_in(call.handle(ev.IntentProposed("callback", 0.9)))
+    assert asked == [("address", "callback_number"), ("address", "callback_number")]
+    assert call.decision.route == "callback_desk" and call.asks == {"address": 2, "callback_number": 2}
+
+
+def test_once_a_hard_field_is_out_of_reach_the_others_are_not_asked_for() -> None:
+    call, _ = in_capture(replace(POLICY, max_clarifications=5))
+    call.handle(ev.IntentProposed("emergency", 0.9))  # asks callback_number and caller_name
+    call.handle(ev.DetailsCaptured({"callback_number": NUMBER}))
+    call.handle(ev.IntentProposed("emergency", 0.9))  # asks caller_name again
+    call.handle(ev.DetailsCaptured({"callback_number": ""}))  # the caller takes it back
+    effects = call.handle(ev.IntentProposed("emergency", 0.9))
+    assert asks_in(effects) == [] and call.decision.route == "front_desk"
+
+
+# --- Urgent intents ------------------------------------------------------------------------------
+
+
+def test_an_urgent_call_whose_budget_runs_out_goes_to_its_route_when_a_person_can_take_it() -> None:
+    call, clock = in_capture()
+    call.handle(ev.IntentProposed("emergency", 0.95, "burst pipe"))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+    call.handle(ev.IntentProposed("no_such_intent", 0.1, "mumbling"))
+    clock.advance(POLICY.budget_s)
+    call.handle(ev.TimerFired())
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.intent, decision.summary) == (
+        "emergency_desk", DecisionReason.BUDGET_EXPIRED, "emergency", "burst pipe")
+
+
+def test_an_urgent_call_whose_route_lacks_a_hard_field_goes_to_the_human_route() -> None:
+    call, clock = in_capture()
+    call.handle(ev.IntentProposed("emergency", 0.95, "burst pipe"))
+    call.handle(ev.IntentProposed("no_such_intent", 0.1, "mumbling"))
+    clock.advance(POLICY.budget_s)
+    call.handle(ev.TimerFired())
+    decision = call.decision
+    # emergency_desk lacks its hard fields: the human route, and the decision names the urgent proposal.
+    assert (decision.route, decision.reason, decision.intent, decision.summary) == (
+        "front_desk", DecisionReason.BUDGET_EXPIRED, "emergency", "burst pipe")
+    assert decision.missing_fields == ("callback_number", "caller_name")
+
+
+def test_an_urgent_call_is_never_clarified_into_voicemail() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": ""}))
+    call.handle(ev.IntentProposed("emergency", 0.7))
+    call.handle(ev.DetailsCaptured({"callback_number": NUMBER}))
+    for _ in range(3):
+        call.handle(ev.IntentProposed("billing", 0.2))  # then nothing the machine can trust
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.intent) == (
+        "emergency_desk", DecisionReason.LOW_CONFIDENCE, "emergency")
+
+
+def test_an_urgent_call_is_not_hung_up_on_by_another_intents_answer() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("emergency", 0.9))
+    call.handle(ev.IntentProposed("opening_hours", 0.95))
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.proposed_route) == (
+        "front_desk", DecisionReason.ACCEPTED, "hours")
+
+    call, _ = in_capture()
+    call.handle(ev.KeyPressed("1"))
+    call.handle(ev.KeyPressed("0"))  # ignored: the details asked for are awaited
+    call.handle(ev.IntentProposed("leave_message", 0.9))
+    assert (call.decision.route, call.decision.proposed_route) == ("front_desk", "voicemail")
+
+
+def test_an_urgent_intent_may_end_in_its_own_resolve_route() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("gas_smell", 0.9))
+    assert (call.decision.route, call.decision.route_kind) == ("gas_advice", "resolve")
+
+
+def test_an_urgent_intent_routed_to_studio_fails_over_to_a_person() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("flood", 0.9))  # asks for the address
+    call.handle(ev.EngineFailed("error_event"))
+    assert (call.decision.route, call.decision.reason) == ("front_desk", DecisionReason.ENGINE_FAILED)
+
+
+def test_an_urgent_call_stays_urgent_when_a_later_proposal_is_accepted_elsewhere() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("emergency", 0.9))
+    call.handle(ev.IntentProposed("billing", 0.9))  # a person: the caller changed their mind
+    assert (call.decision.route, call.decision.intent) == ("billing_desk", "billing")
+
+
+def test_urgency_needs_a_trusted_proposal() -> None:
+    call, clock = in_capture()
+    call.handle(ev.IntentProposed("emergency", POLICY.min_confidence - 0.01))
+    clock.advance(POLICY.budget_s)
+    call.handle(ev.TimerFired())
+    assert call.urgent_proposal is None and call.decision.route == "voicemail"
+
+
+def test_an_urgent_call_refused_reentry_goes_to_its_own_route() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.IntentProposed("emergency", 0.6))  # asks for callback_number
+    call.handle(ev.DetailsCaptured({"callback_number": NUMBER}))
+    assert HISTORY.forbids(VISITED_NODE)
+    call.handle(ev.IntentProposed("schedule", 0.9))  # its Studio node was already visited
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.proposed_route, decision.intent) == (
+        "emergency_desk", DecisionReason.REENTRY_REFUSED, "schedule_visit", "emergency")
+
+
+def test_an_urgent_call_in_a_language_not_served_goes_to_its_own_route() -> None:
+    call, _ = in_capture(replace(POLICY, supported_languages=frozenset({"en-US"})))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+    call.handle(ev.KeyPressed("1"))
+    assert call.decision.route == "emergency_desk"  # accepted already
+
+    call, _ = in_capture(replace(POLICY, supported_languages=frozenset({"en-US"})))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.IntentProposed("emergency", 0.9))
+    call.handle(ev.DetailsCaptured({"language": "fr-FR", "callback_number": NUMBER}))
+    decision = call.decision
+    assert (decision.route, decision.reason) == ("emergency_desk", DecisionReason.UNSUPPORTED_LANGUAGE)
+
+
+# --- The unknown need ----------------------------------------------------------------------------
+
+
+def test_an_unknown_need_is_clarified_once_then_goes_to_the_fallback() -> None:
+    call, _ = in_capture()
+    assert Speak(Line.CLARIFY) in call.handle(ev.IntentProposed("no_such_intent", 0.9))
+    effects = call.handle(ev.IntentProposed("no_such_intent", 0.9, "", "t2"))
+    assert effects[0] == AnswerTool("t2", "handed_to_fallback", "unknown_intent")
+    assert (call.decision.route, call.decision.reason) == ("voicemail", DecisionReason.UNKNOWN_INTENT)
+    assert call.clarifications == 1
+
+
+def test_after_the_unknown_need_is_clarified_a_vague_answer_decides_at_once() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("no_such_intent", 0.2))
+    call.handle(ev.IntentProposed("billing", 0.3))
+    assert (call.decision.route, call.decision.reason) == ("voicemail", DecisionReason.LOW_CONFIDENCE)
+
+
+def test_after_the_unknown_need_is_clarified_a_clear_answer_is_routed() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("no_such_intent", 0.2))
+    call.handle(ev.IntentProposed("billing", 0.9))
+    assert call.decision.route == "billing_desk"
+
+
+def test_low_confidence_before_an_unknown_need_keeps_its_clarifications() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("billing", 0.3))
+    assert Speak(Line.CLARIFY) in call.handle(ev.IntentProposed("no_such_intent", 0.3))
+    call.handle(ev.IntentProposed("billing", 0.3))
+    assert call.decision.reason is DecisionReason.LOW_CONFIDENCE and call.clarifications == 2
+
+
+# --- Keys ----------------------------------------------------------------------------------------
+
+
+def test_a_key_on_an_intent_proposes_it_with_full_confidence() -> None:
+    call, _ = in_capture()
+    effects = call.handle(ev.KeyPressed("3"))
+    assert isinstance(effects[0], PersistDecision)
+    decision = effects[0].decision
+    assert (decision.route, decision.intent, decision.confidence, decision.reason) == (
+        "billing_desk", "billing", 1.0, DecisionReason.ACCEPTED)
+    assert call.trail[-1].note == "key 3: billing"
+
+
+def test_a_key_goes_through_the_guards_like_a_spoken_proposal() -> None:
+    call, _ = in_capture(history=CallHistory())
+    effects = call.handle(ev.KeyPressed("2"))
+    assert effects == [Speak(Line.ASK_DETAILS, ("caller_name",))]
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.KeyPressed("2"))  # its Studio node was visited: a person instead
+    assert (call.decision.route, call.decision.reason) == ("front_desk", DecisionReason.REENTRY_REFUSED)
+
+
+def test_a_key_during_the_greeting_proposes_too() -> None:
+    clock = FakeClock()
+    call = CallFlow(POLICY, clock).start_call("CA_key", HISTORY)
+    call.handle(ev.RealtimeOpened())
+    call.handle(ev.KeyPressed("3"))
+    assert call.decision.route == "billing_desk"
+
+
+def test_keys_on_no_intent_late_keys_and_keys_while_details_are_awaited_are_absorbed() -> None:
+    call, _ = in_capture()
+    assert call.handle(ev.KeyPressed("7")) == []
+    assert call.trail[-1].note == "absorbed: key 7 is on no intent"
+    call.handle(ev.KeyPressed("4"))  # callback: asks for its details
+    assert call.handle(ev.KeyPressed("3")) == []
+    assert call.trail[-1].note == "absorbed: key 3 while details are asked for"
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER, "address": "1 Elm St"}))
+    call.handle(ev.KeyPressed("3"))  # what was asked for is there: keys choose again
+    assert call.decision.route == "billing_desk"
+    assert call.handle(ev.KeyPressed("1")) == [] and call.trail[-1].note == "absorbed"
+
+
+# --- Caller ID -----------------------------------------------------------------------------------
+
+
+def test_a_caller_id_number_counts_for_a_soft_field() -> None:
+    call, _ = in_capture()
+    assert call.handle(ev.CallerNumberKnown(NUMBER)) == []
+    assert call.trail[-1].note == "callback_number from caller ID, unconfirmed"
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "address": "1 Elm St"}))
+    call.handle(ev.IntentProposed("callback", 0.9))
+    decision = call.decision
+    assert (decision.route, decision.missing_fields, decision.unconfirmed_fields) == (
+        "callback_desk", (), ("callback_number",))
+    assert decision.captured["callback_number"] == NUMBER
+
+
+def test_a_caller_id_number_counts_for_a_hard_field_once_confirmed() -> None:
+    call, _ = in_capture()
+    call.handle(ev.CallerNumberKnown(NUMBER))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    assert asks_in(call.handle(ev.IntentProposed("emergency", 0.9))) == [("callback_number",)]
+    call.handle(ev.DetailsCaptured({"callback_number": NUMBER}))  # the caller said yes
+    call.handle(ev.IntentProposed("emergency", 0.9))
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.unconfirmed_fields) == (
+        "emergency_desk", DecisionReason.ACCEPTED, ())
+
+
+def test_a_number_the_caller_gave_is_not_replaced_by_caller_id() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"callback_number": "+15550100"}))
+    call.handle(ev.CallerNumberKnown(NUMBER))
+    assert call.captured["callback_number"] == "+15550100" and call.unconfirmed == set()
+    assert call.trail[-1].note == "absorbed: callback_number already given"
+
+
+def test_caller_id_without_a_caller_id_field_is_absorbed() -> None:
+    call, _ = in_capture(replace(POLICY, caller_id_field=None))
+    call.handle(ev.CallerNumberKnown(NUMBER))
+    assert call.captured == {} and call.trail[-1].note == "absorbed"
+
+
+# --- The policy itself ---------------------------------------------------------------------------
+
+
+def test_the_policy_refuses_urgent_intents_without_a_person_to_send_them_to() -> None:
+    with pytest.raises(ValueError, match="human route must reach a person"):
+        replace(POLICY, human_route="voicemail")
+    with pytest.raises(ValueError, match="'fire' is referenced but not defined"):
+        replace(POLICY, urgent_intents=frozenset({"fire"}))
+    with pytest.raises(ValueError, match="'sales' is referenced but not defined"):
+        replace(POLICY, keys={"5": "sales"})
