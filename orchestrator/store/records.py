@@ -19,6 +19,7 @@ _DECISION_KEYS = frozenset(
     {
         "route", "route_kind", "reason", "intent", "confidence",
         "summary", "captured", "proposed_route", "decided_after_s",
+        "missing_fields", "unconfirmed_fields",
     }
 )
 _OUTCOME_KEYS = frozenset({"outcome", "state_path", "faults", "notes", "engine_seconds"})
@@ -103,6 +104,8 @@ def decision_to_json(decision: DispatchDecision) -> dict:
         "captured": dict(decision.captured),
         "proposed_route": decision.proposed_route,
         "decided_after_s": decision.decided_after_s,
+        "missing_fields": list(decision.missing_fields),
+        "unconfirmed_fields": list(decision.unconfirmed_fields),
     }
 
 
@@ -138,7 +141,17 @@ def decision_from_json(data: dict) -> DispatchDecision:
         captured=captured,
         proposed_route=_optional_text(data, "proposed_route"),
         decided_after_s=_number(data, "decided_after_s", default=0.0),
+        missing_fields=_names(data, "missing_fields"),
+        unconfirmed_fields=_names(data, "unconfirmed_fields"),
     )
+
+
+def _names(data: dict, key: str) -> tuple[str, ...]:
+    """A list of field names; absent in decisions stored before the key existed."""
+    names = data.get(key, [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"decision {key!r} must be a list of names")
+    return tuple(names)
 
 
 def outcome_to_json(outcome: PassOutcome) -> dict:

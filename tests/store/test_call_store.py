@@ -134,6 +134,8 @@ decisions = st.builds(
     captured=st.dictionaries(st.text(), st.text(), max_size=5),
     proposed_route=st.none() | st.text(),
     decided_after_s=st.floats(allow_nan=False, allow_infinity=False),
+    missing_fields=st.lists(st.text(), max_size=3).map(tuple),
+    unconfirmed_fields=st.lists(st.text(), max_size=3).map(tuple),
 )
 
 
@@ -161,6 +163,8 @@ async def test_any_decision_reads_back_from_the_store_as_it_was_saved(decision):
         {"route": "r", "route_kind": "flex", "reason": "accepted", "captured": ["Ann"]},
         {"route": "r", "route_kind": "flex", "reason": "accepted", "intent": 3},
         {"route": "r", "route_kind": "flex", "reason": "accepted", "from_the_future": 1},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "missing_fields": "phone"},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "unconfirmed_fields": [1]},
     ],
 )
 def test_decision_from_json_refuses_shapes_it_cannot_read(data):
@@ -204,6 +208,7 @@ async def test_call_record_json_has_the_documented_shape():
                     "route": "billing_desk", "route_kind": "flex", "reason": "accepted", "intent": "billing",
                     "confidence": 0.9, "summary": "Question about the last invoice",
                     "captured": {"caller_name": "Ann"}, "proposed_route": None, "decided_after_s": 3.2,
+                    "missing_fields": [], "unconfirmed_fields": [],
                 },
                 "outcome": {
                     "outcome": "flex",
