@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from transitions import Machine
 
@@ -54,7 +55,7 @@ STATES = ["greeting", "capture", "classify", "dispatch", "teardown", "ended"]
 TRIAGE_OPEN = ["greeting", "capture"]  # states in which the caller is still being triaged
 
 # trigger, source(s), destination, conditions, callbacks run before the state changes
-TRANSITIONS: list[dict] = [
+TRANSITIONS: list[dict[str, Any]] = [
     dict(trigger="greeting_done", source="greeting", dest="capture"),
     dict(trigger="propose", source=TRIAGE_OPEN, dest="classify"),
     dict(trigger="accept", source="classify", dest="dispatch",
@@ -79,7 +80,7 @@ STATE_CALLBACKS = {
 }
 
 
-def build_state_machine(model_class: type | None = None, machine_class: type[Machine] = Machine, **kwargs) -> Machine:
+def build_state_machine(model_class: type | None = None, machine_class: type[Machine] = Machine, **kwargs: Any) -> Machine:
     """The one transitions.Machine shared by every call (and, with GraphMachine, by the diagram)."""
     # note_state first: a state left again from its own on_enter callback is still on the path.
     states = [
@@ -110,6 +111,19 @@ class CallMachine:
     """One call's triage state. Created and disposed of by `CallFlow`."""
 
     state: str  # set by transitions
+
+    if TYPE_CHECKING:  # transitions adds a method per trigger of TRANSITIONS; each says whether it fired
+        def accept(self) -> bool: ...
+        def clarify(self) -> bool: ...
+        def expire_budget(self) -> bool: ...
+        def fail_engine(self) -> bool: ...
+        def finish(self) -> bool: ...
+        def finish_handoff(self) -> bool: ...
+        def give_up(self) -> bool: ...
+        def greeting_done(self) -> bool: ...
+        def hang_up(self) -> bool: ...
+        def propose(self) -> bool: ...
+        def refuse_language(self) -> bool: ...
 
     def __init__(self, call_sid: str, policy: TriagePolicy, history: CallHistory, clock: Callable[[], float]):
         self.call_sid = call_sid
@@ -543,7 +557,7 @@ class CallMachine:
         self._effects.append(effect)
 
 
-_HANDLERS: dict[type, Callable[[CallMachine, object], str | None]] = {
+_HANDLERS: dict[type, Callable[[CallMachine, Any], str | None]] = {
     ev.RealtimeOpened: CallMachine._on_realtime_opened,
     ev.GreetingPlayed: CallMachine._on_greeting_played,
     ev.LanguageNotServed: CallMachine._on_language_not_served,
