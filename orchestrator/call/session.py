@@ -51,7 +51,7 @@ from orchestrator.call.failover import CatchUp, EngineFailover, EngineSwitched
 from orchestrator.call.media_intake import MediaIntake
 from orchestrator.call.pass_records import PassRecords
 from orchestrator.call.playback import Playback
-from orchestrator.config import RoutingConfig
+from orchestrator.config import RoutingConfig, caller_number
 from orchestrator.engines import (
     AgentTranscript,
     CallerSpeechStarted,
@@ -151,6 +151,9 @@ class CallSession:
         self.log.info("triage started", entry_node=self.history.entry_node, state=machine.state)
         if self.known_language:  # from Studio, or from the caller's number: the greeting is in it
             self._start_timers(machine.handle(ev.DetailsCaptured({LANGUAGE_FIELD: self.known_language})))
+        caller = caller_number(self.triage_pass.caller)
+        if caller is not None and flow.policy.caller_id_field is not None:  # pre-filled, to be confirmed
+            self._start_timers(machine.handle(ev.CallerNumberKnown(caller)))
         policy = flow.policy
         hung_after = policy.budget_s + policy.handoff_line_timeout_s + _HUNG_CALL_SLACK_S
         try:

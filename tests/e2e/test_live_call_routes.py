@@ -226,8 +226,29 @@ async def test_missing_required_details_are_asked_for_by_name_before_the_route_i
         requests = [r.data.get("response", {}) for r in session.events_of_type("response.create")]
         ask = [r for r in requests if (r.get("metadata") or {}).get("tag") == "ask_details"]
         assert len(ask) == 1
-        for field in ("caller_name", "callback_number", "address"):
+        for field in ("caller_name", "address"):
             assert field in ask[0]["instructions"]
+        # The callback number is the caller's own (From), pre-filled for a person to confirm: not asked.
+        assert "callback_number" not in ask[0]["instructions"]
         attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
         assert attributes["intent"] == "emergency" and attributes["captured"] == DETAILS
+        desk.assert_nothing_of_the_call_remains()
+
+
+async def test_an_emergency_caller_who_gives_no_number_is_put_through_with_their_caller_id(tmp_path):
+    # The caller gives their name and address, never a number: the callback number is their own (From),
+    # pre-filled unconfirmed, and the call reaches the emergency queue with a person to confirm it.
+    given = {"caller_name": DETAILS["caller_name"], "address": DETAILS["address"]}
+    scenario = Scenario(steps=[
+        greeting(),
+        on(after_audio_frames(10), call_function(RECORD_DETAILS, given)),
+        on(after_response_create(), propose("emergency", confidence=0.95)),
+        handoff_line(),
+    ])
+    async with front_desk(tmp_path, scenario) as desk:
+        result = await desk.call(caller="+14155550123")
+        attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
+        assert attributes["intent"] == "emergency"
+        assert attributes["captured"]["callback_number"] == "+14155550123"
+        assert attributes["unconfirmed_fields"] == ["callback_number"]
         desk.assert_nothing_of_the_call_remains()
