@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from machines import events as ev
 from machines.call_machine import CallFlow
-from machines.effects import AnswerTool, Speak
+from machines.effects import AnswerTool, Line, Speak
 from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
 from orchestrator.engines.offline.intent_model import IntentPrediction
@@ -119,6 +119,17 @@ def test_a_field_not_heard_twice_is_given_up_and_the_machine_decides():
     reply, tools = call.caller("um")
     # Asked twice: the dialogue moves to the next field.
     assert "number" in (reply.say or call.dialogue.on_continue().say)
+
+
+def test_a_field_asked_twice_is_not_asked_again_when_the_machine_asks_for_it_again():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("uh")  # the name, asked a second time
+    call.caller("um")  # given up: the dialogue goes on to the next field
+    again = spoken_line(call.config, Speak(Line.ASK_DETAILS, ("caller_name", "address")))
+    words = call.dialogue.on_line(again)
+    assert "name" not in words.removeprefix(call.config.lines.ask_details) and "address" in words
 
 
 def test_an_empty_turn_gets_the_not_heard_line_and_nothing_is_proposed():

@@ -141,7 +141,10 @@ class OfflineDialogue:
         # In the config's order (the machine lists them sorted): a business orders its questions.
         order = {name: position for position, name in enumerate(self._fields)}
         wanted = sorted(line.asks_for, key=lambda name: order.get(name, len(order)))
-        self._asking = [name for name in wanted if name not in self.captured]
+        # A field already asked twice is not asked a third time, whatever line asks for it again.
+        self._asking = [
+            name for name in wanted if name not in self.captured and self._asks.get(name, 0) < MAX_ASKS_PER_FIELD
+        ]
         if not self._asking:
             return line.text
         return f"{line.text} {self._question(self._asking[0])}"
