@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from orchestrator.config.routing import RoutingConfig, load_routing_config  # no
 from orchestrator.engines.offline.slot_extraction import field_question  # noqa: E402
 from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechSynthesizer  # noqa: E402
 from orchestrator.testing.fake_realtime import FakeRealtime, run_fake_realtime  # noqa: E402
+from orchestrator.testing.persona_answers import PersonaMind  # noqa: E402
 from orchestrator.testing.persona_caller import PersonaCall, PersonaCaller  # noqa: E402
 from orchestrator.testing.persona_model import ModelBrief, PersonaModel  # noqa: E402
 from orchestrator.testing.persona_verdict import Verdict, judge  # noqa: E402
@@ -63,6 +65,7 @@ RESULTS = REPO / "benchmarks" / "results"
 TOKEN = "outcomes-bench-token"
 ENGINES = ("offline", "realtime")
 CALL_SLACK_S = 45  # a call may run this long past the triage budget before the caller hangs up
+STAGGER_S = 8.0  # concurrent calls start this far apart, so that they do not listen and think in step
 PERFECT_CONFIDENCE = 0.95
 UNSURE_CONFIDENCE = 0.3  # what a perfect model says when the need matches no intent
 
@@ -78,6 +81,7 @@ class Outcome:
     final_twiml: str | None
     violations: list[str]
     call_s: float | None
+    caller_reaction_s: float | None  # median, from the agent's line ending to the caller's answer
 
     @property
     def within_budget(self) -> bool:
@@ -95,6 +99,7 @@ class Outcome:
             "within_budget": self.within_budget,
             "state_path": self.state_path,
             "call_s": self.call_s,
+            "caller_reaction_s": self.caller_reaction_s,
             "conversation": [{"at": round(at, 2), "who": who, "words": words} for at, who, words in self.conversation],
             "final_twiml": self.final_twiml,
             "violations": self.violations,
@@ -189,21 +194,34 @@ def model_lines(config: RoutingConfig) -> list[str]:
 
 
 class CachedVoice:
-    """The voice, with what it said kept (the fake's lines must not be rendered inside the Trio loop)."""
+    """The Piper voice, keeping everything it said: lines are rendered once, before the calls, so that no call
+    waits for speech (nor the fake's lines block the Trio loop) and no call's CPU goes to rendering."""
 
     def __init__(self, synthesizer: SpeechSynthesizer) -> None:
         self._synthesizer = synthesizer
-        self._said: dict[str, bytes] = {}
+        self._said: dict[tuple[str, float | None], bytes] = {}
 
-    def rehearse(self, lines: Sequence[str]) -> None:
-        for line in lines:
-            self(line)
+    def synthesize(self, text: str, *, length_scale: float | None = None) -> bytes:
+        key = (" ".join(text.split()), length_scale)
+        if key not in self._said:
+            self._said[key] = self._synthesizer.synthesize(key[0], length_scale=length_scale)
+        return self._said[key]
 
     def __call__(self, text: str) -> bytes:
-        text = " ".join(text.split())
-        if text not in self._said:
-            self._said[text] = self._synthesizer.synthesize(text)
-        return self._said[text]
+        return self.synthesize(text)
+
+    def rehearse(self, lines: Sequence[tuple[str, float | None]]) -> None:
+        for text, length_scale in lines:
+            self.synthesize(text, length_scale=length_scale)
+
+
+def caller_lines(personas: Sequence[Persona]) -> list[tuple[str, float | None]]:
+    """What the personas are likely to say, at their pace."""
+    return [
+        (line, None if persona.caller.pace == 1.0 else persona.caller.pace)
+        for persona in personas
+        for line in PersonaMind(persona).rehearsal()
+    ]
 
 
 # --------------------------------------------------------------------------- playing personas
@@ -211,7 +229,7 @@ class CachedVoice:
 
 @dataclass
 class Bench:
-    synthesizer: SpeechSynthesizer
+    voice: CachedVoice
     recognizer: SpeechRecognizer
     logs: Path
     concurrency: int
@@ -222,7 +240,7 @@ class Bench:
         prepare: Callable[[PersonaCaller], None] | None = None,
     ) -> Outcome:
         options = CallerOptions(base_url=base_url, auth_token=TOKEN, max_call_s=budget_s + CALL_SLACK_S)
-        caller = PersonaCaller(persona, options, voice=self.synthesizer, transcribe=self.recognizer.transcribe)
+        caller = PersonaCaller(persona, options, voice=self.voice, transcribe=self.recognizer.transcribe)
         if prepare is not None:
             prepare(caller)
         call = await caller.run()
@@ -235,7 +253,9 @@ class Bench:
         print(row(outcome), flush=True)
         return outcome
 
-    async def play_offline(self, config_path: Path, config: RoutingConfig, personas: Sequence[Persona]) -> list[Outcome]:
+    async def play_offline(
+        self, config_path: Path, config: RoutingConfig, personas: Sequence[Persona]
+    ) -> list[Outcome]:
         outcomes: dict[str, Outcome] = {}
         budget = config.triage.budget_seconds
         async with served(config_path, "offline", self.logs) as base_url:
@@ -246,19 +266,22 @@ class Bench:
                     outcomes[persona.name] = await self.play(persona, base_url, "offline", budget)
 
             async with trio.open_nursery() as nursery:
-                for persona in personas:
+                for index, persona in enumerate(personas):
                     nursery.start_soon(one, persona)
-                    await trio.sleep(0.5)  # calls start apart, as they do
+                    await trio.sleep(STAGGER_S if index < self.concurrency - 1 else 0.5)
         return [outcomes[persona.name] for persona in personas]
 
-    async def play_realtime(self, config_path: Path, config: RoutingConfig, personas: Sequence[Persona]) -> list[Outcome]:
-        voice = CachedVoice(self.synthesizer)
-        await trio.to_thread.run_sync(voice.rehearse, model_lines(config))
+    async def play_realtime(
+        self, config_path: Path, config: RoutingConfig, personas: Sequence[Persona]
+    ) -> list[Outcome]:
+        voice = self.voice
+        await trio.to_thread.run_sync(voice.rehearse, [(line, None) for line in model_lines(config)])
         outcomes: dict[str, Outcome] = {}
         budget = config.triage.budget_seconds
 
-        async def slot(share: Sequence[Persona]) -> None:
+        async def slot(index: int, share: Sequence[Persona]) -> None:
             async with run_fake_realtime() as fake, served(config_path, "realtime", self.logs, fake.url) as base_url:
+                await trio.sleep(index * STAGGER_S)
                 fake.keep_sessions = False
                 for persona in share:
                     prepare = partial(self._perfect_model, fake, model_brief(persona, config, self.today), voice)
@@ -266,7 +289,7 @@ class Bench:
 
         async with trio.open_nursery() as nursery:
             for index in range(min(self.concurrency, len(personas))):
-                nursery.start_soon(slot, personas[index :: self.concurrency])
+                nursery.start_soon(slot, index, personas[index :: self.concurrency])
         return [outcomes[persona.name] for persona in personas]
 
     @staticmethod
@@ -292,6 +315,7 @@ def outcome_of(
         final_twiml=result.final_twiml,
         violations=[f"{violation.kind}: {violation.excerpt}" for violation in result.violations],
         call_s=None if closed is None or result.media_opened_at is None else closed - origin,
+        caller_reaction_s=round(statistics.median(call.reaction_times), 2) if call.reaction_times else None,
     )
 
 
@@ -323,6 +347,7 @@ def totals(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     fields = [f for verdict in verdicts for f in verdict.fields]
     urgent = [verdict for verdict in verdicts if verdict.urgent]
     decided = [v.decided_after_s for v in verdicts if v.decided_after_s is not None]
+    reactions = [o.caller_reaction_s for o in outcomes if o.caller_reaction_s is not None]
     by_field: dict[str, list[bool]] = {}
     for f in fields:
         by_field.setdefault(f.field, []).append(f.right)
@@ -341,7 +366,8 @@ def totals(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "decided_after_s_median": round(statistics.median(decided), 2) if decided else None,
         "decided_after_s_max": round(max(decided), 2) if decided else None,
         "questions_mean": round(statistics.fmean(v.questions for v in verdicts), 2) if verdicts else None,
-        "by_reason": {reason: sum(1 for v in verdicts if v.reason == reason) for reason in sorted({str(v.reason) for v in verdicts})},
+        "caller_reaction_s_median": round(statistics.median(reactions), 2) if reactions else None,
+        "by_reason": dict(sorted(Counter(str(v.reason) for v in verdicts).items())),
     }
 
 
@@ -358,27 +384,32 @@ def totals_text(engine: str, total: dict[str, Any], duration_s: float) -> str:
         f"{total['urgent_in_voicemail']} in voicemail",
         f"  fields right: {percent(total['fields_right'], total['fields_expected'])} "
         f"({', '.join(f'{name} {share}' for name, share in total['fields_right_by_field'].items())}); "
-        f"calls with every field right: {percent(total['calls_with_every_field_right'], total['calls_expecting_fields'])}",
+        "calls with every field right: "
+        f"{percent(total['calls_with_every_field_right'], total['calls_expecting_fields'])}",
         f"  time to decision: median {total['decided_after_s_median']} s, max {total['decided_after_s_max']} s; "
-        f"questions per call: {total['questions_mean']}",
+        f"questions per call: {total['questions_mean']}; "
+        f"the caller's reaction: median {total['caller_reaction_s_median']} s",
         f"  decisions by reason: {', '.join(f'{reason} {count}' for reason, count in total['by_reason'].items())}",
     ])
 
 
 def markdown(runs: dict[str, tuple[list[Outcome], dict[str, Any], float]], stamp: str) -> str:
-    lines = [f"# Whole-call outcomes, {stamp}", "", "`bash benchmarks/outcomes/run.sh` (benchmarks/outcomes/whole_calls.py).", ""]
+    lines = [f"# Whole-call outcomes, {stamp}", "", "`bash benchmarks/outcomes/run.sh` (whole_calls.py).", ""]
     for engine, (outcomes, total, duration_s) in runs.items():
         lines += [f"## {engine}", "", "```", totals_text(engine, total, duration_s), "```", ""]
-        lines += ["| persona | config | expected route | route | reason | right | decided (s) | fields right | questions |",
-                  "|---|---|---|---|---|:-:|--:|---|--:|"]
+        lines += [
+            "| persona | config | expected route | route | reason | right | decided (s) | fields right | questions |",
+            "|---|---|---|---|---|:-:|--:|---|--:|",
+        ]
         for outcome in outcomes:
             verdict = outcome.verdict
             decided = "-" if verdict.decided_after_s is None else f"{verdict.decided_after_s:.1f}"
-            lines.append(
-                f"| {outcome.persona.name} | {outcome.persona.config} | {verdict.expected_route} | {verdict.route or '-'} "
-                f"| {verdict.reason or '-'} | {'yes' if verdict.route_right else '**no**'} | {decided} "
-                f"| {field_summary(verdict)} | {verdict.questions} |"
-            )
+            cells = [
+                outcome.persona.name, outcome.persona.config, verdict.expected_route, verdict.route or "-",
+                verdict.reason or "-", "yes" if verdict.route_right else "**no**", decided,
+                field_summary(verdict), str(verdict.questions),
+            ]
+            lines.append(f"| {' | '.join(cells)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -408,10 +439,13 @@ async def run(args: argparse.Namespace) -> int:
     logs = Path(tempfile.mkdtemp(prefix="outcomes-"))
     print(f"{len(personas)} personas, engines {', '.join(engines)}, {args.concurrency} calls at a time; logs in {logs}",
           flush=True)
-    synthesizer, recognizer = await trio.to_thread.run_sync(
-        lambda: (SpeechSynthesizer.load(), SpeechRecognizer.load(threads=1))
+    voice, recognizer = await trio.to_thread.run_sync(
+        lambda: (CachedVoice(SpeechSynthesizer.load()), SpeechRecognizer.load(threads=1))
     )
-    bench = Bench(synthesizer, recognizer, logs, args.concurrency, datetime.date.today())
+    started = time.monotonic()
+    await trio.to_thread.run_sync(voice.rehearse, caller_lines(personas))
+    print(f"rendered the callers' lines in {time.monotonic() - started:.0f} s", flush=True)
+    bench = Bench(voice, recognizer, logs, args.concurrency, datetime.date.today())
     runs: dict[str, tuple[list[Outcome], dict[str, Any], float]] = {}
     RESULTS.mkdir(parents=True, exist_ok=True)
     for engine in engines:

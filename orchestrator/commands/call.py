@@ -160,7 +160,9 @@ def check_engine_offered(base_url: str, engine: str) -> None:
         raise ConfigError(base_url, None, f"cannot read /healthz ({error})") from None
     offered = health.get("engines") or [health.get("engine")]
     if engine not in offered:
-        raise ConfigError(base_url, None, f"the server has no {engine!r} engine (it has: {', '.join(map(str, offered))})")
+        raise ConfigError(
+            base_url, None, f"the server has no {engine!r} engine (it has: {', '.join(map(str, offered))})"
+        )
 
 
 def caller_options(args: argparse.Namespace, caller_id: str) -> CallerOptions:

@@ -30,12 +30,12 @@ def render_call(
     (time, "agent: words" | "caller: words"), instead of the caller's lines alone."""
     origin = result.media_opened_at if result.media_opened_at is not None else _first_time(result)
     lines = [f"Call {result.call_sid}", *_call_lines(result, origin), ""]
-    said = result.transcript if conversation is None else conversation
+    said = sorted(result.transcript if conversation is None else conversation, key=lambda entry: entry[0])
     lines.append("Transcript")
     if said:
-        lines += [f"{INDENT}{_seconds(at - origin):>7}  {line}" for at, line in sorted(said, key=lambda entry: entry[0])]
+        lines += [f"{INDENT}{_seconds(at - origin):>7}  {line}" for at, line in said]
     else:
-        lines.append(f"{INDENT}(nobody said anything)" if conversation is not None else f"{INDENT}(the caller said nothing)")
+        lines.append(INDENT + ("(the caller said nothing)" if conversation is None else "(nobody said anything)"))
     lines += ["", *_record_lines(record), ""]
     if result.violations:
         lines.append(f"Protocol violations ({len(result.violations)})")

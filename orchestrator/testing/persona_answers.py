@@ -14,6 +14,7 @@ Pure: no audio, no Trio, no clock.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -163,6 +164,24 @@ class PersonaMind:
             return Move(answers=False)
         self._asked[heard.ask] += 1
         return self._made(self._answer(heard))
+
+    def rehearsal(self) -> list[str]:
+        """What this persona is likely to say from here on, to render before the call (each answer worked
+        out on a copy of this mind, so the words are exactly those it will use)."""
+        def answer(mind: PersonaMind, ask: str) -> str:
+            mind._asked[ask] += 1
+            return mind._made(mind._answer(Heard("", ask))).say
+
+        opened = copy.deepcopy(self)
+        said = [answer(opened, "need"), *self.persona.need.lines[1:]]
+        for ask in ["details", "confirm", "caller_id", "anything_else", *(d.kind for d in self.persona.details)]:
+            asked_twice = copy.deepcopy(opened)
+            said += [answer(asked_twice, ask), answer(asked_twice, ask)]
+        one_by_one = copy.deepcopy(opened)
+        said += [answer(one_by_one, "details") for _ in self.persona.details]
+        said += [f"No, it's {d.say}." for d in self.persona.details if d.digits and not d.withheld]
+        said += ["Yes, that's right.", "Hello? Are you still there?"]
+        return list(dict.fromkeys(line for line in said if line))
 
     def nudge(self) -> Move:
         """The agent has gone quiet and nothing is open: say the need, or check someone is there (twice)."""

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import httpx
 import trio
 
 from orchestrator.testing.agent_listener import AgentListener, HeardLine
@@ -80,6 +79,18 @@ class PersonaCall:
         """Agent lines after the greeting that asked the caller something, as the caller heard them."""
         return sum(1 for line in self.agent_lines[1:] if hear(line.text or "").ask is not None)
 
+    @property
+    def reaction_times(self) -> list[float]:
+        """For each caller turn that waited for the agent: seconds from the end of the agent's last line
+        to the turn (the caller's own part of the call's pace: hearing, understanding, answering)."""
+        times = []
+        for turn in self.caller_turns:
+            ended = [line.ended_at for line in self.agent_lines if line.ended_at is not None]
+            ended = [at for at in ended if at <= turn.at]
+            if ended and not turn.over_agent:
+                times.append(turn.at - max(ended))
+        return times
+
     def conversation(self) -> list[tuple[float, str, str]]:
         """(time, "agent" | "caller", words) in time order; keys show as "(presses 1 2 #)"."""
         said = [(line.started_at, "agent", line.text or "") for line in self.agent_lines]
@@ -112,18 +123,14 @@ class PersonaCaller:
         *,
         voice: Voice,
         transcribe: Callable[[bytes], str],
-        recognition: trio.CapacityLimiter | None = None,
-        synthesis: trio.CapacityLimiter | None = None,
-        patience_s: float = 6.0,
-        http: httpx.AsyncClient | None = None,
+        patience_s: float = 4.0,
     ) -> None:
         self.persona = persona
         options = dataclasses.replace(options, caller=persona.caller.caller_id)
         self._speed = options.speed
-        self._caller = SimulatedCaller(options, [Decide(self._next_move)], http=http)
-        self.listener = AgentListener(self._caller, transcribe, limiter=recognition, speed=options.speed)
+        self._caller = SimulatedCaller(options, [Decide(self._next_move)])
+        self.listener = AgentListener(self._caller, transcribe, speed=options.speed)
         self._voice = voice
-        self._synthesis = synthesis
         self._patience_s = patience_s / options.speed
         self._mind = PersonaMind(persona)
         self._ears = _Ears()
@@ -136,7 +143,7 @@ class PersonaCaller:
 
     async def run(self) -> PersonaCall:
         """Rehearse the likely lines, place the call, and converse until the server ends it."""
-        for line in [self.persona.need.lines[0], *(detail.say for detail in self.persona.details if detail.say)]:
+        for line in self._mind.rehearsal():
             await self._speech(line)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.listener.listen)
@@ -172,8 +179,10 @@ class PersonaCaller:
         listener, ears = self.listener, self._ears
         quiet_since = trio.current_time()
         while True:
-            if ears.next_line < len(listener.lines) and listener.lines[ears.next_line].complete:
-                line = listener.lines[ears.next_line]
+            line = listener.lines[ears.next_line] if ears.next_line < len(listener.lines) else None
+            # The greeting needs no understanding: a caller starts on their need as soon as it ends.
+            greeted = line is not None and line.index == 0 and line.ended_at is not None
+            if line is not None and (line.complete or greeted):
                 ears.next_line += 1
                 if line.index in ears.talked_over:
                     continue  # already answered while it played
@@ -234,8 +243,7 @@ class PersonaCaller:
         if audio is None:
             pace = self.persona.caller.pace
             audio = await trio.to_thread.run_sync(
-                lambda: self._voice.synthesize(text, length_scale=None if pace == 1.0 else pace),
-                limiter=self._synthesis,
+                lambda: self._voice.synthesize(text, length_scale=None if pace == 1.0 else pace)
             )
             self._audio[text] = audio
         return audio

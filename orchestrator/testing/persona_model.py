@@ -61,6 +61,7 @@ THINK_S = 0.3  # before it answers a caller turn
 VOICED_RMS = 300  # linear 16-bit RMS above which caller audio is speech
 SPEECH_START_MS = 100  # voiced audio before a turn starts
 SPEECH_END_MS = 500  # silence that ends a turn (server_vad's silence_duration_ms)
+HEARD_LAG_S = 0.3  # a turn's start is detected this long at most after the caller began it
 MAX_ASKS_PER_FIELD = 2
 _QUOTED_LINE = re.compile(r"«(.*?)»", re.DOTALL)
 _ASKED_FIELD = re.compile(r"^- (\w+):", re.MULTILINE)
@@ -88,16 +89,16 @@ class PersonaModel:
         caller_turns: Callable[[], Sequence[CallerTurn]],
         voice: Callable[[str], bytes],
     ) -> None:
-        self._fake = fake
+        self.fake = fake
         self.brief = brief
-        self._caller_turns = caller_turns
-        self._voice = voice
+        self.caller_turns = caller_turns
+        self.voice = voice
 
     def scenario(self) -> Scenario:
         return Scenario(steps=self)  # type: ignore[arg-type]  # iterated once per connection
 
     def __iter__(self) -> Iterator[Step]:
-        return _Conversation(self, self._fake.last_session).steps()
+        return _Conversation(self, self.fake.last_session).steps()
 
 
 @dataclass
@@ -118,6 +119,7 @@ class _Conversation:
     requests: list[_Request] = field(default_factory=list)
     speech_started: str | None = None  # the item of a caller turn whose start is still to be announced
     turn_item: str | None = None  # the caller turn in progress
+    turn_started_at: float = 0.0
     turn_ended: str | None = None  # the caller turn that just ended, still to be answered
     transcribes: bool = False
     turns_heard: int = 0  # caller turns taken in so far
@@ -129,6 +131,7 @@ class _Conversation:
     proposed: bool = False
     propose_again: bool = False  # the system asked for details (or a clearer need): propose once answered
     decided: bool = False
+    awaiting: bool = False  # the model asked the caller something and has not heard back yet
 
     def steps(self) -> Iterator[Step]:
         while True:
@@ -170,17 +173,21 @@ class _Conversation:
             return
         change = self.detector.feed(audio)
         if change == "started":
-            self.turn_item = self.speech_started = self.model._fake.new_id("item")
+            self.turn_item = self.speech_started = self.model.fake.new_id("item")
+            self.turn_started_at = trio.current_time()
         elif change == "ended" and self.turn_item is not None:
             self.turn_ended, self.turn_item = self.turn_item, None
 
     def _turn_taken(self, item: str) -> list:
         """The end of a caller turn on the wire, then what the model makes of it."""
-        turns = self.model._caller_turns()
-        heard = [turn for turn in turns[self.turns_heard :] if turn.text]  # keys are not heard
-        self.turns_heard = len(turns)
+        # What the caller said up to this turn's start (a turn begun since is heard at its own end).
+        turns = [t for t in self.model.caller_turns()[self.turns_heard :] if t.at <= self.turn_started_at + HEARD_LAG_S]
+        self.turns_heard += len(turns)
+        heard = [turn for turn in turns if turn.text]  # keys are not heard
         actions: list = [
-            SendEvent({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.detector.stream_ms, "item_id": item}),
+            SendEvent(
+                {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.detector.stream_ms, "item_id": item}
+            ),
             SendEvent({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": None}),
         ]
         if self.transcribes:
@@ -221,8 +228,11 @@ class _Conversation:
 
     def _answer_turn(self, turns: list[CallerTurn]) -> Respond | None:
         """What the model does once a caller turn ends: record what was given, propose, or ask."""
+        if not turns:
+            return None  # the rest of a turn already answered (a pause inside it), or a noise
         brief = self.model.brief
         details: dict[str, str] = {}
+        self.awaiting = False
         if brief.language and turns and LANGUAGE_FIELD not in self.recorded:
             details[LANGUAGE_FIELD] = brief.language
         for turn in turns:
@@ -251,8 +261,8 @@ class _Conversation:
     def _answer_request(self, request: _Request) -> Respond:
         """The server asked for a response: its line word for word, then what the model would say next."""
         line = _QUOTED_LINE.search(request.instructions or "")
-        if line is None:
-            return Respond(() if self.decided else self._next_outputs())
+        if line is None:  # "go on": unless the model is waiting for the caller to answer it
+            return Respond(() if self.decided or self.awaiting else self._next_outputs())
         asked = _ASKED_FIELD.findall(request.instructions or "")
         if asked:
             self.to_ask = [name for name in self.model.brief.field_order if name in asked]
@@ -267,17 +277,18 @@ class _Conversation:
         if self.propose_again and self.need_heard:
             return (self._proposal(),)
         if not self.need_heard:
+            self.awaiting = True
             return (self._speech(self.model.brief.ask_intent),)
         return ()
 
     def _next_question(self) -> str | None:
         brief = self.model.brief
         for name in self.to_ask:
-            if name in self.recorded or self.declined[name] >= MAX_ASKS_PER_FIELD or self.asks[name] >= MAX_ASKS_PER_FIELD:
-                continue
-            if name not in brief.questions:
+            done = name in self.recorded or self.declined[name] >= MAX_ASKS_PER_FIELD
+            if done or self.asks[name] >= MAX_ASKS_PER_FIELD or name not in brief.questions:
                 continue
             self.asks[name] += 1
+            self.awaiting = True
             return brief.questions[name]
         self.to_ask = []
         return None
@@ -285,10 +296,11 @@ class _Conversation:
     def _proposal(self) -> FunctionCall:
         brief = self.model.brief
         self.proposed, self.propose_again = True, False
-        return FunctionCall(PROPOSE_ROUTE, {"intent": brief.intent, "confidence": brief.confidence, "summary": brief.summary})
+        arguments = {"intent": brief.intent, "confidence": brief.confidence, "summary": brief.summary}
+        return FunctionCall(PROPOSE_ROUTE, arguments)
 
     def _speech(self, words: str) -> Speech:
-        audio = self.model._voice(words)
+        audio = self.model.voice(words)
         return Speech(ms=len(audio) // 8, transcript=words, audio=audio)
 
     def _request_due(self) -> _Request | None:

@@ -79,7 +79,8 @@ def judge(persona: Persona, record: Mapping[str, Any] | None, *, questions: int,
         expected = persona.expect.accepted(name, today)
         value = captured.get(name)
         value = None if value is None else str(value)
-        fields.append(FieldVerdict(name, expected, value, value is not None and any(same_value(e, value) for e in expected)))
+        right = value is not None and any(same_value(one, value) for one in expected)
+        fields.append(FieldVerdict(name, expected, value, right))
     after = decision.get("decided_after_s")
     return Verdict(
         persona=persona.name,

@@ -181,10 +181,13 @@ def record(route: str, kind: str, captured: dict[str, str], reason: str = "accep
 
 
 def test_the_verdict_judges_the_route_and_each_field_on_normalised_values():
-    captured = {"caller_name": "maria lopez", "callback_number": "+14155550199", "address": "Twelve Baker Street Springfield"}
+    captured = {"caller_name": "maria lopez", "callback_number": "+14155550199",
+                "address": "Twelve Baker Street Springfield"}
     verdict = judge(persona(), record("emergency_desk", "flex", captured), questions=3, today=TODAY)
     assert verdict.route_right and not verdict.urgent_in_voicemail
-    assert [(f.field, f.right) for f in verdict.fields] == [("caller_name", True), ("callback_number", True), ("address", True)]
+    assert [(f.field, f.right) for f in verdict.fields] == [
+        ("caller_name", True), ("callback_number", True), ("address", True)
+    ]
     assert (verdict.decided_after_s, verdict.questions, verdict.fields_right) == (12.5, 3, 3)
     assert verdict.as_json()["route_right"] is True
 
@@ -202,8 +205,9 @@ def test_the_verdict_counts_an_urgent_call_in_voicemail_and_every_field_missed()
 def test_a_day_expected_is_the_date_of_that_day_after_the_call():
     booking = persona(details=[], expect={"route": "schedule_visit", "urgent": False, "fields": {},
                                           "days": {"preferred_date": "friday"}})
-    right = judge(booking, record("schedule_visit", "studio", {"preferred_date": "2026-12-04"}), questions=0, today=TODAY)
-    wrong = judge(booking, record("schedule_visit", "studio", {"preferred_date": "2026-12-11"}), questions=0, today=TODAY)
+    friday, a_week_later = ({"preferred_date": day} for day in ("2026-12-04", "2026-12-11"))
+    right = judge(booking, record("schedule_visit", "studio", friday), questions=0, today=TODAY)
+    wrong = judge(booking, record("schedule_visit", "studio", a_week_later), questions=0, today=TODAY)
     assert right.fields[0].right and not wrong.fields[0].right
     assert same_value("+14155550199", "+1 415 555 0199") and not same_value("+14155550199", "+14155550198")
 
