@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -428,7 +428,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workers_supported = serve_supports_workers(str(REPO / ".venv" / "bin" / "orchestrator"))
     workers = args.workers if args.workers_supported else 1
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or HERE / "results" / f"capacity-w{workers}-{stamp}.json"
     log_dir = Path(tempfile.mkdtemp(prefix="capacity-logs-"))
     print(f"workers: {workers}{'' if args.workers_supported else ' (serve has no --workers option)'}; "

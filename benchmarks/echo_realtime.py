@@ -25,10 +25,19 @@ from collections import Counter
 from typing import Any
 
 import orjson
-
 from bench_tags import DECIDE, find_tags
-from ws_lite import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, accept_key, close_payload
-from ws_lite import encode_frame, run_event_loop, split_http_head
+from ws_lite import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    accept_key,
+    close_payload,
+    encode_frame,
+    run_event_loop,
+    split_http_head,
+)
 
 PROPOSE_ROUTE = "propose_route"
 

@@ -25,23 +25,32 @@ from urllib.parse import urlencode, urlsplit
 from xml.etree import ElementTree
 
 import orjson
-from twilio.request_validator import RequestValidator
-
 from bench_tags import DECIDE, find_tags, tagged_frame
-from ws_lite import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, close_payload, encode_frame
-from ws_lite import new_client_key, run_event_loop, split_http_head
+from twilio.request_validator import RequestValidator
+from ws_lite import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    close_payload,
+    encode_frame,
+    new_client_key,
+    run_event_loop,
+    split_http_head,
+)
 
 FRAME_S = 0.020
 SLOTS = 20
 BYTES_PER_S = 8000
-HANDOFF_MARK_PREFIX = "line-handoff"  # the server's mark after the handoff line (call_session._mark_line_end)
+HANDOFF_MARK_PREFIX = "line-handoff"  # the server's mark after the handoff line (orchestrator/call/playback.py)
 CLOSE_WAIT_S = 10.0  # after DECIDE, the server must close the stream within this
 _MEDIA = ('{"event":"media","sequenceNumber":"%d","streamSid":"%s","media":{"track":"inbound",'
           '"chunk":"%d","timestamp":"%d","payload":"%s"}}')
 
 
 async def http_post(host: str, port: int, path_query: str, form: dict[str, str], headers: dict[str, str],
-                    timeout: float = 15.0) -> tuple[int, str]:
+                    timeout: float = 15.0) -> tuple[int, str]:  # noqa: ASYNC109 (asyncio load generator)
     """One POST on a new connection (as Twilio's webhooks come); (status, body)."""
     body = urlencode(form).encode()
     head = [f"POST {path_query} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",

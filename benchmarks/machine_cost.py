@@ -10,6 +10,7 @@ import time
 from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.policy import CallHistory, RouteRule, TriagePolicy
+from orchestrator.telemetry.logs import quiet_state_machine_library
 
 POLICY = TriagePolicy(
     intents={"billing": "billing_desk", "schedule": "schedule_visit"},
@@ -48,6 +49,7 @@ def per_call_microseconds(body, rounds: int) -> float:
 
 
 def main() -> None:
+    quiet_state_machine_library()  # as the server does: absorbed events are the trail's, not the log's
     flow = CallFlow(POLICY, time.monotonic)
     history = CallHistory()
 

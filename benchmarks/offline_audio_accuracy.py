@@ -27,13 +27,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestrator.replay.corpus import (
-    CALLER_ROLE,
-    caller_text,
-    clean_transcript,
-    read_corpus,
-)
 from bridge.twilio.mulaw import MULAW_BYTES_PER_MS, frames, silence
+from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.speech import (
     SpeechRecognizer,
@@ -43,7 +38,8 @@ from orchestrator.engines.offline.speech import (
     speech_support,
     word_error_rate,
 )
-from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.offline.transcript import clean_transcript
+from orchestrator.replay.corpus import CALLER_ROLE, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
@@ -261,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[CallResult] = []
     for test_fold, train_fold in (("B", "A"), ("A", "B")):
-        model = IntentModel.fit(config, halves[train_fold])
+        model = IntentModel.fit(config, labelled_calls(halves[train_fold]))
         for call in halves[test_fold]:
             result = run_call(call, test_fold, model, synthesizer, recognizer)
             results.append(result)

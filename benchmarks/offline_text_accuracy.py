@@ -23,9 +23,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.replay.corpus import CorpusCall, CorpusError, caller_text, read_corpus
-from orchestrator.engines.offline.intent_model import IntentModel, IntentPrediction
 from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.engines.offline.intent_model import IntentModel, IntentPrediction
+from orchestrator.replay.corpus import CorpusCall, CorpusError, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
@@ -94,7 +94,7 @@ def two_fold(config: RoutingConfig, calls: list[CorpusCall], use_asr: bool) -> t
     halves = (ordered[0::2], ordered[1::2])
     accuracies, outcomes = [], []
     for train, test in (halves, halves[::-1]):
-        held_out = score(IntentModel.fit(config, train, use_asr=use_asr), test, use_asr)
+        held_out = score(IntentModel.fit(config, labelled_calls(train, use_asr=use_asr)), test, use_asr)
         accuracies.append(accuracy(held_out))
         outcomes += held_out
     return accuracies, outcomes
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(confusion_table(config_model.intents, held_out_text))
 
     start = time.perf_counter()
-    full_model = IntentModel.fit(config, calls)
+    full_model = IntentModel.fit(config, labelled_calls(calls))
     figures["fit_seconds_all_calls"] = time.perf_counter() - start
     texts = [caller_text(c) for c in calls]
     figures["latency_ms_call_texts"] = latency_ms(full_model, texts)

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.replay.corpus import CALLER_ROLE, clean_transcript, read_corpus
 from bridge.twilio.mulaw import frames, silence
-from orchestrator.engines.offline.engine import OfflineConnector, load_offline_speech
 from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.interface import EngineCall, ResponseStarted
+from orchestrator.engines.offline.engine import OfflineConnector, load_offline_speech
+from orchestrator.engines.offline.transcript import clean_transcript
+from orchestrator.replay.corpus import CALLER_ROLE, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
@@ -64,13 +65,13 @@ async def one_call(connector: OfflineConnector, call, synthesize, results: list[
                     continue
                 audio = silence(200) + synthesize(words)
                 for frame in frames(audio):
-                    await engine.send_caller_audio(base64.b64encode(frame).decode())
+                    engine.send_caller_audio(base64.b64encode(frame).decode())
                     await trio.sleep(FRAME_MS / 1000)
                 speech_end = time.perf_counter()
                 answer_at = None
                 with trio.move_on_after(ANSWER_TIMEOUT_S):
                     for frame in frames(silence(AFTER_TURN_SILENCE_MS)):
-                        await engine.send_caller_audio(base64.b64encode(frame).decode())
+                        engine.send_caller_audio(base64.b64encode(frame).decode())
                         await trio.sleep(FRAME_MS / 1000)
                     answer_at = await answered.receive()
                 while True:  # one answer per turn; later ones belong to no turn

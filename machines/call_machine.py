@@ -6,14 +6,13 @@ from an injected clock. Late or illegal events are absorbed and written to the t
 """
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from transitions import Machine
 
 from machines import events as ev
-from machines.decision import DecisionReason, DispatchDecision
+from machines.decision import ABANDONED, DecisionReason, DispatchDecision
 from machines.effects import (
     AnswerTool,
     CallEffect,
@@ -54,12 +53,6 @@ STATE_CALLBACKS = {
     "teardown": "close_streams_in_order",
     "ended": "report_finished",
 }
-
-ABANDONED = "abandoned"
-
-# Absorbed events are written to the call's trail; transitions' own warning for each would only
-# repeat them in the log once per call.
-logging.getLogger("transitions.core").setLevel(logging.ERROR)
 
 
 def build_state_machine(model_class: type | None = None, machine_class: type[Machine] = Machine, **kwargs) -> Machine:
@@ -148,6 +141,11 @@ class CallMachine:
     @property
     def is_finished(self) -> bool:
         return self.state == "ended"
+
+    @property
+    def triage_open(self) -> bool:
+        """Whether the caller is still being triaged: heard, answered, and no decision made yet."""
+        return self.state in TRIAGE_OPEN
 
     @property
     def outcome(self) -> str:

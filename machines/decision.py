@@ -1,9 +1,14 @@
 """The one dispatch decision a call may have."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Mapping
+
+from machines.policy import RouteKind
+
+# The outcome of a pass that ended without a decision (the caller hung up first).
+ABANDONED = "abandoned"
 
 
 class DecisionReason(StrEnum):
@@ -22,7 +27,7 @@ class DispatchDecision:
     """Where the call goes next, and why. Persisted by CallSid before the call moves on."""
 
     route: str
-    route_kind: str
+    route_kind: RouteKind
     reason: DecisionReason
     intent: str | None = None
     confidence: float | None = None

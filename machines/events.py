@@ -1,8 +1,8 @@
 """Events that reach a call's machine. The session runner turns wire traffic into these."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +94,4 @@ CallEvent = (
     | MediaClosed
 )
 
-ALL_EVENT_TYPES: tuple[type, ...] = CallEvent.__args__  # type: ignore[attr-defined]
+ALL_EVENT_TYPES: tuple[type, ...] = CallEvent.__args__

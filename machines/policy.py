@@ -4,11 +4,22 @@ The orchestrator builds these from the routing config; the machine never reads f
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from enum import StrEnum
 
 # The captured field that holds the caller's language (a BCP-47 code the orchestrator has normalised).
 LANGUAGE_FIELD = "language"
+
+
+class RouteKind(StrEnum):
+    """Where a route sends the call: the `kind` of a route in the routing config."""
+
+    RESOLVE = "resolve"  # the AI answers the question itself, then hangs up
+    STUDIO = "studio"
+    FLEX = "flex"
+    VOICEMAIL = "voicemail"
+    SIP = "sip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +27,7 @@ class RouteRule:
     """One route as the machine sees it: its name, the fields it needs, and its Studio node if any."""
 
     name: str
-    kind: str  # resolve | studio | flex | voicemail | sip
+    kind: RouteKind
     required_fields: frozenset[str] = frozenset()
     # Identity of the Studio node this route enters ("FW…/node"), used by the re-entry guard.
     studio_node: str | None = None

@@ -18,16 +18,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-AI_ARM = "ai"
-LEGACY_ARM = "legacy"
+from machines.decision import ABANDONED, DecisionReason
+
 BUCKETS = 10_000  # a bucket is 0.01 % of callers
 
 # Decision reasons that mean the AI could not do its job (a guard's fallback is the AI doing it).
-FAILURE_REASONS = frozenset({"engine_failed", "budget_expired"})
-ABANDONED = "abandoned"
+FAILURE_REASONS = frozenset({DecisionReason.ENGINE_FAILED, DecisionReason.BUDGET_EXPIRED})
 # A pass answered at the action URL with the fallback and no outcome after this long is one whose
 # session never ran or died with its instance; before that its session may still be writing the outcome.
 UNSETTLED_GRACE_S = 120.0
+
+
+class Arm(StrEnum):
+    AI = "ai"  # the AI front desk answers
+    LEGACY = "legacy"  # the path callers had before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,7 @@ class ArmRule:
 
 @dataclass(frozen=True, slots=True)
 class ArmAssignment:
-    arm: str  # AI_ARM or LEGACY_ARM
+    arm: Arm
     why: str  # "allow", "deny", "caller" (bucket of the number) or "call_sid" (no number: bucket of the call)
     bucket: int | None  # None for allow/deny
 
@@ -56,14 +60,14 @@ def bucket_of(salt: str, key: str) -> int:
 def assign_arm(rule: ArmRule, caller: str | None, call_sid: str) -> ArmAssignment:
     """The arm of a call from `caller` (E.164, or None when withheld or unreadable)."""
     if caller is not None and caller in rule.deny:
-        return ArmAssignment(LEGACY_ARM, "deny", None)
+        return ArmAssignment(Arm.LEGACY, "deny", None)
     if caller is not None and caller in rule.allow:
-        return ArmAssignment(AI_ARM, "allow", None)
+        return ArmAssignment(Arm.AI, "allow", None)
     # A withheld number has nothing stable to hash: the CallSid decides, so such a caller is not sticky
     # (each call of theirs is drawn anew), but the share of them in the AI arm is still the percentage.
     why, key = ("caller", caller) if caller is not None else ("call_sid", call_sid)
     bucket = bucket_of(rule.salt, key)
-    return ArmAssignment(AI_ARM if bucket < rule.percent * (BUCKETS / 100) else LEGACY_ARM, why, bucket)
+    return ArmAssignment(Arm.AI if bucket < rule.percent * (BUCKETS / 100) else Arm.LEGACY, why, bucket)
 
 
 # --------------------------------------------------------------------------- the brake

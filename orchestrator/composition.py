@@ -1,51 +1,79 @@
-"""The composition root: builds the config, store, engine, signature check and app once, and serves them.
+"""The composition root: the one place that builds the config, the store, the engines, the signature check,
+the call flow and the rollout control.
 
 `run_server` is what `orchestrator serve` runs and what the end-to-end tests run, so both exercise the
-same wiring; tests only swap in an engine connector pointed at their own fake.
+same wiring; tests only swap in an engine connector pointed at their own fake. The commands that read the
+store, change the rollout or replay calls through an engine (`report`, `rollout`, `eval`) get them here.
 """
 from __future__ import annotations
 
 import gc
-import logging
-import os
-import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
-from hypercorn.utils import wrap_app
 
-from bridge.openai_realtime.client import RealtimeSettings
-from bridge.websocket.connection import is_websocket_upgrade, read_http_head
-from orchestrator.store.sqlite_store import CallStore
-from orchestrator.engines.tools import agent_instructions, realtime_tools
-from orchestrator.engines.demo import run_demo_engine
-from orchestrator.engines.offline.engine import OfflineConnector
-from orchestrator.engines.realtime import RealtimeConnector
-from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
-from orchestrator.server.app import MEDIA_PATH, MediaStreamHandler, ServerState, build_app
-from orchestrator.telemetry.metrics import ServerMetrics
-from orchestrator.config.server_settings import ServerSettings, development_auth_token, media_stream_url
-from orchestrator.store.location import describe_store_location, open_call_store
-from orchestrator.engines.interface import EngineConnector
-from bridge.twilio.signature import TwilioSignatureCheck
-from orchestrator.server.workers import use_batch_scheduling
+from bridge.openai_realtime import RealtimeSettings
+from bridge.twilio import TwilioSignatureCheck
+from machines import CallFlow
+from orchestrator.config import (
+    ConfigError,
+    RoutingConfig,
+    ServerSettings,
+    development_auth_token,
+    load_routing_config,
+    load_server_settings,
+    media_stream_url,
+)
+from orchestrator.engines import (
+    EngineConnector,
+    RealtimeConnector,
+    agent_instructions,
+    realtime_tools,
+    run_demo_engine,
+)
+from orchestrator.engines.offline import (
+    OfflineConnector,
+    SpeechSynthesizer,
+    SpeechUnavailable,
+    load_intent_model,
+    speech_support,
+)
+from orchestrator.rollout import RolloutControl
+from orchestrator.server import (
+    ServerState,
+    build_app,
+    listening_socket,
+    serve_connections,
+)
+from orchestrator.store import (
+    CallStore,
+    CallStoreError,
+    describe_store_location,
+    is_redis_location,
+    open_call_store,
+    sqlite_path,
+)
+from orchestrator.telemetry import (
+    ServerMetrics,
+    quiet_state_machine_library,
+    secrets_masked_in_logs,
+)
 
-_log = logging.getLogger(__name__)
-# A burst of calls must not overflow the accept queue, or the kernel drops connections (seen: 200 calls
-# in 2 s with hypercorn's default of 100).
-LISTEN_BACKLOG = 1024
-# How long a new connection may take to send its first request head before it is closed.
-REQUEST_HEAD_TIMEOUT_S = 10.0
+__all__ = [
+    "RunningServer",
+    "call_flow",
+    "choose_engine",
+    "offline_voice",
+    "open_store",
+    "realtime_settings",
+    "replay_engine",
+    "rollout_control",
+    "run_server",
+]
 
 
 @dataclass
@@ -58,31 +86,58 @@ class RunningServer:
     stop: Callable[[], None]
 
 
-def listening_socket(host: str, port: int, *, shared_port: bool = False, listen: bool = True) -> socket.socket:
-    """A socket bound to host:port. `shared_port` (SO_REUSEPORT): each worker of `serve --workers N` listens
-    on its own socket on the same port and the kernel spreads new connections evenly over them; the
-    supervisor holds the port with one that does not listen (`listen=False`)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if shared_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise ConfigError(f"{host}:{port}", None, f"cannot listen there ({error.strerror or error})") from None
-    if listen:
-        sock.listen(LISTEN_BACKLOG)
-    return sock
-
-
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
+
+
+# ---------------------------------------------------------------------------- the parts
+
+
+def call_flow(config: RoutingConfig) -> CallFlow:
+    """Every call's machine comes from this one flow: the config's routing rules, on Trio's clock."""
+    return CallFlow(config.triage_policy(), trio.current_time)
+
+
+def rollout_control(store: CallStore, config: RoutingConfig) -> RolloutControl:
+    return RolloutControl(store, config.rollout, region=config.company.country)
+
+
+async def open_store(settings: ServerSettings, *, existing_only: bool = False) -> CallStore:
+    """The store the settings name (`ORCHESTRATOR_STORE`, else SQLite in the data dir). `existing_only`: a
+    SQLite file that is not there is refused rather than created (a report of an empty new store would
+    only hide a wrong --data-dir)."""
+    if existing_only and not is_redis_location(settings.store):
+        path = sqlite_path(settings.store, data_dir=settings.data_dir)
+        if not path.is_file():
+            raise CallStoreError(f"call store {path}: no such file (is --data-dir the server's?)")
+    return await open_call_store(
+        settings.store, data_dir=settings.data_dir, retention_seconds=settings.retention_days * 86400
+    )
+
+
+def _signature_check(
+    settings: ServerSettings, public_url: str, announcements: list[str]
+) -> tuple[TwilioSignatureCheck, str]:
+    """The check of `X-Twilio-Signature`, and the auth token it checks with."""
+    if settings.twilio_auth_token is not None:
+        auth_token = settings.twilio_auth_token.get_secret_value()
+    else:
+        auth_token = development_auth_token(settings.data_dir)
+        announcements.append(
+            f"TWILIO_AUTH_TOKEN is not set: signatures are checked with a development token kept in "
+            f"{settings.data_dir / 'dev-twilio-auth-token'} (`orchestrator call` uses it); real Twilio "
+            "requests get 403 until TWILIO_AUTH_TOKEN is set."
+        )
+    if settings.insecure_skip_signature_check:
+        announcements.append(
+            "WARNING: ORCHESTRATOR_INSECURE_SKIP_SIGNATURE_CHECK is on: X-Twilio-Signature is NOT checked. "
+            "Development only; anyone who can reach this server can drive it."
+        )
+    return TwilioSignatureCheck(auth_token, public_url, enabled=not settings.insecure_skip_signature_check), auth_token
 
 
 def choose_engine(settings: ServerSettings) -> str:
@@ -144,6 +199,41 @@ def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
     )
 
 
+def replay_engine(engine: str, config: RoutingConfig, *, listens: bool) -> EngineConnector:
+    """The engine (`realtime` or `offline`) `orchestrator eval` replays past calls through: one that
+    `listens` to recordings on the live path, else one that reads each turn's text (the offline engine
+    then loads no speech models)."""
+    if engine == "offline":
+        if not listens:
+            return OfflineConnector(config, load_intent_model(config), None)
+        connector = OfflineConnector.for_config(config)
+        if connector.text_mode:
+            raise ConfigError("--audio", None, f"the offline engine cannot listen: {connector.text_mode_reason}")
+        return connector
+    settings = load_server_settings()
+    if not listens and settings.openai_api_key is None and not settings.realtime_headers:
+        raise ConfigError("$OPENAI_API_KEY", None, "not set (needed by --engine realtime)")
+    return RealtimeConnector(
+        realtime_settings(settings),
+        instructions=agent_instructions(config),
+        tools=realtime_tools(config),
+        transcription_model=settings.transcription_model if listens else None,
+    )
+
+
+def offline_voice() -> SpeechSynthesizer | None:
+    """The offline engine's voice when the speech extra is installed (only the voice: no recogniser)."""
+    if not speech_support().tts:
+        return None
+    try:
+        return SpeechSynthesizer.load()
+    except SpeechUnavailable:
+        return None
+
+
+# ---------------------------------------------------------------------------- the server
+
+
 @asynccontextmanager
 async def run_server(
     settings: ServerSettings,
@@ -160,6 +250,7 @@ async def run_server(
     """Serve until the block exits (or `stop()` is called, then wait out the calls in progress).
     Without `connector`, the engines come from the settings and the config (`failover` is then ignored).
     `listening` is a socket already listening (a worker of `serve --workers N`); else one is opened."""
+    quiet_state_machine_library()
     config = config or load_routing_config(settings.config)
     announcements: list[str] = []
     sock = listening if listening is not None else listening_socket(host, port)
@@ -187,30 +278,15 @@ async def _serving(
     bound_port = sock.getsockname()[1]
     base_url = f"http://{_url_host(host)}:{bound_port}"
     public_url = settings.public_url or base_url
-
-    if settings.twilio_auth_token is not None:
-        auth_token = settings.twilio_auth_token.get_secret_value()
-    else:
-        auth_token = development_auth_token(settings.data_dir)
-        announcements.append(
-            f"TWILIO_AUTH_TOKEN is not set: signatures are checked with a development token kept in "
-            f"{settings.data_dir / 'dev-twilio-auth-token'} (`orchestrator call` uses it); real Twilio "
-            "requests get 403 until TWILIO_AUTH_TOKEN is set."
-        )
-    if settings.insecure_skip_signature_check:
-        announcements.append(
-            "WARNING: ORCHESTRATOR_INSECURE_SKIP_SIGNATURE_CHECK is on: X-Twilio-Signature is NOT checked. "
-            "Development only; anyone who can reach this server can drive it."
-        )
-    signature = TwilioSignatureCheck(auth_token, public_url, enabled=not settings.insecure_skip_signature_check)
+    signature, auth_token = _signature_check(settings, public_url, announcements)
 
     async with AsyncExitStack() as stack:
+        stack.enter_context(secrets_masked_in_logs(auth_token, *settings.secret_values()))
         if store is None:
-            retention_s = settings.retention_days * 86400
-            store = await open_call_store(settings.store, data_dir=settings.data_dir, retention_seconds=retention_s)
+            store = await open_store(settings)
             stack.push_async_callback(store.aclose)
             announcements.append(f"store: {describe_store_location(settings.store, data_dir=settings.data_dir)}")
-            purged = await store.purge_older_than(retention_s)
+            purged = await store.purge_older_than(settings.retention_days * 86400)
             if purged:
                 announcements.append(f"purged {purged} call records older than {settings.retention_days:g} days")
         engines: dict[str, EngineConnector] = {}
@@ -229,6 +305,8 @@ async def _serving(
             signature=signature,
             public_url=public_url,
             media_stream_url=media_stream_url(public_url),
+            flow=call_flow(config),
+            rollout=rollout_control(store, config),
             handoff_token=settings.handoff_token.get_secret_value() if settings.handoff_token else None,
             after_wait_s=settings.after_wait_seconds,
             stream_start_timeout_s=settings.stream_start_timeout_seconds,
@@ -238,28 +316,19 @@ async def _serving(
             ops_token=settings.ops_token.get_secret_value() if settings.ops_token else None,
             metrics=ServerMetrics(triage_budget_s=config.triage.budget_seconds),
         )
-        hypercorn = HypercornConfig()
-        hypercorn.graceful_timeout = settings.graceful_shutdown_seconds
-        hypercorn.accesslog = logging.getLogger("hypercorn.access") if access_log else None
-        hypercorn.errorlog = logging.getLogger("hypercorn.error")
         stop_serving = trio.Event()
 
         async def shutdown_trigger() -> None:
             await stop_serving.wait()
-            # Calls in progress are told first (they take the fallback route and close in order), and the
-            # listener stays up meanwhile so their action URL requests are still answered.
-            state.shutting_down.set()
-            had_calls = bool(state.sessions)
-            with trio.move_on_after(settings.graceful_shutdown_seconds):
-                while state.sessions:
-                    await trio.sleep(0.05)
-                if had_calls:  # their action URL requests follow the stream's close
-                    await trio.sleep(min(1.0, settings.graceful_shutdown_seconds))
+            await state.finish_calls(settings.graceful_shutdown_seconds)
 
         app, media_stream = build_app(state)
         _exempt_startup_objects_from_gc()
         async with trio.open_nursery() as nursery:
-            await nursery.start(_serve_connections, app, media_stream, hypercorn, sock, shutdown_trigger)
+            await nursery.start(partial(
+                serve_connections, app, media_stream, sock, shutdown_trigger,
+                graceful_timeout_s=settings.graceful_shutdown_seconds, access_log=access_log,
+            ))
             running = RunningServer(base_url, public_url, auth_token, state, announcements, stop_serving.set)
             try:
                 yield running
@@ -273,117 +342,3 @@ def _exempt_startup_objects_from_gc() -> None:
     call's audio; frozen, those passes only walk what calls allocate."""
     gc.collect()
     gc.freeze()
-
-
-class _ReplayStream(trio.abc.HalfCloseableStream):
-    """A connection whose first bytes the router has read already: hypercorn gets them first."""
-
-    def __init__(self, stream: trio.SocketStream, already_read: bytes) -> None:
-        self._stream = stream
-        self._already_read = already_read
-        self.socket = stream.socket  # hypercorn reads the peer and local addresses from it
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._already_read:
-            data, self._already_read = self._already_read, b""
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-async def _serve_connections(
-    app: Any,
-    media_stream: MediaStreamHandler,
-    hypercorn: HypercornConfig,
-    sock: socket.socket,
-    shutdown_trigger: Callable[[], Awaitable[None]],
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """hypercorn's trio `worker_serve` (0.18), with one change: a connection whose first request is a
-    WebSocket upgrade of /media goes to the lean stream handler; hypercorn serves all the others."""
-    asgi = wrap_app(app, hypercorn.wsgi_max_body_size, None)
-    lifespan_state: dict[str, Any] = {}
-    lifespan = Lifespan(asgi, hypercorn, lifespan_state)
-    context = WorkerContext(None)
-
-    async def route(stream: trio.SocketStream) -> None:
-        try:
-            head = await read_http_head(stream, timeout_s=REQUEST_HEAD_TIMEOUT_S)
-            if not head:
-                await trio.aclose_forcefully(stream)
-            elif is_websocket_upgrade(head, MEDIA_PATH):
-                await media_stream(stream, head)
-            else:
-                state = ConnectionState(lifespan_state.copy())
-                await TCPServer(asgi, hypercorn, context, state, _ReplayStream(stream, head))
-        except Exception:  # one broken connection must not take the listener (and every call) down
-            _log.exception("connection failed")
-            await trio.aclose_forcefully(stream)
-
-    async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
-        async with trio.open_nursery() as connections:
-            listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-            task_status.started()
-            try:
-                async with trio.open_nursery() as accepting:
-                    accepting.start_soon(partial(trio.serve_listeners, route, [listener], handler_nursery=connections))
-                    await shutdown_trigger()
-                    accepting.cancel_scope.cancel()
-            finally:
-                await context.terminated.set()  # hypercorn's connections finish their request and close
-                connections.cancel_scope.deadline = trio.current_time() + hypercorn.graceful_timeout
-        await lifespan.wait_for_shutdown()
-        lifespan_nursery.cancel_scope.cancel()
-
-
-async def serve_until_signalled(
-    settings: ServerSettings,
-    host: str,
-    port: int,
-    access_log: bool = False,
-    *,
-    listening: socket.socket | None = None,
-    worker: str | None = None,
-    announce: bool = True,
-) -> None:
-    """`orchestrator serve`: announce what runs, then serve until SIGINT or SIGTERM. A worker of
-    `serve --workers N` (`worker` names it) serves on the socket it inherited; one of them announces."""
-    # Before any thread starts: threads inherit the policy of the one that starts them.
-    scheduling = [use_batch_scheduling()] if settings.batch_scheduling else []
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with run_server(
-            settings, host=host, port=port, access_log=access_log, listening=listening
-        ) as running:
-            state = running.state
-            if worker is not None:
-                print(f"worker {worker} (pid {os.getpid()}) serving {running.base_url}", flush=True)
-            if not announce:
-                async for _ in signals:
-                    break
-                return
-            for line in [*running.announcements, *scheduling]:
-                print(line, flush=True)
-            print(
-                f"front desk for {state.config.company.name or 'the configured company'} listening on "
-                f"{running.base_url}\n  voice webhook: {running.public_url}/voice/incoming"
-                f"\n  media stream:  {state.media_stream_url}\n  health:        {running.base_url}/healthz"
-                "\nCtrl+C to stop.",
-                flush=True,
-            )
-            async for received in signals:
-                print(f"{signal.Signals(received).name}: finishing the calls in progress, then stopping", flush=True)
-                break

@@ -13,13 +13,13 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, agent_instructions, realtime_tools
 from bridge.twilio.mulaw import tone
-from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.composition import RunningServer, run_server
 from orchestrator.config.routing import RoutingConfig, load_routing_config
 from orchestrator.config.server_settings import load_server_settings
-from orchestrator.composition import RunningServer, run_server
 from orchestrator.engines.interface import EngineConnector
+from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, agent_instructions, realtime_tools
 from orchestrator.testing.fake_realtime import (
     FakeRealtime,
     RecordedSession,
@@ -149,7 +149,7 @@ class FrontDesk:
 
 # Tasks that belong to a call: its session's (its Realtime socket has no task of its own: the session's
 # engine reader reads it).
-CALL_TASK_PREFIXES = ("orchestrator.call.session.", "bridge.openai_realtime.client.", "bridge.websocket.connection.")
+CALL_TASK_PREFIXES = ("orchestrator.call.", "bridge.openai_realtime.", "bridge.websocket.", "bridge.twilio.")
 
 
 def call_task_names() -> list[str]:

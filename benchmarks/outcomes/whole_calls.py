@@ -115,6 +115,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as output:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=log.parent)
+
+
 def stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
@@ -139,14 +144,14 @@ async def served(config: Path, engine: str, logs: Path, realtime_url: str | None
                 "ORCHESTRATOR_ENGINE__FAILOVER": "fallback-route"}
     command = [str(REPO / ".venv" / "bin" / "orchestrator"), "serve", "--port", str(port), "--config", str(config),
                "--engine", engine, "--data-dir", data_dir]
-    log = open(Path(data_dir) / "serve.log", "w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir)
+    log = Path(data_dir) / "serve.log"
+    process = await trio.to_thread.run_sync(start, command, env, log)
     try:
         async with httpx.AsyncClient(timeout=2) as http:
             with trio.fail_after(180):  # the offline engine loads its models first
                 while True:
                     if process.poll() is not None:
-                        raise RuntimeError(f"serve exited with {process.returncode}; see {log.name}")
+                        raise RuntimeError(f"serve exited with {process.returncode}; see {log}")
                     try:
                         if (await http.get(f"{base_url}/healthz")).status_code == 200:
                             break
@@ -156,7 +161,6 @@ async def served(config: Path, engine: str, logs: Path, realtime_url: str | None
         yield base_url
     finally:
         await trio.to_thread.run_sync(stop, process)
-        log.close()
 
 
 # --------------------------------------------------------------------------- a perfect model
@@ -434,7 +438,7 @@ async def run(args: argparse.Namespace) -> int:
     if not personas:
         print("no personas chosen")
         return 1
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     engines = ENGINES if args.engine == "both" else (args.engine,)
     logs = Path(tempfile.mkdtemp(prefix="outcomes-"))
     print(f"{len(personas)} personas, engines {', '.join(engines)}, {args.concurrency} calls at a time; logs in {logs}",

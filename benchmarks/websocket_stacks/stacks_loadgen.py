@@ -9,7 +9,14 @@ generator's XOR cost; the server still performs its unmask step).
 Usage: loadgen.py PORT N SERVER_PID [warmup_s] [measure_s] [label]
 Prints one JSON line with results.
 """
-import asyncio, base64, json, os, struct, sys, time, collections
+import asyncio
+import base64
+import collections
+import json
+import os
+import struct
+import sys
+import time
 
 import uvloop
 
@@ -117,9 +124,9 @@ class Client(asyncio.Protocol):
 async def main():
     loop = asyncio.get_running_loop()
     clients = []
-    for i in range(N):
+    for _i in range(N):
         fut = loop.create_future()
-        await loop.create_connection(lambda: Client(fut), "127.0.0.1", PORT)
+        await loop.create_connection(lambda fut=fut: Client(fut), "127.0.0.1", PORT)
         clients.append(await asyncio.wait_for(fut, 10))
     # spread clients over 20 ms in 20 slots of 1 ms
     SLOTS = 20

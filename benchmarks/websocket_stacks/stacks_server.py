@@ -13,7 +13,10 @@ Usage: stacks_server.py VARIANT PORT
   e2 asyncio(uvloop) + websockets.asyncio.server
   e3 picows + uvloop
 """
-import sys, os, base64, hashlib
+import base64
+import hashlib
+import os
+import sys
 from functools import partial
 
 VARIANT = sys.argv[1]
@@ -78,9 +81,8 @@ def run_hypercorn(app):
 # ---------------------------------------------------------------- trio + wsproto
 def run_wsproto():
     import trio
-    from wsproto import WSConnection, ConnectionType
-    from wsproto.events import (Request, AcceptConnection, TextMessage, BytesMessage,
-                                CloseConnection, Ping, Message)
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Request, TextMessage
 
     async def handler(stream):
         ws = WSConnection(ConnectionType.SERVER)
@@ -124,9 +126,9 @@ def run_wsproto():
 # ---------------------------------------------------------------- trio + websockets sans-I/O
 def run_websockets_sansio():
     import trio
-    from websockets.server import ServerProtocol
-    from websockets.http11 import Request
     from websockets.frames import Opcode
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
 
     async def handler(stream):
         p = ServerProtocol(max_size=2 ** 20)
@@ -235,9 +237,9 @@ def run_websockets_rawsocket():
     has nothing (EAGAIN) a trio.lowlevel.wait_readable/wait_writable, so each message costs one wake-up
     instead of the stream API's extra checkpoints."""
     import trio
-    from websockets.server import ServerProtocol
-    from websockets.http11 import Request
     from websockets.frames import Opcode
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
 
     async def handler(stream):
         sock = stream.socket
@@ -288,6 +290,7 @@ def run_websockets_rawsocket():
 # ---------------------------------------------------------------- shared edge-triggered epoll (h, i)
 def _shared_epoll():
     import select
+
     import trio
 
     class SharedEpoll:
@@ -346,9 +349,9 @@ def _shared_epoll():
 
 def run_websockets_shared_epoll(callbacks):
     import trio
-    from websockets.server import ServerProtocol
-    from websockets.http11 import Request
     from websockets.frames import Opcode
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
     poller = _shared_epoll()
 
     def pump(fd_sock, p):
@@ -410,6 +413,7 @@ def run_websockets_shared_epoll(callbacks):
 # ---------------------------------------------------------------- asyncio websockets / picows
 def run_asyncio_websockets(use_uvloop):
     import asyncio
+
     from websockets.asyncio.server import serve
 
     async def echo(ws):
@@ -421,14 +425,17 @@ def run_asyncio_websockets(use_uvloop):
                          ping_interval=None):
             await asyncio.Future()
     if use_uvloop:
-        import uvloop; uvloop.run(main())
+        import uvloop
+
+        uvloop.run(main())
     else:
         asyncio.run(main())
 
 
 def run_picows():
-    import asyncio, uvloop
-    from picows import ws_create_server, WSListener, WSMsgType
+
+    import uvloop
+    from picows import WSListener, WSMsgType, ws_create_server
 
     class Echo(WSListener):
         def on_ws_connected(self, transport):

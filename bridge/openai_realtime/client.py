@@ -47,7 +47,10 @@ from openai.types.realtime.realtime_audio_config import RealtimeAudioConfig
 from openai.types.realtime.realtime_audio_config_input import RealtimeAudioConfigInput
 from openai.types.realtime.realtime_audio_config_output import RealtimeAudioConfigOutput
 from openai.types.realtime.realtime_audio_formats import AudioPCMU
-from openai.types.realtime.realtime_audio_input_turn_detection import SemanticVad, ServerVad
+from openai.types.realtime.realtime_audio_input_turn_detection import (
+    SemanticVad,
+    ServerVad,
+)
 from openai.types.realtime.realtime_conversation_item_function_call import (
     RealtimeConversationItemFunctionCall,
 )
@@ -62,10 +65,25 @@ from openai.types.realtime.realtime_conversation_item_user_message import (
 )
 from openai.types.realtime.realtime_error import RealtimeError
 from openai.types.realtime.realtime_function_tool import RealtimeFunctionTool
-from openai.types.realtime.realtime_response_create_params import RealtimeResponseCreateParams
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from openai.types.realtime.realtime_response_create_params import (
+    RealtimeResponseCreateParams,
+)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
-from bridge.websocket.connection import WebSocket, WebSocketClosed, WebSocketRejected, connect_websocket
+from bridge.websocket import (
+    WebSocket,
+    WebSocketClosed,
+    WebSocketRejected,
+    connect_websocket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -517,28 +535,26 @@ class RealtimeConnection:
         """Forward one base64 audio payload (µ-law 8 kHz from Twilio) untouched."""
         await self._send_text(audio_append_frame(payload_b64))
 
-    # ---- the fast path (bridge.websocket.connection: no task wake-up for the commonest frames)
-
-    def can_send_now(self) -> bool:
-        """Whether append_audio_now can write at once (False on TLS: trio.SSLStream only awaits)."""
-        return self._websocket.can_send_now()
-
-    def append_audio_now(self, payload_b64: str) -> None:
-        """append_audio without waiting; only after can_send_now() said yes."""
-        self._websocket.send_text_now(audio_append_frame(payload_b64))
+    def post_audio(self, payload_b64: str) -> None:
+        """append_audio without waiting: written at once when the socket has room, else queued in order."""
+        try:
+            self._websocket.post_text(audio_append_frame(payload_b64))
+        except WebSocketClosed as closed:
+            raise RealtimeConnectionClosed(RealtimeClose(closed.code, closed.reason or None)) from None
         self.stats.frames_sent += 1
 
-    def handle_audio_now(
-        self, consumer: Callable[[AudioDelta], bool] | None, *, ignored: frozenset[str] = frozenset()
-    ) -> bool:
-        """Give audio deltas to `consumer` as they arrive while the receiving task waits; a delta it
-        refuses (False), and every frame that is not a plain delta, comes from receive() as usual. Events
-        whose type is in `ignored` (the receiver would drop them) are counted and dropped here, so they do
-        not wake it. None stops it. False where the socket has no fast path."""
-        if consumer is None:
-            return self._websocket.handle_now(None)
+    def take_audio(
+        self, on_audio: Callable[[AudioDelta], None] | None, *, ignored: frozenset[str] = frozenset()
+    ) -> None:
+        """From now on plain audio deltas go to `on_audio` as they arrive, and events whose type is in
+        `ignored` (the receiver would drop them) are counted and dropped; receive() yields every other
+        event, in order. On a plain socket this runs in the read reactor, without waking the receiving
+        task (`bridge.websocket.connection`). None: every event comes from receive() again."""
+        if on_audio is None:
+            self._websocket.take_messages(None)
+            return
 
-        def on_frame(frame: str | bytes) -> bool:
+        def take(frame: str | bytes) -> bool:
             if self._pending:
                 return False
             try:
@@ -548,15 +564,14 @@ class RealtimeConnection:
             if type(data) is not dict:
                 return False
             delta = _audio_delta_from(data)
-            if delta is None:
-                if data.get("type") not in ignored:
-                    return False
-            elif not consumer(delta):
+            if delta is not None:
+                on_audio(delta)
+            elif data.get("type") not in ignored:
                 return False
             self.stats.frames_received += 1
             return True
 
-        return self._websocket.handle_now(on_frame)
+        self._websocket.take_messages(take)
 
     async def create_response(
         self,

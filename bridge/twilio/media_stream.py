@@ -17,10 +17,17 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.alias_generators import to_camel
 
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
@@ -144,7 +151,7 @@ class StopMessage(_WireModel):
 
 
 TwilioMessage = Annotated[
-    Union[ConnectedMessage, StartMessage, MediaMessage, DtmfMessage, MarkMessage, StopMessage],
+    ConnectedMessage | StartMessage | MediaMessage | DtmfMessage | MarkMessage | StopMessage,
     Field(discriminator="event"),
 ]
 TWILIO_MESSAGE_ADAPTER: TypeAdapter[TwilioMessage] = TypeAdapter(TwilioMessage)
@@ -184,9 +191,7 @@ class UnknownTwilioMessage:
     raw: dict[str, Any]
 
 
-InboundMessage: TypeAlias = Union[
-    ConnectedMessage, StartMessage, MediaFrame, DtmfMessage, MarkMessage, StopMessage, UnknownTwilioMessage
-]
+InboundMessage: TypeAlias = ConnectedMessage | StartMessage | MediaFrame | DtmfMessage | MarkMessage | StopMessage | UnknownTwilioMessage
 
 
 def parse_twilio_message(

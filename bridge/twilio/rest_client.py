@@ -21,7 +21,7 @@ _logger = logging.getLogger(__name__)
 _JSON_CONTENT_TYPES = frozenset({"application/json", "application/scim+json"})
 
 
-class HttpxTwilioClient(AsyncHttpClient):
+class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships no type information
     """A `twilio.http.AsyncHttpClient` on `httpx.AsyncClient`.
 
     Pass either a ready `client` (you own it: `aclose` leaves it open) or a `transport` (e.g.
@@ -54,7 +54,7 @@ class HttpxTwilioClient(AsyncHttpClient):
         data: dict[str, object] | None = None,
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (twilio's HttpClient.request signature)
         allow_redirects: bool = False,
     ) -> Response:
         if timeout is None:
@@ -66,7 +66,7 @@ class HttpxTwilioClient(AsyncHttpClient):
         response = await self._client.request(
             method.upper(),
             url,
-            params=params,
+            params=params,  # type: ignore[arg-type]  # twilio's request params are str-valued
             headers=headers,
             # None means "no auth" to httpx; a credential provider has then set Authorization already.
             auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from twilio.request_validator import RequestValidator
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-twilio-signature"
+BODY_HASH_PARAMETER = "bodySHA256"  # on the URL of a signed JSON request: the body's SHA-256, hex
 
 
 class TwilioSignatureCheck:
@@ -34,7 +35,20 @@ class TwilioSignatureCheck:
             return True
         if not signature:
             return False
-        return self._validator.validate(self.public_url_of(path, query), params, signature)
+        return bool(self._validator.validate(self.public_url_of(path, query), params, signature))
+
+    def check_json_webhook(self, path: str, query: str, body: bytes, signature: str | None) -> bool:
+        """A JSON POST: the signature covers the URL, and the URL carries the body's hash (`bodySHA256`).
+        A URL without it covers no body, so the request is refused."""
+        if not self.enabled:
+            return True
+        if not signature or BODY_HASH_PARAMETER not in parse_qs(query):
+            return False
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return bool(self._validator.validate(self.public_url_of(path, query), text, signature))
 
     def check_websocket(self, path: str, query: str, signature: str | None) -> bool:
         """The upgrade is signed over the `wss://` URL as written in the TwiML, with no params. Which scheme

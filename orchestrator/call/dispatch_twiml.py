@@ -32,9 +32,8 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from machines.decision import DispatchDecision
-from machines.policy import LANGUAGE_FIELD
-from orchestrator.config.routing import (
+from machines import LANGUAGE_FIELD, Arm, DispatchDecision
+from orchestrator.config import (
     RESERVED_TASK_ATTRIBUTES,
     FlexRoute,
     ResolveRoute,
@@ -50,7 +49,6 @@ STUDIO_FLOW_WEBHOOK = "https://webhooks.twilio.com/v1/Accounts/{account_sid}/Flo
 
 # Reasons for a handoff that did not come from a decision as it was made.
 NO_DECISION = "no_decision"  # no decision persisted for the CallSid: the config's fallback route
-LEGACY_ARM = "legacy"  # the call's rollout arm is the legacy path: the AI never took it
 ROUTE_MISSING = "route_missing"  # the decided route is no longer in the config: the human route
 NO_ACCOUNT_SID = "no_account_sid"  # a Studio URL cannot be built without one: the human route
 
@@ -74,7 +72,7 @@ class CallFacts:
     caller: str  # From
     called: str  # To
     account_sid: str  # AccountSid
-    arm: str = "ai"  # the rollout arm that handled the call
+    arm: str = Arm.AI  # the rollout arm that handled the call
     language: str | None = None  # the caller's language, when the AI detected it
 
 
@@ -126,9 +124,9 @@ def legacy_twiml(config: RoutingConfig, call: CallFacts, *, public_url: str, res
     if resume_flow_sid is not None and account_sid:
         base = STUDIO_FLOW_WEBHOOK.format(account_sid=account_sid, flow_sid=resume_flow_sid)
         response = VoiceResponse()
-        response.redirect(f"{base}?{urlencode({'FlowEvent': 'return', 'arm': LEGACY_ARM})}", method="POST")
+        response.redirect(f"{base}?{urlencode({'FlowEvent': 'return', 'arm': Arm.LEGACY})}", method="POST")
         return response.to_xml()
-    return _render(_Handoff(route_name=config.legacy_route, reason=LEGACY_ARM), config, call, public_url)
+    return _render(_Handoff(route_name=config.legacy_route, reason=Arm.LEGACY), config, call, public_url)
 
 
 def _render(handoff: _Handoff, config: RoutingConfig, call: CallFacts, public_url: str) -> str:

@@ -15,30 +15,34 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import httpx
 import trio
 
+from bridge.twilio import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
 from orchestrator.commands.call_report import render_call, render_verdict
-from bridge.twilio.mulaw import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
-from orchestrator.config.routing import ConfigError
-from orchestrator.config.server_settings import DEV_AUTH_TOKEN_FILE
-from orchestrator.testing.agent_listener import AgentListener
-from orchestrator.testing.persona_caller import PersonaCall, PersonaCaller
-from orchestrator.testing.persona_verdict import judge
-from orchestrator.testing.personas import PersonaError, load_persona
-from orchestrator.testing.twilio_caller import (
+from orchestrator.config import DEV_AUTH_TOKEN_FILE, ConfigError
+from orchestrator.testing import (
+    AgentListener,
     CallerOptions,
     CallerStep,
     CallResult,
+    PersonaCall,
+    PersonaCaller,
+    PersonaError,
     Say,
     SimulatedCaller,
     WaitForAgent,
     fetch_call_record,
+    judge,
+    load_persona,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.engines.offline import SpeechRecognizer, SpeechSynthesizer
 
 MS_PER_CHARACTER = 70  # a tone this long per character when no text-to-speech is installed
 DEFAULT_CALLER = "+14155550100"
@@ -73,10 +77,9 @@ def caller_lines(args: argparse.Namespace) -> list[str]:
     return list(args.say or ["Hello, I have a question about my bill."])
 
 
-def speech_for(line: str) -> tuple[bytes, str]:
-    """µ-law audio of a caller line: the offline engine's voice (speech extra) or espeak-ng when installed,
-    else a tone as long as the line."""
-    synthesizer = _piper()
+def speech_for(line: str, synthesizer: SpeechSynthesizer | None) -> tuple[bytes, str]:
+    """µ-law audio of a caller line: the offline engine's voice (`synthesizer`, from the speech extra) or
+    espeak-ng when installed, else a tone as long as the line."""
     if synthesizer is not None:
         return synthesizer.synthesize(line), "piper"
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
@@ -89,23 +92,9 @@ def speech_for(line: str) -> tuple[bytes, str]:
     return tone(max(400, MS_PER_CHARACTER * len(line)), hz=220.0), "tone"
 
 
-@lru_cache(maxsize=1)
-def _piper():
-    """The offline engine's voice when the speech extra is installed (only the voice: no recogniser)."""
-    from orchestrator.engines.offline.speech import SpeechSynthesizer, SpeechUnavailable, speech_support
-
-    if not speech_support().tts:
-        return None
-    try:
-        return SpeechSynthesizer.load()
-    except SpeechUnavailable:
-        return None
-
-
-@lru_cache(maxsize=1)
-def _whisper():
+def offline_ears() -> SpeechRecognizer | None:
     """The offline engine's recogniser when the speech extra is installed: the caller's ears."""
-    from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechUnavailable, speech_support
+    from orchestrator.engines.offline import SpeechRecognizer, SpeechUnavailable, speech_support
 
     if not speech_support().stt:
         return None
@@ -119,10 +108,13 @@ def build_steps(args: argparse.Namespace) -> tuple[list[CallerStep], str]:
     if args.wav is not None:
         audio = wav_to_mulaw(args.wav)
         return [Say(audio, f"({args.wav.name}, {len(audio) // 8} ms)"), WaitForAgent()], "wav"
+    from orchestrator.composition import offline_voice
+
     steps: list[CallerStep] = [WaitForAgent()]  # hear the greeting first
     voice = "tone"
+    synthesizer = offline_voice()
     for line in caller_lines(args):
-        audio, voice = speech_for(line)
+        audio, voice = speech_for(line, synthesizer)
         steps += [Say(audio, line), WaitForAgent()]
     return steps, voice
 
@@ -202,7 +194,7 @@ def run_call(args: argparse.Namespace) -> int:
         print("note: no espeak-ng installed, so caller lines are sent as tones of their length "
               "(an engine that listens hears no words)")
     caller = SimulatedCaller(options, steps)
-    recognizer = _whisper()
+    recognizer = offline_ears()
     listener = AgentListener(caller, recognizer.transcribe, speed=args.speed) if recognizer is not None else None
 
     async def call() -> tuple[CallResult, dict | None, bytes]:
@@ -226,7 +218,9 @@ def run_persona_call(args: argparse.Namespace) -> int:
         persona = load_persona(args.persona)
     except PersonaError as error:
         raise ConfigError(str(args.persona), None, str(error).removeprefix(f"{args.persona}: ")) from None
-    voice, recognizer = _piper(), _whisper()
+    from orchestrator.composition import offline_voice
+
+    voice, recognizer = offline_voice(), offline_ears()
     if voice is None or recognizer is None:
         raise ConfigError(str(args.persona), None, "a persona speaks and listens: install the speech extra "
                           "(pip install -e '.[speech]')")

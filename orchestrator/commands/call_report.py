@@ -14,8 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.etree import ElementTree
 
-from orchestrator.testing.persona_verdict import Verdict
-from orchestrator.testing.twilio_caller import CallResult
+from orchestrator.testing import CallResult, Verdict
 
 __all__ = ["render_call", "render_verdict"]
 

@@ -1,19 +1,46 @@
-"""Writes the generated diagrams: the call machine, and the routing of a config."""
+"""`orchestrator diagram [--config FILE] [--out DIR]`: writes the generated diagrams: the call machine, or
+the routing of a config."""
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 from pathlib import Path
 
-from machines.diagram import call_graph, call_mermaid
-from orchestrator.config.routing import FlexRoute, RoutingConfig, StudioRoute
+from orchestrator.config import (
+    FlexRoute,
+    RoutingConfig,
+    StudioRoute,
+    load_routing_config,
+)
 
+DEFAULT_DIAGRAM_DIR = Path("diagrams")
 CALL_MERMAID_FILE = "call.mmd"
 CALL_SVG_FILE = "call.svg"
 
 
+def add_diagram_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="draw the routing of this config instead of the call machine")
+    parser.add_argument("--out", type=Path, default=DEFAULT_DIAGRAM_DIR, help="output folder (default: diagrams)")
+
+
+def run_diagram(args: argparse.Namespace) -> int:
+    if args.config is None:
+        for message in write_call_diagrams(args.out):
+            print(message)
+        return 0
+    config = load_routing_config(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"routing-{Path(args.config).stem}.mmd"
+    path.write_text(routing_mermaid(config), encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
 def write_call_diagrams(out_dir: Path) -> list[str]:
     """Write call.mmd (always) and call.svg (when Graphviz's `dot` is installed). Returns messages."""
+    from machines import call_graph, call_mermaid
+
     out_dir.mkdir(parents=True, exist_ok=True)
     mermaid_path = out_dir / CALL_MERMAID_FILE
     mermaid_path.write_text(call_mermaid(), encoding="utf-8")

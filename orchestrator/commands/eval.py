@@ -9,13 +9,24 @@ from pathlib import Path
 
 import trio
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from orchestrator.replay.corpus import Corpus, read_corpus
-from orchestrator.replay.scoring import score, scorable_calls, write_summary
-from orchestrator.replay.text_replay import TextConnect, replay_calls
-from orchestrator.replay.terminal_report import print_summary
-from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.config import RoutingConfig, load_routing_config
+from orchestrator.replay import (
+    Corpus,
+    print_summary,
+    read_corpus,
+    replay_calls,
+    scorable_calls,
+    score,
+    write_summary,
+)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +42,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--studio-executions", action="store_true",
                         help="the corpus is an export of Studio executions (SpeechResult/Digits and the next widget)")
     parser.add_argument("--gather", help="with --studio-executions: the Gather widget's name (default: found)")
+    parser.add_argument("--flow", type=Path, help="with --studio-executions: the flow's JSON (its menu's Gather and Splits)")
     parser.add_argument("--summary", type=Path, metavar="FILE.json", help="write the figures as JSON")
     parser.add_argument("--report", type=Path, metavar="FILE.html", help="write a self-contained HTML report")
     parser.add_argument("--min-parity", type=float, default=0.90, help="exit 1 below this (default %(default)s)")
@@ -38,6 +50,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from orchestrator.composition import replay_engine
+
     config = load_routing_config(args.config)
     corpus = _read(args, config)
     for problem in corpus.problems:
@@ -47,21 +61,21 @@ def run_eval(args: argparse.Namespace) -> int:
         print("error: no call of the corpus has an intent of this config", file=sys.stderr)
         return 2
     engine = args.engine or ("realtime" if os.environ.get("OPENAI_API_KEY") else "offline")
-    connect = _text_connector(engine, config)
+    text_connector = replay_engine(engine, config, listens=False)
     console = Console(stderr=True)
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("calls", total=len(calls))
         recorded = [call for call in calls if args.audio and call.audio is not None]
         typed = [call for call in calls if call not in recorded]
-        live = _live_connector(engine, config) if recorded else None
+        live = replay_engine(engine, config, listens=True) if recorded else None
 
         async def replay() -> list:
             done = lambda _: progress.advance(task)  # noqa: E731
-            outcomes = await replay_calls(connect, config, typed, use_asr=args.asr,
+            outcomes = await replay_calls(text_connector, config, typed, use_asr=args.asr,
                                           concurrency=args.concurrency, on_done=done)
             if live is not None:
-                from orchestrator.replay.audio_replay import replay_recordings
+                from orchestrator.replay import replay_recordings
 
                 with tempfile.TemporaryDirectory() as data_dir:
                     outcomes += await replay_recordings(live, config, recorded, Path(data_dir), on_done=done)
@@ -77,7 +91,7 @@ def run_eval(args: argparse.Namespace) -> int:
         write_summary(summary, args.summary)
         print(f"wrote {args.summary}")
     if args.report is not None:
-        from orchestrator.replay.html_report import write_eval_html
+        from orchestrator.replay import write_eval_html
 
         write_eval_html(summary.to_json(), args.report, title=f"Intent parity: {args.corpus.name} on {args.config.name}")
         print(f"wrote {args.report}")
@@ -87,9 +101,9 @@ def run_eval(args: argparse.Namespace) -> int:
 def _read(args: argparse.Namespace, config: RoutingConfig) -> Corpus:
     if not args.studio_executions:
         return read_corpus(args.corpus)
-    from orchestrator.studio.executions import read_studio_executions
+    from orchestrator.studio import read_studio_executions
 
-    return with_intents_from_routes(read_studio_executions(args.corpus, gather=args.gather), config)
+    return with_intents_from_routes(read_studio_executions(args.corpus, gather=args.gather, flow=args.flow), config)
 
 
 def with_intents_from_routes(corpus: Corpus, config: RoutingConfig) -> Corpus:
@@ -110,40 +124,3 @@ def with_intents_from_routes(corpus: Corpus, config: RoutingConfig) -> Corpus:
         for call in corpus.calls
     ]
     return Corpus(calls, corpus.problems, corpus.path)
-
-
-def _live_connector(engine: str, config: RoutingConfig):
-    if engine == "offline":
-        from orchestrator.engines.offline.engine import OfflineConnector
-
-        connector = OfflineConnector.for_config(config)
-        if connector.text_mode:
-            raise ConfigError("--audio", None, f"the offline engine cannot listen: {connector.text_mode_reason}")
-        return connector
-    from orchestrator.engines.tools import agent_instructions, realtime_tools
-    from orchestrator.engines.realtime import RealtimeConnector
-    from orchestrator.config.server_settings import load_server_settings
-    from orchestrator.composition import realtime_settings
-
-    settings = load_server_settings()
-    return RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
-                             tools=realtime_tools(config), transcription_model=settings.transcription_model)
-
-
-def _text_connector(engine: str, config: RoutingConfig) -> TextConnect:
-    if engine == "offline":
-        from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model
-
-        # Text only: no speech models are loaded, the replay needs none.
-        return OfflineConnector(config, load_intent_model(config), None).connect_text
-    from orchestrator.engines.tools import agent_instructions, realtime_tools
-    from orchestrator.engines.realtime import RealtimeConnector
-    from orchestrator.config.server_settings import load_server_settings
-    from orchestrator.composition import realtime_settings
-
-    settings = load_server_settings()
-    if settings.openai_api_key is None and not settings.realtime_headers:
-        raise ConfigError("$OPENAI_API_KEY", None, "not set (needed by --engine realtime)")
-    connector = RealtimeConnector(realtime_settings(settings), instructions=agent_instructions(config),
-                                  tools=realtime_tools(config))
-    return connector.connect_text

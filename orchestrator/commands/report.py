@@ -8,9 +8,7 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,52 +17,24 @@ from typing import TextIO
 import orjson
 import trio
 
-from orchestrator.rollout.arm_figures import (
+from orchestrator.config import ConfigError, load_server_settings
+from orchestrator.rollout import (
     CATEGORIES,
     CATEGORY_LABELS,
     DEFAULT_PRICE_PER_MINUTE,
+    ROLLOUT_SETTING,
     ArmFigures,
+    ReportInputError,
     RolloutView,
     arm_figures,
+    money,
+    parse_since,
+    percent,
     rollout_view,
+    seconds,
+    when,
 )
-from orchestrator.store.sqlite_store import CallStore, CallStoreError
-from orchestrator.server.ops_page import money, percent, seconds, when
-from orchestrator.config.routing import ConfigError
-from orchestrator.config.server_settings import load_server_settings
-from orchestrator.store.location import is_redis_location, open_call_store, sqlite_path
-
-ROLLOUT_SETTING = "rollout"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([dhm])")
-_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
-
-
-class ReportInputError(ValueError):
-    """A flag the report cannot use; the message is one line."""
-
-
-def parse_since(text: str, *, now: float) -> float:
-    """`7d`, `24h`, `90m` (that long before `now`) or an ISO date or date-time (UTC unless it says
-    otherwise) as unix seconds; ReportInputError otherwise."""
-    given = text.strip()
-    duration = _DURATION.fullmatch(given)
-    if duration:
-        length = float(duration.group(1)) * _UNIT_SECONDS[duration.group(2)]
-        if not length > 0:
-            raise ReportInputError(f"--since {text!r}: the duration must be more than 0")
-        return now - length
-    try:
-        moment = dt.datetime.fromisoformat(given)
-    except ValueError:
-        raise ReportInputError(
-            f"--since {text!r}: expected a duration like 7d, 24h or 90m, or an ISO date like 2026-01-31"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    since = moment.timestamp()
-    if since > now:
-        raise ReportInputError(f"--since {text!r} is in the future")
-    return since
+from orchestrator.store import CallStoreError
 
 
 def parse_price(text: str) -> float:
@@ -110,21 +80,10 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 async def _read_store(data_dir: Path | None, since: float) -> tuple[list, dict | None]:
-    async with await open_report_store(data_dir) as store:
+    from orchestrator.composition import open_store
+
+    async with await open_store(load_server_settings(data_dir=data_dir), existing_only=True) as store:
         return await store.calls_since(since), await store.get_setting(ROLLOUT_SETTING)
-
-
-async def open_report_store(data_dir: Path | None) -> CallStore:
-    """The store the server uses (same settings); a SQLite file that is not there is refused rather than
-    created, since a report of an empty new store would only hide a wrong --data-dir."""
-    settings = load_server_settings(data_dir=data_dir)
-    if not is_redis_location(settings.store):
-        path = sqlite_path(settings.store, data_dir=settings.data_dir)
-        if not path.is_file():
-            raise CallStoreError(f"call store {path}: no such file (is --data-dir the server's?)")
-    return await open_call_store(
-        settings.store, data_dir=settings.data_dir, retention_seconds=settings.retention_days * 86400
-    )
 
 
 def report_json(figures: list[ArmFigures], rollout: RolloutView | None, *, since: float, until: float) -> dict:

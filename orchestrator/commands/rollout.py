@@ -24,9 +24,14 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.store.sqlite_store import CallStore, CallStoreError
-from orchestrator.rollout.live import RolloutControl, RolloutError, RolloutSetting, check_percent
-from orchestrator.config.routing import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.config import ConfigError, RoutingConfig, load_routing_config
+from orchestrator.rollout import (
+    RolloutControl,
+    RolloutError,
+    RolloutSetting,
+    check_percent,
+)
+from orchestrator.store import CallStore, CallStoreError
 
 SHOW_DAYS = 7
 
@@ -61,16 +66,14 @@ def run_rollout(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from orchestrator.config.server_settings import load_server_settings
-    from orchestrator.store.location import open_call_store
+    from orchestrator.composition import open_store, rollout_control
+    from orchestrator.config import load_server_settings
 
     settings = load_server_settings(config=args.config, data_dir=args.data_dir)
     config = load_routing_config(settings.config)
-    store = await open_call_store(
-        settings.store, data_dir=settings.data_dir, retention_seconds=settings.retention_days * 86400
-    )
+    store = await open_store(settings)
     async with store:
-        control = RolloutControl(store, config.rollout, region=config.company.country)
+        control = rollout_control(store, config)
         action, by = args.rollout_action, _who()
         if action == "show":
             print(await describe_rollout(control, store, config))
@@ -141,7 +144,7 @@ def _numbers(numbers: tuple[str, ...]) -> str:
 def _when(unix_s: float | None) -> str:
     if unix_s is None:
         return "never"
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _who() -> str:

@@ -1,4 +1,4 @@
-"""The routing configuration: one TOML file, overridable by ORCHESTRATOR_* environment variables.
+"""The routing configuration: one TOML file, overridable by `ORCHESTRATOR_<KEY>__<KEY>…` environment variables.
 
 Everything is validated at load time. Any problem surfaces as a one-line `ConfigError` naming the
 file (or the environment variable that caused it), the key path and what is wrong, e.g.
@@ -13,15 +13,25 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, PrivateAttr
-from pydantic import ValidationError
-from pydantic import field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -31,14 +41,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from machines.policy import RouteRule, TriagePolicy
+from machines import RouteKind, RouteRule, TriagePolicy
 
 ENV_PREFIX = "ORCHESTRATOR_"
 ENV_NESTED_DELIMITER = "__"
 
 # The human route is where the re-entry guard sends a call; it must not lead back into Studio,
 # and "resolve" would hang up instead of reaching a person.
-HUMAN_ROUTE_KINDS = ("flex", "sip", "voicemail")
+HUMAN_ROUTE_KINDS = (RouteKind.FLEX, RouteKind.SIP, RouteKind.VOICEMAIL)
 
 # Task attributes the orchestrator sets itself on every Flex task (DESIGN.md section 5); a route's
 # extra attributes must not silently replace them (a missing `from` is a known Flex pitfall).
@@ -371,7 +381,7 @@ class _RouteSection(_Section):
 class ResolveRoute(_RouteSection):
     """The AI answers the question itself, then hangs up."""
 
-    kind: Literal["resolve"]
+    kind: Literal[RouteKind.RESOLVE]
     answer: Text
 
     def target(self) -> str:
@@ -381,7 +391,7 @@ class ResolveRoute(_RouteSection):
 class StudioRoute(_RouteSection):
     """Back into a Studio flow: `resume` continues the execution that handed us the call, `fresh` starts one."""
 
-    kind: Literal["studio"]
+    kind: Literal[RouteKind.STUDIO]
     flow_sid: FlowSid
     mode: Literal["resume", "fresh"]
     node: WidgetName | None = None
@@ -403,7 +413,7 @@ class StudioRoute(_RouteSection):
 class FlexRoute(_RouteSection):
     """Enqueue the live call into Flex through a TaskRouter workflow."""
 
-    kind: Literal["flex"]
+    kind: Literal[RouteKind.FLEX]
     workflow_sid: WorkflowSid
     priority: int = Field(0, ge=0)
     timeout: int = Field(3600, gt=0)
@@ -423,7 +433,7 @@ class FlexRoute(_RouteSection):
 
 
 class VoicemailRoute(_RouteSection):
-    kind: Literal["voicemail"]
+    kind: Literal[RouteKind.VOICEMAIL]
     max_length: int = Field(120, gt=0, le=14400)  # Twilio's <Record maxLength> limit is 4 hours
     prompt: Text | None = None
 
@@ -432,7 +442,7 @@ class VoicemailRoute(_RouteSection):
 
 
 class SipRoute(_RouteSection):
-    kind: Literal["sip"]
+    kind: Literal[RouteKind.SIP]
     uri: SipUri
 
     def target(self) -> str:
@@ -440,9 +450,9 @@ class SipRoute(_RouteSection):
 
 
 Route = Annotated[
-    Union[ResolveRoute, StudioRoute, FlexRoute, VoicemailRoute, SipRoute], Field(discriminator="kind")
+    ResolveRoute | StudioRoute | FlexRoute | VoicemailRoute | SipRoute, Field(discriminator="kind")
 ]
-ROUTE_KINDS = ("resolve", "studio", "flex", "voicemail", "sip")
+ROUTE_KINDS = tuple(RouteKind)
 
 
 class Intent(_Section):
@@ -533,6 +543,21 @@ _toml_source: contextvars.ContextVar[TomlConfigSettingsSource | None] = contextv
 )
 
 
+def is_config_override(variable: str) -> bool:
+    """`ORCHESTRATOR_<KEY>__<KEY>…` names a config key. A bare `ORCHESTRATOR_<NAME>` never does: those
+    names are the server settings' (`ORCHESTRATOR_ENGINE` is the engine choice, not the [engine] table),
+    so a config key and a server setting can never read the same variable."""
+    return variable.upper().startswith(ENV_PREFIX) and ENV_NESTED_DELIMITER in variable[len(ENV_PREFIX) :]
+
+
+class _NestedKeyEnvSource(EnvSettingsSource):
+    """The environment as the routing config reads it: config overrides only (`is_config_override`)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.env_vars = {name: value for name, value in self.env_vars.items() if is_config_override(name)}
+
+
 class RoutingConfig(BaseSettings):
     """The whole routing configuration. Load it with `load_routing_config`."""
 
@@ -569,7 +594,8 @@ class RoutingConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Earlier sources win: environment overrides the TOML file. No .env or secrets files.
         toml = _toml_source.get()
-        return (init_settings, env_settings, toml) if toml is not None else (init_settings, env_settings)
+        overrides = _NestedKeyEnvSource(settings_cls)
+        return (init_settings, overrides, toml) if toml is not None else (init_settings, overrides)
 
     @property
     def config_source_path(self) -> Path | None:
@@ -603,7 +629,7 @@ class RoutingConfig(BaseSettings):
         human = self.routes.get(self.triage.human_route)
         if human is not None and human.kind not in HUMAN_ROUTE_KINDS:
             yield ("triage", "human_route"), (
-                f"route {self.triage.human_route!r} is of kind {human.kind!r};"
+                f"route {self.triage.human_route!r} is of kind {human.kind.value!r};"
                 f" the human route must be of kind {', '.join(HUMAN_ROUTE_KINDS[:-1])} or {HUMAN_ROUTE_KINDS[-1]}"
             )
 
@@ -740,7 +766,7 @@ def load_routing_config(path: str | os.PathLike[str]) -> RoutingConfig:
     except ValidationError as exc:
         raise _validation_error(source, toml.toml_data, overrides, os.environ, exc) from None
     except SettingsError as exc:  # an override that is not valid JSON for a table or list
-        raise _settings_error(overrides, exc) from None
+        raise _settings_error(overrides, os.environ, exc) from None
     finally:
         _toml_source.reset(token)
     config._source_path = file
@@ -761,7 +787,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
     """Key path -> name of each ORCHESTRATOR_* variable that overrides a config key."""
     overrides = {}
     for name in environ:
-        if name.upper().startswith(ENV_PREFIX):
+        if is_config_override(name):
             keys = tuple(_blame_key(key) for key in name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER))
             if keys[0] in RoutingConfig.model_fields:
                 overrides[keys] = name
@@ -809,6 +835,10 @@ def _json_or_text(value: str) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+def _looks_like_broken_json(value: str) -> bool:
+    return value.lstrip()[:1] in ("{", "[") and isinstance(_json_or_text(value), str)
 
 
 def _override_decides(value: Any, keys: KeyPath) -> bool:
@@ -879,13 +909,17 @@ def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
     return loc, reason
 
 
-def _settings_error(overrides: dict[tuple[str, ...], str], exc: SettingsError) -> ConfigError:
-    # pydantic-settings names only the field: 'error parsing value for field "triage" from source ...'.
+def _settings_error(
+    overrides: dict[tuple[str, ...], str], environ: Mapping[str, str], exc: SettingsError
+) -> ConfigError:
+    # pydantic-settings names only the top-level field: 'error parsing value for field "rollout" from source ...'.
     field = re.search(r'field "([^"]+)"', str(exc))
     if field:
-        for path, name in overrides.items():
-            if path[0] == field[1]:
-                return ConfigError(f"${name}", field[1], "invalid JSON value")
+        under = sorted((path, name) for path, name in overrides.items() if path[0] == field[1])
+        # The culprit is a table or list whose JSON does not parse; a plain text value parses as text.
+        broken = [(path, name) for path, name in under if _looks_like_broken_json(environ.get(name, ""))]
+        for path, name in broken or under:
+            return ConfigError(f"${name}", format_key_path(path), "invalid JSON value")
     return ConfigError("environment", None, str(exc))
 
 

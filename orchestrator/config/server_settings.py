@@ -1,4 +1,4 @@
-"""Settings of the running server: accounts, URLs, engine, storage. The routing itself is `routing_config`.
+"""Settings of the running server: accounts, URLs, engine, storage. The routing itself is `routing.py`.
 
 Read from the environment: Twilio's and OpenAI's standard variables (`TWILIO_ACCOUNT_SID`,
 `TWILIO_AUTH_TOKEN`, `OPENAI_API_KEY`) and the project's own, prefixed `ORCHESTRATOR_` (for example
@@ -7,10 +7,11 @@ laptop with no account at all.
 """
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "acme_plumbi
 DEV_AUTH_TOKEN_FILE = "dev-twilio-auth-token"
 
 EngineChoice = Literal["auto", "realtime", "offline", "fake"]
+# A URL query parameter that carries a credential (`?password=` on a Redis URL, `?api-key=` on Azure's).
+_CREDENTIAL_PARAMETER = re.compile(r"(?i)password|api[-_]?key|token|secret")
 
 
 class ServerSettings(BaseSettings):
@@ -33,7 +36,7 @@ class ServerSettings(BaseSettings):
     config: Path = DEFAULT_CONFIG
     data_dir: Path = Path("var")
     # Where call records live: empty for `calls.sqlite3` in data_dir, a SQLite file path, or a
-    # redis://, rediss:// or unix:// URL for a Redis that several instances share (see store_location).
+    # redis://, rediss:// or unix:// URL for a Redis that several instances share (see `store/location.py`).
     store: str = ""
     engine: EngineChoice = "auto"
 
@@ -92,6 +95,17 @@ class ServerSettings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
+    def secret_values(self) -> list[str]:
+        """What the logs must never show: the tokens and keys, the handshake headers' values, and the
+        passwords or keys in the store's and the Realtime URLs."""
+        tokens = (self.twilio_auth_token, self.openai_api_key, self.handoff_token, self.ops_token)
+        values = [token.get_secret_value() for token in tokens if token is not None]
+        values += self.realtime_headers.values()
+        for url in (self.store, self.realtime_url):
+            parts = urlsplit(url)
+            values += [parts.password or ""]
+            values += [value for name, value in parse_qsl(parts.query) if _CREDENTIAL_PARAMETER.search(name)]
+        return [value for value in values if value]
 
 
 def load_server_settings(**overrides: object) -> ServerSettings:

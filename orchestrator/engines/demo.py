@@ -12,11 +12,11 @@ import datetime
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS
+from bridge.openai_realtime import RealtimeSettings
+from orchestrator.config import CapturedField, RoutingConfig
 from orchestrator.engines.realtime import RealtimeConnector
-from orchestrator.config.routing import CapturedField, RoutingConfig
-from orchestrator.testing.fake_realtime import (
+from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS
+from orchestrator.testing import (
     Scenario,
     UserSpeech,
     after_audio_frames,

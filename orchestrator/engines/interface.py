@@ -1,19 +1,20 @@
 """The one small interface between a call's session and whoever listens to the caller.
 
 The session runner drives a `TriageEngine` and cannot tell which one it is: the OpenAI Realtime engine
-(`orchestrator.engines.realtime`), the same engine pointed at the protocol-faithful fake, or (later) an
-offline engine. An engine takes the caller's µ-law audio and requests to speak, and reports what happened
-as the plain `EngineEvent`s below; it knows nothing of routes or of the call machine.
+(`orchestrator.engines.realtime`), the same engine pointed at the protocol-faithful fake, or the offline
+engine. An engine takes the caller's µ-law audio and requests to speak, and reports what happened as the
+plain `EngineEvent`s below; it knows nothing of routes or of the call machine. What a connector's engines
+can do beyond that (languages, text input) is declared in its `EngineCapabilities`.
 
 The offline engine (`orchestrator.engines.offline.engine`) does not follow free-text instructions, so a request to
 say a fixed line also carries the line itself (`SpokenLine`); the Realtime engine uses the instructions.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
 
 class EngineUnavailable(Exception):
@@ -101,12 +102,6 @@ EngineEvent = (
 )
 
 
-def serves_language(connector: object, language: str) -> bool:
-    """Whether `connector`'s engines can converse in `language` (a BCP-47 code)."""
-    languages = getattr(connector, "languages", None)
-    return languages is None or language.split("-")[0].lower() in languages
-
-
 # --------------------------------------------------------------------------- the engine itself
 
 
@@ -130,18 +125,8 @@ class EngineCall:
     taking_over: bool = False
 
 
-class TriageEngine(Protocol):
-    async def send_caller_audio(self, payload_b64: str) -> None:
-        """Forward one base64 µ-law 8 kHz payload from the caller."""
-
-    def send_caller_audio_now(self, payload_b64: str) -> bool:
-        """send_caller_audio without waiting, if the engine can (True); False: nothing was done, use
-        send_caller_audio. The hot path of a call: it runs in the socket reactor, not in a task."""
-
-    def play_audio_now(self, player: Callable[[AgentAudio], bool] | None) -> bool:
-        """Hand agent audio to `player` as it arrives, while `events()` waits (None stops it). Audio the
-        player refuses (False), and every other event, comes from `events()` in order. False: the engine
-        has no such path, all audio comes from `events()`."""
+class RespondingEngine(Protocol):
+    """What every engine answers to: requests to speak, tool answers, and its events."""
 
     async def speak(
         self,
@@ -158,19 +143,52 @@ class TriageEngine(Protocol):
     async def send_tool_output(self, call_id: str, output: str) -> None:
         """Answer a tool call; does not by itself make the agent speak (call `speak(None, …)` after)."""
 
+    def events(self, on_agent_audio: Callable[[AgentAudio], None] | None = None) -> AsyncIterator[EngineEvent]:
+        """Events until the engine's connection ends (the iteration then stops). With `on_agent_audio`, the
+        agent's audio goes to it as it arrives, in order with the events, instead of being yielded (the
+        Realtime engine calls it from the socket's read reactor: it must not wait)."""
+
+
+class TriageEngine(RespondingEngine, Protocol):
+    """An engine on a live call: it hears the caller."""
+
+    def send_caller_audio(self, payload_b64: str) -> None:
+        """Forward one base64 µ-law 8 kHz payload from the caller. Never waits (what cannot go out at once
+        is queued, in order): it runs in the socket's read reactor, the hot path of a call."""
+
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         """The caller heard only `audio_end_ms` of this item (barge-in)."""
 
-    def events(self) -> AsyncIterator[EngineEvent]:
-        """Events until the engine's connection ends (the iteration then stops)."""
+
+class TextEngine(RespondingEngine, Protocol):
+    """An engine that reads the caller's turns as text (replays of past calls)."""
+
+    async def send_caller_text(self, text: str) -> None:
+        """A caller turn, answered by one response."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCapabilities:
+    """What a connector's engines can do, declared as data (read, never probed)."""
+
+    # Primary language subtags the engines converse in ("en"); None: any language.
+    languages: tuple[str, ...] | None = None
+    # `connect_text` opens a TextEngine (replays of past calls).
+    text_input: bool = False
+
+    def serves_language(self, language: str) -> bool:
+        """Whether the engines can converse in `language` (a BCP-47 code)."""
+        return self.languages is None or language.split("-")[0].lower() in self.languages
 
 
 class EngineConnector(Protocol):
     """Opens one engine per call. Leaving the context closes the engine on every path."""
 
     name: str
-    # Primary language subtags the engine converses in ("en"); absent or None: any language.
-    languages: tuple[str, ...] | None
+    capabilities: EngineCapabilities
 
     def connect(self, call: EngineCall) -> AbstractAsyncContextManager[TriageEngine]:
         """Raises EngineUnavailable when the engine cannot be opened."""
+
+    def connect_text(self, call: EngineCall) -> AbstractAsyncContextManager[TextEngine]:
+        """A TextEngine, when `capabilities.text_input` says so; raises EngineUnavailable like connect."""

@@ -21,7 +21,7 @@ from openai.types.realtime import (
     ResponseDoneEvent,
 )
 
-from bridge.openai_realtime.client import (
+from bridge.openai_realtime import (
     AUDIO_DELTA_CLASSES,
     AUDIO_TRANSCRIPT_DELTA_EVENT,
     RealtimeConnection,
@@ -40,6 +40,7 @@ from orchestrator.engines.interface import (
     CallerSpeechStarted,
     CallerTranscript,
     EngineCall,
+    EngineCapabilities,
     EngineEvent,
     EngineProblem,
     EngineUnavailable,
@@ -81,42 +82,25 @@ class RealtimeEngine:
         self._truncates = itertools.count(1)
         self._held_audio: list[str] = []  # caller frames waiting to go out in one append
 
-    async def send_caller_audio(self, payload_b64: str) -> None:
+    def send_caller_audio(self, payload_b64: str) -> None:
         held = self._held_audio
         held.append(payload_b64)
         if len(held) < CALLER_FRAMES_PER_APPEND:
             return
-        payloads, self._held_audio = held, []
-        try:
-            joined = joined_base64(payloads)
-        except (binascii.Error, ValueError):  # not base64: forwarded untouched, the server says what is wrong
-            for payload in payloads:
-                await self._quietly(self._connection.append_audio(payload))
-            return
-        await self._quietly(self._connection.append_audio(joined))
-
-    def send_caller_audio_now(self, payload_b64: str) -> bool:
-        held = self._held_audio
-        if len(held) + 1 < CALLER_FRAMES_PER_APPEND:
-            held.append(payload_b64)
-            return True
-        if not self._connection.can_send_now():
-            return False
-        try:
-            joined = joined_base64([*held, payload_b64])
-        except (binascii.Error, ValueError):
-            return False  # send_caller_audio forwards them untouched
         self._held_audio = []
-        self._connection.append_audio_now(joined)
-        return True
+        try:
+            joined = joined_base64(held)
+        except (binascii.Error, ValueError):  # not base64: forwarded untouched, the server says what is wrong
+            for payload in held:
+                self._post_audio(payload)
+            return
+        self._post_audio(joined)
 
-    def play_audio_now(self, player: Callable[[AgentAudio], bool] | None) -> bool:
-        if player is None:
-            return self._connection.handle_audio_now(None)
-        return self._connection.handle_audio_now(
-            lambda delta: player(AgentAudio(delta.response_id, delta.item_id, delta.delta)),
-            ignored=_IGNORED_EVENTS,
-        )
+    def _post_audio(self, payload_b64: str) -> None:
+        try:
+            self._connection.post_audio(payload_b64)
+        except RealtimeConnectionClosed:
+            log.debug("realtime socket closed; caller audio was dropped")
 
     async def speak(
         self,
@@ -141,10 +125,22 @@ class RealtimeEngine:
         event_id = f"{_TRUNCATE_ID_PREFIX}{next(self._truncates)}"
         await self._quietly(self._connection.truncate(item_id, 0, audio_end_ms, event_id=event_id))
 
-    async def events(self) -> AsyncIterator[EngineEvent]:
-        async for event in self._connection.events():
-            for translated in self._translate(event):
-                yield translated
+    async def events(self, on_agent_audio: Callable[[AgentAudio], None] | None = None) -> AsyncIterator[EngineEvent]:
+        if on_agent_audio is not None:
+            self._connection.take_audio(
+                lambda delta: on_agent_audio(AgentAudio(delta.response_id, delta.item_id, delta.delta)),
+                ignored=_IGNORED_EVENTS,
+            )
+        try:
+            async for event in self._connection.events():
+                for translated in self._translate(event):
+                    if on_agent_audio is not None and isinstance(translated, AgentAudio):
+                        on_agent_audio(translated)  # a delta the reactor left to this task
+                    else:
+                        yield translated
+        finally:
+            if on_agent_audio is not None:
+                self._connection.take_audio(None)
 
     def _translate(self, event: ServerEvent) -> Sequence[EngineEvent]:
         # Ordered by frequency: audio deltas are most of the traffic.
@@ -195,6 +191,7 @@ class RealtimeConnector:
     """Opens a configured Realtime session per call (waits for session.updated before it is used)."""
 
     name = "realtime"
+    capabilities = EngineCapabilities(text_input=True)  # any language the model speaks; text-only sessions
 
     def __init__(
         self,

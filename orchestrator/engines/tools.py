@@ -22,10 +22,15 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from machines.effects import AnswerTool, Line, Speak
-from machines.events import DetailsCaptured, IntentProposed
-from machines.policy import LANGUAGE_FIELD
-from orchestrator.config.routing import CapturedField, RoutingConfig, canonical_language_code
+from machines import (
+    LANGUAGE_FIELD,
+    AnswerTool,
+    DetailsCaptured,
+    IntentProposed,
+    Line,
+    Speak,
+)
+from orchestrator.config import CapturedField, RoutingConfig, canonical_language_code
 from orchestrator.engines.interface import SpokenLine
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import trio
 
+from bridge.twilio import CallerAudioError, silence, wav_to_mulaw
+from orchestrator.config import RoutingConfig, load_server_settings
+from orchestrator.engines import EngineConnector
 from orchestrator.replay.corpus import CorpusCall
 from orchestrator.replay.text_replay import ReplayOutcome
-from bridge.twilio.mulaw import CallerAudioError, silence, wav_to_mulaw
-from orchestrator.config.routing import RoutingConfig
-from orchestrator.config.server_settings import load_server_settings
-from orchestrator.composition import run_server
-from orchestrator.testing.twilio_caller import CallerOptions, Say, SimulatedCaller, WaitForAgent
-from orchestrator.engines.interface import EngineConnector
+from orchestrator.testing import CallerOptions, Say, SimulatedCaller, WaitForAgent
 
 AUDIO_SPEED = 4.0  # recordings stream this much faster than real time (the engine keeps up on 2 cores)
 AFTER_RECORDING_MS = 3000  # silence after the recording, so its last words are heard and answered
@@ -29,6 +27,10 @@ async def replay_recordings(connector: EngineConnector, config: RoutingConfig, c
                             data_dir: Path, *, concurrency: int = 2, speed: float = AUDIO_SPEED,
                             on_done: Callable[[ReplayOutcome], None] | None = None) -> list[ReplayOutcome]:
     """One live call per recording; outcomes in the calls' order."""
+    from orchestrator.composition import (
+        run_server,  # the server's parts load only when a call is replayed
+    )
+
     settings = load_server_settings(data_dir=data_dir, graceful_shutdown_seconds=2)
     outcomes: list[ReplayOutcome | None] = [None] * len(calls)
     limit = trio.CapacityLimiter(max(1, concurrency))

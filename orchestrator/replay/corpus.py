@@ -7,7 +7,7 @@ file that cannot be read at all raises `CorpusError`.
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from orchestrator.config.routing import first_validation_problem
+from orchestrator.config import first_validation_problem
+from orchestrator.engines.offline import LabelledCall, clean_transcript
 
 CALLER_ROLE = "caller"
 
@@ -153,15 +154,6 @@ def _parse_line(line: bytes, line_number: int, base_dir: Path) -> CorpusCall | C
 
 # --- Caller text ---------------------------------------------------------------------------------
 
-# Transcriber annotations such as "[noise]", "[laughter]", "<unk>", and words cut off mid-way ("wou~").
-_ANNOTATION = re.compile(r"\[[^\]]*\]|<[^>]*>|\S*~")
-
-
-def clean_transcript(text: str) -> str:
-    """Lower-case, without transcriber tags or cut-off words, whitespace collapsed."""
-    return " ".join(_ANNOTATION.sub(" ", text.lower()).split())
-
-
 def caller_text(call: CorpusCall, *, within_ms: int = 30_000, use_asr: bool = False) -> str:
     """What the caller said in the first `within_ms` ms, cleaned and joined with spaces.
 
@@ -179,3 +171,27 @@ def caller_turn_texts(call: CorpusCall, *, within_ms: int = 30_000, use_asr: boo
     chosen = inside or caller_turns[:1]
     texts = (turn.asr if use_asr else turn.text for turn in chosen)
     return [cleaned for text in texts if text and (cleaned := clean_transcript(text))]
+
+
+def labelled_calls(
+    calls: Iterable[CorpusCall], *, use_asr: bool = False, within_ms: int = 30_000
+) -> list[LabelledCall]:
+    """The calls as the intent model learns from them: the caller's opening text (`caller_text`), the
+    call's intent, and what the agent said before the caller's first word."""
+    return [
+        LabelledCall(caller_text(call, within_ms=within_ms, use_asr=use_asr), call.expected_intent,
+                     _agent_opening(call, use_asr))
+        for call in calls
+    ]
+
+
+def _agent_opening(call: CorpusCall, use_asr: bool) -> tuple[str, ...]:
+    """What the agent said before the caller's first word: by construction it says nothing of the intent."""
+    lines = []
+    for turn in call.turns:
+        if turn.role != "agent":
+            break
+        text = clean_transcript((turn.asr if use_asr else turn.text) or "")
+        if text:
+            lines.append(text)
+    return tuple(lines)

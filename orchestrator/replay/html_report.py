@@ -18,7 +18,7 @@ import orjson
 from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from orchestrator.config.routing import first_validation_problem
+from orchestrator.config import first_validation_problem
 
 
 class EvalReportError(ValueError):

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machines import RouteKind
+from orchestrator.call import CallFacts, dispatch_twiml
+from orchestrator.config import RoutingConfig
 from orchestrator.replay.corpus import Corpus, CorpusCall
 from orchestrator.replay.text_replay import ReplayOutcome
-from orchestrator.call.dispatch_twiml import CallFacts, dispatch_twiml
-from orchestrator.config.routing import RoutingConfig
 
 PLACEHOLDER_CALLER = "+15555550100"  # when the corpus does not say who called
 MAX_WORDS_SHOWN = 300
@@ -184,7 +185,7 @@ def flex_comparison(call: CorpusCall, outcome: ReplayOutcome, config: RoutingCon
 
 def _our_task(call: CorpusCall, outcome: ReplayOutcome, config: RoutingConfig) -> dict[str, Any]:
     decision = outcome.decision
-    if decision is None or decision.route_kind != "flex":
+    if decision is None or decision.route_kind != RouteKind.FLEX:
         return {}
     caller = str((call.meta or {}).get("caller") or (call.meta or {}).get("from") or PLACEHOLDER_CALLER)
     facts = CallFacts(call_sid="CA" + "0" * 32, caller=caller, called="", account_sid="")

@@ -5,55 +5,56 @@ with text instead of audio.
                                                               │ tool calls
                                           call machine ◄──────┘ (interpret_tool_call, as live)
                                               │ answers, lines
-                                              └──► engine.send_tool_output / speak
+                                              └──► request gate ──► engine.send_tool_output / speak
 
 No Media Stream, no marks: the greeting counts as heard at once, and lines are asked for as text. Each
 caller turn is answered by one engine response (and the responses it leads to); the replay goes on to
 the next turn when the engine is quiet, and stops at the machine's decision. What is compared is the
 decision: a call the machine would send to the fallback route counts as that, not as its best guess.
+The engine is a connector's text engine (`connect_text`, where its capabilities declare text input), and
+the requests to it go through the live call's gate (`orchestrator.call.engine_requests`).
 """
 from __future__ import annotations
 
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import trio
 
+from machines import (
+    LANGUAGE_FIELD,
+    AnswerTool,
+    CallFlow,
+    CallMachine,
+    DispatchDecision,
+    Line,
+    Speak,
+)
 from machines import events as ev
-from machines.call_machine import TRIAGE_OPEN, CallFlow, CallMachine
-from machines.decision import DispatchDecision
-from machines.effects import AnswerTool, Line, PersistDecision, Speak
-from machines.policy import LANGUAGE_FIELD
-from orchestrator.replay.corpus import CorpusCall, caller_turn_texts
-from orchestrator.engines.tools import ToolRejected, interpret_tool_call, line_instructions, spoken_line, tool_output
-from orchestrator.config.routing import RoutingConfig
-from orchestrator.engines.interface import (
+from orchestrator.call import EngineRequestGate
+from orchestrator.config import RoutingConfig
+from orchestrator.engines import (
     EngineCall,
+    EngineConnector,
     EngineEvent,
     EngineProblem,
     EngineUnavailable,
     ResponseFinished,
     ResponseStarted,
+    TextEngine,
     ToolCallReady,
+    ToolRejected,
+    interpret_tool_call,
+    tool_output,
 )
+from orchestrator.replay.corpus import CorpusCall, caller_turn_texts
 
 CALLER_WINDOW_MS = 30_000  # the turns a caller says before a front desk would have decided
 TURN_TIMEOUT_S = 30.0  # an engine silent this long after a caller turn is broken
-
-
-class TextEngine(Protocol):
-    async def send_caller_text(self, text: str) -> None: ...
-    async def speak(self, instructions: str | None, *, tag: str | None, request_id: str | None = None,
-                    line: Any = None) -> None: ...
-    async def send_tool_output(self, call_id: str, output: str) -> None: ...
-    def events(self) -> Any: ...
-
-
-TextConnect = Callable[[EngineCall], AbstractAsyncContextManager[TextEngine]]
+# Lines a replay does not ask for: the greeting counts as heard, and the replay stops at the decision.
+_UNSAID_LINES = frozenset({Line.GREETING, Line.HANDOFF})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,24 +91,23 @@ class _Replay:
     machine: CallMachine
     engine: TextEngine
     events: trio.MemoryReceiveChannel[EngineEvent]
-    outputs: list[tuple[str, str]] = field(default_factory=list)
-    line: Speak | None = None
-    responding: bool = False
+    requests: EngineRequestGate = field(init=False)
     proposal: tuple[str, float] | None = None
-    requests: int = 0
+
+    def __post_init__(self) -> None:
+        self.requests = EngineRequestGate(self.config, request_prefix="replay_")
 
     @property
     def decided(self) -> bool:
         return self.machine.decision is not None
 
     def handle(self, event: ev.CallEvent) -> None:
+        # The decision is read from the machine: nothing is stored in a replay.
         for effect in self.machine.handle(event):
             if isinstance(effect, AnswerTool):
-                self.outputs.append((effect.tool_call_id, tool_output(effect)))
-            elif isinstance(effect, Speak) and effect.line is not Line.HANDOFF:
-                self.line = effect
-            elif isinstance(effect, PersistDecision):
-                pass  # read from the machine: nothing is stored in a replay
+                self.requests.answer_tool(effect.tool_call_id, tool_output(effect))
+            elif isinstance(effect, Speak) and effect.line not in _UNSAID_LINES:
+                self.requests.ask_line(effect)
 
     async def until_quiet(self) -> None:
         """Handle engine events until its responses are over and nothing is left to ask of it."""
@@ -115,22 +115,23 @@ class _Replay:
             while not self.decided:
                 event = await self.events.receive()
                 if isinstance(event, ResponseStarted):
-                    self.responding = True
+                    self.requests.on_response_started()
                 elif isinstance(event, ToolCallReady):
                     self.on_tool_call(event)
                 elif isinstance(event, EngineProblem):
                     if event.fatal:
                         self.handle(ev.EngineFailed(f"engine_error: {event.code}"))
                         return
+                    self.requests.on_harmless_problem(event)
                 elif isinstance(event, ResponseFinished):
-                    self.responding = False
+                    self.requests.on_response_finished(event.tag)
                     if not await self.flush():
                         return
 
     def on_tool_call(self, call: ToolCallReady) -> None:
         interpreted = interpret_tool_call(self.config, call.name, call.arguments_json, call.call_id)
         if isinstance(interpreted, ToolRejected):
-            self.outputs.append((interpreted.call_id, interpreted.output))
+            self.requests.answer_tool(interpreted.call_id, interpreted.output)
             return
         if isinstance(interpreted, ev.IntentProposed):
             self.proposal = (interpreted.intent, interpreted.confidence)
@@ -140,25 +141,13 @@ class _Replay:
         """Send what the machine owes the engine; True when that asked for another response."""
         if self.decided:
             return False
-        outputs, self.outputs = self.outputs, []
-        for call_id, output in outputs:
-            await self.engine.send_tool_output(call_id, output)
-        line, self.line = self.line, None
-        if line is not None:
-            self.requests += 1
-            language = self.machine.captured.get(LANGUAGE_FIELD)
-            await self.engine.speak(line_instructions(self.config, line, language), tag=line.line.value,
-                                    request_id=f"replay_{self.requests}",
-                                    line=spoken_line(self.config, line, language))
-            return True
-        if outputs and self.machine.state in TRIAGE_OPEN:
-            self.requests += 1
-            await self.engine.speak(None, tag=None, request_id=f"replay_{self.requests}")
-            return True
-        return False
+        machine = self.machine
+        return await self.requests.flush(
+            self.engine, language=machine.captured.get(LANGUAGE_FIELD), may_continue=machine.triage_open
+        )
 
 
-async def replay_call(connect: TextConnect, config: RoutingConfig, flow: CallFlow, call: CorpusCall,
+async def replay_call(connector: EngineConnector, config: RoutingConfig, flow: CallFlow, call: CorpusCall,
                       *, use_asr: bool = False) -> ReplayOutcome:
     """Replay one past call; never raises for an engine that fails (the outcome says what happened)."""
     turns = caller_turns(call, use_asr=use_asr)
@@ -170,7 +159,7 @@ async def replay_call(connect: TextConnect, config: RoutingConfig, flow: CallFlo
     sent = 0
     replay: _Replay | None = None
     try:
-        async with connect(EngineCall(call_sid)) as engine:
+        async with connector.connect_text(EngineCall(call_sid)) as engine:
             events_in, events_out = trio.open_memory_channel[EngineEvent](1000)
             async with trio.open_nursery() as nursery:
 
@@ -182,7 +171,6 @@ async def replay_call(connect: TextConnect, config: RoutingConfig, flow: CallFlo
                 nursery.start_soon(pump)
                 replay = _Replay(config, machine, engine, events_out)
                 replay.handle(ev.RealtimeOpened())
-                replay.line = None  # the greeting: taken as heard, not asked for
                 replay.handle(ev.GreetingPlayed())
                 started = time.perf_counter()
                 for turn in turns:
@@ -215,17 +203,20 @@ async def replay_call(connect: TextConnect, config: RoutingConfig, flow: CallFlo
     )
 
 
-async def replay_calls(connect: TextConnect, config: RoutingConfig, calls: Sequence[CorpusCall], *,
+async def replay_calls(connector: EngineConnector, config: RoutingConfig, calls: Sequence[CorpusCall], *,
                        use_asr: bool = False, concurrency: int = 8,
                        on_done: Callable[[ReplayOutcome], None] | None = None) -> list[ReplayOutcome]:
-    """Replay calls `concurrency` at a time; outcomes in the calls' order."""
+    """Replay calls `concurrency` at a time; outcomes in the calls' order. The connector's engines must
+    take text (`capabilities.text_input`)."""
+    if not connector.capabilities.text_input:
+        raise ValueError(f"the {connector.name} engine takes no text input: past calls cannot be replayed on it")
     flow = CallFlow(config.triage_policy(), trio.current_time)
     outcomes: list[ReplayOutcome | None] = [None] * len(calls)
     limit = trio.CapacityLimiter(max(1, concurrency))
 
     async def one(index: int, call: CorpusCall) -> None:
         async with limit:
-            outcome = await replay_call(connect, config, flow, call, use_asr=use_asr)
+            outcome = await replay_call(connector, config, flow, call, use_asr=use_asr)
         outcomes[index] = outcome
         if on_done is not None:
             on_done(outcome)

@@ -34,9 +34,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from machines.call_machine import ABANDONED
-from machines.rollout import AI_ARM, FAILURE_REASONS, LEGACY_ARM, UNSETTLED_GRACE_S
-from orchestrator.store.sqlite_store import CallRecord, PassRecord
+from machines import ABANDONED, FAILURE_REASONS, UNSETTLED_GRACE_S, Arm, RouteKind
+from orchestrator.store import CallRecord, PassRecord
 
 # Realtime's price per minute of connected audio is the operator's to set; this is only the default.
 DEFAULT_PRICE_PER_MINUTE = 0.024
@@ -64,11 +63,11 @@ CATEGORY_LABELS = {
     "in_progress": "in progress",
 }
 _CATEGORY_OF_ROUTE_KIND = {
-    "resolve": "resolved_by_ai",
-    "studio": "handed_to_studio",
-    "flex": "handed_to_flex",
-    "sip": "handed_to_number",
-    "voicemail": "voicemail",
+    RouteKind.RESOLVE: "resolved_by_ai",
+    RouteKind.STUDIO: "handed_to_studio",
+    RouteKind.FLEX: "handed_to_flex",
+    RouteKind.SIP: "handed_to_number",
+    RouteKind.VOICEMAIL: "voicemail",
 }
 _TRANSFERS = ("handed_to_studio", "handed_to_flex", "handed_to_number")
 
@@ -136,7 +135,7 @@ def call_category(record: CallRecord, *, now: float, stale_after_s: float = UNSE
     """One of CATEGORIES (see the module's docstring); None for a record with no pass."""
     if not record.passes:
         return None
-    if call_arm(record) == LEGACY_ARM:
+    if call_arm(record) == Arm.LEGACY:
         return "legacy"
     return _pass_category(record.passes[-1], now=now, stale_after_s=stale_after_s)
 
@@ -149,7 +148,7 @@ def _pass_category(last: PassRecord, *, now: float, stale_after_s: float) -> str
         if last.outcome.outcome == ABANDONED and last.outcome.faults == 0:
             return "abandoned"
         return "fallback"
-    if str(decision.reason) in FAILURE_REASONS:
+    if decision.reason in FAILURE_REASONS:
         return "fallback"
     # A route kind this code does not know is still a call handed on: counted as a transfer to a number.
     return _CATEGORY_OF_ROUTE_KIND.get(decision.route_kind, "handed_to_number")
@@ -172,7 +171,7 @@ def arm_figures(
         arm = call_arm(record)
         if arm is not None:
             by_arm.setdefault(arm, []).append(record)
-    order = sorted(by_arm, key=lambda arm: (arm != AI_ARM, arm != LEGACY_ARM, arm))
+    order = sorted(by_arm, key=lambda arm: (arm != Arm.AI, arm != Arm.LEGACY, arm))
     return [
         _figures_of(arm, by_arm[arm], now=now, price_per_minute=price_per_minute, stale_after_s=stale_after_s)
         for arm in order

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import structlog
 
-from machines.rollout import (
-    AI_ARM,
+from machines import (
+    Arm,
     ArmAssignment,
     ArmRule,
     BrakeReading,
@@ -32,15 +32,15 @@ from machines.rollout import (
     assign_arm,
     read_brake,
 )
-from orchestrator.store.sqlite_store import CallRecord, CallStore
-from orchestrator.config.routing import RolloutSettings, e164_number
+from orchestrator.config import RolloutSettings, e164_number
+from orchestrator.store import CallRecord, CallStore
 
 log = structlog.get_logger("orchestrator.rollout.live")
 
 ROLLOUT_SETTING = "rollout"
 # The brake reads at most this many recent calls (both arms) per finished AI pass: ~30 ms on SQLite.
 MAX_BRAKE_SCAN_CALLS = 1000
-# The trail note of a pass the server moved on because it was shutting down (call_session.py).
+# The trail note of a pass the server moved on because it was shutting down (`orchestrator/call/session.py`).
 SHUTDOWN_NOTE = "server_shutdown"
 
 
@@ -175,7 +175,7 @@ def finished_passes(records: Iterable[CallRecord], *, since: float) -> list[Fini
     for record in records:
         for entry in record.passes:
             triage_pass = entry.triage_pass
-            if triage_pass.arm != AI_ARM or triage_pass.opened_at < since:
+            if triage_pass.arm != Arm.AI or triage_pass.opened_at < since:
                 continue
             outcome = entry.outcome
             found.append(
@@ -294,7 +294,7 @@ class RolloutControl:
         since = setting.updated_at or 0.0
         # Twice the window: some passes are not counted (still running, or ended by a shutdown).
         limit = min(2 * self.brake_rule.window_calls + 1, MAX_BRAKE_SCAN_CALLS)
-        records = await self.store.calls_since(since, limit=limit, arm=AI_ARM)
+        records = await self.store.calls_since(since, limit=limit, arm=Arm.AI)
         now = float(self.clock())
         reading = read_brake(self.brake_rule, finished_passes(records, since=since), now)
         if not reading.trips:

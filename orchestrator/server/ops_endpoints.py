@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
@@ -32,15 +32,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from orchestrator.rollout.arm_figures import ArmFigures, arm_figures, rollout_view
-from orchestrator.commands.report import ROLLOUT_SETTING, ReportInputError, parse_since
-from orchestrator.telemetry.logs import mask_phone
-from orchestrator.store.sqlite_store import FactValue
+from bridge.twilio import SIGNATURE_HEADER
+from orchestrator.rollout import (
+    ROLLOUT_SETTING,
+    ArmFigures,
+    ReportInputError,
+    arm_figures,
+    parse_since,
+    rollout_view,
+)
 from orchestrator.server.ops_page import LiveCall, OpsSnapshot, ops_page
-from bridge.twilio.signature import SIGNATURE_HEADER
-
-if TYPE_CHECKING:
-    from orchestrator.server.app import ServerState
+from orchestrator.server.responses import forbidden
+from orchestrator.server.state import ServerState
+from orchestrator.store import FactValue
+from orchestrator.telemetry import mask_phone
 
 log = structlog.get_logger("orchestrator.ops")
 
@@ -141,7 +146,7 @@ def task_event_time(form: Mapping[str, Any]) -> float:
             moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise BadRequest(f"Timestamp {text[:40]!r} is neither unix seconds nor ISO 8601") from None
-        value = (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+        value = (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
     if value < 0:
         raise BadRequest(f"Timestamp {text[:40]!r} is before 1970")
     return value
@@ -197,10 +202,6 @@ def _bad_request(reason: str) -> Response:
     return PlainTextResponse(reason, status_code=400)
 
 
-def _forbidden(reason: str = "invalid or missing X-Twilio-Signature") -> Response:
-    return PlainTextResponse(reason, status_code=403)
-
-
 def _unavailable() -> Response:
     return PlainTextResponse("the call store is unavailable; try again", status_code=503)
 
@@ -215,8 +216,11 @@ class OpsEndpoints:
     # ------------------------------------------------------------------ shared plumbing
 
     def _signed(self, request: Request, params: Any, endpoint: str) -> bool:
+        """`params`: the form, or the raw body (bytes) of a JSON request."""
         signature = request.headers.get(SIGNATURE_HEADER)
-        if self.state.signature.check_webhook(request.url.path, request.url.query, params, signature):
+        signatures = self.state.signature
+        check = signatures.check_json_webhook if isinstance(params, bytes) else signatures.check_webhook
+        if check(request.url.path, request.url.query, params, signature):
             return True
         self.state.metrics.signature_failures.labels(endpoint).inc()
         log.warning("refused: bad signature", endpoint=endpoint)
@@ -274,7 +278,7 @@ class OpsEndpoints:
             counter.labels("malformed").inc()
             return _bad_request(str(problem))
         if not self._signed(request, form, "taskrouter_events"):
-            return _forbidden()
+            return forbidden()
         try:
             parsed = self._task_event(form)
         except BadRequest as problem:
@@ -344,10 +348,10 @@ class OpsEndpoints:
         else:
             unreadable = None
         # JSON is signed over the raw body (`?bodySHA256=` on the URL), a form over its fields.
-        signed_params = body.decode("utf-8", "replace") if is_json else fields
+        signed_params = body if is_json else fields
         if not (self._token_given(request) or (fields is not None and self._signed(request, signed_params, "csat"))):
             counter.labels("csat", "refused").inc()
-            return _forbidden("a bearer token (ops_token) or a valid X-Twilio-Signature is required")
+            return forbidden("a bearer token (ops_token) or a valid X-Twilio-Signature is required")
         try:
             if unreadable is not None:
                 raise unreadable
@@ -377,7 +381,7 @@ class OpsEndpoints:
             counter.labels("call_status", "malformed").inc()
             return _bad_request(str(problem))
         if not self._signed(request, form, "voice_status"):
-            return _forbidden()
+            return forbidden()
         try:
             call_sid, status, duration = _call_status(form)
         except BadRequest as problem:
@@ -421,7 +425,7 @@ class OpsEndpoints:
 
     def _ops_refusal(self, request: Request) -> Response | None:
         if not self.state.ops_token:
-            return _forbidden("the ops page is off: set ORCHESTRATOR_OPS_TOKEN")
+            return forbidden("the ops page is off: set ORCHESTRATOR_OPS_TOKEN")
         if self._token_given(request):
             return None
         self.state.metrics.signature_failures.labels("ops").inc()

@@ -7,13 +7,21 @@ values are untrusted text: Jinja's autoescaping escapes every value, the SVG inc
 """
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from jinja2 import Environment, StrictUndefined
 
-from orchestrator.rollout.arm_figures import CATEGORIES, CATEGORY_LABELS, ArmFigures, RolloutView
+from orchestrator.rollout import (
+    CATEGORIES,
+    CATEGORY_LABELS,
+    ArmFigures,
+    RolloutView,
+    money,
+    percent,
+    seconds,
+    when,
+)
 
 REFRESH_MS = 2000
 SECTIONS = ("live", "rollout", "arms", "chart")
@@ -75,29 +83,6 @@ class OpsSnapshot:
             "errors": list(self.errors),
             "html": ops_fragments(self),
         }
-
-
-def percent(share: float | None) -> str:
-    return "–" if share is None else f"{share * 100:.1f} %"
-
-
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, rest = divmod(round(value), 60)
-    return f"{minutes} min {rest:02d} s"
-
-
-def money(value: float) -> str:
-    return f"${value:,.2f}"
-
-
-def when(unix_s: float | None) -> str:
-    if unix_s is None:
-        return "–"
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 _environment = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)

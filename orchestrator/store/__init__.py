@@ -1,0 +1,34 @@
+"""The call store: triage passes, decisions, outcomes, visited Studio nodes, call facts and shared settings.
+
+`CallStore` is the interface; `open_call_store` opens the one `ORCHESTRATOR_STORE` names (SQLite or Redis).
+"""
+from orchestrator.store.interface import CallStore, CallStoreError
+from orchestrator.store.location import (
+    describe_store_location,
+    is_redis_location,
+    open_call_store,
+    sqlite_path,
+)
+from orchestrator.store.records import (
+    CallRecord,
+    FactValue,
+    PassOutcome,
+    PassRecord,
+    TriagePass,
+    decision_to_json,
+)
+
+__all__ = [
+    "CallRecord",
+    "CallStore",
+    "CallStoreError",
+    "FactValue",
+    "PassOutcome",
+    "PassRecord",
+    "TriagePass",
+    "decision_to_json",
+    "describe_store_location",
+    "is_redis_location",
+    "open_call_store",
+    "sqlite_path",
+]

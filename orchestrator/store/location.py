@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.store.sqlite_store import CallStore, SqliteCallStore
-from orchestrator.config.routing import ENV_PREFIX, ConfigError
+from orchestrator.config import ENV_PREFIX, ConfigError
+from orchestrator.store.interface import CallStore
+from orchestrator.store.sqlite_store import SqliteCallStore
 
 if TYPE_CHECKING:
     from orchestrator.store.redis_store import RedisLocation

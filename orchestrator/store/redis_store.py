@@ -41,26 +41,28 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from machines.decision import DispatchDecision
-from orchestrator.store.sqlite_store import (
-    CallRecord,
+from machines import DispatchDecision
+from orchestrator.store.interface import (
     CallStore,
     CallStoreError,
-    FactValue,
-    PassOutcome,
-    PassRecord,
-    TriagePass,
     check_call_facts,
     check_calls_since,
     check_open_pass,
     check_pass_key,
     check_setting,
     check_text,
+    read_setting,
+)
+from orchestrator.store.records import (
+    CallRecord,
+    FactValue,
+    PassOutcome,
+    PassRecord,
+    TriagePass,
     decision_from_json,
     decision_to_json,
     outcome_from_json,
     outcome_to_json,
-    read_setting,
 )
 
 log = logging.getLogger(__name__)
@@ -396,7 +398,7 @@ class RedisCallStore(CallStore):
             # A page at a time: an index entry may outlive its record (expired, not trimmed yet), so a
             # page can hold fewer records than CallSids.
             page = _PAGE if limit is None or arm is not None else min(_PAGE, limit - len(records))
-            sids, pages = await self._run("list recent calls", lambda: self._page_of_calls(-since, offset, page))
+            sids, pages = await self._run("list recent calls", lambda offset=offset, page=page: self._page_of_calls(-since, offset, page))
             found = [self._call_record(sid, fields) for sid, fields in zip(sids, pages) if _has_pass(fields)]
             if arm is None:
                 records += found
@@ -433,7 +435,7 @@ class RedisCallStore(CallStore):
             ))
             if not sids:
                 return gone
-            gone += await self._run("purge old calls", lambda: self._purge_script(
+            gone += await self._run("purge old calls", lambda sids=sids: self._purge_script(
                 keys=[self._calls_key, self._recent_key, *map(self._call_key, sids)], args=[repr(cutoff), *sids]
             ))
 

@@ -1,33 +1,43 @@
-"""The call store: triage passes, their dispatch decisions and outcomes, and visited Studio nodes.
-
-Each request of `/voice/incoming` for a call opens a *triage pass* (1, 2, … per CallSid). During a
-pass the machine makes at most one `DispatchDecision`; it is saved here before the call moves on,
-and `/voice/after?pass=N` answers the TwiML of that pass's saved decision (or the fallback when
-there is none). The re-entry guard reads the Studio nodes the call already entered, across passes.
-
-`CallStore` is the interface the server depends on; `SqliteCallStore` is the default, one SQLite
-file (so the record survives the call coming back and server restarts). Writes that matter are
-first-write-wins: Twilio retries webhooks, and the first decision of a pass is the one that counts.
+"""The SQLite call store: triage passes, their dispatch decisions and outcomes, visited Studio nodes, call
+facts and shared settings, in one file (or `":memory:"`).
 """
 from __future__ import annotations
 
-import abc
 import json
 import logging
-import math
 import os
-import re
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
-from machines.decision import DecisionReason, DispatchDecision
+from machines import DispatchDecision
+from orchestrator.store.interface import (
+    CallStore,
+    CallStoreError,
+    check_call_facts,
+    check_calls_since,
+    check_open_pass,
+    check_pass_key,
+    check_setting,
+    check_text,
+    read_setting,
+)
+from orchestrator.store.records import (
+    CallRecord,
+    FactValue,
+    PassOutcome,
+    PassRecord,
+    TriagePass,
+    decision_from_json,
+    decision_to_json,
+    outcome_from_json,
+    outcome_to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,351 +107,7 @@ _PASS_COLUMNS = (
     " decision_json, outcome_json, finished_at, answered_route, decided_at"
 )
 
-_DECISION_KEYS = frozenset(
-    {
-        "route", "route_kind", "reason", "intent", "confidence",
-        "summary", "captured", "proposed_route", "decided_after_s",
-    }
-)
-_OUTCOME_KEYS = frozenset({"outcome", "state_path", "faults", "notes", "engine_seconds"})
-# A call fact is a scalar learned after (or outside) the triage: TaskRouter handle time, CSAT, duration.
-FactValue = str | int | float | bool | None
-_FACT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-
 T = TypeVar("T")
-
-
-class CallStoreError(Exception):
-    """A store that cannot be opened or used; the message is one line naming the store and the problem."""
-
-
-@dataclass(frozen=True, slots=True)
-class TriagePass:
-    call_sid: str
-    number: int  # 1, 2, … per call_sid
-    token: str  # checked on the Media Stream; never leaves the server in call records
-    caller: str  # From
-    called: str  # To
-    account_sid: str
-    entry_node: str | None  # Studio node that handed the call to us ("FW…/widget"), if known
-    arm: str  # rollout arm, e.g. "ai"
-    opened_at: float  # unix seconds, from the store's clock
-
-
-@dataclass(frozen=True, slots=True)
-class PassOutcome:
-    outcome: str  # route kind of the decision, or "abandoned"
-    state_path: tuple[str, ...]  # machine states in order
-    faults: int = 0  # internal errors the machine absorbed
-    notes: tuple[str, ...] = ()  # short trail notes worth keeping (no audio, no secrets)
-    engine_seconds: float = 0.0  # how long an AI engine (Realtime or offline) was connected: the cost
-
-
-@dataclass(frozen=True, slots=True)
-class PassRecord:
-    triage_pass: TriagePass
-    decision: DispatchDecision | None
-    outcome: PassOutcome | None
-    finished_at: float | None
-    answered_route: str | None  # the route whose TwiML /voice/after served for this pass, once it did
-    decided_at: float | None = None  # unix seconds when the decision was first saved
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    call_sid: str
-    passes: tuple[PassRecord, ...]  # by number
-    visited_nodes: frozenset[str]
-    facts: Mapping[str, FactValue] = field(default_factory=dict)  # see `CallStore.record_call_facts`
-
-    def to_json(self) -> dict:
-        """The shape `GET /calls/{CallSid}` returns. The pass token is deliberately left out."""
-        return {
-            "call_sid": self.call_sid,
-            "visited_nodes": sorted(self.visited_nodes),
-            "passes": [_pass_record_to_json(record) for record in self.passes],
-            "facts": dict(self.facts),
-        }
-
-
-def _pass_record_to_json(record: PassRecord) -> dict:
-    triage_pass = record.triage_pass
-    return {
-        "number": triage_pass.number,
-        "entry_node": triage_pass.entry_node,
-        "arm": triage_pass.arm,
-        "opened_at": triage_pass.opened_at,
-        "caller": triage_pass.caller,
-        "called": triage_pass.called,
-        "decision": None if record.decision is None else decision_to_json(record.decision),
-        "outcome": None if record.outcome is None else outcome_to_json(record.outcome),
-        "finished_at": record.finished_at,
-        "answered_route": record.answered_route,
-        "decided_at": record.decided_at,
-    }
-
-
-def decision_to_json(decision: DispatchDecision) -> dict:
-    return {
-        "route": decision.route,
-        "route_kind": decision.route_kind,
-        "reason": str(decision.reason),
-        "intent": decision.intent,
-        "confidence": decision.confidence,
-        "summary": decision.summary,
-        "captured": dict(decision.captured),
-        "proposed_route": decision.proposed_route,
-        "decided_after_s": decision.decided_after_s,
-    }
-
-
-def decision_from_json(data: dict) -> DispatchDecision:
-    """Read a decision written by `decision_to_json`; ValueError on any shape it cannot read."""
-    if not isinstance(data, dict):
-        raise ValueError(f"a decision must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - _DECISION_KEYS
-    if unknown:
-        raise ValueError(f"decision has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    reason = _required_text(data, "reason")
-    try:
-        decision_reason = DecisionReason(reason)
-    except ValueError:
-        raise ValueError(f"decision reason {reason!r} is not one of: {', '.join(DecisionReason)}") from None
-    captured = data.get("captured", {})
-    if not isinstance(captured, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) for key, value in captured.items()
-    ):
-        raise ValueError("decision 'captured' must be an object of text values")
-    return DispatchDecision(
-        route=_required_text(data, "route"),
-        route_kind=_required_text(data, "route_kind"),
-        reason=decision_reason,
-        intent=_optional_text(data, "intent"),
-        confidence=_optional_number(data, "confidence"),
-        summary=_text(data, "summary", default=""),
-        captured=captured,
-        proposed_route=_optional_text(data, "proposed_route"),
-        decided_after_s=_number(data, "decided_after_s", default=0.0),
-    )
-
-
-def outcome_to_json(outcome: PassOutcome) -> dict:
-    return {
-        "outcome": outcome.outcome,
-        "state_path": list(outcome.state_path),
-        "faults": outcome.faults,
-        "notes": list(outcome.notes),
-        "engine_seconds": outcome.engine_seconds,
-    }
-
-
-def outcome_from_json(data: Any) -> PassOutcome:
-    if not isinstance(data, dict):
-        raise ValueError(f"an outcome must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - _OUTCOME_KEYS
-    if unknown:
-        raise ValueError(f"outcome has unknown keys: {', '.join(sorted(map(str, unknown)))}")
-    faults = data.get("faults", 0)
-    if not isinstance(faults, int) or isinstance(faults, bool) or faults < 0:
-        raise ValueError("outcome 'faults' must be a whole number of at least 0")
-    return PassOutcome(
-        outcome=_required_text(data, "outcome"),
-        state_path=_text_list(data, "state_path"),
-        faults=faults,
-        notes=_text_list(data, "notes"),
-        engine_seconds=_number(data, "engine_seconds", default=0.0),
-    )
-
-
-def _required_text(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{key!r} must be non-empty text")
-    return value
-
-
-def _text(data: Mapping[str, Any], key: str, *, default: str) -> str:
-    value = data.get(key, default)
-    if not isinstance(value, str):
-        raise ValueError(f"{key!r} must be text")
-    return value
-
-
-def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key!r} must be text or null")
-    return value
-
-
-def _number(data: Mapping[str, Any], key: str, *, default: float) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{key!r} must be a finite number")
-    return float(value)
-
-
-def _optional_number(data: Mapping[str, Any], key: str) -> float | None:
-    if data.get(key) is None:
-        return None
-    return _number(data, key, default=0.0)
-
-
-def _text_list(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = data.get(key, [])
-    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{key!r} must be a list of text")
-    return tuple(value)
-
-
-def check_text(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be non-empty text, got {value!r}")
-
-
-def check_call_facts(facts: Mapping[str, FactValue]) -> dict[str, FactValue]:
-    """The facts as a plain dict, or ValueError naming the first bad name or value."""
-    if not isinstance(facts, Mapping):
-        raise ValueError(f"call facts must be a mapping, got {type(facts).__name__}")
-    checked: dict[str, FactValue] = {}
-    for name, value in facts.items():
-        if not isinstance(name, str) or not _FACT_NAME.fullmatch(name):
-            raise ValueError(f"call fact name {name!r} must be lower_snake_case, at most 64 characters")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"call fact {name!r} must be finite, got {value!r}")
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"call fact {name!r} must be text, a number, true/false or null")
-        if isinstance(value, str) and len(value) > 1024:
-            raise ValueError(f"call fact {name!r} is longer than 1024 characters")
-        checked[name] = value
-    return checked
-
-
-def check_open_pass(
-    call_sid: object, caller: object, called: object, account_sid: object, entry_node: object, arm: object
-) -> None:
-    check_text("call_sid", call_sid)
-    for name, value in (("caller", caller), ("called", called), ("account_sid", account_sid)):
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be text, got {value!r}")
-    if entry_node is not None:
-        check_text("entry_node", entry_node)
-    check_text("arm", arm)
-
-
-def read_setting(name: str, stored_json: str | bytes | None) -> dict | None:
-    """A stored setting's JSON as a dict; None (with a warning) when it cannot be read."""
-    if stored_json is None:
-        return None
-    try:
-        value = json.loads(stored_json)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        log.warning("unreadable setting %r, treated as unset", name)
-        return None
-    return value
-
-
-def check_calls_since(since: object, limit: object, arm: object) -> None:
-    if isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since):
-        raise ValueError(f"since must be a finite number of unix seconds, got {since!r}")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        raise ValueError(f"limit must be a whole number of at least 0, got {limit!r}")
-    if arm is not None:
-        check_text("arm", arm)
-
-
-def check_setting(name: object, value: object) -> str:
-    """The setting as JSON text, or ValueError."""
-    check_text("setting name", name)
-    if not isinstance(value, dict):
-        raise ValueError(f"setting {name!r} must be a JSON object, got {type(value).__name__}")
-    try:
-        return json.dumps(value, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"setting {name!r} is not plain JSON: {exc}") from None
-
-
-def check_pass_key(call_sid: object, number: object) -> None:
-    check_text("call_sid", call_sid)
-    if not isinstance(number, int) or isinstance(number, bool):
-        raise ValueError(f"pass number must be an int, got {number!r}")
-
-
-class CallStore(abc.ABC):
-    """Where triage passes, decisions, outcomes and visited nodes are kept. Usable under Trio."""
-
-    @abc.abstractmethod
-    async def open_pass(
-        self, call_sid: str, *, caller: str, called: str, account_sid: str, entry_node: str | None, arm: str
-    ) -> TriagePass:
-        """Start the next pass of the call (1 for its first arrival), with a fresh random token."""
-
-    @abc.abstractmethod
-    async def get_pass(self, call_sid: str, number: int) -> TriagePass | None: ...
-
-    @abc.abstractmethod
-    async def save_decision(self, call_sid: str, number: int, decision: DispatchDecision) -> DispatchDecision:
-        """First write wins: returns the stored decision. CallStoreError if the pass does not exist."""
-
-    @abc.abstractmethod
-    async def get_decision(self, call_sid: str, number: int) -> DispatchDecision | None:
-        """None when there is none, or when the stored one cannot be read (the caller answers its fallback)."""
-
-    @abc.abstractmethod
-    async def finish_pass(self, call_sid: str, number: int, outcome: PassOutcome) -> None:
-        """First write wins. CallStoreError if the pass does not exist."""
-
-    @abc.abstractmethod
-    async def mark_answered(self, call_sid: str, number: int, route: str) -> bool:
-        """True the first time; False if this pass was already answered (Twilio retries the action URL)."""
-
-    @abc.abstractmethod
-    async def record_visit(self, call_sid: str, node: str) -> None:
-        """Note that the call entered a Studio node; idempotent."""
-
-    @abc.abstractmethod
-    async def visited_nodes(self, call_sid: str) -> frozenset[str]: ...
-
-    @abc.abstractmethod
-    async def call_record(self, call_sid: str) -> CallRecord | None: ...
-
-    @abc.abstractmethod
-    async def record_call_facts(self, call_sid: str, facts: Mapping[str, FactValue]) -> None:
-        """Merge facts about the call learned outside the triage (names lower_snake_case; a later value of
-        a name replaces the earlier one; None stores null). A call not seen before is created, since a
-        TaskRouter or status callback can arrive before, or without, any pass. ValueError on bad facts."""
-
-    @abc.abstractmethod
-    async def calls_since(
-        self, since: float, *, limit: int | None = None, arm: str | None = None
-    ) -> list[CallRecord]:
-        """Whole records (all passes, visits, facts) of the calls with a pass opened at or after `since`
-        (unix seconds), newest first by their latest pass; at most `limit` of them. With `arm`, only
-        calls with a pass in that arm, ordered by their latest pass in it."""
-
-    @abc.abstractmethod
-    async def get_setting(self, name: str) -> dict | None:
-        """A shared setting (for example the rollout), as last written by any instance; None if never set."""
-
-    @abc.abstractmethod
-    async def put_setting(self, name: str, value: dict) -> None:
-        """Replace a shared setting (a JSON object); the last write wins. ValueError if not plain JSON."""
-
-    @abc.abstractmethod
-    async def purge_older_than(self, seconds: float) -> int:
-        """Delete calls whose newest pass opened more than `seconds` ago; returns how many calls went."""
-
-    @abc.abstractmethod
-    async def aclose(self) -> None:
-        """Idempotent; any use afterwards raises CallStoreError."""
-
-    async def __aenter__(self) -> CallStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 class SqliteCallStore(CallStore):

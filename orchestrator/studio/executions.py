@@ -19,10 +19,19 @@ tolerant. It accepts:
   `From` (the call id falls back to the Gather's own `CallSid`, then to the execution sid).
 
 The route: the last step leaving the Gather (a caller asked again answers the last time) leads to the
-Split; the first later step leaving the Split leads to the route. With `splits` (the Split widgets'
-names, from the flow), every Split in a chain is walked through, and a Gather that leads straight to a
-widget has that widget as its route. A call whose route cannot be found is still read, with
-`expected_route` None and the reason in `meta["route_unknown"]`.
+Split; the first later step leaving the Split leads to the route. Every Split in a chain is walked
+through (a Digits Split whose noMatch leads to a Speech Split): the Splits are the ones `splits` names,
+else the widgets left by a `match` or `noMatch` step (a Split's events), else the one widget right after
+the Gather. With `splits`, a Gather that leads straight to a widget has that widget as its route. A call
+whose route cannot be found is still read, with `expected_route` None and the reason in
+`meta["route_unknown"]`.
+
+With `flow` (the flow's JSON file), the calls are read as `studio import` sees that flow: its menu names
+the Gather and the Splits; a call's `expected_intent` is the imported intent whose branches led where the
+flow went, and its `expected_route` the widget that intent routes to (a keypress branch paired with a
+speech branch went to `pressed_taxi`, the intent routes to `said_taxi`; the widget the flow took stays in
+`meta["flow_route"]`); and what the caller answered the Gathers that became capture fields (name, pickup
+address…) follows as more caller turns, in the order the flow asked, as the AI would hear it.
 
 Bad entries never raise: each becomes a `CorpusProblem` with its line number (JSON Lines) or its
 position in the array (counting from 1). Only a file that cannot be read at all, or whose JSON is not
@@ -34,14 +43,23 @@ import email.utils
 import math
 import os
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
-from orchestrator.replay.corpus import (
+from orchestrator.config import first_validation_problem
+from orchestrator.replay import (
     CALLER_ROLE,
     Corpus,
     CorpusCall,
@@ -50,11 +68,14 @@ from orchestrator.replay.corpus import (
     CorpusTurn,
     read_input_file,
 )
-from orchestrator.config.routing import first_validation_problem
+from orchestrator.studio.flow import StudioImportError, parse_flow
+from orchestrator.studio.importer import import_flow
+from orchestrator.studio.menu import find_menu
 
 SPEECH_INPUT = "speech"
 DTMF_INPUT = "dtmf"
 _KEYPRESS_EVENT = "keypress"  # the Gather's transition when the caller pressed keys
+_SPLIT_EVENTS = ("match", "noMatch")
 
 
 # --- The entry schema (pydantic names the bad key) -----------------------------------------------
@@ -97,22 +118,55 @@ def read_studio_executions(
     *,
     gather: str | None = None,
     splits: Collection[str] | None = None,
+    flow: str | os.PathLike[str] | None = None,
 ) -> Corpus:
     """Read every execution of a Studio export as a call; unusable entries are reported in `problems`.
 
     `gather` names the Gather widget whose answer is the caller's turn; None picks, per execution, the
     one widget that has a `SpeechResult` or `Digits`. `splits` names the flow's Split widgets; None
-    assumes exactly one Split between the Gather and the route.
+    tells them by their steps' events. `flow`, the flow's JSON file, gives both (its menu's) and the
+    widgets paired into one intent.
     """
+    facts = _flow_facts(Path(flow)) if flow is not None else None
+    if facts is not None:
+        gather, splits = gather or facts.gather, splits if splits is not None else facts.splits
     file = Path(path)
     content = read_input_file(file, "executions")
     corpus = Corpus(calls=[], problems=[], path=file)
     for number, entry in _entries(file, content, corpus.problems):
         try:
-            corpus.calls.append(_call_from_entry(entry, number, gather, splits))
+            corpus.calls.append(_call_from_entry(entry, number, gather, splits, facts))
         except _BadEntry as bad:
             corpus.problems.append(CorpusProblem(number, str(bad)))
     return corpus
+
+
+@dataclass(frozen=True)
+class _FlowFacts:
+    """What `studio import` makes of the flow the executions ran in."""
+
+    gather: str
+    splits: list[str]
+    intents: dict[str, tuple[str, str]]  # a widget the menu led to → (the intent, the widget it routes to)
+    detail_gathers: list[str]  # the Gathers whose answers became capture fields
+
+
+def _flow_facts(flow: Path) -> _FlowFacts:
+    try:
+        text = read_input_file(flow, "flow").decode("utf-8-sig")
+        menu = find_menu(parse_flow(text))
+        imported = import_flow(text, source=str(flow))
+    except UnicodeDecodeError:
+        raise CorpusError(f"{flow}: not UTF-8 text") from None
+    except StudioImportError as error:
+        raise CorpusError(f"{flow}: {error}") from None
+    intents = {
+        widget: (intent.name, intent.target)
+        for intent in imported.intents
+        for widget in (intent.target, *intent.other_targets)
+    }
+    gathers = list(dict.fromkeys(g for field in imported.fields for g in field.gathers))
+    return _FlowFacts(menu.gather, menu.splits, intents, gathers)
 
 
 def _entries(file: Path, content: bytes, problems: list[CorpusProblem]) -> list[tuple[int, Any]]:
@@ -144,7 +198,7 @@ def _entries(file: Path, content: bytes, problems: list[CorpusProblem]) -> list[
 
 
 def _call_from_entry(
-    entry: Any, number: int, gather: str | None, splits: Collection[str] | None
+    entry: Any, number: int, gather: str | None, splits: Collection[str] | None, facts: _FlowFacts | None
 ) -> CorpusCall:
     if not isinstance(entry, dict):
         raise _BadEntry(f"not a JSON object (got {type(entry).__name__})")
@@ -153,13 +207,13 @@ def _call_from_entry(
     except ValidationError as exc:
         raise _BadEntry(first_validation_problem(exc, nowhere="execution")) from None
     try:
-        return _call_from_execution(execution, number, gather, splits)
+        return _call_from_execution(execution, number, gather, splits, facts)
     except _BadEntry as bad:
         raise _BadEntry(f"{execution.sid}: {bad}") from None
 
 
 def _call_from_execution(
-    execution: _Execution, number: int, gather: str | None, splits: Collection[str] | None
+    execution: _Execution, number: int, gather: str | None, splits: Collection[str] | None, facts: _FlowFacts | None
 ) -> CorpusCall:
     context = _context(execution.context)
     widgets = context.get("widgets")
@@ -196,18 +250,36 @@ def _call_from_execution(
     route, route_unknown = _route_after(steps, gather_name, gather_step, splits)
     if route_unknown:
         meta["route_unknown"] = route_unknown
+    answers = [words]
+    intent = None
+    if facts is not None:
+        answers += _detail_answers(widgets, steps, facts.detail_gathers)
+        if route in facts.intents:
+            meta["flow_route"] = route
+            intent, route = facts.intents[route]
 
     return CorpusCall(
         call_id=call_id,
-        # The Gather's result is the only record of the answer: both what was said and what was heard.
-        turns=(CorpusTurn(role=CALLER_ROLE, text=words, asr=words, start_ms=None, duration_ms=None),),
-        expected_intent=None,
+        # The Gathers' results are the only record of the answers: both what was said and what was heard.
+        turns=tuple(CorpusTurn(CALLER_ROLE, text, text, None, None) for text in answers),
+        expected_intent=intent,
         expected_route=route,
         task_attributes=None,
         audio=None,
         meta=meta,
         line_number=number,
     )
+
+
+def _detail_answers(widgets: dict[str, Any], steps: list[_Step], gathers: list[str]) -> list[str]:
+    """What the caller last answered each of these Gathers, in the order the call left them."""
+    position = {step.transitioned_from: index for index, step in enumerate(steps)}  # the last time
+    answered = []
+    for gather in sorted(gathers, key=lambda g: position.get(g, len(steps))):
+        fields = widgets.get(gather)
+        if isinstance(fields, dict) and (text := _text(fields.get("SpeechResult")) or _text(fields.get("Digits"))):
+            answered.append(text)
+    return answered
 
 
 def _context(raw: Any) -> dict[str, Any]:
@@ -242,7 +314,7 @@ def _in_order(steps: list[_Step]) -> list[_Step]:
     """Steps by `date_created` when every one has a readable date (a stable sort: ties keep file order)."""
     dates = [_moment(step.date_created) for step in steps]
     if steps and all(date is not None for date in dates):
-        return [step for _, step in sorted(zip(dates, steps), key=lambda pair: pair[0])]
+        return [step for _, step in sorted(zip(dates, steps, strict=True), key=lambda pair: pair[0])]
     return list(steps)
 
 
@@ -275,11 +347,13 @@ def _route_after(
         return None, f"no step leaves the Gather {gather!r}"
     current_step, widget = gather_step, gather_step.transitioned_to
     passed = {gather}
-    while _is_split(widget, right_after_gather=current_step is gather_step, splits=splits):
+    while True:
+        following = _next_step_leaving(steps, current_step, widget)
+        if not _is_split(widget, following, right_after_gather=current_step is gather_step, splits=splits):
+            break
         if widget in passed:
             return None, f"the flow loops back to {widget!r}"
         passed.add(widget)
-        following = _next_step_leaving(steps, current_step, widget)
         if following is None or not following.transitioned_to:
             return None, f"the execution ended at the Split {widget!r}"
         current_step, widget = following, following.transitioned_to
@@ -288,10 +362,14 @@ def _route_after(
     return widget, None
 
 
-def _is_split(widget: str, *, right_after_gather: bool, splits: Collection[str] | None) -> bool:
-    if splits is None:
-        return right_after_gather  # assumed: exactly one Split reads the Gather's answer
-    return widget in splits
+def _is_split(
+    widget: str, leaving: _Step | None, *, right_after_gather: bool, splits: Collection[str] | None
+) -> bool:
+    if splits is not None:
+        return widget in splits
+    if leaving is not None and leaving.name in _SPLIT_EVENTS:
+        return True  # only a Split leaves on match or noMatch
+    return right_after_gather  # assumed: one Split reads the Gather's answer
 
 
 def _next_step_leaving(steps: list[_Step], after: _Step, widget: str) -> _Step | None:

@@ -1,0 +1,19 @@
+"""Metrics (Prometheus) and structured logs, with secrets and phone numbers masked."""
+from orchestrator.telemetry.logs import (
+    call_logger,
+    configure_logging,
+    mask_phone,
+    quiet_state_machine_library,
+    secrets_masked_in_logs,
+)
+from orchestrator.telemetry.metrics import METRICS_CONTENT_TYPE, ServerMetrics
+
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "ServerMetrics",
+    "call_logger",
+    "configure_logging",
+    "mask_phone",
+    "quiet_state_machine_library",
+    "secrets_masked_in_logs",
+]

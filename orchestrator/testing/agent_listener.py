@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
-from bridge.twilio.media_stream import MULAW_BYTES_PER_MS
+from bridge.twilio import MULAW_BYTES_PER_MS
 from orchestrator.testing.twilio_caller import SimulatedCaller
 
 __all__ = ["AgentListener", "HeardLine"]

@@ -31,7 +31,7 @@ responses by itself here); echo mode answers each audio frame with one audio del
 envelope (load tests only). Event order inside a response follows the GA event reference; the exact
 interleaving of transcript and audio deltas on the real server is not specified.
 
-Standalone: `python -m orchestrator.testing.fake_realtime --port 8765 --echo`.
+Standalone: `python -m orchestrator.testing --port 8765 --echo`.
 """
 
 from __future__ import annotations
@@ -65,9 +65,18 @@ from openai.types.realtime import (
     SessionUpdateEvent,
 )
 from pydantic import BaseModel, ValidationError
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
 
-from bridge.openai_realtime.client import CLIENT_EVENT_ADAPTER, SERVER_EVENT_ADAPTER, reraise_lone
+from bridge.openai_realtime import (
+    CLIENT_EVENT_ADAPTER,
+    SERVER_EVENT_ADAPTER,
+    reraise_lone,
+)
 
 __all__ = [
     "AfterClientEvent",
@@ -1435,7 +1444,7 @@ async def _serve_forever(scenario: Scenario, host: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.testing", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--echo", action="store_true", help="answer each audio frame with an audio delta")
@@ -1459,7 +1468,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         trio.run(_serve_forever, scenario, args.host, args.port)
     except KeyboardInterrupt:
         sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()

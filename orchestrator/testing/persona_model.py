@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from machines.policy import LANGUAGE_FIELD
+from machines import LANGUAGE_FIELD
 from orchestrator.testing.fake_realtime import (
     FakeRealtime,
     FunctionCall,

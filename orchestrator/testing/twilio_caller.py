@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
@@ -54,18 +54,24 @@ import httpx
 import orjson
 import trio
 from pydantic import Field, TypeAdapter, ValidationError
-from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection
-from trio_websocket import wrap_client_stream
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
 from twilio.request_validator import RequestValidator
 
-from bridge.twilio.media_stream import (
+from bridge.openai_realtime import reraise_lone
+from bridge.twilio import (
     MULAW_BYTES_PER_MS,
+    MULAW_SILENCE,
     OutboundClearMessage,
     OutboundMarkMessage,
     OutboundMediaMessage,
+    frames,
 )
-from bridge.openai_realtime.client import reraise_lone
-from bridge.twilio.mulaw import MULAW_SILENCE, frames
 
 __all__ = [
     "CallEnded",
@@ -105,7 +111,7 @@ API_VERSION = "2010-04-01"
 
 _SERVER_MESSAGE: TypeAdapter[OutboundMediaMessage | OutboundMarkMessage | OutboundClearMessage] = TypeAdapter(
     Annotated[
-        Union[OutboundMediaMessage, OutboundMarkMessage, OutboundClearMessage], Field(discriminator="event")
+        OutboundMediaMessage | OutboundMarkMessage | OutboundClearMessage, Field(discriminator="event")
     ]
 )
 

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.realtime import ResponseAudioDeltaEvent
 
-from bridge.twilio.media_stream import MediaFrame, MediaStreamProtocolError, parse_twilio_message
 from bridge.openai_realtime.client import AudioDelta, RealtimeStats, ServerEventDecoder, audio_delta_of
+from bridge.twilio.media_stream import MediaFrame, MediaStreamProtocolError, parse_twilio_message
 
 _odd_values = st.one_of(
     st.integers(-5, 10**6),

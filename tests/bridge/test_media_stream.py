@@ -43,23 +43,17 @@ PAYLOAD = base64.b64encode(bytes(range(160))).decode()
 # Sample frames, shaped exactly as in protocols/twilio.md §1.2.
 CONNECTED = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
 START = (
-    '{"event":"start","sequenceNumber":"1","start":{"accountSid":"%s","streamSid":"%s","callSid":"%s",'
+    f'{{"event":"start","sequenceNumber":"1","start":{{"accountSid":"{ACCOUNT_SID}","streamSid":"{STREAM_SID}","callSid":"{CALL_SID}",'
     '"tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},'
-    '"customParameters":{"session":"opaque-per-call-token"}},"streamSid":"%s"}'
-) % (ACCOUNT_SID, STREAM_SID, CALL_SID, STREAM_SID)
+    f'"customParameters":{{"session":"opaque-per-call-token"}}}},"streamSid":"{STREAM_SID}"}}'
+)
 MEDIA = (
     '{"event":"media","sequenceNumber":"4","media":{"track":"inbound","chunk":"2","timestamp":"5",'
-    '"payload":"%s"},"streamSid":"%s"}'
-) % (PAYLOAD, STREAM_SID)
-DTMF = '{"event":"dtmf","streamSid":"%s","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}' % (
-    STREAM_SID
+    f'"payload":"{PAYLOAD}"}},"streamSid":"{STREAM_SID}"}}'
 )
-MARK = '{"event":"mark","sequenceNumber":"4","streamSid":"%s","mark":{"name":"my label"}}' % STREAM_SID
-STOP = '{"event":"stop","sequenceNumber":"5","stop":{"accountSid":"%s","callSid":"%s"},"streamSid":"%s"}' % (
-    ACCOUNT_SID,
-    CALL_SID,
-    STREAM_SID,
-)
+DTMF = f'{{"event":"dtmf","streamSid":"{STREAM_SID}","sequenceNumber":"5","dtmf":{{"track":"inbound_track","digit":"1"}}}}'
+MARK = f'{{"event":"mark","sequenceNumber":"4","streamSid":"{STREAM_SID}","mark":{{"name":"my label"}}}}'
+STOP = f'{{"event":"stop","sequenceNumber":"5","stop":{{"accountSid":"{ACCOUNT_SID}","callSid":"{CALL_SID}"}},"streamSid":"{STREAM_SID}"}}'
 
 
 def edited(frame: str, **changes: object) -> str:
@@ -361,21 +355,21 @@ def test_media_fast_path_matches_the_schema(raw: str) -> None:
 def test_media_frame_is_exactly_the_documented_json() -> None:
     frame = media_frame(STREAM_SID, PAYLOAD)
     assert isinstance(frame, str)  # bytes would go out as a binary frame, which Twilio rejects
-    assert frame == '{"event":"media","streamSid":"%s","media":{"payload":"%s"}}' % (STREAM_SID, PAYLOAD)
+    assert frame == f'{{"event":"media","streamSid":"{STREAM_SID}","media":{{"payload":"{PAYLOAD}"}}}}'
     model = OutboundMediaMessage(stream_sid=STREAM_SID, media=OutboundMediaPayload(payload=PAYLOAD))
     assert frame == model.model_dump_json(by_alias=True)
 
 
 def test_mark_frame_is_exactly_the_documented_json() -> None:
     frame = mark_frame(STREAM_SID, "turn-12-chunk-3")
-    assert frame == '{"event":"mark","streamSid":"%s","mark":{"name":"turn-12-chunk-3"}}' % STREAM_SID
+    assert frame == f'{{"event":"mark","streamSid":"{STREAM_SID}","mark":{{"name":"turn-12-chunk-3"}}}}'
     model = OutboundMarkMessage(stream_sid=STREAM_SID, mark=MarkLabel(name="turn-12-chunk-3"))
     assert frame == model.model_dump_json(by_alias=True)
 
 
 def test_clear_frame_is_exactly_the_documented_json() -> None:
     frame = clear_frame(STREAM_SID)
-    assert frame == '{"event":"clear","streamSid":"%s"}' % STREAM_SID
+    assert frame == f'{{"event":"clear","streamSid":"{STREAM_SID}"}}'
     assert frame == OutboundClearMessage(stream_sid=STREAM_SID).model_dump_json(by_alias=True)
 
 

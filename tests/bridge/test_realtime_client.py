@@ -44,6 +44,8 @@ from bridge.openai_realtime.client import (
     audio_append_frame,
     open_realtime,
 )
+from bridge.websocket import connection as websocket_connection
+from bridge.websocket.byte_io import PlainSocketIO, StreamIO
 from orchestrator.testing.fake_realtime import (
     Drop,
     FakeRealtime,
@@ -803,56 +805,76 @@ async def test_a_requested_response_echoes_its_metadata_and_a_vad_one_has_none()
 # --------------------------------------------------------------------------- the socket fast path
 
 
-async def test_the_audio_fast_path_takes_deltas_and_skips_transcript_deltas_in_order():
-    """handle_audio_now: paced deltas go to the consumer; transcript deltas (ignored) are dropped without
-    waking the receiver; everything else, and a delta the consumer refuses, comes from events() in order."""
+def use_socket(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"plain": a plain socket with the read reactor; "no reactor": the same without it; "stream": a Trio
+    stream, as TLS is (no reactor, and posts go out through a flusher task)."""
+    if kind == "no reactor":
+        monkeypatch.setattr(PlainSocketIO, "set_fast_path", lambda self, on_readable: None)
+    elif kind == "stream":
+        monkeypatch.setattr(
+            websocket_connection, "PlainSocketIO",
+            lambda sock: StreamIO(trio.SocketStream(trio.socket.from_stdlib_socket(sock))),
+        )
+
+
+@pytest.mark.parametrize("kind", ["plain", "no reactor", "stream"])
+async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas(kind: str, monkeypatch):
+    """take_audio: paced deltas go to the consumer, in order with the other events (in the read reactor on a
+    plain socket; without one, inside receive()); transcript deltas (ignored) are dropped without waking the
+    receiver; everything else comes from events() in order."""
+    use_socket(kind, monkeypatch)
+    reactor = kind == "plain"
     audio = bytes(range(256)) * 19  # distinct chunks, so their order shows
     speech = Respond((Speech(600, "one two three four", audio=audio[:4800]),), pace_s=0.03)
     scenario = Scenario(steps=[on(after_session_update(), speech)])
-    handled: list[tuple[str, str]] = []  # (by whom, delta), in the order they were handled
+    seen: list[tuple[str, str]] = []  # (by whom, delta or event type), in the order they were handled
 
-    def consumer(delta: AudioDelta) -> bool:
-        if len(handled) == 2:  # the third is refused: the receiver gets it
-            return False
-        handled.append(("consumer", delta.delta))
-        return True
+    def consumer(delta: AudioDelta) -> None:
+        in_reactor = trio.lowlevel.current_task().name == "websocket read reactor"
+        seen.append(("reactor" if in_reactor else "receiver", delta.delta))
 
     with trio.fail_after(TIMEOUT_S):
         async with connected(scenario) as (fake, realtime):
             await realtime.configure("x")
-            assert realtime.handle_audio_now(consumer, ignored=frozenset({"response.output_audio_transcript.delta"}))
+            realtime.take_audio(consumer, ignored=frozenset({"response.output_audio_transcript.delta"}))
             others = []
             async for event in realtime.events():
-                if isinstance(event, AudioDelta):
-                    handled.append(("receiver", event.delta))
-                else:
-                    others.append(_type_of(event))
+                assert not isinstance(event, AudioDelta)
+                others.append(_type_of(event))
+                seen.append(("events", _type_of(event)))
                 if _type_of(event) == "response.done":
                     break
-            assert realtime.handle_audio_now(None)
+            realtime.take_audio(None)
     sent = [event["delta"] for event in fake.last_session.sent_of_type("response.output_audio.delta")]
     assert len(sent) == 6 and len(set(sent)) == 6
-    assert [delta for _by, delta in handled] == sent  # each exactly once, in order
-    assert handled[2][0] == "receiver" and sum(by == "consumer" for by, _delta in handled) >= 4
+    deltas = [(by, what) for by, what in seen if by != "events"]
+    assert [delta for _by, delta in deltas] == sent  # each exactly once, in order
+    assert all(by == ("reactor" if reactor else "receiver") for by, _delta in deltas)
+    order = [what for _by, what in seen]
+    assert order.index(sent[-1]) < order.index("response.output_audio.done")  # in order with the events
     words = len(fake.last_session.sent_of_type("response.output_audio_transcript.delta"))
     assert words >= 3 and others.count("response.output_audio_transcript.delta") < words  # some skipped
     assert "response.output_audio_transcript.done" in others
     assert realtime.stats.frames_received == len(fake.last_session.sent)
 
 
-async def test_append_audio_now_writes_at_once_and_the_engine_joins_two_frames_per_append():
+@pytest.mark.parametrize("kind", ["plain", "stream"])
+async def test_post_audio_writes_without_waiting_and_the_engine_joins_two_frames_per_append(kind: str, monkeypatch):
     from orchestrator.engines.realtime import CALLER_FRAMES_PER_APPEND, RealtimeEngine
 
+    use_socket(kind, monkeypatch)
     payloads = [twilio_payload(index) for index in range(6)]
     with trio.fail_after(TIMEOUT_S):
         async with connected() as (fake, realtime):
             await realtime.configure("x")
             engine = RealtimeEngine(realtime)
-            assert realtime.can_send_now()
-            assert all(engine.send_caller_audio_now(payload) for payload in payloads[:4])
-            assert engine.send_caller_audio_now("***not base64***") is True  # held, as the first of a pair
-            assert engine.send_caller_audio_now(payloads[4]) is False  # the pair is not base64: the task's
-            await engine.send_caller_audio(payloads[4])  # ...slow path forwards both untouched
+            sent_before = realtime.stats.frames_sent
+            for payload in payloads[:4]:
+                engine.send_caller_audio(payload)
+            assert realtime.stats.frames_sent == sent_before + 2  # posted, no await in between
+            engine.send_caller_audio("***not base64***")  # held, as the first of a pair
+            assert realtime.stats.frames_sent == sent_before + 2
+            engine.send_caller_audio(payloads[4])  # the pair is not base64: both are forwarded untouched
             await fake.last_session.wait_for_client_event("input_audio_buffer.append", 4)
     appended = [event.data["audio"] for event in fake.last_session.events_of_type("input_audio_buffer.append")]
     joined = [base64.b64encode(b"".join(base64.b64decode(p) for p in pair)).decode()

@@ -10,9 +10,10 @@ import pytest
 import trio
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.commands.report import ReportInputError, parse_since
-from orchestrator.store.sqlite_store import PassOutcome, SqliteCallStore
 from orchestrator.commands.cli import build_parser, main
+from orchestrator.rollout.report_window import ReportInputError, parse_since
+from orchestrator.store.records import PassOutcome
+from orchestrator.store.sqlite_store import SqliteCallStore
 
 DAY = 86400.0
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engines.offline.engine import load_intent_model
 from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.offline.engine import load_intent_model
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -145,8 +145,8 @@ def test_a_studio_flow_imported_then_replayed_from_its_execution_export(tmp_path
         execution("FN1", "there is a leak and my kitchen is flooding", "emergency_to_flex"),
         execution("FN2", "i have a question about my bill", "billing_to_flex"),
     ]}), encoding="utf-8")
-    done = orchestrator("eval", str(export), "--studio-executions", "--gather", "main_menu", "--config", str(config),
-                        "--engine", "offline", "--summary", str(tmp_path / "s.json"), cwd=tmp_path)
+    done = orchestrator("eval", str(export), "--studio-executions", "--gather", "main_menu", "--flow", str(ACME_IVR),
+                        "--config", str(config), "--engine", "offline", "--summary", str(tmp_path / "s.json"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["calls"] == 2 and summary["parity"] == 1.0

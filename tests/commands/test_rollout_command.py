@@ -11,10 +11,12 @@ import pytest
 import trio
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.store.sqlite_store import CallStore, CallStoreError, PassOutcome, SqliteCallStore
 from orchestrator.commands.cli import main
 from orchestrator.config.routing import BrakeSettings, RolloutSettings
 from orchestrator.rollout.live import ROLLOUT_SETTING, RolloutControl, RolloutError
+from orchestrator.store.interface import CallStore, CallStoreError
+from orchestrator.store.records import PassOutcome
+from orchestrator.store.sqlite_store import SqliteCallStore
 from tests.cli_support import orchestrator
 
 TESTER = "+14155552671"

@@ -194,8 +194,8 @@ def test_unrelated_orchestrator_variables_are_ignored(monkeypatch: pytest.Monkey
         ("ORCHESTRATOR_ROUTES__BILING_DESK__PRIORITY", "5", "routes.biling_desk.kind"),
         # A new kind makes the route's other keys wrong: the variable is to blame.
         ("ORCHESTRATOR_ROUTES__BILLING_DESK__KIND", "voicemail", "routes.billing_desk.workflow_sid"),
-        ("ORCHESTRATOR_TRIAGE", '{"min_confidence": 2}', "triage.min_confidence"),
-        ("ORCHESTRATOR_TRIAGE", "{not json", "triage"),
+        ("ORCHESTRATOR_ROLLOUT__BRAKE", '{"max_failure_rate": 2}', "rollout.brake.max_failure_rate"),
+        ("ORCHESTRATOR_ROLLOUT__BRAKE", "{not json", "rollout.brake"),
     ],
 )
 def test_bad_env_override_names_the_variable(
@@ -212,10 +212,10 @@ def test_bad_env_override_names_the_variable(
 def test_file_error_is_not_blamed_on_an_override_of_the_same_table(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("ORCHESTRATOR_TRIAGE", '{"budget_seconds": 10}')
-    path = write(tmp_path, MINIMAL.replace('fallback_route = "voicemail"', 'fallback_route = "nope"'))
+    monkeypatch.setenv("ORCHESTRATOR_ROUTES__DESK", '{"priority": 10}')
+    path = write(tmp_path, MINIMAL.replace(f'workflow_sid = "{WORKFLOW_SID}"', 'workflow_sid = "WX1"'))
 
-    assert load_error(path).startswith(f"{path}: triage.fallback_route: unknown route 'nope'")
+    assert load_error(path).startswith(f"{path}: routes.desk.workflow_sid: must be 'WW' followed by 32 hex")
 
 
 # --- One-line errors with key paths -------------------------------------------------------------

@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from orchestrator.composition import choose_engine, realtime_settings
 from orchestrator.config.routing import ConfigError
 from orchestrator.config.server_settings import (
     DEV_AUTH_TOKEN_FILE,
@@ -12,7 +13,6 @@ from orchestrator.config.server_settings import (
     load_server_settings,
     media_stream_url,
 )
-from orchestrator.composition import choose_engine, realtime_settings
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.store.sqlite_store import PassOutcome
+from orchestrator.store.records import PassOutcome
 from tests.live_call_support import front_desk, triage_scenario
 
 CALL_SID = "CA" + "7" * 32

@@ -24,8 +24,8 @@ from twilio.request_validator import RequestValidator
 from bridge.twilio.mulaw import tone
 from orchestrator.testing.twilio_caller import CallerOptions, Say, SimulatedCaller, fetch_call_record
 from tests.cli_support import BIN, clean_environment
-from tests.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 from tests.e2e.test_two_instances import AUTH_TOKEN, PUBLIC_URL, LoadBalancer
+from tests.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 
 EMERGENCY_WORKFLOW = "WW37efa99795cd582f2f4c31893159fe53"
 START_TIMEOUT_S = 60

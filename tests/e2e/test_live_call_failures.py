@@ -17,9 +17,9 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.engines.tools import RECORD_DETAILS, agent_instructions, realtime_tools
 from bridge.twilio.mulaw import tone
 from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.engines.tools import RECORD_DETAILS, agent_instructions, realtime_tools
 from orchestrator.testing.fake_realtime import (
     Drop,
     Respond,
@@ -36,11 +36,11 @@ from orchestrator.testing.fake_realtime import (
 )
 from orchestrator.testing.twilio_caller import Say, Wait, WaitForAgent, fetch_call_record
 from tests.live_call_support import (
-    call_task_names,
     CALL_TIMEOUT_S,
     DETAILS,
     FrontDesk,
     assert_closed_in_order,
+    call_task_names,
     front_desk,
     greeting,
     handoff_line,
@@ -53,6 +53,10 @@ from tests.live_call_support import (
 
 VOICEMAIL = ["Say", "Record", "Hangup"]  # Acme's fallback route
 FRONT_DESK_WORKFLOW = "WW145f0063e82132d8795bc84716172e7c"  # Acme's human route (Flex)
+
+
+async def _never_answer(stream: trio.SocketStream) -> None:
+    await trio.sleep_forever()
 
 
 def tags(twiml: str | None) -> list[str]:
@@ -147,7 +151,7 @@ async def test_hang_up_during_the_handoff_line_keeps_the_decision(tmp_path):
 async def test_hang_up_while_the_engine_is_still_connecting_ends_the_call_at_once(tmp_path):
     async with trio.open_nursery() as nursery:
         # A Realtime endpoint that accepts TCP and never answers the handshake.
-        listeners = await nursery.start(trio.serve_tcp, lambda stream: trio.sleep_forever(), 0)
+        listeners = await nursery.start(trio.serve_tcp, _never_answer, 0)
         port = listeners[0].socket.getsockname()[1]
         async with front_desk(tmp_path, Scenario()) as desk:
             config = desk.config
@@ -328,7 +332,7 @@ async def test_a_signed_stream_without_the_pass_token_is_closed_and_the_caller_f
             await websocket.send_message(orjson.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}).decode())
             await websocket.send_message(orjson.dumps(_start("CA" + "3" * 32, {"pass": "1", "pass_token": "guess"})).decode())
             with trio.fail_after(5):
-                with pytest.raises(Exception):
+                with pytest.raises(ConnectionClosed):
                     while True:
                         await websocket.get_message()
             assert websocket.closed.code == 1008

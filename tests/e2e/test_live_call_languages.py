@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from orchestrator.engines.tools import RECORD_DETAILS
-from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model, load_offline_speech
 from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model, load_offline_speech
+from orchestrator.engines.tools import RECORD_DETAILS
 from orchestrator.testing.fake_realtime import Scenario, UserSpeech, after_audio_frames, call_function, on
 from orchestrator.testing.twilio_caller import fetch_call_record
 from tests.live_call_support import EXAMPLES, FrontDesk, front_desk, greeting, handoff_line, propose

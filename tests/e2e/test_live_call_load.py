@@ -15,13 +15,19 @@ import httpx
 import trio
 
 from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.store.sqlite_store import PassOutcome
-from orchestrator.engines.tools import agent_instructions, realtime_tools
 from bridge.twilio.mulaw import tone
-from orchestrator.engines.realtime import RealtimeConnector
 from orchestrator.config.routing import RoutingConfig
-from orchestrator.testing.fake_realtime import Drop, RecordedSession, Scenario, after_audio_frames, on
-from orchestrator.testing.fake_realtime import run_fake_realtime
+from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.engines.tools import agent_instructions, realtime_tools
+from orchestrator.store.records import PassOutcome
+from orchestrator.testing.fake_realtime import (
+    Drop,
+    RecordedSession,
+    Scenario,
+    after_audio_frames,
+    on,
+    run_fake_realtime,
+)
 from orchestrator.testing.twilio_caller import CallResult, Say, WaitForAgent
 from tests.live_call_support import CALLER_SPEAKS, FrontDesk, front_desk, greeting, metric, triage_scenario
 

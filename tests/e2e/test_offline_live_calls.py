@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.engines.tools import RECORD_DETAILS
 from bridge.twilio.mulaw import silence
-from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model, load_offline_speech
 from orchestrator.config.routing import RoutingConfig, load_routing_config
+from orchestrator.engines.offline.engine import OfflineConnector, load_intent_model, load_offline_speech
+from orchestrator.engines.tools import RECORD_DETAILS
 from orchestrator.testing.fake_realtime import (
     Drop,
     Scenario,

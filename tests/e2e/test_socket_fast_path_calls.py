@@ -1,4 +1,4 @@
-"""A live call through the sockets' fast path (frames handled in the read reactor, `WebSocket.handle_now`)
+"""A live call through the sockets' fast path (frames handled in the read reactor, `WebSocket.take_messages`)
 carries exactly what it carries without it: the same caller audio to Realtime, the same agent audio and
 marks to Twilio, the same outcome. The fake Realtime and the simulated Twilio caller are independent peers
 (trio-websocket) that validate what they receive."""
@@ -8,10 +8,20 @@ import base64
 import json
 import xml.etree.ElementTree as ElementTree
 
-from bridge.websocket.connection import WebSocket
-from orchestrator.call.session import CallSession
+import trio
+
 from bridge.twilio.mulaw import tone
-from orchestrator.testing.fake_realtime import Scenario, UserSpeech, after_audio_frames, after_response_create, on, speak
+from bridge.websocket.byte_io import PlainSocketIO
+from orchestrator.call.media_intake import MediaIntake
+from orchestrator.call.playback import Playback
+from orchestrator.testing.fake_realtime import (
+    Scenario,
+    UserSpeech,
+    after_audio_frames,
+    after_response_create,
+    on,
+    speak,
+)
 from orchestrator.testing.twilio_caller import Say, WaitForAgent
 from tests.live_call_support import front_desk, propose
 
@@ -28,22 +38,23 @@ CALLER = (WaitForAgent(quiet_ms=300), Say(tone(1200), "I need help with a bill")
 async def one_call(tmp_path, monkeypatch, *, fast_path: bool) -> dict[str, object]:
     taken = {"caller frames": 0, "agent chunks": 0}
     if fast_path:
-        take_media, play = CallSession._take_media_now, CallSession._play_now
+        on_frame, play = MediaIntake.on_frame, Playback.play
 
-        def counting_take_media(self: CallSession, frame: str | bytes) -> bool:
-            handled = take_media(self, frame)
-            taken["caller frames"] += handled
-            return handled
+        def in_the_reactor() -> bool:
+            return trio.lowlevel.current_task().name == "websocket read reactor"
 
-        def counting_play(self: CallSession, audio) -> bool:
-            handled = play(self, audio)
-            taken["agent chunks"] += handled
-            return handled
+        def counting_on_frame(self: MediaIntake, frame: str | bytes) -> None:
+            on_frame(self, frame)
+            taken["caller frames"] += in_the_reactor()
 
-        monkeypatch.setattr(CallSession, "_take_media_now", counting_take_media)
-        monkeypatch.setattr(CallSession, "_play_now", counting_play)
+        def counting_play(self: Playback, audio) -> None:
+            play(self, audio)
+            taken["agent chunks"] += in_the_reactor()
+
+        monkeypatch.setattr(MediaIntake, "on_frame", counting_on_frame)
+        monkeypatch.setattr(Playback, "play", counting_play)
     else:
-        monkeypatch.setattr(WebSocket, "handle_now", lambda self, handler: False)
+        monkeypatch.setattr(PlainSocketIO, "set_fast_path", lambda self, on_readable: None)
     async with front_desk(tmp_path / str(fast_path), SCENARIO) as desk:
         caller = desk.caller(CALLER)
         result = await caller.run()

@@ -21,11 +21,11 @@ import httpx
 import trio
 
 from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.engines.tools import agent_instructions, realtime_tools
-from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.composition import RunningServer, run_server
 from orchestrator.config.routing import load_routing_config
 from orchestrator.config.server_settings import load_server_settings
-from orchestrator.composition import RunningServer, run_server
+from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.engines.tools import agent_instructions, realtime_tools
 from orchestrator.testing.fake_realtime import FakeRealtime, Scenario, run_fake_realtime
 from orchestrator.testing.twilio_caller import CallerOptions, CallResult, SimulatedCaller, fetch_call_record
 from tests.live_call_support import (

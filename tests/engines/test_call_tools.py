@@ -16,6 +16,7 @@ from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.effects import AnswerTool, Line, Speak
 from machines.events import DetailsCaptured, IntentProposed
+from orchestrator.config.routing import RoutingConfig, load_routing_config
 from orchestrator.engines.tools import (
     PROPOSE_ROUTE,
     RECORD_DETAILS,
@@ -26,7 +27,6 @@ from orchestrator.engines.tools import (
     realtime_tools,
     tool_output,
 )
-from orchestrator.config.routing import RoutingConfig, load_routing_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "acme_plumbing.toml"
 WORKFLOW_SID = "WW0123456789abcdef0123456789abcdef"

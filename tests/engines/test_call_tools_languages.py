@@ -5,6 +5,7 @@ import json
 
 from machines.effects import Line, Speak
 from machines.events import DetailsCaptured
+from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.tools import (
     RECORD_DETAILS,
     ToolRejected,
@@ -14,7 +15,6 @@ from orchestrator.engines.tools import (
     realtime_tools,
     spoken_line,
 )
-from orchestrator.config.routing import load_routing_config
 from tests.live_call_support import ACME, EXAMPLES
 
 BILINGUAL = load_routing_config(EXAMPLES / "bilingual_plumbing.toml")

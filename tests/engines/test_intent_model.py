@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orchestrator.replay.corpus import CorpusCall, CorpusTurn, caller_text, read_corpus
-from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
 from orchestrator.config.routing import RoutingConfig, load_routing_config
+from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
+from orchestrator.replay.corpus import CorpusCall, CorpusTurn, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 BANK_CONFIG = REPO / "examples" / "harper_valley_bank.toml"
@@ -108,8 +108,8 @@ def test_fitting_is_deterministic() -> None:
     calls = [call(f"c{i}", text, intent) for i, (text, intent) in enumerate(
         [("my card is gone", "lost_card"), ("what's in my account", "balance"), ("when do you open", "hours")] * 4
     )]
-    first = orjson.dumps(IntentModel.fit(small_config(), calls).to_json())
-    assert orjson.dumps(IntentModel.fit(small_config(), calls).to_json()) == first
+    first = orjson.dumps(IntentModel.fit(small_config(), labelled_calls(calls)).to_json())
+    assert orjson.dumps(IntentModel.fit(small_config(), labelled_calls(calls)).to_json()) == first
 
 
 def test_save_and_load_round_trip_gives_identical_predictions(small_model: IntentModel, tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_calls_with_labels_the_config_lacks_are_skipped_and_counted() -> None:
         call("c", "what's my balance", None),
         call("d", "[noise]", "balance"),
     ]
-    summary = IntentModel.fit(small_config(), calls).summary
+    summary = IntentModel.fit(small_config(), labelled_calls(calls)).summary
     assert (summary.corpus_calls, summary.skipped_calls) == (1, 3)
     assert summary.calibration == "examples"  # too few calls to cross-validate over them
 
@@ -222,7 +222,7 @@ def test_two_fold_accuracy_and_calibration_on_the_development_calls(
     halves = (dev_calls[0::2], dev_calls[1::2])
     outcomes = []  # (confidence, right) of each held-out call
     for train, test in (halves, halves[::-1]):
-        model = IntentModel.fit(bank_config, train, use_asr=use_asr)
+        model = IntentModel.fit(bank_config, labelled_calls(train, use_asr=use_asr))
         assert model.summary.calibration == "calls"
         for held_out in test:
             prediction = model.predict(caller_text(held_out, use_asr=use_asr))

@@ -9,13 +9,13 @@ import datetime
 import json
 from dataclasses import dataclass
 
+from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.effects import AnswerTool, Speak
-from machines import events as ev
-from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, interpret_tool_call, spoken_line, tool_output
-from orchestrator.engines.offline.intent_model import IntentPrediction
-from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
 from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
+from orchestrator.engines.offline.intent_model import IntentPrediction
+from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, interpret_tool_call, spoken_line, tool_output
 from tests.live_call_support import ACME
 
 TODAY = datetime.date(2026, 12, 1)

@@ -8,16 +8,7 @@ import json
 import pytest
 import trio
 
-from orchestrator.engines.tools import PROPOSE_ROUTE
 from bridge.twilio.mulaw import frames, silence
-from orchestrator.engines.offline.intent_model import IntentModel
-from orchestrator.engines.offline.engine import (
-    ACTIVE_RESPONSE,
-    AUDIO_CHUNK_BYTES,
-    OfflineConnector,
-    load_intent_model,
-    load_offline_speech,
-)
 from orchestrator.config.routing import ConfigError, load_routing_config
 from orchestrator.engines.interface import (
     AgentAudio,
@@ -32,6 +23,15 @@ from orchestrator.engines.interface import (
     SpokenLine,
     ToolCallReady,
 )
+from orchestrator.engines.offline.engine import (
+    ACTIVE_RESPONSE,
+    AUDIO_CHUNK_BYTES,
+    OfflineConnector,
+    load_intent_model,
+    load_offline_speech,
+)
+from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.tools import PROPOSE_ROUTE
 from tests.live_call_support import ACME
 
 SPEECH = load_offline_speech()
@@ -129,7 +129,7 @@ async def test_caller_audio_is_heard_transcribed_early_and_answered(acme):
     speech = silence(300) + SPEECH.speech.synthesizer.synthesize("I think I was charged twice on my bill.") + silence(1200)
     async with OfflineConnector(config, model, SPEECH.speech).connect(CALL) as engine:
         for frame in frames(speech):
-            await engine.send_caller_audio(base64.b64encode(frame).decode())
+            engine.send_caller_audio(base64.b64encode(frame).decode())
         seen = await events_until_response_finished(engine)
         assert engine.early_transcripts_used == 1  # transcribed during the end-of-turn silence
     assert isinstance(seen[0], CallerSpeechStarted)
@@ -143,8 +143,8 @@ async def test_caller_audio_is_heard_transcribed_early_and_answered(acme):
 async def test_junk_audio_is_ignored_and_the_engine_goes_on(acme):
     config, model = acme
     async with OfflineConnector(config, model, SPEECH.speech).connect_text(CALL) as engine:
-        await engine.send_caller_audio("***not base64***")
-        await engine.send_caller_audio(base64.b64encode(b"\xff" * 16000).decode())  # 2 s of µ-law silence
+        engine.send_caller_audio("***not base64***")
+        engine.send_caller_audio(base64.b64encode(b"\xff" * 16000).decode())  # 2 s of µ-law silence
         await engine.send_caller_text("what are your hours on saturday")
         seen = await events_until_response_finished(engine)
     assert not any(isinstance(e, (CallerSpeechStarted, EngineProblem)) for e in seen)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engines.offline import speech as offline_speech
 from bridge.twilio.mulaw import MULAW_BYTES_PER_MS, silence, tone
+from orchestrator.engines.offline import speech as offline_speech
 from orchestrator.engines.offline.speech import (
     SpeechStarted,
     SpeechUnavailable,

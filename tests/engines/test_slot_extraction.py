@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machines.events import DetailsCaptured
-from orchestrator.engines.tools import RECORD_DETAILS, interpret_tool_call
 from orchestrator.config.routing import CapturedField, RoutingConfig
 from orchestrator.engines.offline.slot_extraction import MAX_INPUT_CHARACTERS, extract_slots, field_question
+from orchestrator.engines.tools import RECORD_DETAILS, interpret_tool_call
 
 WORKFLOW_SID = "WW0123456789abcdef0123456789abcdef"
 TODAY = datetime.date(2025, 3, 12)  # a Wednesday

@@ -6,10 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from machines.rollout import (
-    AI_ARM,
     BUCKETS,
-    LEGACY_ARM,
     UNSETTLED_GRACE_S,
+    Arm,
     ArmRule,
     BrakeRule,
     FinishedPass,
@@ -46,36 +45,36 @@ def test_the_same_caller_gets_the_same_arm_on_every_call(number, first_sid, seco
 @given(st.one_of(st.none(), numbers), call_sids, percents, percents, salts)
 def test_raising_the_percentage_never_moves_an_ai_caller_to_legacy(number, call_sid, low, high, salt):
     low, high = sorted((low, high))
-    if assign_arm(ArmRule(low, salt), number, call_sid).arm == AI_ARM:
-        assert assign_arm(ArmRule(high, salt), number, call_sid).arm == AI_ARM
+    if assign_arm(ArmRule(low, salt), number, call_sid).arm == Arm.AI:
+        assert assign_arm(ArmRule(high, salt), number, call_sid).arm == Arm.AI
 
 
 @given(st.one_of(st.none(), numbers), call_sids, salts)
 def test_zero_is_nobody_and_a_hundred_is_everybody(number, call_sid, salt):
-    assert assign_arm(ArmRule(0, salt), number, call_sid).arm == LEGACY_ARM
-    assert assign_arm(ArmRule(100, salt), number, call_sid).arm == AI_ARM
+    assert assign_arm(ArmRule(0, salt), number, call_sid).arm == Arm.LEGACY
+    assert assign_arm(ArmRule(100, salt), number, call_sid).arm == Arm.AI
 
 
 @given(numbers, call_sids, percents, salts)
 def test_allow_and_deny_win_over_the_percentage(number, call_sid, percent, salt):
     allowed = assign_arm(ArmRule(percent, salt, allow=frozenset({number})), number, call_sid)
     denied = assign_arm(ArmRule(percent, salt, deny=frozenset({number})), number, call_sid)
-    assert (allowed.arm, allowed.why, allowed.bucket) == (AI_ARM, "allow", None)
-    assert (denied.arm, denied.why) == (LEGACY_ARM, "deny")
+    assert (allowed.arm, allowed.why, allowed.bucket) == (Arm.AI, "allow", None)
+    assert (denied.arm, denied.why) == (Arm.LEGACY, "deny")
     both = ArmRule(percent, salt, allow=frozenset({number}), deny=frozenset({number}))
-    assert assign_arm(both, number, call_sid).arm == LEGACY_ARM  # the safe side
+    assert assign_arm(both, number, call_sid).arm == Arm.LEGACY  # the safe side
 
 
 def test_a_withheld_number_draws_from_the_call_sid_so_it_is_not_sticky():
     rule = ArmRule(50, "salt")
     arms = {assign_arm(rule, None, f"CA{index:032x}").arm for index in range(40)}
-    assert arms == {AI_ARM, LEGACY_ARM}
+    assert arms == {Arm.AI, Arm.LEGACY}
     assert assign_arm(rule, None, "CA" + "1" * 32).why == "call_sid"
 
 
 def test_the_share_of_callers_follows_the_percentage():
     rule = ArmRule(5, "front-desk-rollout-1")
-    in_ai = sum(assign_arm(rule, f"+1415555{index:04d}", "CA" + "0" * 32).arm == AI_ARM for index in range(10_000))
+    in_ai = sum(assign_arm(rule, f"+1415555{index:04d}", "CA" + "0" * 32).arm == Arm.AI for index in range(10_000))
     assert 400 <= in_ai <= 600  # 5 % of 10 000 callers; the hash spreads them evenly
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.replay.corpus import CorpusError, CorpusTurn, caller_text, clean_transcript, read_corpus
+from orchestrator.engines.offline.transcript import clean_transcript
+from orchestrator.replay.corpus import CorpusError, CorpusTurn, caller_text, read_corpus
 
 DEV_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "harper_valley" / "dev.jsonl"
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 from bridge.openai_realtime.client import RealtimeSettings
-from orchestrator.replay.corpus import CorpusCall, CorpusTurn
-from orchestrator.replay.scoring import score, scorable_calls
-from orchestrator.replay.corpus import Corpus
-from orchestrator.replay.text_replay import caller_turns, replay_calls
-from orchestrator.engines.tools import agent_instructions, realtime_tools
-from orchestrator.engines.offline.intent_model import IntentModel
-from orchestrator.engines.offline.engine import OfflineConnector
-from orchestrator.engines.realtime import RealtimeConnector
 from orchestrator.config.routing import load_routing_config
+from orchestrator.engines.offline.engine import OfflineConnector
+from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.realtime import RealtimeConnector
+from orchestrator.engines.tools import agent_instructions, realtime_tools
+from orchestrator.replay.corpus import Corpus, CorpusCall, CorpusTurn
+from orchestrator.replay.scoring import scorable_calls, score
+from orchestrator.replay.text_replay import caller_turns, replay_calls
 from orchestrator.testing.fake_realtime import Scenario, after_response_create, on, run_fake_realtime, speak
 from tests.live_call_support import ACME, propose
 
@@ -26,8 +25,8 @@ def past_call(call_id: str, *lines: str, intent: str, task: dict | None = None, 
 ACME_CONFIG = load_routing_config(ACME)
 
 
-def offline_connect():
-    return OfflineConnector(ACME_CONFIG, IntentModel.fit(ACME_CONFIG), None).connect_text
+def offline_connector() -> OfflineConnector:
+    return OfflineConnector(ACME_CONFIG, IntentModel.fit(ACME_CONFIG), None)
 
 
 def test_only_the_caller_turns_of_the_first_30_seconds_are_replayed():
@@ -46,7 +45,7 @@ async def test_offline_replay_decides_as_a_live_call_would():
         past_call("needs_details", "my basement is flooding", intent="emergency"),
         past_call("unclear", "hello", "um well", "yes", "okay", intent="schedule"),
     ]
-    outcomes = {o.call_id: o for o in await replay_calls(offline_connect(), ACME_CONFIG, calls)}
+    outcomes = {o.call_id: o for o in await replay_calls(offline_connector(), ACME_CONFIG, calls)}
     assert outcomes["clear"].intent == "billing" and outcomes["clear"].decision.route == "billing_desk"
     assert outcomes["clear"].decide_ms is not None and outcomes["clear"].turns_sent == 1
     assert outcomes["needs_details"].proposed_intent == "emergency"
@@ -71,7 +70,7 @@ async def test_flex_parity_compares_the_task_our_decision_enqueues_with_the_past
         past_call("other_priority", "I have a question about my invoice", intent="billing",
                   task={"intent": "billing", "workflow_sid": billing_workflow, "priority": 99}),
     ]
-    outcomes = await replay_calls(offline_connect(), ACME_CONFIG, calls)
+    outcomes = await replay_calls(offline_connector(), ACME_CONFIG, calls)
     flex = score(calls, outcomes, ACME_CONFIG, engine="offline", mode="text", min_parity=0.9, skipped={}).to_json()["flex"]
     assert flex["compared"] == 2 and flex["same_task"] == 1
     assert flex["mismatches"][0]["call_id"] == "other_priority"
@@ -89,7 +88,7 @@ async def test_realtime_replay_uses_a_text_only_session_and_sends_the_caller_wor
             instructions=agent_instructions(ACME_CONFIG), tools=realtime_tools(ACME_CONFIG),
         )
         calls = [past_call("r1", "can someone come and look at my dripping tap next week", intent="schedule")]
-        [outcome] = await replay_calls(connector.connect_text, ACME_CONFIG, calls)
+        [outcome] = await replay_calls(connector, ACME_CONFIG, calls)
         session = fake.last_session
     # Acme's schedule route needs a name and an address: the machine asks, the past call has no more turns.
     assert outcome.proposed_intent == "schedule" and outcome.proposed_confidence == 0.92
@@ -111,7 +110,7 @@ async def test_an_engine_that_refuses_is_a_problem_of_that_call_not_a_crash():
             RealtimeSettings(url=fake.url, api_key="sk-test", connect_timeout_s=2, configure_timeout_s=2),
             instructions="x", tools=[],
         )
-        [outcome] = await replay_calls(connector.connect_text, ACME_CONFIG, [past_call("x", "hi", intent="billing")])
+        [outcome] = await replay_calls(connector, ACME_CONFIG, [past_call("x", "hi", intent="billing")])
     assert outcome.decision is None and outcome.problem.startswith("engine unavailable")
     assert outcome.intent.startswith("(no decision: engine unavailable")
 
@@ -134,10 +133,10 @@ async def test_parity_is_reported_per_language_when_the_corpus_names_it():
         replace(past_call("en2", "my basement is flooding", intent="emergency"), language="en-US"),
         replace(past_call("es1", "I have a question about my invoice", intent="billing"), language="es-US"),
     ]
-    outcomes = await replay_calls(offline_connect(), ACME_CONFIG, calls)
+    outcomes = await replay_calls(offline_connector(), ACME_CONFIG, calls)
     figures = score(calls, outcomes, ACME_CONFIG, engine="offline", mode="text", min_parity=0.9, skipped={}).to_json()
     assert figures["per_language"] == {"en-US": {"calls": 2, "parity": 0.5}, "es-US": {"calls": 1, "parity": 1.0}}
     unlabelled = [past_call("x", "I have a question about my invoice", intent="billing")]
-    plain = score(unlabelled, await replay_calls(offline_connect(), ACME_CONFIG, unlabelled), ACME_CONFIG,
+    plain = score(unlabelled, await replay_calls(offline_connector(), ACME_CONFIG, unlabelled), ACME_CONFIG,
                   engine="offline", mode="text", min_parity=0.9, skipped={}).to_json()
     assert "per_language" not in plain

@@ -7,7 +7,7 @@ import pytest
 
 from machines.decision import DecisionReason, DispatchDecision
 from orchestrator.rollout.arm_figures import CATEGORIES, arm_figures, call_category, csat_score, rollout_view
-from orchestrator.store.sqlite_store import CallRecord, PassOutcome, PassRecord, TriagePass
+from orchestrator.store.records import CallRecord, PassOutcome, PassRecord, TriagePass
 
 NOW = 1_800_000_000.0
 

@@ -11,10 +11,10 @@ import httpx
 import trio
 
 from machines.rollout import bucket_of
-from orchestrator.store.sqlite_store import SqliteCallStore
 from orchestrator.call.dispatch_twiml import CallFacts, legacy_twiml
 from orchestrator.config.routing import DEFAULT_ROLLOUT_SALT
 from orchestrator.rollout.live import ROLLOUT_SETTING, RolloutControl
+from orchestrator.store.sqlite_store import SqliteCallStore
 from orchestrator.testing.fake_realtime import Scenario
 from orchestrator.testing.twilio_caller import CallResult
 from tests.cli_support import BIN, clean_environment

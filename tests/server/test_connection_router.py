@@ -1,4 +1,4 @@
-"""The server's own accept loop (`orchestrator/composition.py::_serve_connections`): `GET /media` upgrades go to
+"""The server's own accept loop (`orchestrator/server/connection_router.py`): `GET /media` upgrades go to
 the lean stream handler, every other connection to hypercorn with the bytes already read replayed first.
 Raw TCP clients over loopback, so odd clients (slow, silent, not HTTP) can be played exactly."""
 from __future__ import annotations
@@ -109,14 +109,14 @@ async def test_an_upgrade_of_any_other_path_is_left_to_hypercorn(tmp_path):
 
 
 async def test_a_connection_whose_handler_fails_does_not_stop_the_listener(tmp_path, monkeypatch, caplog):
-    import orchestrator.composition as serving
+    import orchestrator.server.connection_router as router
 
     def broken_check(head: bytes, path: str) -> bool:
         if b"/boom" in head:
             raise RuntimeError("a bug in the router")
         return False
 
-    monkeypatch.setattr(serving, "is_websocket_upgrade", broken_check)
+    monkeypatch.setattr(router, "is_websocket_upgrade", broken_check)
     async with front_desk(tmp_path, Scenario()) as desk:
         with trio.fail_after(TIMEOUT_S):
             stream = await _connect(desk.server.base_url)

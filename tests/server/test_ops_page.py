@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.store.sqlite_store import PassOutcome
+from orchestrator.store.records import PassOutcome
 from orchestrator.telemetry.metrics import ServerMetrics
 from orchestrator.testing.fake_realtime import Scenario
 from orchestrator.testing.twilio_caller import Wait

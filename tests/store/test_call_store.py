@@ -14,14 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.store.sqlite_store import (
-    SCHEMA_VERSION,
-    CallStoreError,
-    PassOutcome,
-    SqliteCallStore,
-    decision_from_json,
-    decision_to_json,
-)
+from orchestrator.store.interface import CallStoreError
+from orchestrator.store.records import PassOutcome, decision_from_json, decision_to_json
+from orchestrator.store.sqlite_store import SCHEMA_VERSION, SqliteCallStore
 
 CALL = "CA11111111111111111111111111111111"
 OTHER_CALL = "CA22222222222222222222222222222222"

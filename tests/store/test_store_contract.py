@@ -12,10 +12,13 @@ import pytest
 import trio
 
 from machines.decision import DecisionReason, DispatchDecision
-from orchestrator.store.sqlite_store import CallStore, CallStoreError, PassOutcome, SqliteCallStore
-from orchestrator.store.redis_store import RedisCallStore, mask_url_password, parse_redis_url
+from machines.policy import RouteKind
 from orchestrator.config.routing import ConfigError
+from orchestrator.store.interface import CallStore, CallStoreError
 from orchestrator.store.location import STORE_FILE, describe_store_location, open_call_store
+from orchestrator.store.records import PassOutcome
+from orchestrator.store.redis_store import RedisCallStore, mask_url_password, parse_redis_url
+from orchestrator.store.sqlite_store import SqliteCallStore
 from tests.redis_server import free_port, redis_server, redis_url, start_redis_server  # noqa: F401 (fixtures)
 
 CALL = "CA11111111111111111111111111111111"
@@ -30,10 +33,10 @@ RETENTION_S = 30 * 86400
 START = 1764000000.0
 
 BILLING = DispatchDecision(
-    route="billing_desk", route_kind="flex", reason=DecisionReason.ACCEPTED, intent="billing", confidence=0.9,
+    route="billing_desk", route_kind=RouteKind.FLEX, reason=DecisionReason.ACCEPTED, intent="billing", confidence=0.9,
     summary="Question about the last invoice", captured={"caller_name": "Ann"}, decided_after_s=3.2,
 )
-VOICEMAIL = DispatchDecision(route="voicemail", route_kind="voicemail", reason=DecisionReason.BUDGET_EXPIRED)
+VOICEMAIL = DispatchDecision(route="voicemail", route_kind=RouteKind.VOICEMAIL, reason=DecisionReason.BUDGET_EXPIRED)
 FLEX_OUTCOME = PassOutcome(
     outcome="flex", state_path=("greeting", "capture", "classify", "dispatch", "teardown", "ended"),
     notes=("handoff line played",), engine_seconds=7.5,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from orchestrator.replay.corpus import CorpusError, CorpusTurn, caller_text
 from orchestrator.studio.executions import read_studio_executions
+from tests.studio.menu_shapes import taxi_execution, taxi_flow
 
 
 def execution(
@@ -49,7 +50,7 @@ def path_steps(*widgets: str, events: list[str] | None = None) -> list[dict[str,
     events = events or ["incomingCall"] + ["next"] * (len(widgets) - 2)
     return [
         {"transitioned_from": source, "transitioned_to": target, "name": event}
-        for source, target, event in zip(widgets, widgets[1:], events)
+        for source, target, event in zip(widgets, widgets[1:], events, strict=False)
     ]
 
 
@@ -319,3 +320,47 @@ _JSON = st.recursive(
 def test_any_json_entries_become_calls_or_problems_never_a_traceback(tmp_path: Path, entries: list) -> None:
     corpus = read_studio_executions(write_json(tmp_path, entries))
     assert len(corpus.calls) + len(corpus.problems) == len(entries)
+
+
+def test_chained_splits_are_told_by_their_match_and_no_match_steps(tmp_path: Path) -> None:
+    # A Digits Split whose noMatch leads to a Speech Split: the second one is not the route.
+    steps = path_steps("Trigger", "gather_main", "split_digits", "split_speech", "flex_billing",
+                       events=["incomingCall", "speech", "noMatch", "match"])
+    [call] = read_studio_executions(write_json(tmp_path, [execution(steps=steps)])).calls
+    assert call.expected_route == "flex_billing"
+
+
+# --- Read against the flow the calls ran in --------------------------------------------------------
+
+def taxi_export(tmp_path: Path) -> tuple[Path, Path]:
+    flow = tmp_path / "taxi.json"
+    flow.write_text(json.dumps(taxi_flow()), encoding="utf-8")
+    calls = [taxi_execution("FN1", said="taxi"), taxi_execution("FN2", pressed="1"),
+             taxi_execution("FN3", said="payment"), taxi_execution("FN4", pressed="2")]
+    return write_json(tmp_path, calls), flow
+
+
+def test_with_the_flow_calls_get_the_imported_intent_and_the_answers_to_its_details(tmp_path: Path) -> None:
+    export, flow = taxi_export(tmp_path)
+    corpus = read_studio_executions(export, flow=flow)
+    assert corpus.problems == []
+    summary = [(c.expected_intent, c.expected_route, c.meta.get("flow_route"), [t.text for t in c.turns])
+               for c in corpus.calls]
+    details = ["Sam Jones", "12 High Street", "seven in the morning"]
+    assert summary == [
+        ("taxi", "said_taxi", "said_taxi", ["taxi", *details]),
+        ("taxi", "said_taxi", "pressed_taxi", ["1", *details]),
+        ("payment", "said_payment", "said_payment", ["payment"]),
+        ("payment", "said_payment", "pressed_payment", ["2"]),
+    ]
+    assert all(c.meta["gather"] == "main_menu" for c in corpus.calls)
+
+
+def test_a_flow_that_cannot_be_read_is_a_corpus_error(tmp_path: Path) -> None:
+    export = write_json(tmp_path, [execution()])
+    broken = tmp_path / "flow.json"
+    broken.write_text("{", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"flow\.json: not JSON"):
+        read_studio_executions(export, flow=broken)
+    with pytest.raises(CorpusError, match="flow file not found"):
+        read_studio_executions(export, flow=tmp_path / "missing.json")

@@ -46,8 +46,8 @@ from bridge.twilio.media_stream import (
     media_frame,
     parse_twilio_message,
 )
-from orchestrator.commands.call_report import render_call
 from bridge.twilio.mulaw import silence, tone
+from orchestrator.commands.call_report import render_call
 from orchestrator.testing.twilio_caller import (
     CallEnded,
     CallerOptions,
@@ -632,13 +632,13 @@ async def test_server_protocol_violations_are_recorded_and_the_call_carries_on()
         assert sid is not None
         websocket = stream.websocket
         await websocket.send_bytes(b"\x00\x01binary")
-        await websocket.send_text('{"event": "speak", "streamSid": "%s"}' % sid)
+        await websocket.send_text(f'{{"event": "speak", "streamSid": "{sid}"}}')
         await websocket.send_text(media_frame(sid, "not base64 !!"))
         await websocket.send_text(media_frame("MZ" + "f" * 32, base64.b64encode(silence(20)).decode()))
         await websocket.send_text("this is not json")
         wav_header = base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt ").decode()
         await websocket.send_text(media_frame(sid, wav_header))
-        await websocket.send_text('{"event": "mark", "streamSid": "%s", "mark": {}}' % sid)
+        await websocket.send_text(f'{{"event": "mark", "streamSid": "{sid}", "mark": {{}}}}')
         await stream.send_audio(tone(100), mark="still-here")
         await stream.wait_for_marks(1)
         await stream.close()

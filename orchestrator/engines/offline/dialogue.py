@@ -20,12 +20,11 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.replay.corpus import clean_transcript
-from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS
+from orchestrator.config import RoutingConfig
+from orchestrator.engines import PROPOSE_ROUTE, RECORD_DETAILS, SpokenLine
 from orchestrator.engines.offline.intent_model import IntentModel
-from orchestrator.config.routing import RoutingConfig
 from orchestrator.engines.offline.slot_extraction import extract_slots, field_question
-from orchestrator.engines.interface import SpokenLine
+from orchestrator.engines.offline.transcript import clean_transcript
 
 MAX_ASKS_PER_FIELD = 2
 MAX_SUMMARY_CHARS = 200

@@ -29,16 +29,14 @@ from pathlib import Path
 
 import trio
 
-from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
-from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
-from orchestrator.engines.offline.speech import SpeechStarted, UtteranceEnded
-from orchestrator.config.routing import ConfigError, RoutingConfig
-from orchestrator.engines.interface import (
+from orchestrator.config import ConfigError, RoutingConfig
+from orchestrator.engines import (
     AgentAudio,
     AgentTranscript,
     CallerSpeechStarted,
     CallerTranscript,
     EngineCall,
+    EngineCapabilities,
     EngineEvent,
     EngineProblem,
     EngineUnavailable,
@@ -47,6 +45,9 @@ from orchestrator.engines.interface import (
     SpokenLine,
     ToolCallReady,
 )
+from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
+from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
+from orchestrator.engines.offline.speech import SpeechStarted, UtteranceEnded
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class OfflineEngine:
         self._events_in, self._events_out = trio.open_memory_channel[EngineEvent](math.inf)
         # A turn: its audio, its text (text mode), or its audio already being transcribed.
         self._turns_in, self._turns_out = trio.open_memory_channel[bytes | str | _EarlyTranscript](MAX_QUEUED_TURNS)
+        self._caller_audio_in, self._caller_audio_out = trio.open_memory_channel[str](math.inf)  # caller payloads, base64
         self._detector = speech.detector_factory() if speech is not None else None
         self._responding = False
         self._idle = trio.Event()
@@ -163,30 +165,10 @@ class OfflineEngine:
 
     # ------------------------------------------------------------------ TriageEngine
 
-    def send_caller_audio_now(self, payload_b64: str) -> bool:
-        return False  # the voice detector's work belongs in the task, not the socket reactor
-
-    def play_audio_now(self, player: Callable[[AgentAudio], bool] | None) -> bool:
-        return False
-
-    async def send_caller_audio(self, payload_b64: str) -> None:
+    def send_caller_audio(self, payload_b64: str) -> None:
         if self._detector is None or self._closed:
             return
-        try:
-            audio = base64.b64decode(payload_b64, validate=False)
-        except ValueError:
-            return
-        detector = self._detector
-        for event in detector.feed(audio):
-            self._on_voice_event(event)
-        silence_ms = detector.trailing_silence_ms
-        if silence_ms == 0:
-            self._early = None  # voice again (or no turn): an early transcript would be of other audio
-        elif silence_ms >= TRANSCRIBE_EARLY_AFTER_MS and self._early is None and self._nursery is not None:
-            turn = detector.utterance_if_it_ended_now()
-            if turn:
-                self._early = _EarlyTranscript(turn, trio.Event())
-                self._nursery.start_soon(self._transcribe_early, self._early)
+        self._caller_audio_in.send_nowait(payload_b64)  # heard by _listen: voice detection is no work for a reactor
 
     async def send_caller_text(self, text: str) -> None:
         """A caller turn as text (text mode: eval and tests)."""
@@ -219,9 +201,12 @@ class OfflineEngine:
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         self.truncations.append((item_id, audio_end_ms))
 
-    async def events(self) -> AsyncIterator[EngineEvent]:
+    async def events(self, on_agent_audio: Callable[[AgentAudio], None] | None = None) -> AsyncIterator[EngineEvent]:
         async for event in self._events_out:
-            yield event
+            if on_agent_audio is not None and isinstance(event, AgentAudio):
+                on_agent_audio(event)
+            else:
+                yield event
 
     # ------------------------------------------------------------------ inside
 
@@ -286,6 +271,27 @@ class OfflineEngine:
         synthesize = self.speech.synthesizer.synthesize  # type: ignore[attr-defined]
         return await trio.to_thread.run_sync(synthesize, text, limiter=slots, abandon_on_cancel=True)
 
+    async def _listen(self) -> None:
+        """The caller's audio in order: voice detection, and a transcript started early in a pause."""
+        detector = self._detector
+        assert detector is not None
+        async with self._caller_audio_out:
+            async for payload_b64 in self._caller_audio_out:
+                try:
+                    audio = base64.b64decode(payload_b64, validate=False)
+                except ValueError:
+                    continue
+                for event in detector.feed(audio):
+                    self._on_voice_event(event)
+                silence_ms = detector.trailing_silence_ms
+                if silence_ms == 0:
+                    self._early = None  # voice again (or no turn): an early transcript would be of other audio
+                elif silence_ms >= TRANSCRIBE_EARLY_AFTER_MS and self._early is None and self._nursery is not None:
+                    turn = detector.utterance_if_it_ended_now()
+                    if turn:
+                        self._early = _EarlyTranscript(turn, trio.Event())
+                        self._nursery.start_soon(self._transcribe_early, self._early)
+
     async def _transcribe(self, audio: bytes) -> str:
         assert self.speech is not None
         slots, _ = self.speech.limits()
@@ -336,19 +342,23 @@ class OfflineEngine:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._converse)
+            if self._detector is not None:
+                nursery.start_soon(self._listen)
             task_status.started()
 
     def _close(self) -> None:
         self._closed = True
         self._events_in.close()
         self._turns_in.close()
+        self._caller_audio_in.close()
 
 
 class OfflineConnector:
     """Opens one `OfflineEngine` per call. Refuses live calls in text mode (no speech extra)."""
 
     name = "offline"
-    languages = ("en",)  # Whisper tiny.en, an English voice, English slot extraction
+    # Whisper tiny.en, an English voice, English slot extraction; text mode for replays.
+    capabilities = EngineCapabilities(languages=("en",), text_input=True)
 
     def __init__(
         self,

@@ -33,8 +33,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.replay.corpus import CorpusCall, caller_text, clean_transcript
-from orchestrator.config.routing import RoutingConfig
+from orchestrator.config import RoutingConfig
+from orchestrator.engines.offline.transcript import clean_transcript
 
 MODEL_FORMAT = "ai-front-desk/intent-model"
 MODEL_VERSION = 1
@@ -236,6 +236,15 @@ def _round(values: np.ndarray) -> np.ndarray:
 # --- Training texts --------------------------------------------------------------------------------
 
 
+class LabelledCall(NamedTuple):
+    """A past call as plain text: what the caller said first, the intent the call had (None: not known),
+    and what the agent said before the caller's first word (trained as intent-neutral)."""
+
+    caller_text: str
+    intent: str | None
+    agent_opening: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class _Sample:
     terms: _Terms
@@ -249,9 +258,7 @@ def _description_phrases(description: str) -> list[str]:
     return [phrase for phrase in phrases if _TOKEN.search(phrase)]
 
 
-def _training_samples(
-    config: RoutingConfig, calls: Sequence[CorpusCall], use_asr: bool, within_ms: int
-) -> tuple[list[_Sample], int]:
+def _training_samples(config: RoutingConfig, calls: Sequence[LabelledCall]) -> tuple[list[_Sample], int]:
     index = {intent.name: i for i, intent in enumerate(config.intents)}
     samples = [
         _Sample(_terms(example), index[intent.name], EXAMPLE_WEIGHT, "example")
@@ -269,25 +276,12 @@ def _training_samples(
     ]
     skipped = 0
     for call in calls:
-        text = caller_text(call, within_ms=within_ms, use_asr=use_asr)
-        if call.expected_intent not in index or not _TOKEN.search(text):
+        if call.intent not in index or not _TOKEN.search(call.caller_text):
             skipped += 1
             continue
-        samples.append(_Sample(_terms(text), index[call.expected_intent], CALL_WEIGHT, "call"))
-        samples += [_Sample(_terms(line), None, NEUTRAL_WEIGHT, "neutral") for line in _agent_opening(call, use_asr)]
+        samples.append(_Sample(_terms(call.caller_text), index[call.intent], CALL_WEIGHT, "call"))
+        samples += [_Sample(_terms(line), None, NEUTRAL_WEIGHT, "neutral") for line in call.agent_opening]
     return samples, skipped
-
-
-def _agent_opening(call: CorpusCall, use_asr: bool) -> list[str]:
-    """What the agent said before the caller's first word: by construction it says nothing of the intent."""
-    lines = []
-    for turn in call.turns:
-        if turn.role != "agent":
-            break
-        text = clean_transcript((turn.asr if use_asr else turn.text) or "")
-        if text:
-            lines.append(text)
-    return lines
 
 
 def _stratified_folds(labels: Sequence[int], folds: int) -> list[int]:
@@ -326,19 +320,12 @@ class IntentModel:
     # -- fitting
 
     @classmethod
-    def fit(
-        cls,
-        config: RoutingConfig,
-        calls: Sequence[CorpusCall] = (),
-        *,
-        use_asr: bool = False,
-        within_ms: int = 30_000,
-    ) -> IntentModel:
+    def fit(cls, config: RoutingConfig, calls: Sequence[LabelledCall] = ()) -> IntentModel:
         """Fit on the config's intents (examples, descriptions) and the labelled calls among `calls`."""
         intents = [intent.name for intent in config.intents]
         if len(intents) < 2:
             raise IntentModelError(f"an intent model needs at least two intents (the config has {len(intents)})")
-        samples, skipped = _training_samples(config, calls, use_asr, within_ms)
+        samples, skipped = _training_samples(config, calls)
 
         calibration, held_out = cls._calibration_plan(samples)
         logits, labels = [], []

@@ -3,7 +3,7 @@
 The offline triage engine hears one utterance at a time (speech recognition or typed text) and
 must fill the routing config's captured fields. `extract_slots` returns canonical values (phone
 E.164, a normalised email address, a date as YYYY-MM-DD, a choice spelled exactly as configured,
-a title-cased name), the same forms `call_tools` accepts from the Realtime engine, and only for
+a title-cased name), the same forms `engines/tools.py` accepts from the Realtime engine, and only for
 fields it is confident about: an ambiguous utterance (two numbers, two dates, two choices) yields
 nothing for that field, so the engine asks again. `field_question` words the question for a field.
 
@@ -21,8 +21,8 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from text_to_num import alpha2digit
 
-from orchestrator.engines.tools import MAX_VALUE_LENGTH
-from orchestrator.config.routing import CapturedField
+from orchestrator.config import CapturedField
+from orchestrator.engines import MAX_VALUE_LENGTH
 
 MAX_INPUT_CHARACTERS = 1_000  # bounds the work spent on one utterance; a spoken turn is far shorter
 MAX_NAME_WORDS = 3

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.twilio.mulaw import MULAW_BYTES_PER_MS, MULAW_RATE
+from bridge.twilio import MULAW_BYTES_PER_MS, MULAW_RATE
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # µ-law codec, as in caller_audio (stdlib until 3.13)
+    import audioop  # µ-law codec, as in `bridge/twilio/mulaw.py` (stdlib until 3.13)
 
 if TYPE_CHECKING:
     import numpy as np

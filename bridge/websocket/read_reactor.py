@@ -1,0 +1,127 @@
+"""One edge-triggered epoll for every plain socket's reads in a Trio run.
+
+A socket is registered once; Trio's own `wait_readable` re-arms a one-shot registration (an `epoll_ctl`) on
+every wait, which is a sixth of the cost of a message (`benchmarks/websocket_stacks/README.md`, variant h).
+The reactor's task waits on the epoll's fd and wakes the tasks whose sockets became readable, or, when a
+socket has a fast path installed, calls it instead (`connection.WebSocket.take_messages`).
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Callable
+
+import outcome
+import trio
+
+__all__ = ["ReadReactor", "read_reactor"]
+
+HANG_UP_FLAGS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if hasattr(select, "epoll") else 0
+_READ_REACTOR: trio.lowlevel.RunVar[ReadReactor] = trio.lowlevel.RunVar("websocket_read_reactor")
+
+
+class ReadReactor:
+    """Wakes the task that waits for a socket's data, or calls the socket's fast path instead."""
+
+    _BATCH = 512
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._waiting: dict[int, trio.lowlevel.Task] = {}
+        # Sockets with an edge since their task last looked: data may wait (or a spurious wake, harmless).
+        self._ready: set[int] = set()
+        # Sockets the peer closed or reset: readable for good. A read returns the data before the end of
+        # the stream, and no new edge comes for the end that is still pending, so it must not be waited for.
+        self._hung_up: set[int] = set()
+        # Called when a socket whose task waits becomes readable; True: handled, the task keeps waiting.
+        self._fast_paths: dict[int, Callable[[], bool]] = {}
+
+    def set_fast_path(self, fd: int, on_readable: Callable[[], bool] | None) -> None:
+        if on_readable is None:
+            self._fast_paths.pop(fd, None)
+        else:
+            self._fast_paths[fd] = on_readable
+
+    def register(self, fd: int) -> None:
+        flags = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+        try:
+            self._epoll.register(fd, flags)
+        except FileExistsError:  # a closed socket's number, reused before epoll dropped it
+            self._epoll.modify(fd, flags)
+        self._ready.add(fd)
+
+    def hung_up(self, fd: int) -> bool:
+        return fd in self._hung_up
+
+    def unregister(self, fd: int) -> None:
+        """Before the socket closes (its number may be reused at once); its waiting task gets
+        ClosedResourceError, as `trio.lowlevel.notify_closing` would give it."""
+        self._ready.discard(fd)
+        self._hung_up.discard(fd)
+        self._fast_paths.pop(fd, None)
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        task = self._waiting.pop(fd, None)
+        if task is not None:
+            trio.lowlevel.reschedule(task, outcome.Error(trio.ClosedResourceError("the socket was closed")))
+
+    async def wait_readable(self, fd: int) -> None:
+        ready = self._ready
+        if fd in self._hung_up:
+            await trio.lowlevel.checkpoint()
+            return
+        if fd in ready:
+            await trio.lowlevel.checkpoint()
+            ready.discard(fd)  # after the checkpoint: the read that follows sees any data that came meanwhile
+            return
+        waiting = self._waiting
+        waiting[fd] = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            waiting.pop(fd, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def run(self) -> None:
+        epoll, waiting, ready, fast_paths = self._epoll, self._waiting, self._ready, self._fast_paths
+        hung_up = self._hung_up
+        reschedule = trio.lowlevel.reschedule
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll.fileno())
+                while True:
+                    events = epoll.poll(0, self._BATCH)
+                    for fd, flags in events:
+                        if flags & HANG_UP_FLAGS:
+                            hung_up.add(fd)
+                        task = waiting.get(fd)
+                        if task is None:
+                            ready.add(fd)
+                            continue
+                        on_readable = fast_paths.get(fd)
+                        if on_readable is not None and on_readable():
+                            continue
+                        # The fast path may have closed the socket (and woken the task) already.
+                        if waiting.get(fd) is task:
+                            del waiting[fd]
+                            reschedule(task)
+                    if len(events) < self._BATCH:
+                        break
+        finally:
+            epoll.close()
+
+
+def read_reactor() -> ReadReactor | None:
+    """This run's reactor, started on first use; None where there is no epoll (Trio's waits then)."""
+    if not hasattr(select, "epoll"):
+        return None
+    try:
+        return _READ_REACTOR.get()
+    except LookupError:
+        reactor = ReadReactor()
+        trio.lowlevel.spawn_system_task(reactor.run, name="websocket read reactor")
+        _READ_REACTOR.set(reactor)
+        return reactor

@@ -1,0 +1,86 @@
+"""Reading calls back, and the server's own health.
+
+    GET  /calls/{sid}/handoff the decision for a Studio flow started fresh (signed, or a bearer token)
+    GET  /calls/{sid}         the call's record: passes, state paths, decisions (signed)
+    GET  /healthz, /metrics
+"""
+from __future__ import annotations
+
+import secrets
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge.twilio import SIGNATURE_HEADER
+from orchestrator.server.responses import forbidden
+from orchestrator.server.state import ServerState
+from orchestrator.store import decision_to_json
+from orchestrator.telemetry import METRICS_CONTENT_TYPE
+
+
+def record_routes(state: ServerState) -> list[Route]:
+    endpoints = RecordEndpoints(state)
+    return [
+        Route("/calls/{call_sid}/handoff", endpoints.call_handoff, methods=["GET"]),
+        Route("/calls/{call_sid}", endpoints.call_record, methods=["GET"]),
+        Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
+    ]
+
+
+class RecordEndpoints:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def _signed_get(self, request: Request) -> bool:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        return self.state.signature.check_webhook(request.url.path, request.url.query, {}, signature)
+
+    def _bearer_ok(self, request: Request) -> bool:
+        token = self.state.handoff_token
+        given = request.headers.get("authorization", "")
+        return bool(token) and given.startswith("Bearer ") and secrets.compare_digest(given[7:], token)
+
+    async def call_handoff(self, request: Request) -> Response:
+        if not (self._bearer_ok(request) or self._signed_get(request)):
+            self.state.metrics.signature_failures.labels("call_handoff").inc()
+            return forbidden()
+        record = await self.state.store.call_record(request.path_params["call_sid"])
+        decided = [p for p in (record.passes if record else ()) if p.decision is not None]
+        if not decided:
+            return JSONResponse({"error": "no handoff for this call"}, status_code=404)
+        latest = decided[-1]
+        body = {
+            "call_sid": record.call_sid,
+            "pass": latest.triage_pass.number,
+            "arm": latest.triage_pass.arm,
+            **decision_to_json(latest.decision),
+        }
+        return JSONResponse(body)
+
+    async def call_record(self, request: Request) -> Response:
+        if not self._signed_get(request):
+            self.state.metrics.signature_failures.labels("call_record").inc()
+            return forbidden()
+        record = await self.state.store.call_record(request.path_params["call_sid"])
+        if record is None:
+            return JSONResponse({"error": "unknown call"}, status_code=404)
+        return Response(orjson.dumps(record.to_json()), media_type="application/json")
+
+    async def healthz(self, request: Request) -> Response:
+        state = self.state
+        return JSONResponse(
+            {
+                "status": "shutting_down" if state.shutting_down.is_set() else "ok",
+                "engine": state.connector.name,
+                "failover": state.failover.name if state.failover else None,
+                "engines": sorted({state.connector.name, *state.engines}),
+                "active_calls": len(state.sessions),
+                "signature_check": state.signature.enabled,
+            }
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)

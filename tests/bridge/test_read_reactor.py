@@ -1,0 +1,174 @@
+"""The run's read reactor (`bridge.websocket.read_reactor`): readiness kept across cancelled waits,
+reused socket numbers, sockets closed under a parked receiver, many sockets at once."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from bridge.websocket.connection import WebSocket, connect_websocket
+from tests.bridge.websocket_peers import (
+    OP_TEXT,
+    TIMEOUT_S,
+    RawPeer,
+    frame_bytes,
+    open_raw_client,
+    start_our_server,
+    start_raw_server,
+    start_trio_websocket_echo_server,
+    upgrade_request,
+)
+
+
+async def test_a_receive_cancelled_while_parked_loses_nothing_that_arrives_later():
+    """A cancelled wait must leave the socket's readiness intact: the next receive gets the message."""
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url = await start_trio_websocket_echo_server(nursery)
+            websocket = await connect_websocket(url, max_message_bytes=1000)
+            for round_number in range(3):
+                with trio.move_on_after(0.05) as waited:
+                    await websocket.receive()  # nothing comes: parked on the reactor, then cancelled
+                assert waited.cancelled_caught
+                await websocket.send_text(f"after a cancelled wait {round_number}")
+                if round_number % 2:
+                    await trio.sleep(0.05)  # the echo arrives while nobody waits: it must wake no one
+                assert await websocket.receive() == f"after a cancelled wait {round_number}"
+            await websocket.close()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_socket_number_reused_right_after_a_close_gets_its_own_messages():
+    """The reactor keys sockets by number: a closed socket's number, reused at once, must not inherit its
+    waiter or lose its own readiness."""
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url = await start_trio_websocket_echo_server(nursery)
+            numbers = set()
+            for index in range(20):
+                websocket = await connect_websocket(url, max_message_bytes=1000)
+                numbers.add(websocket._io._fd)
+                waiter_ended = trio.Event()
+
+                async def parked_receiver(websocket: WebSocket = websocket, ended: trio.Event = waiter_ended) -> None:
+                    assert await websocket.receive() is None  # woken by the close, not left hanging
+                    ended.set()
+
+                nursery.start_soon(parked_receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                await websocket.close()
+                await waiter_ended.wait()
+                successor = await connect_websocket(url, max_message_bytes=1000)
+                await successor.send_text(f"message {index}")
+                assert await successor.receive() == f"message {index}"
+                await successor.close()
+            assert len(numbers) < 20  # numbers were reused, so the case was exercised
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_receiver_parked_when_the_socket_closes_under_it_gets_none():
+    """close() gives up on a peer that never answers its close frame and closes the socket: the task
+    parked in receive() on the reactor must be woken, not left waiting on a closed number."""
+
+    async def silent_server(peer: RawPeer) -> None:
+        await peer.accept_upgrade()
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url, _finished = await start_raw_server(nursery, silent_server)
+            websocket = await connect_websocket(url, max_message_bytes=1000)
+            received: list[object] = []
+
+            async def parked_receiver() -> None:
+                received.append(await websocket.receive())
+
+            nursery.start_soon(parked_receiver)
+            await trio.testing.wait_all_tasks_blocked()
+            await websocket.close()  # CLOSE_TIMEOUT_S without an answer, then the socket is closed
+            with trio.fail_after(1):
+                while not received:
+                    await trio.sleep(0.01)
+            assert received == [None]
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+async def test_an_end_of_stream_that_came_with_the_last_message_is_not_waited_for(fast_path: bool):
+    """The peer's last message and its FIN arrive together: one edge. The read returns the message only;
+    the end of the stream must still be seen, though no new edge will come for it (by the receiving
+    task, or by the fast path, which otherwise stops after a short read)."""
+    go: list[trio.Event] = []
+
+    async def message_then_fin(peer: RawPeer) -> None:
+        await peer.accept_upgrade()
+        go.append(trio.Event())
+        await go[-1].wait()
+        # Both in one step of this task, so the client's reactor sees them as one edge.
+        raw = peer.stream.socket._sock  # the stdlib socket under trio's: a send that does not yield
+        raw.send(frame_bytes(OP_TEXT, b"last words"))
+        raw.shutdown(socket.SHUT_WR)
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            url, _finished = await start_raw_server(nursery, message_then_fin)
+            for _ in range(3):
+                websocket = await connect_websocket(url, max_message_bytes=1000)
+                await trio.testing.wait_all_tasks_blocked()
+                by_handler: list[str | bytes] = []
+                received: list[object] = []
+                if fast_path:
+                    websocket.take_messages(lambda message, by_handler=by_handler: by_handler.append(message) is None)
+
+                    async def receiver(websocket: WebSocket = websocket, received: list = received) -> None:
+                        received.append(await websocket.receive())
+
+                    nursery.start_soon(receiver)
+                    await trio.testing.wait_all_tasks_blocked()  # parked on the reactor
+                    go[-1].set()
+                    with trio.fail_after(1):
+                        while not received:
+                            await trio.sleep(0.01)
+                    assert (by_handler, received) == (["last words"], [None])
+                else:
+                    go[-1].set()
+                    await trio.sleep(0.05)  # both are in the kernel before the first read
+                    assert await websocket.receive() == "last words"
+                    with trio.fail_after(1):
+                        assert await websocket.receive() is None
+                assert websocket.closed == (1006, "")
+                await websocket.close()
+            nursery.cancel_scope.cancel()
+
+
+async def test_many_sockets_ready_at_once_are_all_served():
+    """More sockets than one epoll batch (512) become readable together; every one gets its message."""
+    count = 600
+    received = []
+
+    async def on_websocket(websocket: WebSocket) -> None:
+        received.append(await websocket.receive())
+        await websocket.send_text("done")
+
+    with trio.fail_after(4 * TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await start_our_server(nursery, on_websocket)
+            clients = []
+            for _ in range(count):
+                peer = await open_raw_client(port)
+                await peer.send(upgrade_request())
+                await peer.read_until(b"\r\n\r\n")
+                clients.append(peer)
+            await trio.testing.wait_all_tasks_blocked()
+            for index, peer in enumerate(clients):
+                await peer.send(frame_bytes(OP_TEXT, f"hello {index}".encode(), mask=True))
+            for peer in clients:
+                fin, opcode, _masked, payload = await peer.read_frame()
+                assert (fin, opcode, payload) == (True, OP_TEXT, b"done")
+                await peer.stream.aclose()
+            assert sorted(received) == sorted(f"hello {index}" for index in range(count))
+            nursery.cancel_scope.cancel()
