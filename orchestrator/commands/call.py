@@ -3,10 +3,14 @@
 The caller is the same simulated Twilio caller the tests use: it fetches the TwiML with a valid
 signature, opens the Media Stream, talks (caller lines or a WAV file), echoes marks and honours
 `clear` like Twilio, follows the action URL, and then reads the call's record back from the server.
+With the speech extra it also listens: the agent's lines, as the caller heard them, are in the transcript.
+`--persona FILE` plays a persona instead (`orchestrator.testing.persona_caller`): a caller that converses,
+answering what the agent asks, and the report ends with the persona's verdict.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shutil
 import subprocess
@@ -19,21 +23,29 @@ import httpx
 import trio
 
 from bridge.twilio import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
-from orchestrator.commands.call_report import render_call
+from orchestrator.commands.call_report import render_call, render_verdict
 from orchestrator.config import DEV_AUTH_TOKEN_FILE, ConfigError
 from orchestrator.testing import (
+    AgentListener,
     CallerOptions,
     CallerStep,
+    CallResult,
+    PersonaCall,
+    PersonaCaller,
+    PersonaError,
     Say,
     SimulatedCaller,
     WaitForAgent,
     fetch_call_record,
+    judge,
+    load_persona,
 )
 
 if TYPE_CHECKING:
-    from orchestrator.engines.offline import SpeechSynthesizer
+    from orchestrator.engines.offline import SpeechRecognizer, SpeechSynthesizer
 
 MS_PER_CHARACTER = 70  # a tone this long per character when no text-to-speech is installed
+DEFAULT_CALLER = "+14155550100"
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,10 +54,12 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--say", action="append", metavar="LINE", help="a caller line (repeat for several turns)")
     what.add_argument("--script", type=Path, help="a text file with one caller line per line")
     what.add_argument("--wav", type=Path, help="a WAV file of the caller (any rate; sent as 8 kHz µ-law)")
+    what.add_argument("--persona", type=Path, metavar="FILE",
+                      help="a persona (TOML, e.g. benchmarks/outcomes/*.toml): a caller who listens and answers")
     parser.add_argument("--auth-token", help="Twilio auth token to sign with (default: $TWILIO_AUTH_TOKEN, "
                         "else the server's development token in --data-dir)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ORCHESTRATOR_DATA_DIR", "var")))
-    parser.add_argument("--from", dest="caller", default="+14155550100", help="caller ID (default: %(default)s)")
+    parser.add_argument("--from", dest="caller", help=f"caller ID (default: the persona's, else {DEFAULT_CALLER})")
     parser.add_argument("--to", dest="called", default="+14155550199")
     parser.add_argument("--call-sid", help="reuse a CallSid (e.g. to play a call coming back from Studio)")
     parser.add_argument("--entry", metavar="FLOW_SID/NODE", help="the Studio node that sends the call to us")
@@ -76,6 +90,18 @@ def speech_for(line: str, synthesizer: SpeechSynthesizer | None) -> tuple[bytes,
             if done.returncode == 0 and wav.is_file():
                 return wav_to_mulaw(wav), "espeak-ng"
     return tone(max(400, MS_PER_CHARACTER * len(line)), hz=220.0), "tone"
+
+
+def offline_ears() -> SpeechRecognizer | None:
+    """The offline engine's recogniser when the speech extra is installed: the caller's ears."""
+    from orchestrator.engines.offline import SpeechRecognizer, SpeechUnavailable, speech_support
+
+    if not speech_support().stt:
+        return None
+    try:
+        return SpeechRecognizer.load(threads=1)
+    except SpeechUnavailable:
+        return None
 
 
 def build_steps(args: argparse.Namespace) -> tuple[list[CallerStep], str]:
@@ -126,44 +152,97 @@ def check_engine_offered(base_url: str, engine: str) -> None:
         raise ConfigError(base_url, None, f"cannot read /healthz ({error})") from None
     offered = health.get("engines") or [health.get("engine")]
     if engine not in offered:
-        raise ConfigError(base_url, None, f"the server has no {engine!r} engine (it has: {', '.join(map(str, offered))})")
+        raise ConfigError(
+            base_url, None, f"the server has no {engine!r} engine (it has: {', '.join(map(str, offered))})"
+        )
+
+
+def caller_options(args: argparse.Namespace, caller_id: str) -> CallerOptions:
+    return CallerOptions(
+        base_url=args.url,
+        auth_token=auth_token(args),
+        incoming_query=incoming_query(args.entry, args.engine),
+        call_sid=args.call_sid,
+        caller=args.caller or caller_id,
+        called=args.called,
+        speed=args.speed,
+        max_call_s=args.timeout,
+    )
+
+
+async def read_record(args: argparse.Namespace, result: CallResult, token: str) -> dict | None:
+    if result.webhook_status != 200:
+        return None
+    try:
+        return await fetch_call_record(args.url, result.call_sid, token)
+    except Exception as error:  # the call itself is what matters; say why the record is missing
+        print(f"note: could not read the call record: {error}")
+        return None
 
 
 def run_call(args: argparse.Namespace) -> int:
+    if args.persona is not None:
+        return run_persona_call(args)
     try:
         steps, voice = build_steps(args)
     except CallerAudioError as error:
         raise ConfigError(str(args.wav), None, str(error)) from None
     if args.engine:
         check_engine_offered(args.url, args.engine)
-    options = CallerOptions(
-        base_url=args.url,
-        auth_token=auth_token(args),
-        incoming_query=incoming_query(args.entry, args.engine),
-        call_sid=args.call_sid,
-        caller=args.caller,
-        called=args.called,
-        speed=args.speed,
-        max_call_s=args.timeout,
-    )
+    options = caller_options(args, DEFAULT_CALLER)
     if voice == "tone":
         print("note: no espeak-ng installed, so caller lines are sent as tones of their length "
               "(an engine that listens hears no words)")
     caller = SimulatedCaller(options, steps)
+    recognizer = offline_ears()
+    listener = AgentListener(caller, recognizer.transcribe, speed=args.speed) if recognizer is not None else None
 
-    async def call() -> tuple[object, dict | None, bytes]:
-        result = await caller.run()
-        heard = caller.heard_audio  # read on the call's clock, which exists only inside trio.run
-        record = None
-        if result.webhook_status == 200:
-            try:
-                record = await fetch_call_record(args.url, result.call_sid, options.auth_token)
-            except Exception as error:  # the call itself is what matters; say why the record is missing
-                print(f"note: could not read the call record: {error}")
-        return result, record, heard
+    async def call() -> tuple[CallResult, dict | None, bytes]:
+        async with trio.open_nursery() as nursery:
+            if listener is not None:
+                nursery.start_soon(listener.listen)
+            result = await caller.run()
+        return result, await read_record(args, result, options.auth_token), caller.heard_audio
 
     result, record, heard = trio.run(call)
-    print(render_call(result, record))
+    conversation = None
+    if listener is not None:
+        heard_lines = [(line.started_at, f"agent: {line.text or '(no words heard)'}") for line in listener.lines]
+        conversation = [*result.transcript, *heard_lines]
+    print(render_call(result, record, conversation))
+    return finish(args, result, heard, options)
+
+
+def run_persona_call(args: argparse.Namespace) -> int:
+    try:
+        persona = load_persona(args.persona)
+    except PersonaError as error:
+        raise ConfigError(str(args.persona), None, str(error).removeprefix(f"{args.persona}: ")) from None
+    from orchestrator.composition import offline_voice
+
+    voice, recognizer = offline_voice(), offline_ears()
+    if voice is None or recognizer is None:
+        raise ConfigError(str(args.persona), None, "a persona speaks and listens: install the speech extra "
+                          "(pip install -e '.[speech]')")
+    if args.engine:
+        check_engine_offered(args.url, args.engine)
+    options = caller_options(args, persona.caller.caller_id)
+    caller = PersonaCaller(persona, options, voice=voice, transcribe=recognizer.transcribe)
+
+    async def call() -> tuple[PersonaCall, dict | None, bytes]:
+        played = await caller.run()
+        return played, await read_record(args, played.result, options.auth_token), caller.caller.heard_audio
+
+    played, record, heard = trio.run(call)
+    conversation = [(at, f"{who}: {words or '(no words heard)'}") for at, who, words in played.conversation()]
+    print(render_call(played.result, record, conversation))
+    if played.result.webhook_status == 200:
+        verdict = judge(persona, record, questions=played.questions, today=datetime.date.today())
+        print(render_verdict(verdict))
+    return finish(args, played.result, heard, options)
+
+
+def finish(args: argparse.Namespace, result: CallResult, heard: bytes, options: CallerOptions) -> int:
     if args.save_heard is not None:
         mulaw_to_wav(heard, args.save_heard)
         print(f"saved what the caller heard to {args.save_heard}")

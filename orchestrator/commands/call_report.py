@@ -1,35 +1,40 @@
 """The plain-text report the `orchestrator call` command prints after a simulated call. No network.
 
 `render_call(result, record)` puts together what the simulated caller saw (`CallResult`) and what the
-server says it decided (`record`, the JSON of GET /calls/{sid}): the caller's transcript, each pass's
-state path and decision, the captured data, protocol violations and the final TwiML, indented.
-The record comes over the wire, so every field is read defensively: a missing or odd value prints as
-"-" instead of failing the report.
+server says it decided (`record`, the JSON of GET /calls/{sid}): the transcript (the caller's lines, and
+the agent's as the caller heard them when `conversation` is given), each pass's state path and decision,
+the captured data, protocol violations and the final TwiML, indented. `render_verdict` adds a persona's
+verdict. The record comes over the wire, so every field is read defensively: a missing or odd value prints
+as "-" instead of failing the report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.etree import ElementTree
 
-from orchestrator.testing import CallResult
+from orchestrator.testing import CallResult, Verdict
 
-__all__ = ["render_call"]
+__all__ = ["render_call", "render_verdict"]
 
 ARROW = " → "
 INDENT = "  "
 
 
-def render_call(result: CallResult, record: dict | None) -> str:
-    """The report as plain text (no colour codes), one trailing newline."""
+def render_call(
+    result: CallResult, record: dict | None, conversation: Sequence[tuple[float, str]] | None = None
+) -> str:
+    """The report as plain text (no colour codes), one trailing newline. `conversation` is both sides,
+    (time, "agent: words" | "caller: words"), instead of the caller's lines alone."""
     origin = result.media_opened_at if result.media_opened_at is not None else _first_time(result)
     lines = [f"Call {result.call_sid}", *_call_lines(result, origin), ""]
+    said = sorted(result.transcript if conversation is None else conversation, key=lambda entry: entry[0])
     lines.append("Transcript")
-    if result.transcript:
-        lines += [f"{INDENT}{_seconds(at - origin):>7}  {line}" for at, line in result.transcript]
+    if said:
+        lines += [f"{INDENT}{_seconds(at - origin):>7}  {line}" for at, line in said]
     else:
-        lines.append(f"{INDENT}(the caller said nothing)")
+        lines.append(INDENT + ("(the caller said nothing)" if conversation is None else "(nobody said anything)"))
     lines += ["", *_record_lines(record), ""]
     if result.violations:
         lines.append(f"Protocol violations ({len(result.violations)})")
@@ -43,6 +48,25 @@ def render_call(result: CallResult, record: dict | None) -> str:
         lines += [INDENT + line for line in _pretty_twiml(result.final_twiml).splitlines()]
     else:
         lines.append(f"{INDENT}(none)")
+    return "\n".join(lines) + "\n"
+
+
+def render_verdict(verdict: Verdict) -> str:
+    """A persona's verdict: the route against the expected one, each expected field, time and questions."""
+    right = "right" if verdict.route_right else "WRONG"
+    lines = [
+        f"Verdict (persona {verdict.persona})",
+        f"{INDENT}route: {verdict.route or '(no decision)'}, expected {verdict.expected_route}: {right}"
+        f" (reason {_text(verdict.reason)}, intent {_text(verdict.intent)})",
+        f"{INDENT}time to decision: {_number(verdict.decided_after_s)} s",
+        f"{INDENT}questions asked: {verdict.questions}",
+    ]
+    if verdict.urgent:
+        lines.append(f"{INDENT}urgent: yes{', ended in VOICEMAIL' if verdict.urgent_in_voicemail else ''}")
+    for field in verdict.fields:
+        captured = "(not captured)" if field.captured is None else repr(field.captured)
+        expected = " or ".join(repr(value) for value in field.expected)
+        lines.append(f"{INDENT}{field.field}: {captured}, expected {expected}: {'right' if field.right else 'WRONG'}")
     return "\n".join(lines) + "\n"
 
 

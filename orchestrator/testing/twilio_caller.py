@@ -27,7 +27,9 @@ programming errors raise. Every time recorded is `trio.current_time()`, so tests
 with times recorded by the server and the fake Realtime server in the same process.
 
 Besides `run()`'s CallResult, a running caller shows `state`, `result` (so far), `sent` and `received`
-(every stream message, timed), `heard_audio` (what the phone played) and takes `hang_up()`.
+(every stream message, timed), `heard_audio` (what the phone played; `played_bytes` and
+`heard_audio_since` follow it as it plays) and takes `hang_up()`. A `Decide` step lets the caller choose
+what to do next from what it heard (a conversing caller), while silence keeps flowing.
 
 Where this double is more lenient than Twilio: `ws://` Stream URLs are accepted (Twilio takes
 `wss://` only) so tests can run without TLS.
@@ -41,7 +43,7 @@ import math
 import ssl
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -79,6 +81,7 @@ __all__ = [
     "CallerOptions",
     "CallerStep",
     "CallerViolation",
+    "Decide",
     "HangUp",
     "MarkEcho",
     "PressDigit",
@@ -177,8 +180,17 @@ class PressDigit:
             raise ValueError(f"PressDigit.digit must be one of 0-9, * or #, got {self.digit!r}")
 
 
-CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit
-_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit)
+@dataclass(frozen=True)
+class Decide:
+    """The caller makes up their mind: `choose()` runs while silence frames keep flowing, and the steps
+    it returns are played next (before the rest of the script). A conversing caller is a script of one
+    `Decide` whose choices end with another `Decide`."""
+
+    choose: Callable[[], Awaitable[Sequence[CallerStep]]]
+
+
+CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit | Decide
+_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit, Decide)
 
 
 @dataclass
@@ -392,6 +404,9 @@ class _Playback:
     def heard(self, now: float) -> bytes:
         return bytes(self._audio[: self.played_bytes(now)])
 
+    def heard_since(self, start: int, now: float) -> bytes:
+        return bytes(self._audio[max(0, start) : self.played_bytes(now)])
+
 
 # --------------------------------------------------------------------------- the caller
 
@@ -502,6 +517,16 @@ class SimulatedCaller:
     def heard_audio(self) -> bytes:
         """The µ-law audio the caller's phone has played so far (for `mulaw_to_wav`)."""
         return self._playback.heard(trio.current_time())
+
+    @property
+    def played_bytes(self) -> int:
+        """How much agent audio (µ-law bytes) the phone has played so far; it only grows."""
+        return self._playback.played_bytes(trio.current_time())
+
+    def heard_audio_since(self, played_bytes: int) -> bytes:
+        """What the phone played after its first `played_bytes` (the end of `heard_audio`, without a copy
+        of the whole call)."""
+        return self._playback.heard_since(played_bytes, trio.current_time())
 
     async def wait_until(self, predicate: Callable[[SimulatedCaller], bool]) -> None:
         """Return once `predicate(self)` holds; raise CallEnded if the call ends first."""
@@ -889,8 +914,12 @@ class SimulatedCaller:
     # ---- the script
 
     async def _run_script(self, websocket: WebSocketConnection) -> None:
-        for step in self._steps:
-            if isinstance(step, Say):
+        steps = deque(self._steps)
+        while steps:
+            step = steps.popleft()
+            if isinstance(step, Decide):
+                steps.extendleft(reversed(await self._decide(websocket, step)))
+            elif isinstance(step, Say):
                 await self._say(websocket, step)
             elif isinstance(step, Wait):
                 for _ in range(math.ceil(step.ms / CHUNK_MS)):
@@ -907,6 +936,24 @@ class SimulatedCaller:
             return
         while True:
             await self._send_frame(websocket, SILENCE_FRAME)
+
+    async def _decide(self, websocket: WebSocketConnection, step: Decide) -> list[CallerStep]:
+        chosen: list[CallerStep] = []
+        decided = trio.Event()
+
+        async def choose() -> None:
+            chosen.extend(await step.choose())
+            decided.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(choose)
+            # The line stays live while the caller thinks; a frame is never cut half-sent.
+            while not decided.is_set():
+                await self._send_frame(websocket, SILENCE_FRAME)
+        for chosen_step in chosen:
+            if not isinstance(chosen_step, _STEP_TYPES):
+                raise TypeError(f"Decide chose something that is not a caller step: {chosen_step!r}")
+        return chosen
 
     async def _say(self, websocket: WebSocketConnection, step: Say) -> None:
         chunks = frames(step.audio, FRAME_BYTES)

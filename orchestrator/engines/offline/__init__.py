@@ -12,6 +12,7 @@ _HOME_OF = {
     "IntentModelError": "intent_model",
     "LabelledCall": "intent_model",
     "OfflineConnector": "engine",
+    "SpeechRecognizer": "speech",
     "SpeechSynthesizer": "speech",
     "SpeechUnavailable": "speech",
     "clean_transcript": "transcript",
