@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,8 @@ from orchestrator.studio.flow import StudioImportError
 from orchestrator.studio.flow_text import one_line
 from orchestrator.studio.intents import Intent
 from orchestrator.studio.routes import Route, TriageRoutes
+
+_KEYPAD_KEY = re.compile(r"[0-9*#]")  # what a config intent's `keys` may hold
 
 # What the generated config's triage section starts with (the same values as the examples).
 TRIAGE_DEFAULTS = {
@@ -98,10 +101,16 @@ def _routing_document(
             ["--- Intents: one per need the menu offers (its speech and keypress branches paired) " + "-" * 5]
         ).rstrip("\n")
     )
+    keys_taken: set[str] = set()
     for intent in intents:
         table: dict[str, Any] = {"name": intent.name, "description": intent.description}
         if intent.examples:
             table["examples"] = intent.examples
+        # A config key is one keypad key on one intent: multi-digit matches and keys already taken stay out.
+        keys = [key for key in intent.keys if _KEYPAD_KEY.fullmatch(key) and key not in keys_taken]
+        keys_taken.update(keys)
+        if keys:
+            table["keys"] = keys
         table["route"] = intent.route
         document["intents"].append(table)
         comments = [f"Branch to the Studio widget {intent.target}."]
@@ -109,8 +118,7 @@ def _routing_document(
             comments.append(
                 f"Its keypress branch led to {', '.join(intent.other_targets)}; the AI's callers go to {intent.target}."
             )
-        keys = _comment([f"keys: {', '.join(intent.keys)} (the old menu's keypad keys for it)"]) if intent.keys else ""
-        parts.append(_comment(comments) + "[[intents]]\n" + tomli_w.dumps(table) + keys)
+        parts.append(_comment(comments) + "[[intents]]\n" + tomli_w.dumps(table))
     if fields:
         document["fields"] = []
         parts.append(
