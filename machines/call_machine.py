@@ -395,6 +395,8 @@ class CallMachine:
         self.clarifications += 1
         fields = self._fields_to_ask()
         if fields:
+            if self.intent_is_known() and self.confident_enough():
+                self._extend_budget_for_details()
             if self._speak(Speak(Line.ASK_DETAILS, fields)):
                 for name in fields:
                     self.asks[name] = self.asks.get(name, 0) + 1
@@ -466,6 +468,13 @@ class CallMachine:
         self.states_visited.append(self.state)
 
     # ------------------------------------------------------------------ helpers
+
+    def _extend_budget_for_details(self) -> None:
+        # Bounded from the call's start, so asking again never extends it further.
+        deadline = self.started_at + self.policy.budget_s + self.policy.details_budget_s
+        if deadline > self.budget_deadline:
+            self.budget_deadline = deadline
+            self._emit(WakeAt(deadline))
 
     def _expire_budget_if_due(self) -> None:
         if self.state in TRIAGE_OPEN and self.clock() >= self.budget_deadline:

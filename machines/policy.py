@@ -61,6 +61,9 @@ class TriagePolicy:
     min_confidence: float = 0.6
     max_clarifications: int = 2
     budget_s: float = 20.0
+    # Time the budget is extended by, once, when a trusted intent's details are being asked: a caller
+    # spelling out a name, a number and an address needs more than the seconds that find their need.
+    details_budget_s: float = 0.0
     # How long the handoff line may take to play before teardown goes ahead without its mark.
     handoff_line_timeout_s: float = 8.0
     # Languages the front desk serves; a caller in another one goes to the human route. Empty: no check.

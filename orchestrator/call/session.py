@@ -155,7 +155,7 @@ class CallSession:
         if caller is not None and flow.policy.caller_id_field is not None:  # pre-filled, to be confirmed
             self._start_timers(machine.handle(ev.CallerNumberKnown(caller)))
         policy = flow.policy
-        hung_after = policy.budget_s + policy.handoff_line_timeout_s + _HUNG_CALL_SLACK_S
+        hung_after = policy.budget_s + policy.details_budget_s + policy.handoff_line_timeout_s + _HUNG_CALL_SLACK_S
         try:
             with trio.move_on_after(hung_after) as guard:
                 async with trio.open_nursery() as nursery:

@@ -270,6 +270,8 @@ class _Section(BaseModel):
 
 class TriageSettings(_Section):
     budget_seconds: float = Field(20.0, gt=0)
+    # More time, once, when a trusted intent's details are being asked (0: none).
+    details_seconds: float = Field(0.0, ge=0)
     min_confidence: float = Field(0.6, ge=0, le=1)
     max_clarifications: int = Field(2, ge=0)
     handoff_line_timeout_seconds: float = Field(8.0, gt=0)
@@ -789,6 +791,7 @@ class RoutingConfig(BaseSettings):
             min_confidence=self.triage.min_confidence,
             max_clarifications=self.triage.max_clarifications,
             budget_s=self.triage.budget_seconds,
+            details_budget_s=self.triage.details_seconds,
             handoff_line_timeout_s=self.triage.handoff_line_timeout_seconds,
             supported_languages=frozenset(self.languages.supported) if self.multilingual else frozenset(),
             urgent_intents=frozenset(intent.name for intent in self.intents if intent.urgent),
@@ -1055,7 +1058,9 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
         else:
             console.print("No fields to capture.\n")
         console.print(
-            f"Triage: budget {triage.budget_seconds:g} s, min confidence {triage.min_confidence:g},"
+            f"Triage: budget {triage.budget_seconds:g} s"
+            + (f" (+{triage.details_seconds:g} s while details are asked)" if triage.details_seconds else "")
+            + f", min confidence {triage.min_confidence:g},"
             f" up to {triage.max_clarifications} clarifications,"
             f" handoff line timeout {triage.handoff_line_timeout_seconds:g} s"
         )

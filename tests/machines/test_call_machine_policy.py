@@ -9,7 +9,7 @@ import pytest
 from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.decision import DecisionReason
-from machines.effects import AnswerTool, Line, PersistDecision, Speak
+from machines.effects import AnswerTool, Line, PersistDecision, Speak, WakeAt
 from machines.policy import CallHistory
 from tests.machine_fixtures import HISTORY, POLICY, VISITED_NODE, FakeClock
 
@@ -85,6 +85,30 @@ def test_at_budget_expiry_a_trusted_intent_lacking_a_hard_field_goes_to_a_person
     assert (decision.route, decision.reason, decision.proposed_route) == (
         "front_desk", DecisionReason.BUDGET_EXPIRED, "callback_desk")
     assert decision.missing_fields == ("address", "callback_number", "caller_name")
+
+
+def test_asking_a_trusted_intents_details_extends_the_budget_once_and_no_further() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    start = call.started_at
+    effects = call.handle(ev.IntentProposed("callback", 0.9))
+    assert WakeAt(start + policy.budget_s + 15.0) in effects
+    clock.advance(policy.budget_s + 1)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    assert call.decision is None  # still within the extended budget, still being asked
+    assert not any(isinstance(e, WakeAt) for e in call.handle(ev.IntentProposed("callback", 0.9)))
+    clock.advance(15.0)
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+
+
+def test_an_untrusted_guess_gets_no_more_time() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    assert not any(isinstance(e, WakeAt) for e in call.handle(ev.IntentProposed("callback", 0.2)))
+    clock.advance(policy.budget_s)
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
 
 
 def test_at_budget_expiry_without_a_trusted_intent_the_fallback_route_is_taken() -> None:
