@@ -89,4 +89,4 @@ class MediaIntake:
             self.counters.record_unknown(message)
             self._metrics.media_unknown_events.inc()
         else:
-            self._log.debug("repeated stream set-up message ignored", event=message.event)
+            self._log.debug("repeated stream set-up message ignored", message_event=message.event)

@@ -83,6 +83,7 @@ __all__ = [
     "MarkEcho",
     "PressDigit",
     "Say",
+    "SendFrame",
     "SimulatedCaller",
     "Wait",
     "WaitForAgent",
@@ -177,8 +178,16 @@ class PressDigit:
             raise ValueError(f"PressDigit.digit must be one of 0-9, * or #, got {self.digit!r}")
 
 
-CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit
-_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit)
+@dataclass(frozen=True)
+class SendFrame:
+    """The caller sends one frame as given: a dict goes as JSON text with the stream's `streamSid` unless it
+    has one; a str as a text frame, bytes as a binary frame (hostile or broken peers)."""
+
+    frame: dict[str, Any] | str | bytes
+
+
+CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit | SendFrame
+_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit, SendFrame)
 
 
 @dataclass
@@ -799,7 +808,7 @@ class SimulatedCaller:
             await websocket.send_message(orjson.dumps(message).decode())
         except ConnectionClosed:
             return False
-        self.sent.append(CallerFrame(trio.current_time(), message["event"], message))
+        self.sent.append(CallerFrame(trio.current_time(), message.get("event"), message))
         return True
 
     def _can_send(self, websocket: WebSocketConnection) -> bool:
@@ -866,6 +875,19 @@ class SimulatedCaller:
                 },
             )
 
+    async def _send_as_given(self, websocket: WebSocketConnection, frame: dict[str, Any] | str | bytes) -> None:
+        async with self._send_lock:
+            if not self._can_send(websocket):
+                return
+            if isinstance(frame, dict):
+                await self._transmit(websocket, {"streamSid": self._stream_sid, **frame})
+                return
+            try:
+                await websocket.send_message(frame)
+            except ConnectionClosed:
+                return
+            self.sent.append(CallerFrame(trio.current_time(), None, frame))
+
     async def _echo_marks(self, websocket: WebSocketConnection, names: list[str], cleared: bool) -> None:
         """Echo marks (hold the send lock, so echoes leave in timeline order). Once the stream is
         over nothing is echoed, and nothing is recorded as echoed."""
@@ -899,6 +921,8 @@ class SimulatedCaller:
                 await self._wait_for_agent(websocket, step)
             elif isinstance(step, PressDigit):
                 await self._send_dtmf(websocket, step.digit)
+            elif isinstance(step, SendFrame):
+                await self._send_as_given(websocket, step.frame)
             else:
                 self._request_hang_up()
                 return

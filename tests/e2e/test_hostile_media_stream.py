@@ -1,0 +1,44 @@
+"""End to end: a caller (or a peer) that sends what Twilio never should: the call goes on and ends on its
+route, whatever came in the middle."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+
+from bridge.twilio.mulaw import tone
+from orchestrator.testing.twilio_caller import Say, SendFrame, WaitForAgent
+from tests.live_call_support import DETAILS, assert_closed_in_order, front_desk, metric, triage_scenario
+
+FLEX_WORKFLOW = "WW37efa99795cd582f2f4c31893159fe53"
+OTHER_CALL_SID = "CA" + "f" * 32
+
+
+def repeated_start(call_sid: str) -> dict:
+    return {
+        "event": "start", "sequenceNumber": "1",
+        "start": {"accountSid": "AC" + "0" * 32, "streamSid": "MZ" + "1" * 32, "callSid": call_sid,
+                  "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+    }
+
+
+def media(payload: str) -> dict:
+    return {"event": "media", "sequenceNumber": "7",
+            "media": {"track": "inbound", "chunk": "7", "timestamp": "140", "payload": payload}}
+
+
+def assert_enqueued_on_flex(twiml: str | None) -> None:
+    assert twiml is not None
+    enqueue = ElementTree.fromstring(twiml).find("Enqueue")
+    assert enqueue is not None and enqueue.get("workflowSid") == FLEX_WORKFLOW, twiml
+
+
+async def test_a_repeated_start_another_calls_start_and_a_second_connected_do_not_end_the_call(tmp_path):
+    async with front_desk(tmp_path, triage_scenario("emergency", details=DETAILS)) as desk:
+        hostile = (
+            SendFrame({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+            SendFrame(repeated_start("CA" + "0" * 32)),
+            SendFrame(repeated_start(OTHER_CALL_SID)),
+        )
+        result = await desk.call((*hostile, Say(tone(1200), "I need some help"), WaitForAgent(quiet_ms=400)))
+        assert_closed_in_order(desk, result)
+        assert_enqueued_on_flex(result.final_twiml)
+        desk.assert_nothing_of_the_call_remains()
