@@ -5,8 +5,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 
 from bridge.twilio.mulaw import tone
+from orchestrator.testing.fake_realtime import Scenario, SendError, after_audio_frames, on
 from orchestrator.testing.twilio_caller import Say, SendFrame, WaitForAgent
-from tests.live_call_support import DETAILS, assert_closed_in_order, front_desk, metric, triage_scenario
+from tests.live_call_support import (
+    CALLER_SPEAKS,
+    DETAILS,
+    assert_closed_in_order,
+    front_desk,
+    metric,
+    triage_scenario,
+)
 
 FLEX_WORKFLOW = "WW37efa99795cd582f2f4c31893159fe53"
 OTHER_CALL_SID = "CA" + "f" * 32
@@ -41,4 +49,41 @@ async def test_a_repeated_start_another_calls_start_and_a_second_connected_do_no
         result = await desk.call((*hostile, Say(tone(1200), "I need some help"), WaitForAgent(quiet_ms=400)))
         assert_closed_in_order(desk, result)
         assert_enqueued_on_flex(result.final_twiml)
+        desk.assert_nothing_of_the_call_remains()
+
+
+GARBAGE_MEDIA = (
+    SendFrame(media("!!!!not base64!!")),  # passes the cheap check: the engine finds it is not base64
+    SendFrame(media("abc")),  # not a base64 length
+    SendFrame(media("")),
+    SendFrame(media("éééé")),
+    SendFrame(media("A" * 40_000)),  # far longer than any Twilio frame
+    SendFrame({"event": "media", "media": {"track": "inbound", "payload": 12}}),
+    SendFrame({"event": "media"}),
+    SendFrame(b"\x00\x01binary"),
+    SendFrame("{not json"),
+    SendFrame("[]"),
+)
+
+
+async def test_garbage_media_payloads_in_the_middle_are_dropped_and_the_call_routes_right(tmp_path):
+    async with front_desk(tmp_path, triage_scenario("emergency", details=DETAILS)) as desk:
+        caller_says = Say(tone(1200), "I need some help")
+        result = await desk.call((*GARBAGE_MEDIA, caller_says, *GARBAGE_MEDIA, WaitForAgent(quiet_ms=400)))
+        assert_closed_in_order(desk, result)
+        assert_enqueued_on_flex(result.final_twiml)
+        # 4 of each batch are caught by the cheap check (the second batch may come after the decision, unheard)
+        assert metric(desk, "media_stream_errors_total", kind="unusable_audio") >= 4
+        assert not desk.realtime_session_of(result).violations  # nothing unusable reached the Realtime server
+        desk.assert_nothing_of_the_call_remains()
+
+
+async def test_a_realtime_error_answering_an_audio_append_does_not_end_the_call(tmp_path):
+    scenario = triage_scenario("emergency", details=DETAILS)
+    bad_append = on(after_audio_frames(2), SendError("invalid_value", "Invalid base64 audio.", param="audio"))
+    async with front_desk(tmp_path, Scenario(steps=[scenario.steps[0], bad_append, *scenario.steps[1:]])) as desk:
+        result = await desk.call(CALLER_SPEAKS)
+        assert_closed_in_order(desk, result)
+        assert_enqueued_on_flex(result.final_twiml)
+        assert metric(desk, "engine_problems_total", code="invalid_value", fatal="false") == 1
         desk.assert_nothing_of_the_call_remains()
