@@ -24,7 +24,8 @@ def repeated_start(call_sid: str) -> dict:
     return {
         "event": "start", "sequenceNumber": "1",
         "start": {"accountSid": "AC" + "0" * 32, "streamSid": "MZ" + "1" * 32, "callSid": call_sid,
-                  "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+                  "tracks": ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
     }
 
 
