@@ -36,8 +36,10 @@ requests = st.fixed_dictionaries({
     "method": st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE"]),
     "path": st.sampled_from(PATHS),
     "sid": st.sampled_from([CALL, "CA" + "0" * 32, "x", "CA%00", "../../etc", "é" * 3, "A" * 300]),
-    "query": st.dictionaries(st.sampled_from(["flow_sid", "node", "pass", "bodySHA256", "engine"]) | st.text(max_size=6),
-                            st.text(max_size=30), max_size=3),
+    "query": st.dictionaries(
+        st.sampled_from(["flow_sid", "node", "pass", "bodySHA256", "engine"]) | st.text(max_size=6),
+        st.text(max_size=30), max_size=3,
+    ),
     "content_type": st.sampled_from(CONTENT_TYPES),
     "body": st.one_of(
         forms.map(lambda form: ("form", form)),
