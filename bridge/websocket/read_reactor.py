@@ -123,7 +123,6 @@ class ReadReactor:
         finally:
             epoll.close()
 
-
     def _run_fast_path(self, fd: int, on_readable: Callable[[], bool], task: trio.lowlevel.Task) -> bool:
         """The socket's fast path, kept within its budget; True: handled, the task keeps waiting."""
         started = time.perf_counter()

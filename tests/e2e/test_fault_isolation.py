@@ -19,7 +19,7 @@ from orchestrator.telemetry import configure_logging
 from orchestrator.testing.twilio_caller import CallResult, Say, SendFrame, WaitForAgent
 from tests.live_call_support import front_desk, triage_scenario
 
-CALLS = 6
+CALLS = 20  # the measure: one faulty call among 20 live ones
 POISON = "injected-fault"  # a frame carrying this is where the fault strikes
 VOICEMAIL = ["Say", "Record", "Hangup"]  # Acme's fallback route
 
