@@ -21,6 +21,7 @@ from bridge.twilio.media_stream import (
     mark_frame,
     media_frame,
     parse_twilio_message,
+    plausible_audio_payload,
 )
 from bridge.twilio.mulaw import (
     MULAW_RATE,
@@ -62,6 +63,7 @@ __all__ = [
     "UnknownTwilioMessage",
     "clear_frame",
     "decoded_base64_length",
+    "plausible_audio_payload",
     "frames",
     "mark_frame",
     "media_frame",

@@ -33,7 +33,7 @@ from pydantic.alias_generators import to_camel
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024
 MULAW_BYTES_PER_MS = 8  # 8000 samples/s, one byte per sample
 
-ProtocolErrorKind: TypeAlias = Literal["binary_frame", "oversized", "malformed_json", "invalid_shape"]
+ProtocolErrorKind: TypeAlias = Literal["binary_frame", "oversized", "malformed_json", "invalid_shape", "unusable_audio"]
 
 
 class MediaStreamProtocolError(ValueError):
@@ -315,6 +315,17 @@ def decoded_base64_length(payload_b64: str) -> int:
     if n >= 2 and payload_b64[-1] == "=":
         padding = 2 if payload_b64[-2] == "=" else 1
     return n * 3 // 4 - padding
+
+
+# Twilio sends 20 ms (160 bytes) a frame; a second of audio in one frame is no Twilio frame.
+MAX_MEDIA_PAYLOAD_CHARS = (1000 * MULAW_BYTES_PER_MS + 2) // 3 * 4
+
+
+def plausible_audio_payload(payload_b64: str) -> bool:
+    """Whether a media payload can be base64 audio of a sane length: a check of a few string operations
+    (tens of ns, run 50 times a second per call); it does not decode, so an engine that decodes must still
+    expect a payload that fails to."""
+    return 0 < len(payload_b64) <= MAX_MEDIA_PAYLOAD_CHARS and len(payload_b64) % 4 == 0 and payload_b64.isascii()
 
 
 # --- Counting what went wrong --------------------------------------------------------------------

@@ -4,17 +4,27 @@ A socket is registered once; Trio's own `wait_readable` re-arms a one-shot regis
 every wait, which is a sixth of the cost of a message (`benchmarks/websocket_stacks/README.md`, variant h).
 The reactor's task waits on the epoll's fd and wakes the tasks whose sockets became readable, or, when a
 socket has a fast path installed, calls it instead (`connection.WebSocket.take_messages`).
+
+Every socket of the run shares this task, so a fast path must not take it down or hold it up: one that
+raises fails only its own socket's task (with that error), and one that takes longer than
+FAST_PATH_BUDGET_S loses its fast path (its task reads its messages from then on).
 """
 
 from __future__ import annotations
 
+import logging
 import select
+import time
 from collections.abc import Callable
 
 import outcome
 import trio
 
-__all__ = ["ReadReactor", "read_reactor"]
+__all__ = ["FAST_PATH_BUDGET_S", "ReadReactor", "read_reactor"]
+
+log = logging.getLogger(__name__)
+
+FAST_PATH_BUDGET_S = 0.005  # a 20 ms audio frame's worth of work for every other socket, at most a quarter
 
 HANG_UP_FLAGS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if hasattr(select, "epoll") else 0
 _READ_REACTOR: trio.lowlevel.RunVar[ReadReactor] = trio.lowlevel.RunVar("websocket_read_reactor")
@@ -102,7 +112,7 @@ class ReadReactor:
                             ready.add(fd)
                             continue
                         on_readable = fast_paths.get(fd)
-                        if on_readable is not None and on_readable():
+                        if on_readable is not None and self._run_fast_path(fd, on_readable, task):
                             continue
                         # The fast path may have closed the socket (and woken the task) already.
                         if waiting.get(fd) is task:
@@ -112,6 +122,24 @@ class ReadReactor:
                         break
         finally:
             epoll.close()
+
+    def _run_fast_path(self, fd: int, on_readable: Callable[[], bool], task: trio.lowlevel.Task) -> bool:
+        """The socket's fast path, kept within its budget; True: handled, the task keeps waiting."""
+        started = time.perf_counter()
+        try:
+            handled = on_readable()
+        except Exception as error:  # the socket's task fails with it; the reactor serves the others
+            log.exception("a socket's fast path failed; its task gets the error")
+            self._fast_paths.pop(fd, None)
+            if self._waiting.get(fd) is task:
+                del self._waiting[fd]
+                trio.lowlevel.reschedule(task, outcome.Error(error))
+            return True
+        elapsed = time.perf_counter() - started
+        if elapsed > FAST_PATH_BUDGET_S:
+            log.warning("a socket's fast path took %.1f ms; its task reads it from now on", elapsed * 1000)
+            self._fast_paths.pop(fd, None)
+        return handled
 
 
 def read_reactor() -> ReadReactor | None:

@@ -21,6 +21,7 @@ from bridge.twilio import (
     StopMessage,
     UnknownTwilioMessage,
     parse_twilio_message,
+    plausible_audio_payload,
 )
 from machines import events as ev
 from orchestrator.engines import TriageEngine
@@ -66,13 +67,13 @@ class MediaIntake:
         try:
             message = parse_twilio_message(frame)
         except MediaStreamProtocolError as error:
-            self.counters.record_error(error)
-            self._metrics.media_errors.labels(error.kind).inc()
-            if self.counters.errors_by_kind[error.kind] == 1:
-                self._log.warning("unusable Twilio frame", kind=error.kind, detail=error.detail[:120])
+            self._drop(error)
             return
         if isinstance(message, MediaFrame):
             if not self._listening():
+                return
+            if not plausible_audio_payload(message.payload):  # one bad frame is dropped, not sent to end the call
+                self._drop(MediaStreamProtocolError("unusable_audio", f"payload of {len(message.payload)} chars"))
                 return
             engine = self._engine
             if engine is None:  # still connecting (or switching to the failover): heard once it is open
@@ -89,4 +90,10 @@ class MediaIntake:
             self.counters.record_unknown(message)
             self._metrics.media_unknown_events.inc()
         else:
-            self._log.debug("repeated stream set-up message ignored", event=message.event)
+            self._log.debug("repeated stream set-up message ignored", message_event=message.event)
+
+    def _drop(self, error: MediaStreamProtocolError) -> None:
+        self.counters.record_error(error)
+        self._metrics.media_errors.labels(error.kind).inc()
+        if self.counters.errors_by_kind[error.kind] == 1:
+            self._log.warning("unusable Twilio frame", kind=error.kind, detail=error.detail[:120])

@@ -67,6 +67,7 @@ TAG_KEY = "tag"  # response metadata key carrying the tag given to speak()
 # most 20 ms, next to the 500 ms of silence its VAD waits for.
 CALLER_FRAMES_PER_APPEND = 2
 _TRUNCATE_ID_PREFIX = "truncate_"
+AUDIO_APPEND_PARAM = "audio"  # the `param` of an error that answers an input_audio_buffer.append
 # Events _translate turns into nothing, frequent enough to skip without validation (one per word or so).
 _IGNORED_EVENTS = frozenset({AUDIO_TRANSCRIPT_DELTA_EVENT})  # a truncate the server found too long is harmless
 
@@ -90,9 +91,12 @@ class RealtimeEngine:
         self._held_audio = []
         try:
             joined = joined_base64(held)
-        except (binascii.Error, ValueError):  # not base64: forwarded untouched, the server says what is wrong
+        except (binascii.Error, ValueError):  # one is not base64: the others go alone, it is dropped
             for payload in held:
-                self._post_audio(payload)
+                if _is_base64(payload):
+                    self._post_audio(payload)
+                else:
+                    log.info("caller audio that is not base64 was dropped", chars=len(payload))
             return
         self._post_audio(joined)
 
@@ -171,7 +175,11 @@ class RealtimeEngine:
         if error is not None:
             code = error.code or error.type or "error"
             request_id = error.event_id
-            harmless = code in HARMLESS_ERROR_CODES or (request_id or "").startswith(_TRUNCATE_ID_PREFIX)
+            harmless = (
+                code in HARMLESS_ERROR_CODES
+                or (request_id or "").startswith(_TRUNCATE_ID_PREFIX)
+                or (code == "invalid_value" and error.param == AUDIO_APPEND_PARAM)  # one bad caller frame
+            )
             return (EngineProblem(code, error.message or "", fatal=not harmless, request_id=request_id),)
         return ()
 
@@ -181,6 +189,14 @@ class RealtimeEngine:
             await send
         except RealtimeConnectionClosed:
             log.debug("realtime socket closed; a send was dropped")
+
+
+def _is_base64(payload_b64: str) -> bool:
+    try:
+        binascii.a2b_base64(payload_b64, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def _tag_of(metadata: Mapping[str, str] | None) -> str | None:

@@ -86,6 +86,7 @@ __all__ = [
     "MarkEcho",
     "PressDigit",
     "Say",
+    "SendFrame",
     "SimulatedCaller",
     "Wait",
     "WaitForAgent",
@@ -189,8 +190,16 @@ class Decide:
     choose: Callable[[], Awaitable[Sequence[CallerStep]]]
 
 
-CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit | Decide
-_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit, Decide)
+@dataclass(frozen=True)
+class SendFrame:
+    """The caller sends one frame as given: a dict goes as JSON text with the stream's `streamSid` unless it
+    has one; a str as a text frame, bytes as a binary frame (hostile or broken peers)."""
+
+    frame: dict[str, Any] | str | bytes
+
+
+CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit | Decide | SendFrame
+_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit, Decide, SendFrame)
 
 
 @dataclass
@@ -824,7 +833,7 @@ class SimulatedCaller:
             await websocket.send_message(orjson.dumps(message).decode())
         except ConnectionClosed:
             return False
-        self.sent.append(CallerFrame(trio.current_time(), message["event"], message))
+        self.sent.append(CallerFrame(trio.current_time(), message.get("event"), message))
         return True
 
     def _can_send(self, websocket: WebSocketConnection) -> bool:
@@ -891,6 +900,19 @@ class SimulatedCaller:
                 },
             )
 
+    async def _send_as_given(self, websocket: WebSocketConnection, frame: dict[str, Any] | str | bytes) -> None:
+        async with self._send_lock:
+            if not self._can_send(websocket):
+                return
+            if isinstance(frame, dict):
+                await self._transmit(websocket, {"streamSid": self._stream_sid, **frame})
+                return
+            try:
+                await websocket.send_message(frame)
+            except ConnectionClosed:
+                return
+            self.sent.append(CallerFrame(trio.current_time(), None, frame))
+
     async def _echo_marks(self, websocket: WebSocketConnection, names: list[str], cleared: bool) -> None:
         """Echo marks (hold the send lock, so echoes leave in timeline order). Once the stream is
         over nothing is echoed, and nothing is recorded as echoed."""
@@ -928,6 +950,8 @@ class SimulatedCaller:
                 await self._wait_for_agent(websocket, step)
             elif isinstance(step, PressDigit):
                 await self._send_dtmf(websocket, step.digit)
+            elif isinstance(step, SendFrame):
+                await self._send_as_given(websocket, step.frame)
             else:
                 self._request_hang_up()
                 return

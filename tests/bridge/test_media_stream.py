@@ -33,6 +33,7 @@ from bridge.twilio.media_stream import (
     mark_frame,
     media_frame,
     parse_twilio_message,
+    plausible_audio_payload,
 )
 
 STREAM_SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
@@ -389,6 +390,16 @@ def test_decoded_base64_length(audio: bytes) -> None:
     encoded = base64.b64encode(audio).decode()
     assert decoded_base64_length(encoded) == len(audio)
     assert decoded_base64_length(encoded.rstrip("=")) == len(audio)
+
+
+@given(st.binary(min_size=1, max_size=8000))
+def test_every_base64_audio_of_up_to_a_second_is_plausible(audio: bytes) -> None:
+    assert plausible_audio_payload(base64.b64encode(audio).decode())
+
+
+@pytest.mark.parametrize("payload", ["", "abc", "éééé", "A" * 40_000, "QUJD\n"])
+def test_implausible_audio_payloads(payload: str) -> None:
+    assert not plausible_audio_payload(payload)
 
 
 # --- MarkTracker: examples -----------------------------------------------------------------------

@@ -4,14 +4,18 @@ reused socket numbers, sockets closed under a parked receiver, many sockets at o
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 import trio
 import trio.testing
 
 from bridge.websocket.connection import WebSocket, connect_websocket
+from bridge.websocket.read_reactor import FAST_PATH_BUDGET_S
 from tests.bridge.websocket_peers import (
+    OP_CLOSE,
     OP_TEXT,
+    PATH,
     TIMEOUT_S,
     RawPeer,
     frame_bytes,
@@ -172,3 +176,76 @@ async def test_many_sockets_ready_at_once_are_all_served():
                 await peer.stream.aclose()
             assert sorted(received) == sorted(f"hello {index}" for index in range(count))
             nursery.cancel_scope.cancel()
+
+
+async def test_a_fast_path_over_its_budget_is_moved_to_its_task_and_the_others_keep_theirs():
+    """A `take` that holds the reactor past FAST_PATH_BUDGET_S loses the fast path: its socket's messages
+    are then taken in its task, in order; another socket keeps being served in the reactor."""
+    taken: dict[str, list[tuple[str | bytes, bool]]] = {"slow": [], "quick": []}
+
+    async def on_websocket(websocket: WebSocket) -> None:
+        kind = websocket.request.path.partition("?")[2]
+
+        def on_message(message: str | bytes) -> None:
+            taken[kind].append((message, trio.lowlevel.current_task().name == "websocket read reactor"))
+            if kind == "slow" and len(taken[kind]) == 1:
+                time.sleep(2 * FAST_PATH_BUDGET_S)
+            websocket.post_text(f"{kind}: {message}")
+
+        await websocket.serve(on_message)
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await start_our_server(nursery, on_websocket)
+            peers = {}
+            for kind in ("slow", "quick"):
+                peers[kind] = await open_raw_client(port)
+                await peers[kind].send(upgrade_request(path=f"{PATH}?{kind}"))
+                await peers[kind].read_until(b"\r\n\r\n")
+            await trio.testing.wait_all_tasks_blocked()
+            for index in range(3):
+                for kind, peer in peers.items():
+                    await peer.send(frame_bytes(OP_TEXT, f"{index}".encode(), mask=True))
+                    assert (await peer.read_frame())[3] == f"{kind}: {index}".encode()
+                    await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert taken["slow"] == [("0", True), ("1", False), ("2", False)]
+    assert taken["quick"] == [("0", True), ("1", True), ("2", True)]
+
+
+async def test_a_fast_path_that_fails_fails_its_own_task_and_no_other_socket(monkeypatch):
+    """The reactor serves every socket of the run: a fast path raising out of it (not from `take`, which
+    the connection catches) goes to that socket's task; the reactor goes on serving the others."""
+    ended: dict[str, BaseException | None] = {}
+    on_readable_now = WebSocket._on_readable_now
+
+    def failing_for_doomed(self: WebSocket) -> bool:
+        if self.request is not None and self.request.path.endswith("?doomed"):
+            raise RuntimeError("injected fault")
+        return on_readable_now(self)
+
+    monkeypatch.setattr(WebSocket, "_on_readable_now", failing_for_doomed)
+
+    async def on_websocket(websocket: WebSocket) -> None:
+        try:
+            await websocket.serve(lambda message: websocket.post_text(f"served: {message}"))
+        except RuntimeError as error:
+            ended[websocket.request.path.partition("?")[2]] = error
+            await websocket.close(1011)
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            port = await start_our_server(nursery, on_websocket)
+            peers = {}
+            for name in ("doomed", "fine"):
+                peers[name] = await open_raw_client(port)
+                await peers[name].send(upgrade_request(path=f"{PATH}?{name}"))
+                await peers[name].read_until(b"\r\n\r\n")
+            await trio.testing.wait_all_tasks_blocked()
+            await peers["doomed"].send(frame_bytes(OP_TEXT, b"boom", mask=True))
+            assert (await peers["doomed"].read_frame())[1] == OP_CLOSE
+            for index in range(3):
+                await peers["fine"].send(frame_bytes(OP_TEXT, f"{index}".encode(), mask=True))
+                assert (await peers["fine"].read_frame())[3] == f"served: {index}".encode()
+            nursery.cancel_scope.cancel()
+    assert str(ended["doomed"]) == "injected fault" and "fine" not in ended

@@ -325,6 +325,13 @@ class FakeMediaSocket:
         except trio.ClosedResourceError:
             pass  # hung up or closed: nothing reaches the session any more
 
+    def feed_raw(self, frame: str | bytes) -> None:
+        """One frame exactly as given (anything a broken or hostile peer might send)."""
+        try:
+            self._frames_in.send_nowait(frame)  # type: ignore[arg-type]
+        except trio.ClosedResourceError:
+            pass
+
     def caller_audio(self, frames: int) -> list[str]:
         """`frames` media frames of 20 ms from the caller; returns their payloads."""
         payloads = [base64.b64encode(bytes([index % 256]) * 160).decode() for index in range(frames)]
