@@ -85,7 +85,10 @@ class MediaIntake:
         elif isinstance(message, StopMessage):
             self._post(ev.CallerHungUp())
         elif isinstance(message, DtmfMessage):
-            self._log.info("caller pressed a key", digit=message.dtmf.digit[:2])
+            digit = message.dtmf.digit[:2]
+            self._log.info("caller pressed a key", digit=digit)
+            if self._listening():  # a key of the old menu proposes its intent (the machine's guards decide)
+                self._post(ev.KeyPressed(digit))
         elif isinstance(message, UnknownTwilioMessage):
             self.counters.record_unknown(message)
             self._metrics.media_unknown_events.inc()

@@ -20,7 +20,7 @@ from orchestrator.testing.fake_realtime import (
     on,
     speak,
 )
-from orchestrator.testing.twilio_caller import fetch_call_record
+from orchestrator.testing.twilio_caller import PressDigit, Wait, WaitForAgent, fetch_call_record
 from tests.live_call_support import (
     DETAILS,
     assert_closed_in_order,
@@ -251,4 +251,15 @@ async def test_an_emergency_caller_who_gives_no_number_is_put_through_with_their
         assert attributes["intent"] == "emergency"
         assert attributes["captured"]["callback_number"] == "+14155550123"
         assert attributes["unconfirmed_fields"] == ["callback_number"]
+        desk.assert_nothing_of_the_call_remains()
+
+
+async def test_a_caller_who_presses_the_old_menus_key_goes_where_that_key_went(tmp_path):
+    # Acme's old menu had "press 3 for billing": the key proposes billing at full confidence; the model
+    # proposes nothing itself.
+    scenario = Scenario(steps=[greeting(), handoff_line()])
+    async with front_desk(tmp_path, scenario) as desk:
+        result = await desk.call([WaitForAgent(quiet_ms=300), PressDigit("3"), Wait(1500)])
+        attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
+        assert attributes["intent"] == "billing" and attributes["ai_confidence"] == 1.0
         desk.assert_nothing_of_the_call_remains()
