@@ -27,6 +27,7 @@ from orchestrator.config import (
     load_routing_config,
     load_server_settings,
     media_stream_url,
+    model_shutdown_warnings,
 )
 from orchestrator.engines import (
     EngineConnector,
@@ -170,6 +171,7 @@ async def _build_engines(
         announcements.append(
             f"engine: OpenAI Realtime at {settings.realtime_url} (model {settings.realtime_model or 'from URL'})"
         )
+        announcements.extend(model_shutdown_warnings(settings))
     else:
         connector = await stack.enter_async_context(
             run_demo_engine(

@@ -41,11 +41,13 @@ class ServerSettings(BaseSettings):
     engine: EngineChoice = "auto"
 
     realtime_url: str = "wss://api.openai.com/v1/realtime"
-    realtime_model: str | None = "gpt-realtime"  # empty: the URL names the model (Azure deployments)
+    # Current models (no announced shutdown; `model_shutdowns.py` lists the ones that have one). Empty: the URL
+    # names the model (Azure deployments).
+    realtime_model: str | None = "gpt-realtime-1.5"
     realtime_voice: str = "marin"
     # JSON object of extra handshake headers, e.g. {"api-key": "…"} for Azure OpenAI.
     realtime_headers: dict[str, str] = {}
-    transcription_model: str | None = "gpt-4o-mini-transcribe"
+    transcription_model: str | None = "gpt-live-transcribe"
 
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))

@@ -315,6 +315,8 @@ class Scenario:
     record_audio: bool = True
     # Answer the WebSocket upgrade only after this long (a slow connection to the endpoint).
     handshake_delay_s: float = 0.0
+    # Leave out the metadata response.create asked for (a proxy or deployment that drops it).
+    drop_metadata: bool = False
 
 
 # --------------------------------------------------------------------------- client frame checks
@@ -1005,7 +1007,7 @@ class _SessionRunner:
                 for step in self._scenario.steps:
                     trigger_event = await self._wait_for(step.trigger, client_events)
                     # A response asked for by response.create carries that request's metadata.
-                    metadata = _requested_metadata(trigger_event)
+                    metadata = None if self._scenario.drop_metadata else _requested_metadata(trigger_event)
                     for action in step.actions:
                         await self._perform(action, metadata)
                         metadata = None
