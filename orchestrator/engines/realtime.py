@@ -67,6 +67,7 @@ TAG_KEY = "tag"  # response metadata key carrying the tag given to speak()
 # most 20 ms, next to the 500 ms of silence its VAD waits for.
 CALLER_FRAMES_PER_APPEND = 2
 _TRUNCATE_ID_PREFIX = "truncate_"
+_RESPONSE_ID_PREFIX = "respond_"
 # Events _translate turns into nothing, frequent enough to skip without validation (one per word or so).
 _IGNORED_EVENTS = frozenset({AUDIO_TRANSCRIPT_DELTA_EVENT})  # a truncate the server found too long is harmless
 
@@ -78,7 +79,10 @@ class RealtimeEngine:
     def __init__(self, connection: RealtimeConnection) -> None:
         self._connection = connection
         self._tools = ToolCallCollector()
-        self._tags: dict[str, str | None] = {}
+        self._tags: dict[str, str | None] = {}  # the active responses' tags, by response id
+        # Our response.create requests not yet answered by a response.created: (event id, tag), oldest first.
+        self._requests: list[tuple[str | None, str | None]] = []
+        self._request_ids = itertools.count(1)
         self._truncates = itertools.count(1)
         self._held_audio: list[str] = []  # caller frames waiting to go out in one append
 
@@ -111,6 +115,8 @@ class RealtimeEngine:
         line: SpokenLine | None = None,  # the model follows the instructions, which quote the line
     ) -> None:
         metadata = {TAG_KEY: tag} if tag is not None else None
+        request_id = request_id or f"{_RESPONSE_ID_PREFIX}{next(self._request_ids)}"
+        self._requests.append((request_id, tag))
         await self._quietly(self._connection.create_response(instructions, metadata=metadata, event_id=request_id))
 
     async def send_tool_output(self, call_id: str, output: str) -> None:
@@ -119,7 +125,7 @@ class RealtimeEngine:
     async def send_caller_text(self, text: str) -> None:
         """A caller turn as text (replay), answered by one response."""
         await self._quietly(self._connection.add_user_text(text))
-        await self._quietly(self._connection.create_response(None))
+        await self.speak(None, tag=None)
 
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         event_id = f"{_TRUNCATE_ID_PREFIX}{next(self._truncates)}"
@@ -159,7 +165,7 @@ class RealtimeEngine:
             return ready
         if isinstance(event, ResponseCreatedEvent):
             response_id = event.response.id or ""
-            tag = self._tags[response_id] = _tag_of(event.response.metadata)
+            tag = self._tags[response_id] = self._tag_of_created(event.response.metadata)
             return (ResponseStarted(response_id, tag),)
         if isinstance(event, InputAudioBufferSpeechStartedEvent):
             return (CallerSpeechStarted(),)
@@ -171,9 +177,24 @@ class RealtimeEngine:
         if error is not None:
             code = error.code or error.type or "error"
             request_id = error.event_id
+            self._requests = [request for request in self._requests if request[0] != request_id]
             harmless = code in HARMLESS_ERROR_CODES or (request_id or "").startswith(_TRUNCATE_ID_PREFIX)
             return (EngineProblem(code, error.message or "", fatal=not harmless, request_id=request_id),)
         return ()
+
+    def _tag_of_created(self, metadata: Mapping[str, str] | None) -> str | None:
+        """The tag of a response just created: the one its metadata echoes, else, when no other response is
+        active, our oldest request's (that response is ours even where the metadata is not echoed)."""
+        tag = _tag_of(metadata)
+        if tag is not None:
+            for index, (_, requested) in enumerate(self._requests):
+                if requested == tag:
+                    del self._requests[index]
+                    break
+            return tag
+        if self._requests and not self._tags:
+            return self._requests.pop(0)[1]
+        return None
 
     @staticmethod
     async def _quietly(send: Any) -> None:
