@@ -198,6 +198,7 @@ def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
         api_key=settings.openai_api_key,
         extra_headers=settings.realtime_headers,
         voice=settings.realtime_voice,
+        keepalive_s=settings.realtime_keepalive_seconds or None,
     )
 
 

@@ -182,13 +182,16 @@ async def front_desk(
     *,
     config_path: Path = ACME,
     failover: Callable[[RoutingConfig], EngineConnector] | None = None,
+    keepalive_s: float | None = 15.0,
     **settings: Any,
 ) -> AsyncIterator[FrontDesk]:
     """The server on the fake Realtime; `failover` builds the engine that takes over failed calls."""
     config = load_routing_config(config_path)
     async with run_fake_realtime(scenario) as fake:
         connector = RealtimeConnector(
-            RealtimeSettings(url=fake.url, api_key="sk-test", connect_timeout_s=2, configure_timeout_s=2),
+            RealtimeSettings(
+                url=fake.url, api_key="sk-test", connect_timeout_s=2, configure_timeout_s=2, keepalive_s=keepalive_s
+            ),
             instructions=agent_instructions(config),
             tools=realtime_tools(config),
             transcription_model="gpt-4o-mini-transcribe",

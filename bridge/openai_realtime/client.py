@@ -172,7 +172,7 @@ class RealtimeSettings(BaseModel):
 
     url: str = "wss://api.openai.com/v1/realtime"
     # Appended as `?model=`; None when the URL already names the model or deployment.
-    model: str | None = "gpt-realtime"
+    model: str | None = "gpt-realtime-1.5"
     # Sent as `Authorization: Bearer`. None for endpoints authenticated by `extra_headers` (Azure `api-key`).
     api_key: SecretStr | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
@@ -180,6 +180,8 @@ class RealtimeSettings(BaseModel):
     connect_timeout_s: float = 10.0
     configure_timeout_s: float = 10.0
     close_timeout_s: float = 2.0
+    # Ping interval; a peer that leaves a ping unanswered until the next is lost (within 2 × this). None: off.
+    keepalive_s: float | None = 15.0
     # input_audio_buffer.append may carry up to 15 MiB; server frames are far smaller.
     max_message_bytes: int = 16 * 1024 * 1024
 
@@ -707,6 +709,8 @@ async def open_realtime(settings: RealtimeSettings) -> AsyncIterator[RealtimeCon
         ) from None
     except (OSError, ValueError) as error:
         raise RealtimeUnavailable(f"cannot connect: {error!r}") from error
+    if settings.keepalive_s:
+        websocket.keep_alive(settings.keepalive_s)
     connection = RealtimeConnection(websocket, settings)
     try:
         yield connection

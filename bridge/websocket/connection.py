@@ -12,6 +12,7 @@ costs one wake-up (`byte_io`: plain sockets used directly, waiting on one epoll 
     await websocket.send_text(text)      # waits for room; raises WebSocketClosed once closed
     websocket.post_text(text)            # never waits: written now, or queued in order for a flusher
     await websocket.close(1000)          # idempotent, bounded
+    websocket.keep_alive(15.0)           # ping every 15 s; a peer that misses a ping's answer is lost
 
 One task receives at a time; any number of tasks may send (frames never interleave).
 
@@ -104,6 +105,7 @@ class WebSocket:
         self._flush_scheduled = False
         self._take: Callable[[str | bytes], bool] | None = None
         self._refused: str | bytes | None = None  # the message `take` refused in the reactor, for receive()
+        self._pong_seen = False  # a pong came since keep_alive's last ping
 
     # ---- messages taken without a wake-up (see the module docstring)
 
@@ -152,8 +154,11 @@ class WebSocket:
                 self._eof = True
             events = protocol.events_received()
             for index, frame in enumerate(events):
-                if frame.opcode is Opcode.PING or frame.opcode is Opcode.PONG:
-                    continue  # the protocol answered a ping already (flushed below)
+                if frame.opcode is Opcode.PONG:
+                    self._pong_seen = True
+                    continue
+                if frame.opcode is Opcode.PING:
+                    continue  # the protocol answered it already (flushed below)
                 message = _whole_message(frame)
                 if message is None:  # for receive() to assemble (a fragment, bad UTF-8, a close)
                     self._events.extend(events[index:])
@@ -177,6 +182,33 @@ class WebSocket:
                 return True
         io.hand_over()  # more may be waiting: the task reads the rest
         return False
+
+    # ---- keepalive
+
+    def keep_alive(self, interval_s: float) -> None:
+        """Ping the peer every `interval_s`; one that has not answered a ping by the next is taken for dead:
+        the connection ends as dropped (1006), so `receive()` returns None within 2 × interval_s of the
+        peer's last sign of life. Pongs are seen by the task in `receive()`: keep one receiving. Runs until
+        the connection ends."""
+        trio.lowlevel.spawn_system_task(self._keep_alive, interval_s, name="websocket keepalive")
+
+    async def _keep_alive(self, interval_s: float) -> None:
+        pinged = False
+        while True:
+            await trio.sleep(interval_s)
+            if self._ended or self._closing:
+                return
+            if pinged and not self._pong_seen:
+                log.warning("websocket peer answered no ping within %g s: the connection is lost", interval_s)
+                self._eof = True
+                self._io.close()  # the receiving task wakes to the end of the stream
+                return
+            self._pong_seen, pinged = False, True
+            try:
+                self._protocol.send_ping(b"keepalive")
+            except InvalidState:
+                return
+            self._write_soon()
 
     # ---- sends that never wait
 
@@ -281,6 +313,8 @@ class WebSocket:
             opcode, data = self._fragment_opcode or Opcode.BINARY, b"".join(self._fragments)
             self._fragments, self._fragment_opcode = [], None
         else:
+            if opcode is Opcode.PONG:
+                self._pong_seen = True
             return None  # ping, pong, close: the protocol has handled them
         if opcode is Opcode.BINARY:
             return bytes(data)

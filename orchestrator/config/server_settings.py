@@ -48,6 +48,9 @@ class ServerSettings(BaseSettings):
     # JSON object of extra handshake headers, e.g. {"api-key": "…"} for Azure OpenAI.
     realtime_headers: dict[str, str] = {}
     transcription_model: str | None = "gpt-live-transcribe"
+    # Seconds between pings on an idle or busy Realtime socket; a peer that leaves one unanswered until the
+    # next is lost (the call fails over within twice this). 0: no pings.
+    realtime_keepalive_seconds: float = Field(15.0, ge=0)
 
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))

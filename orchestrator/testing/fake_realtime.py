@@ -87,6 +87,7 @@ __all__ = [
     "FakeRealtimeBug",
     "FunctionCall",
     "Immediately",
+    "Freeze",
     "Pause",
     "ProtocolViolation",
     "ReceivedEvent",
@@ -259,7 +260,13 @@ class Drop:
     """Abrupt disconnect: the TCP connection goes away without a close frame (client sees 1006)."""
 
 
-Action = Respond | UserSpeech | SendError | SendEvent | SendRaw | Pause | Close | Drop
+@dataclass(frozen=True)
+class Freeze:
+    """The peer goes silent, the TCP connection left open (a dead host behind a black hole): nothing more is
+    read or sent, pings included."""
+
+
+Action = Respond | UserSpeech | SendError | SendEvent | SendRaw | Pause | Close | Drop | Freeze
 
 
 @dataclass(frozen=True)
@@ -592,6 +599,28 @@ def _has_credentials(headers: dict[str, str]) -> bool:
 
 
 # --------------------------------------------------------------------------- one connection
+
+
+class _FrozenStream(trio.abc.HalfCloseableStream):
+    """What a frozen connection reads from and writes to: nothing ever arrives or leaves."""
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
+        self._stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.sleep_forever()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.sleep_forever()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.sleep_forever()
+
+    async def send_eof(self) -> None:
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 class _SocketGone(Exception):
@@ -1051,6 +1080,12 @@ class _SessionRunner:
             case Drop():
                 await self._drop()
                 raise _SocketGone
+            case Freeze():
+                self._record._mark_closed(1006, "frozen by the fake", "server")
+                # No public API stops trio-websocket's reader; this is test tooling. Its reader and senders
+                # find a stream that never delivers nor writes; the socket closes with the fake.
+                self._websocket._stream = _FrozenStream(self._websocket._stream)
+                await trio.sleep_forever()
             case _:
                 raise FakeRealtimeBug(f"unknown scenario action {action!r}")
 

@@ -22,6 +22,7 @@ from bridge.twilio.mulaw import tone
 from orchestrator.engines.realtime import RealtimeConnector
 from orchestrator.testing.fake_realtime import (
     Drop,
+    Freeze,
     Respond,
     Scenario,
     SendError,
@@ -192,6 +193,20 @@ async def test_realtime_dropping_mid_call_falls_back_after_closing_in_order(tmp_
         assert record["decision"]["reason"] == "engine_failed"
         assert record["outcome"]["state_path"] == ["greeting", "capture", "dispatch", "teardown", "ended"]
         desk.assert_nothing_of_the_call_remains()
+
+
+async def test_a_silently_dead_realtime_peer_is_noticed_by_keepalive_and_the_call_falls_back(tmp_path):
+    # The peer stops answering anything (no pong, no data) with its TCP connection open.
+    scenario = Scenario(steps=[greeting(), on(after_audio_frames(10), Freeze())])
+    async with front_desk(tmp_path, scenario, keepalive_s=0.5) as desk:
+        result = await desk.call(steps=(Say(tone(1200), "I need some help"), Wait(6000)))
+        assert result.media_closed_by == "server"
+        assert tags(result.final_twiml) == VOICEMAIL
+        session = desk.realtime_session_of(result)
+        # Lost within two keepalive intervals of freezing (plus scheduling slack), long before the budget.
+        assert result.media_closed_at - session.closed_at < 2.5
+        record = await pass_record(desk, result.call_sid)
+        assert record["decision"]["reason"] == "engine_failed"
 
 
 async def test_a_fatal_error_event_falls_back_and_a_harmless_one_does_not(tmp_path):
