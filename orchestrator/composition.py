@@ -199,6 +199,9 @@ def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
         extra_headers=settings.realtime_headers,
         voice=settings.realtime_voice,
         keepalive_s=settings.realtime_keepalive_seconds or None,
+        organization=settings.openai_org_id,
+        project=settings.openai_project_id,
+        ca_file=str(settings.realtime_ca_file) if settings.realtime_ca_file else None,
     )
 
 

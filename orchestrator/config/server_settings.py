@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.config.routing import ENV_PREFIX, ConfigError
@@ -47,6 +47,8 @@ class ServerSettings(BaseSettings):
     realtime_voice: str = "marin"
     # JSON object of extra handshake headers, e.g. {"api-key": "…"} for Azure OpenAI.
     realtime_headers: dict[str, str] = {}
+    # A PEM file of CA certificates trusted beside the system's (SSL_CERT_FILE) for a private wss:// endpoint.
+    realtime_ca_file: FilePath | None = None
     transcription_model: str | None = "gpt-live-transcribe"
     # Seconds between pings on an idle or busy Realtime socket; a peer that leaves one unanswered until the
     # next is lost (the call fails over within twice this). 0: no pings.
@@ -55,6 +57,9 @@ class ServerSettings(BaseSettings):
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    # Read from the variables the `openai` package reads, sent as it sends them.
+    openai_org_id: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ORG_ID"))
+    openai_project_id: str | None = Field(None, validation_alias=AliasChoices("OPENAI_PROJECT_ID"))
     # A bearer token a Studio flow sends to read handoff data (GET /calls/{CallSid}/handoff).
     handoff_token: SecretStr | None = None
     # Opens /ops (bearer, or HTTP Basic with this as the password) and posts CSAT scores (bearer).

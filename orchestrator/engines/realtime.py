@@ -28,6 +28,7 @@ from bridge.openai_realtime import (
     RealtimeConnectionClosed,
     RealtimeFailure,
     RealtimeSettings,
+    RealtimeUnavailable,
     ServerEvent,
     ToolCallCollector,
     error_of,
@@ -228,6 +229,7 @@ class RealtimeConnector:
         self.tools = list(tools)
         self.transcription = {"model": transcription_model} if transcription_model else None
         self.name = label
+        self.tls_context = settings.tls_context()  # one for every call of this process
 
     def connect(self, call: EngineCall) -> AbstractAsyncContextManager[RealtimeEngine]:
         return self._open(call, text_only=False)
@@ -240,7 +242,7 @@ class RealtimeConnector:
     async def _open(self, call: EngineCall, *, text_only: bool) -> AsyncIterator[RealtimeEngine]:
         async with AsyncExitStack() as stack:
             try:
-                connection = await stack.enter_async_context(open_realtime(self.settings))
+                connection = await stack.enter_async_context(open_realtime(self.settings, ssl_context=self.tls_context))
                 # The date is per call so the model can turn "next Tuesday" into YYYY-MM-DD.
                 instructions = f"{self.instructions}\n\nToday's date is {date.today().isoformat()}."
                 if text_only:
@@ -248,5 +250,6 @@ class RealtimeConnector:
                 else:
                     await connection.configure(instructions, self.tools, transcription=self.transcription)
             except RealtimeFailure as failure:
-                raise EngineUnavailable(f"{type(failure).__name__}: {failure}") from failure
+                kind = failure.kind if isinstance(failure, RealtimeUnavailable) else "session"
+                raise EngineUnavailable(f"{type(failure).__name__}: {failure}", kind=kind) from failure
             yield RealtimeEngine(connection)

@@ -42,6 +42,7 @@ import binascii
 import copy
 import itertools
 import math
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -1448,9 +1449,14 @@ class _SessionRunner:
 
 @asynccontextmanager
 async def run_fake_realtime(
-    scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0
+    scenario: Scenario | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[FakeRealtime]:
     """Serve the fake on `host:port` (0 = any free port) for the duration of the block; see `fake.url`.
+    With `ssl_context` it serves wss:// (its URL names `host`, which the certificate must cover).
 
     A crash of the fake itself (e.g. FakeRealtimeBug) closes that connection with 1011 and is raised
     when the block exits, so a test cannot pass over it.
@@ -1458,8 +1464,8 @@ async def run_fake_realtime(
     fake = FakeRealtime(scenario or Scenario())
     try:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(partial(serve_websocket, fake.handle_request, host, port, None))
-            fake.url = f"ws://{host}:{server.port}/v1/realtime"
+            server = await nursery.start(partial(serve_websocket, fake.handle_request, host, port, ssl_context))
+            fake.url = f"{'wss' if ssl_context else 'ws'}://{host}:{server.port}/v1/realtime"
             try:
                 yield fake
             except BaseException as body_error:
