@@ -106,6 +106,7 @@ class WebSocket:
         self._take: Callable[[str | bytes], bool] | None = None
         self._refused: str | bytes | None = None  # the message `take` refused in the reactor, for receive()
         self._pong_seen = False  # a pong came since keep_alive's last ping
+        self._keepalive = trio.CancelScope()  # cancelled by close(): the keepalive task ends with the socket
 
     # ---- messages taken without a wake-up (see the module docstring)
 
@@ -194,21 +195,22 @@ class WebSocket:
 
     async def _keep_alive(self, interval_s: float) -> None:
         pinged = False
-        while True:
-            await trio.sleep(interval_s)
-            if self._ended or self._closing:
-                return
-            if pinged and not self._pong_seen:
-                log.warning("websocket peer answered no ping within %g s: the connection is lost", interval_s)
-                self._eof = True
-                self._io.close()  # the receiving task wakes to the end of the stream
-                return
-            self._pong_seen, pinged = False, True
-            try:
-                self._protocol.send_ping(b"keepalive")
-            except InvalidState:
-                return
-            self._write_soon()
+        with self._keepalive:
+            while True:
+                await trio.sleep(interval_s)
+                if self._ended or self._closing:
+                    return
+                if pinged and not self._pong_seen:
+                    log.warning("websocket peer answered no ping within %g s: the connection is lost", interval_s)
+                    self._eof = True
+                    self._io.close()  # the receiving task wakes to the end of the stream
+                    return
+                self._pong_seen, pinged = False, True
+                try:
+                    self._protocol.send_ping(b"keepalive")
+                except InvalidState:
+                    return
+                self._write_soon()
 
     # ---- sends that never wait
 
@@ -397,6 +399,7 @@ class WebSocket:
         if self._closing:
             return
         self._closing = True
+        self._keepalive.cancel()
         protocol = self._protocol
         with trio.CancelScope(shield=True):
             try:
