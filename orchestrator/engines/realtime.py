@@ -82,8 +82,9 @@ class RealtimeEngine:
         self._tools = ToolCallCollector()
         self._tags: dict[str, str | None] = {}  # the active responses' tags, by response id
         # Our response.create requests not yet answered by a response.created: (event id, tag), oldest first.
-        self._requests: list[tuple[str | None, str | None]] = []
+        self._requests: list[tuple[str, str | None]] = []
         self._request_ids = itertools.count(1)
+        self._metadata_echoed = False  # the server echoed our metadata once: tags are never inferred
         self._truncates = itertools.count(1)
         self._held_audio: list[str] = []  # caller frames waiting to go out in one append
 
@@ -117,7 +118,8 @@ class RealtimeEngine:
     ) -> None:
         metadata = {TAG_KEY: tag} if tag is not None else None
         request_id = request_id or f"{_RESPONSE_ID_PREFIX}{next(self._request_ids)}"
-        self._requests.append((request_id, tag))
+        if not self._metadata_echoed:
+            self._requests.append((request_id, tag))
         await self._quietly(self._connection.create_response(instructions, metadata=metadata, event_id=request_id))
 
     async def send_tool_output(self, call_id: str, output: str) -> None:
@@ -184,14 +186,13 @@ class RealtimeEngine:
         return ()
 
     def _tag_of_created(self, metadata: Mapping[str, str] | None) -> str | None:
-        """The tag of a response just created: the one its metadata echoes, else, when no other response is
-        active, our oldest request's (that response is ours even where the metadata is not echoed)."""
+        """The tag of a response just created: the one its metadata echoes. Where metadata is not echoed
+        (a proxy or deployment drops it), a response created while no other is active and a request of ours
+        waits is that request's (the server refuses a response.create while one is active)."""
         tag = _tag_of(metadata)
         if tag is not None:
-            for index, (_, requested) in enumerate(self._requests):
-                if requested == tag:
-                    del self._requests[index]
-                    break
+            self._metadata_echoed = True
+            self._requests.clear()  # the metadata says whose each response is from now on
             return tag
         if self._requests and not self._tags:
             return self._requests.pop(0)[1]
