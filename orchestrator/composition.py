@@ -192,7 +192,7 @@ def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
         raise ConfigError(
             "$OPENAI_API_KEY", None, "not set (needed by --engine realtime; or set ORCHESTRATOR_REALTIME_HEADERS)"
         )
-    return RealtimeSettings(
+    realtime = RealtimeSettings(
         url=settings.realtime_url,
         model=settings.realtime_model,
         api_key=settings.openai_api_key,
@@ -203,6 +203,7 @@ def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
         project=settings.openai_project_id,
         ca_file=str(settings.realtime_ca_file) if settings.realtime_ca_file else None,
     )
+    return realtime.model_copy(update={"proxy": realtime.proxy_from_environment()})
 
 
 def replay_engine(engine: str, config: RoutingConfig, *, listens: bool) -> EngineConnector:

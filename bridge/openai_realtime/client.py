@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
 
 import orjson
 import trio
@@ -81,6 +82,7 @@ from pydantic import (
 )
 
 from bridge.websocket import (
+    ProxyRefused,
     WebSocket,
     WebSocketClosed,
     WebSocketRejected,
@@ -185,6 +187,8 @@ class RealtimeSettings(BaseModel):
     project: str | None = None
     # A PEM file of CA certificates trusted beside the system's (a private endpoint's own CA), for wss://.
     ca_file: str | None = None
+    # An http:// proxy the socket tunnels through (CONNECT); see `proxy_from_environment`.
+    proxy: str | None = None
     voice: str = "marin"
     connect_timeout_s: float = 10.0
     configure_timeout_s: float = 10.0
@@ -219,6 +223,14 @@ class RealtimeSettings(BaseModel):
             headers.append(("OpenAI-Project", self.project))
         return headers
 
+    def proxy_from_environment(self) -> str | None:
+        """The proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names for the URL, unless NO_PROXY
+        exempts its host: the variables the `openai` package (httpx) honours."""
+        parts = urlsplit(self.url)
+        if proxy_bypass_environment(parts.hostname or ""):
+            return None
+        return getproxies_environment().get("https" if parts.scheme == "wss" else "http")
+
     def tls_context(self) -> ssl.SSLContext | None:
         """The TLS context for a wss:// URL (None for ws://): the system's trust store (`SSL_CERT_FILE`
         included) plus `ca_file`. Building one blocks for ~20 ms: build it once per process and pass it to
@@ -242,8 +254,8 @@ class RealtimeUnavailable(RealtimeFailure):
         super().__init__(reason)
         self.reason = reason
         self.status_code = status_code
-        # What failed, for counting: certificate, hostname, tls, dns, refused, network, timeout, http_status,
-        # handshake, url, other.
+        # What failed, for counting: certificate, hostname, tls, dns, proxy, refused, network, timeout,
+        # http_status, handshake, url, other.
         self.kind = kind
 
 
@@ -256,6 +268,8 @@ def connect_failure_kind(error: BaseException) -> str:
         return "tls"
     if isinstance(error, socket.gaierror):
         return "dns"
+    if isinstance(error, ProxyRefused):
+        return "proxy"
     if isinstance(error, ConnectionRefusedError):
         return "refused"
     attempts = error.__cause__  # Trio's "all attempts to connect failed" holds each address's error
@@ -749,7 +763,7 @@ async def open_realtime(
         with trio.fail_after(settings.connect_timeout_s):
             websocket = await connect_websocket(
                 url, settings.handshake_headers(), max_message_bytes=settings.max_message_bytes,
-                ssl_context=ssl_context,
+                ssl_context=ssl_context, proxy=settings.proxy,
             )
     except trio.TooSlowError:
         raise RealtimeUnavailable(f"no handshake within {settings.connect_timeout_s} s", kind="timeout") from None

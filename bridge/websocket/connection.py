@@ -28,10 +28,12 @@ function that way. What `take` sends, it posts (`post_text`): it runs where no o
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
+from urllib.parse import unquote, urlsplit
 
 import trio
 from websockets.client import ClientProtocol
@@ -52,6 +54,7 @@ from bridge.websocket.byte_io import (
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
+    "ProxyRefused",
     "WebSocket",
     "WebSocketClosed",
     "WebSocketRejected",
@@ -478,26 +481,68 @@ async def accept_websocket(
 # --------------------------------------------------------------------------- client side
 
 
+class ProxyRefused(ConnectionError):
+    """The HTTP proxy answered CONNECT with something else than 2xx (or not HTTP at all)."""
+
+
+_PROXY_ANSWER_LIMIT = 16 * 1024
+
+
+async def _tunnel(proxy: str, host: str, port: int) -> trio.SocketStream:
+    """A TCP stream to host:port through an HTTP proxy's CONNECT tunnel (what HTTPS_PROXY means)."""
+    parts = urlsplit(proxy)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"not an http:// proxy URL: {proxy!r}")
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+    try:
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            head += f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
+        await stream.send_all((head + "\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = await stream.receive_some(4096)
+            if not data or len(answer) > _PROXY_ANSWER_LIMIT:
+                raise ProxyRefused(f"the proxy {parts.hostname} closed the connection without answering CONNECT")
+            answer += data
+        status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        status = status_line.split(" ", 2)
+        if len(status) < 2 or not status[0].startswith("HTTP/") or not status[1].startswith("2"):
+            raise ProxyRefused(f"the proxy {parts.hostname} refused CONNECT {target}: {status_line}")
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
 async def connect_websocket(
     url: str,
     headers: Sequence[tuple[str, str]] = (),
     *,
     max_message_bytes: int,
     ssl_context: ssl.SSLContext | None = None,
+    proxy: str | None = None,
 ) -> WebSocket:
     """Open a ws:// or wss:// connection. Raises WebSocketRejected (not 101, or not HTTP), OSError
     (cannot connect: `ssl.SSLCertVerificationError` for a refused certificate, `socket.gaierror` for a name
     that does not resolve, ...) or ValueError (not a WebSocket URL). Bound it with a Trio timeout.
-    `ssl_context`: build one per process and pass it to every connection (building one blocks ~20 ms)."""
+    `ssl_context`: build one per process and pass it to every connection (building one blocks ~20 ms).
+    `proxy`: an http:// proxy reached with CONNECT (ProxyRefused when it will not tunnel)."""
     try:
         uri = parse_uri(url)
     except InvalidURI as error:
         raise ValueError(f"not a ws:// or wss:// URL: {url!r}") from error
     protocol = ClientProtocol(uri, max_size=max_message_bytes)
+    if proxy is None:
+        tcp = await trio.open_tcp_stream(uri.host, uri.port)
+    else:
+        tcp = await _tunnel(proxy, uri.host, uri.port)
     io: ByteIO
     if uri.secure:
-        stream = await trio.open_ssl_over_tcp_stream(
-            uri.host, uri.port, ssl_context=ssl_context or ssl.create_default_context(), https_compatible=True
+        stream = trio.SSLStream(
+            tcp, ssl_context or ssl.create_default_context(), server_hostname=uri.host, https_compatible=True
         )
         try:
             await stream.do_handshake()  # here, so that a refused certificate is raised as itself
@@ -507,7 +552,7 @@ async def connect_websocket(
             raise cause if isinstance(cause, OSError) else ConnectionResetError(str(error)) from None
         io = StreamIO(stream)
     else:
-        io = PlainSocketIO(plain_socket_of(await trio.open_tcp_stream(uri.host, uri.port)))
+        io = PlainSocketIO(plain_socket_of(tcp))
     websocket = WebSocket(protocol, io)
     try:
         request = protocol.connect()

@@ -3,8 +3,13 @@ cause: a good certificate works, an untrusted one says CERTIFICATE_VERIFY_FAILED
 DNS, refused and HTTP-status failures are told apart."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -115,3 +120,70 @@ async def test_the_realtime_connector_builds_one_tls_context_for_every_call(test
                 async with connector.connect(EngineCall(call_sid="CA1")):
                     pass
             assert len(built) == 1 and len(fake.sessions) == 2
+
+
+@asynccontextmanager
+async def connect_proxy(*, refuse: bool = False) -> AsyncIterator[tuple[str, list[str]]]:
+    """A minimal HTTP CONNECT proxy on loopback: its URL, and the CONNECT targets it was asked for."""
+    targets: list[str] = []
+
+    async def relay(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some(65536):
+                await sink.send_all(data)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await sink.aclose()
+
+    async def handle(client: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await client.receive_some(4096)
+        target = head.split(b" ")[1].decode()
+        targets.append(target)
+        if refuse:
+            await client.send_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            await client.aclose()
+            return
+        host, port = target.rsplit(":", 1)
+        upstream = await trio.open_tcp_stream(host, int(port))
+        await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay, client, upstream)
+            nursery.start_soon(relay, upstream, client)
+
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        yield f"http://127.0.0.1:{listener.socket.getsockname()[1]}", targets
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_socket_goes_through_an_https_proxy_as_named_by_the_environment(test_ca, tmp_path, monkeypatch):
+    ca_file = tmp_path / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(ca_file))
+    with trio.fail_after(TIMEOUT_S):
+        async with connect_proxy() as (proxy_url, targets), run_fake_realtime(
+            ssl_context=serving_context(test_ca, "localhost")
+        ) as fake:
+            settings = settings_for(fake.url, ca_file=str(ca_file))
+            monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            assert settings.proxy_from_environment() == proxy_url
+            monkeypatch.setenv("NO_PROXY", "localhost")
+            assert settings.proxy_from_environment() is None
+
+            settings = settings.model_copy(update={"proxy": proxy_url})
+            async with open_realtime(settings, ssl_context=settings.tls_context()) as realtime:
+                await realtime.configure("x")
+            assert targets == [f"localhost:{urlsplit(fake.url).port}"]
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_a_proxy_failure():
+    with trio.fail_after(TIMEOUT_S):
+        async with connect_proxy(refuse=True) as (proxy_url, _targets):
+            settings = RealtimeSettings(url="wss://api.openai.com/v1/realtime", api_key="sk-test", proxy=proxy_url)
+            with pytest.raises(RealtimeUnavailable) as refused:
+                async with open_realtime(settings):
+                    pass
+    assert refused.value.kind == "proxy"
+    assert "403 Forbidden" in refused.value.reason
