@@ -243,7 +243,9 @@ class RealtimeConnector:
     async def _open(self, call: EngineCall, *, text_only: bool) -> AsyncIterator[RealtimeEngine]:
         async with AsyncExitStack() as stack:
             try:
-                connection = await stack.enter_async_context(open_realtime(self.settings, ssl_context=self.tls_context))
+                connection = await stack.enter_async_context(
+                    open_realtime(self.settings, ssl_context=self.tls_context)
+                )
                 # The date is per call so the model can turn "next Tuesday" into YYYY-MM-DD.
                 instructions = f"{self.instructions}\n\nToday's date is {date.today().isoformat()}."
                 if text_only:

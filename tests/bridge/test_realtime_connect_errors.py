@@ -111,7 +111,9 @@ async def test_the_realtime_connector_builds_one_tls_context_for_every_call(test
     serving = serving_context(test_ca, "localhost")
     built = []
     create_default_context = ssl.create_default_context
-    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: built.append(1) or create_default_context(*a, **k))
+    monkeypatch.setattr(
+        ssl, "create_default_context", lambda *a, **k: built.append(1) or create_default_context(*a, **k)
+    )
     with trio.fail_after(TIMEOUT_S):
         async with run_fake_realtime(ssl_context=serving) as fake:
             connector = RealtimeConnector(settings_for(fake.url, ca_file=str(ca_file)), instructions="x", tools=[])

@@ -35,7 +35,7 @@ def test_a_model_named_by_the_url_is_not_warned_about():
 def test_check_config_warns_about_a_model_with_an_announced_shutdown():
     env = {**os.environ, "ORCHESTRATOR_REALTIME_MODEL": "gpt-realtime-mini"}
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.commands.cli", "check-config", str(ROOT / "examples" / "acme_plumbing.toml")],
+        [sys.executable, "-m", "orchestrator.commands.cli", "check-config", str(ROOT / "examples/acme_plumbing.toml")],
         capture_output=True, text=True, cwd=ROOT, env=env,
     )
     assert result.returncode == 0, result.stderr

@@ -209,7 +209,8 @@ async def test_a_whole_call_runs_over_tls_to_a_realtime_endpoint_with_a_private_
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     scenario = triage_scenario("billing")
-    async with front_desk(tmp_path, scenario, serving_tls=serving_context(ca, "localhost"), ca_file=str(ca_file)) as desk:
+    serving = serving_context(ca, "localhost")
+    async with front_desk(tmp_path, scenario, serving_tls=serving, ca_file=str(ca_file)) as desk:
         result = await desk.call()
         assert_closed_in_order(desk, result)
         assert task_attributes(result.final_twiml)["intent"] == "billing"
@@ -218,7 +219,8 @@ async def test_a_whole_call_runs_over_tls_to_a_realtime_endpoint_with_a_private_
 
 
 async def test_an_untrusted_realtime_certificate_falls_back_and_is_counted_by_kind(tmp_path):
-    async with front_desk(tmp_path, triage_scenario("billing"), serving_tls=serving_context(trustme.CA(), "localhost")) as desk:
+    untrusted = serving_context(trustme.CA(), "localhost")
+    async with front_desk(tmp_path, triage_scenario("billing"), serving_tls=untrusted) as desk:
         result = await desk.call()
         assert tags(result.final_twiml) == VOICEMAIL
         assert (await pass_record(desk, result.call_sid))["decision"]["reason"] == "engine_failed"
