@@ -27,6 +27,7 @@ from orchestrator.config import (
     load_routing_config,
     load_server_settings,
     media_stream_url,
+    model_shutdown_warnings,
 )
 from orchestrator.engines import (
     EngineConnector,
@@ -170,6 +171,7 @@ async def _build_engines(
         announcements.append(
             f"engine: OpenAI Realtime at {settings.realtime_url} (model {settings.realtime_model or 'from URL'})"
         )
+        announcements.extend(model_shutdown_warnings(settings))
     else:
         connector = await stack.enter_async_context(
             run_demo_engine(
@@ -190,13 +192,18 @@ def realtime_settings(settings: ServerSettings) -> RealtimeSettings:
         raise ConfigError(
             "$OPENAI_API_KEY", None, "not set (needed by --engine realtime; or set ORCHESTRATOR_REALTIME_HEADERS)"
         )
-    return RealtimeSettings(
+    realtime = RealtimeSettings(
         url=settings.realtime_url,
         model=settings.realtime_model,
         api_key=settings.openai_api_key,
         extra_headers=settings.realtime_headers,
         voice=settings.realtime_voice,
+        keepalive_s=settings.realtime_keepalive_seconds or None,
+        organization=settings.openai_org_id,
+        project=settings.openai_project_id,
+        ca_file=str(settings.realtime_ca_file) if settings.realtime_ca_file else None,
     )
+    return realtime.model_copy(update={"proxy": realtime.proxy_from_environment()})
 
 
 def replay_engine(engine: str, config: RoutingConfig, *, listens: bool) -> EngineConnector:

@@ -3,6 +3,7 @@ the fake Realtime server it talks to, and simulated Twilio callers, all over loo
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -182,13 +183,22 @@ async def front_desk(
     *,
     config_path: Path = ACME,
     failover: Callable[[RoutingConfig], EngineConnector] | None = None,
+    keepalive_s: float | None = 15.0,
+    serving_tls: ssl.SSLContext | None = None,
+    ca_file: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[FrontDesk]:
-    """The server on the fake Realtime; `failover` builds the engine that takes over failed calls."""
+    """The server on the fake Realtime; `failover` builds the engine that takes over failed calls.
+    `serving_tls`: the fake serves wss:// with that context (reached as `localhost`); `ca_file`: the CA the
+    server trusts beside the system's."""
     config = load_routing_config(config_path)
-    async with run_fake_realtime(scenario) as fake:
+    async with run_fake_realtime(scenario, ssl_context=serving_tls) as fake:
+        url = fake.url.replace("127.0.0.1", "localhost") if serving_tls else fake.url
         connector = RealtimeConnector(
-            RealtimeSettings(url=fake.url, api_key="sk-test", connect_timeout_s=2, configure_timeout_s=2),
+            RealtimeSettings(
+                url=url, api_key="sk-test", connect_timeout_s=2, configure_timeout_s=2, keepalive_s=keepalive_s,
+                ca_file=ca_file,
+            ),
             instructions=agent_instructions(config),
             tools=realtime_tools(config),
             transcription_model="gpt-4o-mini-transcribe",

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import binascii
 import logging
+import socket
+import ssl
 import typing
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -24,6 +26,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
 
 import orjson
 import trio
@@ -79,6 +82,7 @@ from pydantic import (
 )
 
 from bridge.websocket import (
+    ProxyRefused,
     WebSocket,
     WebSocketClosed,
     WebSocketRejected,
@@ -160,6 +164,8 @@ DEFAULT_TURN_DETECTION = ServerVad(
 )
 
 _PCMU = AudioPCMU(type="audio/pcmu")
+# OpenSSL's verify codes for a certificate that does not name the host (62) or the IP address (64).
+_X509_V_ERR_NAME_MISMATCH = frozenset({62, 64})
 
 
 # --------------------------------------------------------------------------- settings and errors
@@ -172,14 +178,23 @@ class RealtimeSettings(BaseModel):
 
     url: str = "wss://api.openai.com/v1/realtime"
     # Appended as `?model=`; None when the URL already names the model or deployment.
-    model: str | None = "gpt-realtime"
+    model: str | None = "gpt-realtime-1.5"
     # Sent as `Authorization: Bearer`. None for endpoints authenticated by `extra_headers` (Azure `api-key`).
     api_key: SecretStr | None = None
     extra_headers: dict[str, str] = Field(default_factory=dict)
+    # Sent as the `openai` package sends them (`OpenAI-Organization`, `OpenAI-Project`).
+    organization: str | None = None
+    project: str | None = None
+    # A PEM file of CA certificates trusted beside the system's (a private endpoint's own CA), for wss://.
+    ca_file: str | None = None
+    # An http:// proxy the socket tunnels through (CONNECT); see `proxy_from_environment`.
+    proxy: str | None = None
     voice: str = "marin"
     connect_timeout_s: float = 10.0
     configure_timeout_s: float = 10.0
     close_timeout_s: float = 2.0
+    # Ping interval; a peer that leaves a ping unanswered until the next is lost (within 2 × this). None: off.
+    keepalive_s: float | None = 15.0
     # input_audio_buffer.append may carry up to 15 MiB; server frames are far smaller.
     max_message_bytes: int = 16 * 1024 * 1024
 
@@ -202,7 +217,30 @@ class RealtimeSettings(BaseModel):
         headers = list(self.extra_headers.items())
         if self.api_key is not None:
             headers.append(("Authorization", "Bearer " + self.api_key.get_secret_value()))
+        if self.organization is not None:
+            headers.append(("OpenAI-Organization", self.organization))
+        if self.project is not None:
+            headers.append(("OpenAI-Project", self.project))
         return headers
+
+    def proxy_from_environment(self) -> str | None:
+        """The proxy HTTPS_PROXY (wss://) or HTTP_PROXY (ws://) names for the URL, unless NO_PROXY
+        exempts its host: the variables the `openai` package (httpx) honours."""
+        parts = urlsplit(self.url)
+        if proxy_bypass_environment(parts.hostname or ""):
+            return None
+        return getproxies_environment().get("https" if parts.scheme == "wss" else "http")
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context for a wss:// URL (None for ws://): the system's trust store (`SSL_CERT_FILE`
+        included) plus `ca_file`. Building one blocks for ~20 ms: build it once per process and pass it to
+        every `open_realtime`."""
+        if urlsplit(self.url).scheme != "wss":
+            return None
+        context = ssl.create_default_context()
+        if self.ca_file is not None:
+            context.load_verify_locations(cafile=self.ca_file)
+        return context
 
 
 class RealtimeFailure(Exception):
@@ -212,10 +250,36 @@ class RealtimeFailure(Exception):
 class RealtimeUnavailable(RealtimeFailure):
     """The Realtime session could not be established (refused, rejected, timed out, closed early)."""
 
-    def __init__(self, reason: str, *, status_code: int | None = None) -> None:
+    def __init__(self, reason: str, *, status_code: int | None = None, kind: str = "other") -> None:
         super().__init__(reason)
         self.reason = reason
         self.status_code = status_code
+        # What failed, for counting: certificate, hostname, tls, dns, proxy, refused, network, timeout,
+        # http_status, handshake, url, other.
+        self.kind = kind
+
+
+def connect_failure_kind(error: BaseException) -> str:
+    """The kind (see RealtimeUnavailable.kind) of an error raised while connecting."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        hostname = error.verify_code in _X509_V_ERR_NAME_MISMATCH
+        return "hostname" if hostname else "certificate"
+    if isinstance(error, ssl.SSLError):
+        return "tls"
+    if isinstance(error, socket.gaierror):
+        return "dns"
+    if isinstance(error, ProxyRefused):
+        return "proxy"
+    if isinstance(error, ConnectionRefusedError):
+        return "refused"
+    attempts = error.__cause__  # Trio's "all attempts to connect failed" holds each address's error
+    if type(error) is OSError and isinstance(attempts, BaseExceptionGroup) and attempts.exceptions:
+        return connect_failure_kind(attempts.exceptions[0])
+    if isinstance(error, OSError):
+        return "network"
+    if isinstance(error, ValueError):
+        return "url"
+    return "other"
 
 
 class RealtimeRequestError(RealtimeFailure):
@@ -685,28 +749,36 @@ class RealtimeConnection:
 
 
 @asynccontextmanager
-async def open_realtime(settings: RealtimeSettings) -> AsyncIterator[RealtimeConnection]:
+async def open_realtime(
+    settings: RealtimeSettings, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[RealtimeConnection]:
     """Connect; leaving the block closes the socket on every path (normal exit, exception, cancellation).
+    `ssl_context` (wss://): the process's one context; None builds a default one for this connection.
 
-    Raises RealtimeUnavailable if the connection is refused, the handshake rejected or timed out.
+    Raises RealtimeUnavailable if the connection is refused, the handshake rejected or timed out; its
+    reason names the real cause (e.g. CERTIFICATE_VERIFY_FAILED) and its `kind` classifies it.
     """
     url = settings.endpoint()
     try:
         with trio.fail_after(settings.connect_timeout_s):
             websocket = await connect_websocket(
-                url, settings.handshake_headers(), max_message_bytes=settings.max_message_bytes
+                url, settings.handshake_headers(), max_message_bytes=settings.max_message_bytes,
+                ssl_context=ssl_context, proxy=settings.proxy,
             )
     except trio.TooSlowError:
-        raise RealtimeUnavailable(f"no handshake within {settings.connect_timeout_s} s") from None
+        raise RealtimeUnavailable(f"no handshake within {settings.connect_timeout_s} s", kind="timeout") from None
     except WebSocketRejected as rejected:
         if rejected.status_code is None:
-            raise RealtimeUnavailable(f"handshake failed: {rejected}") from None
+            raise RealtimeUnavailable(f"handshake failed: {rejected}", kind="handshake") from None
         body = rejected.body[:200].decode(errors="replace")
         raise RealtimeUnavailable(
-            f"handshake rejected with HTTP {rejected.status_code}: {body}", status_code=rejected.status_code
+            f"handshake rejected with HTTP {rejected.status_code}: {body}",
+            status_code=rejected.status_code, kind="http_status",
         ) from None
     except (OSError, ValueError) as error:
-        raise RealtimeUnavailable(f"cannot connect: {error!r}") from error
+        raise RealtimeUnavailable(f"cannot connect: {error!r}", kind=connect_failure_kind(error)) from error
+    if settings.keepalive_s:
+        websocket.keep_alive(settings.keepalive_s)
     connection = RealtimeConnection(websocket, settings)
     try:
         yield connection

@@ -2,6 +2,7 @@
 per process that hands the commonest frames to their connection without waking a task (the fast path)."""
 from bridge.websocket.connection import (
     CLOSE_TIMEOUT_S,
+    ProxyRefused,
     WebSocket,
     WebSocketClosed,
     WebSocketRejected,
@@ -12,6 +13,7 @@ from bridge.websocket.http_head import is_websocket_upgrade, read_http_head
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
+    "ProxyRefused",
     "WebSocket",
     "WebSocketClosed",
     "WebSocketRejected",

@@ -12,6 +12,7 @@ costs one wake-up (`byte_io`: plain sockets used directly, waiting on one epoll 
     await websocket.send_text(text)      # waits for room; raises WebSocketClosed once closed
     websocket.post_text(text)            # never waits: written now, or queued in order for a flusher
     await websocket.close(1000)          # idempotent, bounded
+    websocket.keep_alive(15.0)           # ping every 15 s; a peer that misses a ping's answer is lost
 
 One task receives at a time; any number of tasks may send (frames never interleave).
 
@@ -27,10 +28,12 @@ function that way. What `take` sends, it posts (`post_text`): it runs where no o
 
 from __future__ import annotations
 
+import base64
 import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
+from urllib.parse import unquote, urlsplit
 
 import trio
 from websockets.client import ClientProtocol
@@ -51,6 +54,7 @@ from bridge.websocket.byte_io import (
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
+    "ProxyRefused",
     "WebSocket",
     "WebSocketClosed",
     "WebSocketRejected",
@@ -104,6 +108,8 @@ class WebSocket:
         self._flush_scheduled = False
         self._take: Callable[[str | bytes], bool] | None = None
         self._refused: str | bytes | None = None  # the message `take` refused in the reactor, for receive()
+        self._pong_seen = False  # a pong came since keep_alive's last ping
+        self._keepalive = trio.CancelScope()  # cancelled by close(): the keepalive task ends with the socket
 
     # ---- messages taken without a wake-up (see the module docstring)
 
@@ -152,8 +158,11 @@ class WebSocket:
                 self._eof = True
             events = protocol.events_received()
             for index, frame in enumerate(events):
-                if frame.opcode is Opcode.PING or frame.opcode is Opcode.PONG:
-                    continue  # the protocol answered a ping already (flushed below)
+                if frame.opcode is Opcode.PONG:
+                    self._pong_seen = True
+                    continue
+                if frame.opcode is Opcode.PING:
+                    continue  # the protocol answered it already (flushed below)
                 message = _whole_message(frame)
                 if message is None:  # for receive() to assemble (a fragment, bad UTF-8, a close)
                     self._events.extend(events[index:])
@@ -177,6 +186,34 @@ class WebSocket:
                 return True
         io.hand_over()  # more may be waiting: the task reads the rest
         return False
+
+    # ---- keepalive
+
+    def keep_alive(self, interval_s: float) -> None:
+        """Ping the peer every `interval_s`; one that has not answered a ping by the next is taken for dead:
+        the connection ends as dropped (1006), so `receive()` returns None within 2 × interval_s of the
+        peer's last sign of life. Pongs are seen by the task in `receive()`: keep one receiving. Runs until
+        the connection ends."""
+        trio.lowlevel.spawn_system_task(self._keep_alive, interval_s, name="websocket keepalive")
+
+    async def _keep_alive(self, interval_s: float) -> None:
+        pinged = False
+        with self._keepalive:
+            while True:
+                await trio.sleep(interval_s)
+                if self._ended or self._closing:
+                    return
+                if pinged and not self._pong_seen:
+                    log.warning("websocket peer answered no ping within %g s: the connection is lost", interval_s)
+                    self._eof = True
+                    self._io.close()  # the receiving task wakes to the end of the stream
+                    return
+                self._pong_seen, pinged = False, True
+                try:
+                    self._protocol.send_ping(b"keepalive")
+                except InvalidState:
+                    return
+                self._write_soon()
 
     # ---- sends that never wait
 
@@ -281,6 +318,8 @@ class WebSocket:
             opcode, data = self._fragment_opcode or Opcode.BINARY, b"".join(self._fragments)
             self._fragments, self._fragment_opcode = [], None
         else:
+            if opcode is Opcode.PONG:
+                self._pong_seen = True
             return None  # ping, pong, close: the protocol has handled them
         if opcode is Opcode.BINARY:
             return bytes(data)
@@ -363,6 +402,7 @@ class WebSocket:
         if self._closing:
             return
         self._closing = True
+        self._keepalive.cancel()
         protocol = self._protocol
         with trio.CancelScope(shield=True):
             try:
@@ -441,28 +481,78 @@ async def accept_websocket(
 # --------------------------------------------------------------------------- client side
 
 
+class ProxyRefused(ConnectionError):
+    """The HTTP proxy answered CONNECT with something else than 2xx (or not HTTP at all)."""
+
+
+_PROXY_ANSWER_LIMIT = 16 * 1024
+
+
+async def _tunnel(proxy: str, host: str, port: int) -> trio.SocketStream:
+    """A TCP stream to host:port through an HTTP proxy's CONNECT tunnel (what HTTPS_PROXY means)."""
+    parts = urlsplit(proxy)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"not an http:// proxy URL: {proxy!r}")
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+    try:
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            head += f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
+        await stream.send_all((head + "\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = await stream.receive_some(4096)
+            if not data or len(answer) > _PROXY_ANSWER_LIMIT:
+                raise ProxyRefused(f"the proxy {parts.hostname} closed the connection without answering CONNECT")
+            answer += data
+        status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        status = status_line.split(" ", 2)
+        if len(status) < 2 or not status[0].startswith("HTTP/") or not status[1].startswith("2"):
+            raise ProxyRefused(f"the proxy {parts.hostname} refused CONNECT {target}: {status_line}")
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
 async def connect_websocket(
     url: str,
     headers: Sequence[tuple[str, str]] = (),
     *,
     max_message_bytes: int,
     ssl_context: ssl.SSLContext | None = None,
+    proxy: str | None = None,
 ) -> WebSocket:
     """Open a ws:// or wss:// connection. Raises WebSocketRejected (not 101, or not HTTP), OSError
-    (cannot connect) or ValueError (not a WebSocket URL). Bound it with a Trio timeout."""
+    (cannot connect: `ssl.SSLCertVerificationError` for a refused certificate, `socket.gaierror` for a name
+    that does not resolve, ...) or ValueError (not a WebSocket URL). Bound it with a Trio timeout.
+    `ssl_context`: build one per process and pass it to every connection (building one blocks ~20 ms).
+    `proxy`: an http:// proxy reached with CONNECT (ProxyRefused when it will not tunnel)."""
     try:
         uri = parse_uri(url)
     except InvalidURI as error:
         raise ValueError(f"not a ws:// or wss:// URL: {url!r}") from error
     protocol = ClientProtocol(uri, max_size=max_message_bytes)
+    if proxy is None:
+        tcp = await trio.open_tcp_stream(uri.host, uri.port)
+    else:
+        tcp = await _tunnel(proxy, uri.host, uri.port)
     io: ByteIO
     if uri.secure:
-        stream = await trio.open_ssl_over_tcp_stream(
-            uri.host, uri.port, ssl_context=ssl_context or ssl.create_default_context(), https_compatible=True
+        stream = trio.SSLStream(
+            tcp, ssl_context or ssl.create_default_context(), server_hostname=uri.host, https_compatible=True
         )
+        try:
+            await stream.do_handshake()  # here, so that a refused certificate is raised as itself
+        except trio.BrokenResourceError as error:
+            await trio.aclose_forcefully(stream)
+            cause = error.__cause__
+            raise cause if isinstance(cause, OSError) else ConnectionResetError(str(error)) from None
         io = StreamIO(stream)
     else:
-        io = PlainSocketIO(plain_socket_of(await trio.open_tcp_stream(uri.host, uri.port)))
+        io = PlainSocketIO(plain_socket_of(tcp))
     websocket = WebSocket(protocol, io)
     try:
         request = protocol.connect()

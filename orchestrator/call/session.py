@@ -229,7 +229,10 @@ class CallSession:
                     await trio.sleep_forever()
         except EngineUnavailable as unavailable:
             self.deps.metrics.engine_unavailable.inc()
-            self.log.warning("engine unavailable", engine=connector.name, reason=unavailable.reason)
+            self.deps.metrics.engine_connect_failures.labels(kind=unavailable.kind).inc()
+            self.log.warning(
+                "engine unavailable", engine=connector.name, kind=unavailable.kind, reason=unavailable.reason
+            )
             self._engine_lost = f"engine_unavailable: {unavailable.reason}"
         finally:
             self._engine = None

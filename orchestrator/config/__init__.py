@@ -1,4 +1,5 @@
 """The routing config (TOML plus `ORCHESTRATOR_…` overrides) and the server's settings."""
+from orchestrator.config.model_shutdowns import ANNOUNCED_SHUTDOWNS, model_shutdown_warnings
 from orchestrator.config.routing import (
     ENV_PREFIX,
     RESERVED_TASK_ATTRIBUTES,
@@ -29,6 +30,7 @@ from orchestrator.config.server_settings import (
 )
 
 __all__ = [
+    "ANNOUNCED_SHUTDOWNS",
     "DEV_AUTH_TOKEN_FILE",
     "ENV_PREFIX",
     "RESERVED_TASK_ATTRIBUTES",
@@ -52,5 +54,6 @@ __all__ = [
     "load_routing_config",
     "load_server_settings",
     "media_stream_url",
+    "model_shutdown_warnings",
     "studio_node_key",
 ]

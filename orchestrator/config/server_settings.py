@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.config.routing import ENV_PREFIX, ConfigError
@@ -41,15 +41,25 @@ class ServerSettings(BaseSettings):
     engine: EngineChoice = "auto"
 
     realtime_url: str = "wss://api.openai.com/v1/realtime"
-    realtime_model: str | None = "gpt-realtime"  # empty: the URL names the model (Azure deployments)
+    # Current models (no announced shutdown; `model_shutdowns.py` lists the ones that have one). Empty: the URL
+    # names the model (Azure deployments).
+    realtime_model: str | None = "gpt-realtime-1.5"
     realtime_voice: str = "marin"
     # JSON object of extra handshake headers, e.g. {"api-key": "…"} for Azure OpenAI.
     realtime_headers: dict[str, str] = {}
-    transcription_model: str | None = "gpt-4o-mini-transcribe"
+    # A PEM file of CA certificates trusted beside the system's (SSL_CERT_FILE) for a private wss:// endpoint.
+    realtime_ca_file: FilePath | None = None
+    transcription_model: str | None = "gpt-live-transcribe"
+    # Seconds between pings on an idle or busy Realtime socket; a peer that leaves one unanswered until the
+    # next is lost (the call fails over within twice this). 0: no pings.
+    realtime_keepalive_seconds: float = Field(15.0, ge=0)
 
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    # Read from the variables the `openai` package reads, sent as it sends them.
+    openai_org_id: str | None = Field(None, validation_alias=AliasChoices("OPENAI_ORG_ID"))
+    openai_project_id: str | None = Field(None, validation_alias=AliasChoices("OPENAI_PROJECT_ID"))
     # A bearer token a Studio flow sends to read handoff data (GET /calls/{CallSid}/handoff).
     handoff_token: SecretStr | None = None
     # Opens /ops (bearer, or HTTP Basic with this as the password) and posts CSAT scores (bearer).

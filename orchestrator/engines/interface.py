@@ -20,9 +20,10 @@ from typing import Protocol
 class EngineUnavailable(Exception):
     """The engine could not be opened for this call (refused, timed out, misconfigured)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, kind: str = "other") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind  # what failed, counted by kind (e.g. certificate, dns, refused, http_status, timeout)
 
 
 # --------------------------------------------------------------------------- events out of an engine

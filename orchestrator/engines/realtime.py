@@ -28,6 +28,7 @@ from bridge.openai_realtime import (
     RealtimeConnectionClosed,
     RealtimeFailure,
     RealtimeSettings,
+    RealtimeUnavailable,
     ServerEvent,
     ToolCallCollector,
     error_of,
@@ -68,6 +69,7 @@ TAG_KEY = "tag"  # response metadata key carrying the tag given to speak()
 CALLER_FRAMES_PER_APPEND = 2
 _TRUNCATE_ID_PREFIX = "truncate_"
 AUDIO_APPEND_PARAM = "audio"  # the `param` of an error that answers an input_audio_buffer.append
+_RESPONSE_ID_PREFIX = "respond_"
 # Events _translate turns into nothing, frequent enough to skip without validation (one per word or so).
 _IGNORED_EVENTS = frozenset({AUDIO_TRANSCRIPT_DELTA_EVENT})  # a truncate the server found too long is harmless
 
@@ -79,7 +81,11 @@ class RealtimeEngine:
     def __init__(self, connection: RealtimeConnection) -> None:
         self._connection = connection
         self._tools = ToolCallCollector()
-        self._tags: dict[str, str | None] = {}
+        self._tags: dict[str, str | None] = {}  # the active responses' tags, by response id
+        # Our response.create requests not yet answered by a response.created: (event id, tag), oldest first.
+        self._requests: list[tuple[str, str | None]] = []
+        self._request_ids = itertools.count(1)
+        self._metadata_echoed = False  # the server echoed our metadata once: tags are never inferred
         self._truncates = itertools.count(1)
         self._held_audio: list[str] = []  # caller frames waiting to go out in one append
 
@@ -115,6 +121,9 @@ class RealtimeEngine:
         line: SpokenLine | None = None,  # the model follows the instructions, which quote the line
     ) -> None:
         metadata = {TAG_KEY: tag} if tag is not None else None
+        request_id = request_id or f"{_RESPONSE_ID_PREFIX}{next(self._request_ids)}"
+        if not self._metadata_echoed:
+            self._requests.append((request_id, tag))
         await self._quietly(self._connection.create_response(instructions, metadata=metadata, event_id=request_id))
 
     async def send_tool_output(self, call_id: str, output: str) -> None:
@@ -123,7 +132,7 @@ class RealtimeEngine:
     async def send_caller_text(self, text: str) -> None:
         """A caller turn as text (replay), answered by one response."""
         await self._quietly(self._connection.add_user_text(text))
-        await self._quietly(self._connection.create_response(None))
+        await self.speak(None, tag=None)
 
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         event_id = f"{_TRUNCATE_ID_PREFIX}{next(self._truncates)}"
@@ -163,7 +172,7 @@ class RealtimeEngine:
             return ready
         if isinstance(event, ResponseCreatedEvent):
             response_id = event.response.id or ""
-            tag = self._tags[response_id] = _tag_of(event.response.metadata)
+            tag = self._tags[response_id] = self._tag_of_created(event.response.metadata)
             return (ResponseStarted(response_id, tag),)
         if isinstance(event, InputAudioBufferSpeechStartedEvent):
             return (CallerSpeechStarted(),)
@@ -175,6 +184,7 @@ class RealtimeEngine:
         if error is not None:
             code = error.code or error.type or "error"
             request_id = error.event_id
+            self._requests = [request for request in self._requests if request[0] != request_id]
             harmless = (
                 code in HARMLESS_ERROR_CODES
                 or (request_id or "").startswith(_TRUNCATE_ID_PREFIX)
@@ -182,6 +192,19 @@ class RealtimeEngine:
             )
             return (EngineProblem(code, error.message or "", fatal=not harmless, request_id=request_id),)
         return ()
+
+    def _tag_of_created(self, metadata: Mapping[str, str] | None) -> str | None:
+        """The tag of a response just created: the one its metadata echoes. Where metadata is not echoed
+        (a proxy or deployment drops it), a response created while no other is active and a request of ours
+        waits is that request's (the server refuses a response.create while one is active)."""
+        tag = _tag_of(metadata)
+        if tag is not None:
+            self._metadata_echoed = True
+            self._requests.clear()  # the metadata says whose each response is from now on
+            return tag
+        if self._requests and not self._tags:
+            return self._requests.pop(0)[1]
+        return None
 
     @staticmethod
     async def _quietly(send: Any) -> None:
@@ -223,6 +246,7 @@ class RealtimeConnector:
         self.tools = list(tools)
         self.transcription = {"model": transcription_model} if transcription_model else None
         self.name = label
+        self.tls_context = settings.tls_context()  # one for every call of this process
 
     def connect(self, call: EngineCall) -> AbstractAsyncContextManager[RealtimeEngine]:
         return self._open(call, text_only=False)
@@ -235,7 +259,9 @@ class RealtimeConnector:
     async def _open(self, call: EngineCall, *, text_only: bool) -> AsyncIterator[RealtimeEngine]:
         async with AsyncExitStack() as stack:
             try:
-                connection = await stack.enter_async_context(open_realtime(self.settings))
+                connection = await stack.enter_async_context(
+                    open_realtime(self.settings, ssl_context=self.tls_context)
+                )
                 # The date is per call so the model can turn "next Tuesday" into YYYY-MM-DD.
                 instructions = f"{self.instructions}\n\nToday's date is {date.today().isoformat()}."
                 if text_only:
@@ -243,5 +269,6 @@ class RealtimeConnector:
                 else:
                     await connection.configure(instructions, self.tools, transcription=self.transcription)
             except RealtimeFailure as failure:
-                raise EngineUnavailable(f"{type(failure).__name__}: {failure}") from failure
+                kind = failure.kind if isinstance(failure, RealtimeUnavailable) else "session"
+                raise EngineUnavailable(f"{type(failure).__name__}: {failure}", kind=kind) from failure
             yield RealtimeEngine(connection)

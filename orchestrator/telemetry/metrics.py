@@ -58,6 +58,10 @@ class ServerMetrics:
         self.engine_unavailable = Counter(
             "engine_unavailable", "Calls whose engine could not be opened", registry=registry
         )
+        self.engine_connect_failures = Counter(
+            "engine_connect_failures", "Engine connections that failed, by kind (certificate, hostname, dns, "
+            "refused, http_status, timeout, ...)", ["kind"], registry=registry,
+        )
         self.engine_failovers = Counter(
             "engine_failovers", "Calls taken over by the failover engine after the first was refused or lost",
             registry=registry,

@@ -42,6 +42,7 @@ import binascii
 import copy
 import itertools
 import math
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -87,6 +88,7 @@ __all__ = [
     "FakeRealtimeBug",
     "FunctionCall",
     "Immediately",
+    "Freeze",
     "Pause",
     "ProtocolViolation",
     "ReceivedEvent",
@@ -259,7 +261,13 @@ class Drop:
     """Abrupt disconnect: the TCP connection goes away without a close frame (client sees 1006)."""
 
 
-Action = Respond | UserSpeech | SendError | SendEvent | SendRaw | Pause | Close | Drop
+@dataclass(frozen=True)
+class Freeze:
+    """The peer goes silent, the TCP connection left open (a dead host behind a black hole): nothing more is
+    read or sent, pings included."""
+
+
+Action = Respond | UserSpeech | SendError | SendEvent | SendRaw | Pause | Close | Drop | Freeze
 
 
 @dataclass(frozen=True)
@@ -315,6 +323,8 @@ class Scenario:
     record_audio: bool = True
     # Answer the WebSocket upgrade only after this long (a slow connection to the endpoint).
     handshake_delay_s: float = 0.0
+    # Leave out the metadata response.create asked for (a proxy or deployment that drops it).
+    drop_metadata: bool = False
 
 
 # --------------------------------------------------------------------------- client frame checks
@@ -590,6 +600,28 @@ def _has_credentials(headers: dict[str, str]) -> bool:
 
 
 # --------------------------------------------------------------------------- one connection
+
+
+class _FrozenStream(trio.abc.HalfCloseableStream):
+    """What a frozen connection reads from and writes to: nothing ever arrives or leaves."""
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
+        self._stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.sleep_forever()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.sleep_forever()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.sleep_forever()
+
+    async def send_eof(self) -> None:
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 class _SocketGone(Exception):
@@ -1005,7 +1037,7 @@ class _SessionRunner:
                 for step in self._scenario.steps:
                     trigger_event = await self._wait_for(step.trigger, client_events)
                     # A response asked for by response.create carries that request's metadata.
-                    metadata = _requested_metadata(trigger_event)
+                    metadata = None if self._scenario.drop_metadata else _requested_metadata(trigger_event)
                     for action in step.actions:
                         await self._perform(action, metadata)
                         metadata = None
@@ -1049,6 +1081,12 @@ class _SessionRunner:
             case Drop():
                 await self._drop()
                 raise _SocketGone
+            case Freeze():
+                self._record._mark_closed(1006, "frozen by the fake", "server")
+                # No public API stops trio-websocket's reader; this is test tooling. Its reader and senders
+                # find a stream that never delivers nor writes; the socket closes with the fake.
+                self._websocket._stream = _FrozenStream(self._websocket._stream)
+                await trio.sleep_forever()
             case _:
                 raise FakeRealtimeBug(f"unknown scenario action {action!r}")
 
@@ -1411,9 +1449,14 @@ class _SessionRunner:
 
 @asynccontextmanager
 async def run_fake_realtime(
-    scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0
+    scenario: Scenario | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[FakeRealtime]:
     """Serve the fake on `host:port` (0 = any free port) for the duration of the block; see `fake.url`.
+    With `ssl_context` it serves wss:// (its URL names `host`, which the certificate must cover).
 
     A crash of the fake itself (e.g. FakeRealtimeBug) closes that connection with 1011 and is raised
     when the block exits, so a test cannot pass over it.
@@ -1421,8 +1464,8 @@ async def run_fake_realtime(
     fake = FakeRealtime(scenario or Scenario())
     try:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(partial(serve_websocket, fake.handle_request, host, port, None))
-            fake.url = f"ws://{host}:{server.port}/v1/realtime"
+            server = await nursery.start(partial(serve_websocket, fake.handle_request, host, port, ssl_context))
+            fake.url = f"{'wss' if ssl_context else 'ws'}://{host}:{server.port}/v1/realtime"
             try:
                 yield fake
             except BaseException as body_error:

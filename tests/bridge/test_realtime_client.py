@@ -50,6 +50,7 @@ from orchestrator.testing.fake_realtime import (
     Drop,
     FakeRealtime,
     FakeRealtimeBug,
+    Freeze,
     Respond,
     Scenario,
     SendError,
@@ -156,7 +157,7 @@ async def test_configure_waits_for_session_updated_and_sends_the_ga_shape():
             assert sent["tools"][0]["name"] == "propose_route" and sent["tools"][0]["type"] == "function"
             assert "openai-beta" not in session.headers
             assert session.headers["authorization"] == "Bearer sk-test"
-            assert session.query == {"model": "gpt-realtime"}
+            assert session.query == {"model": "gpt-realtime-1.5"}
             assert fake.violations == []
 
 
@@ -566,6 +567,35 @@ async def test_cancellation_closes_the_socket_with_a_close_frame():
             # A proper close (1000), not a dropped TCP connection (1006): the close is shielded.
             assert (session.closed_by, session.close_code) == ("client", 1000)
             assert session.closed_at <= trio.current_time()
+
+
+async def test_an_idle_connection_is_kept_alive_by_answered_pings():
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime() as fake:
+            settings = RealtimeSettings(url=fake.url, api_key="sk-test", keepalive_s=0.1)
+            async with open_realtime(settings) as realtime:
+                await realtime.configure("x")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(events_until, realtime, "never.sent")  # a receiving task sees the pongs
+                    await trio.sleep(0.5)  # five pings, each answered: the connection stays open
+                    assert realtime.closed is None
+                    nursery.cancel_scope.cancel()
+            await fake.last_session.wait_closed()
+            assert (fake.last_session.closed_by, fake.last_session.close_code) == ("client", 1000)
+
+
+async def test_a_peer_that_answers_no_ping_ends_the_connection_within_two_intervals():
+    scenario = Scenario(steps=[on(after_session_update(), Freeze())])
+    with trio.fail_after(TIMEOUT_S):
+        async with run_fake_realtime(scenario) as fake:
+            settings = RealtimeSettings(url=fake.url, api_key="sk-test", keepalive_s=0.2)
+            async with open_realtime(settings) as realtime:
+                await realtime.configure("x")
+                frozen_at = trio.current_time()
+                async for _ in realtime.events():
+                    pass
+                assert trio.current_time() - frozen_at <= 2 * 0.2 + 0.2
+                assert realtime.closed is not None and realtime.closed.code == 1006
 
 
 # --------------------------------------------------------------------------- the fake's own checks

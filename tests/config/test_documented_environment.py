@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from orchestrator.config.routing import ENV_NESTED_DELIMITER, ENV_PREFIX, RoutingConfig, load_routing_config
 from orchestrator.config.server_settings import ServerSettings, load_server_settings
@@ -29,6 +30,8 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
     """A valid value for each documented variable (a variable documented later needs one here)."""
     return {
         "OPENAI_API_KEY": "sk-documented-environment",
+        "OPENAI_ORG_ID": "org-documented",
+        "OPENAI_PROJECT_ID": "proj_documented",
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": "documented-auth-token",
         "ORCHESTRATOR_BATCH_SCHEDULING": "true",
@@ -40,13 +43,15 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "ORCHESTRATOR_MAX_CONCURRENT_CALLS": "50",
         "ORCHESTRATOR_OPS_TOKEN": "documented-ops-token",
         "ORCHESTRATOR_PUBLIC_URL": "https://desk.example.com",
+        "ORCHESTRATOR_REALTIME_KEEPALIVE_SECONDS": "10",
+        "ORCHESTRATOR_REALTIME_CA_FILE": str(tmp_path / "ca.pem"),
         "ORCHESTRATOR_REALTIME_HEADERS": '{"api-key": "documented-azure-key"}',
         "ORCHESTRATOR_REALTIME_MODEL": "",
         "ORCHESTRATOR_REALTIME_URL": "wss://acme.openai.azure.com/openai/realtime?deployment=gpt-realtime",
         "ORCHESTRATOR_REALTIME_VOICE": "marin",
         "ORCHESTRATOR_RETENTION_DAYS": "14",
         "ORCHESTRATOR_STORE": str(tmp_path / "shared" / "calls.sqlite3"),
-        "ORCHESTRATOR_TRANSCRIPTION_MODEL": "gpt-4o-mini-transcribe",
+        "ORCHESTRATOR_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
         "ORCHESTRATOR_TRIAGE__BUDGET_SECONDS": "15",
         "ORCHESTRATOR_WORKERS": "2",
     }
@@ -57,6 +62,7 @@ def documented_environment(tmp_path: Path) -> dict[str, str]:
     missing = [name for name in documented_variables() if name not in values]
     assert not missing, f"the README documents {missing}: give each a valid value in valid_values()"
     (tmp_path / "shared").mkdir()
+    trustme.CA().cert_pem.write_to_path(values["ORCHESTRATOR_REALTIME_CA_FILE"])
     return {name: values[name] for name in documented_variables()}
 
 

@@ -86,3 +86,18 @@ def test_the_development_token_is_private_and_kept(tmp_path):
     path = tmp_path / "var" / DEV_AUTH_TOKEN_FILE
     assert len(first) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert development_auth_token(tmp_path / "var") == first
+
+
+def test_the_realtime_leg_takes_the_openai_packages_organisation_project_and_proxy_variables(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-1")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_1")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    realtime = realtime_settings(load_server_settings())
+    assert ("OpenAI-Organization", "org-1") in realtime.handshake_headers()
+    assert ("OpenAI-Project", "proj_1") in realtime.handshake_headers()
+    assert realtime.proxy == "http://proxy.internal:3128"
+    monkeypatch.setenv("NO_PROXY", "api.openai.com")
+    assert realtime_settings(load_server_settings()).proxy is None

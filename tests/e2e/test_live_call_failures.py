@@ -5,6 +5,7 @@ barge-in, junk frames from Twilio, server shutdown. Every one ends with TwiML th
 from __future__ import annotations
 
 import json
+import ssl
 import xml.etree.ElementTree as ElementTree
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import httpx
 import orjson
 import pytest
 import trio
+import trustme
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from bridge.openai_realtime.client import RealtimeSettings
@@ -22,6 +24,7 @@ from orchestrator.engines.realtime import RealtimeConnector
 from orchestrator.engines.tools import RECORD_DETAILS, agent_instructions, realtime_tools
 from orchestrator.testing.fake_realtime import (
     Drop,
+    Freeze,
     Respond,
     Scenario,
     SendError,
@@ -179,6 +182,7 @@ async def test_realtime_refusing_the_connection_sends_the_caller_to_the_fallback
         assert record["decision"]["reason"] == "engine_failed"
         assert desk.fake.last_session.refused_status == 503
         assert metric(desk, "engine_unavailable_total") == 1
+        assert metric(desk, "engine_connect_failures_total", kind="http_status") == 1
         assert result.media_closed_at <= result.action_answered_at
         desk.assert_nothing_of_the_call_remains()
 
@@ -196,6 +200,50 @@ async def test_realtime_dropping_mid_call_falls_back_after_closing_in_order(tmp_
         assert record["decision"]["reason"] == "engine_failed"
         assert record["outcome"]["state_path"] == ["greeting", "capture", "dispatch", "teardown", "ended"]
         desk.assert_nothing_of_the_call_remains()
+
+
+def serving_context(ca: trustme.CA, name: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    return context
+
+
+async def test_a_whole_call_runs_over_tls_to_a_realtime_endpoint_with_a_private_ca(tmp_path):
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    scenario = triage_scenario("billing")
+    serving = serving_context(ca, "localhost")
+    async with front_desk(tmp_path, scenario, serving_tls=serving, ca_file=str(ca_file)) as desk:
+        result = await desk.call()
+        assert_closed_in_order(desk, result)
+        assert task_attributes(result.final_twiml)["intent"] == "billing"
+        assert desk.fake.violations == [] and result.violations == []
+        desk.assert_nothing_of_the_call_remains()
+
+
+async def test_an_untrusted_realtime_certificate_falls_back_and_is_counted_by_kind(tmp_path):
+    untrusted = serving_context(trustme.CA(), "localhost")
+    async with front_desk(tmp_path, triage_scenario("billing"), serving_tls=untrusted) as desk:
+        result = await desk.call()
+        assert tags(result.final_twiml) == VOICEMAIL
+        assert (await pass_record(desk, result.call_sid))["decision"]["reason"] == "engine_failed"
+        assert metric(desk, "engine_connect_failures_total", kind="certificate") == 1
+        assert metric(desk, "engine_unavailable_total") == 1
+
+
+async def test_a_silently_dead_realtime_peer_is_noticed_by_keepalive_and_the_call_falls_back(tmp_path):
+    # The peer stops answering anything (no pong, no data) with its TCP connection open.
+    scenario = Scenario(steps=[greeting(), on(after_audio_frames(10), Freeze())])
+    async with front_desk(tmp_path, scenario, keepalive_s=0.5) as desk:
+        result = await desk.call(steps=(Say(tone(1200), "I need some help"), Wait(6000)))
+        assert result.media_closed_by == "server"
+        assert tags(result.final_twiml) == VOICEMAIL
+        session = desk.realtime_session_of(result)
+        # Lost within two keepalive intervals of freezing (plus scheduling slack), long before the budget.
+        assert result.media_closed_at - session.closed_at < 2.5
+        record = await pass_record(desk, result.call_sid)
+        assert record["decision"]["reason"] == "engine_failed"
 
 
 async def test_a_fatal_error_event_falls_back_and_a_harmless_one_does_not(tmp_path):

@@ -84,6 +84,23 @@ async def test_flex_route_enqueues_the_live_call_with_structured_task_attributes
         desk.assert_nothing_of_the_call_remains()
 
 
+async def test_the_handoff_line_is_known_when_the_engine_does_not_echo_metadata(tmp_path):
+    # A proxy or deployment that drops `metadata`: the response.created after our response.create is ours.
+    async with front_desk(tmp_path, triage_scenario("emergency", details=DETAILS, drop_metadata=True)) as desk:
+        result = await desk.call(caller="+14155550123")
+        assert_closed_in_order(desk, result)
+        assert parse(result.final_twiml).find("Enqueue") is not None
+
+        session = desk.realtime_session_of(result)
+        created = session.sent_of_type("response.created")
+        assert created and all(event["response"]["metadata"] is None for event in created)
+        (handoff_played,) = [mark for mark in result.marks if mark.name.startswith("line-handoff")]
+        assert not handoff_played.cleared
+        # The call moved on when the line was heard, not after the 8 s handoff-line timeout.
+        assert result.action_answered_at - result.media_opened_at < 4.0
+        assert desk.fake.violations == [] and result.violations == []
+
+
 async def test_studio_resume_redirects_back_into_the_execution_with_the_captured_values(tmp_path):
     details = {"caller_name": "Bo Chen", "address": "9 Elm Rd"}
     async with front_desk(tmp_path, triage_scenario("schedule", details=details)) as desk:
