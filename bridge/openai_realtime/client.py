@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-from urllib.request import getproxies_environment, proxy_bypass_environment
+from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
 
 import orjson
 import trio
@@ -133,13 +133,13 @@ def _union_members(alias: Any) -> tuple[type[BaseModel], ...]:
 
 def _event_type_of(event_class: type[BaseModel]) -> str:
     (literal,) = typing.get_args(event_class.model_fields["type"].annotation)
-    return literal
+    return str(literal)
 
 
 def _discriminated_adapter(classes: tuple[type[BaseModel], ...]) -> TypeAdapter[Any]:
     # The SDK marks its unions with its own PropertyInfo(discriminator=...), which pydantic ignores:
     # that is a smart union (~140 µs per audio delta). A real discriminator dispatches on `type` (~2 µs).
-    return TypeAdapter(Annotated[Union[classes], Field(discriminator="type")])  # type: ignore[valid-type]  # noqa: UP007 (a runtime tuple)
+    return TypeAdapter(Annotated[Union[classes], Field(discriminator="type")])  # type: ignore[arg-type]  # noqa: UP007 (a runtime tuple)
 
 
 SERVER_EVENT_CLASSES = _union_members(RealtimeServerEvent)
@@ -393,9 +393,10 @@ class ServerEventDecoder:
             if delta is not None:
                 return delta
         try:
-            return SERVER_EVENT_ADAPTER.validate_json(frame)
+            event: ServerEvent = SERVER_EVENT_ADAPTER.validate_json(frame)
         except ValidationError:
             return self._decode_unusual(frame)
+        return event
 
     def _decode_unusual(self, frame: str | bytes) -> ServerEvent | None:
         try:
@@ -415,7 +416,8 @@ class ServerEventDecoder:
         repaired = _with_custom_voice_as_id(data)
         if repaired is not None:
             try:
-                return SERVER_EVENT_ADAPTER.validate_python(repaired)
+                event: ServerEvent = SERVER_EVENT_ADAPTER.validate_python(repaired)
+                return event
             except ValidationError:
                 pass
         self.stats.invalid_events += 1
@@ -427,7 +429,9 @@ def _with_custom_voice_as_id(data: dict[str, Any]) -> dict[str, Any] | None:
     """SDK gap (3.54): `RealtimeResponse.audio.output.voice` is str-only, but a custom voice comes as
     `{"id": ...}` in response.created/done. Returns a copy with the id as the voice, or None."""
     response = data.get("response")
-    output = ((response or {}).get("audio") or {}).get("output") if isinstance(response, dict) else None
+    if not isinstance(response, dict):
+        return None
+    output = (response.get("audio") or {}).get("output")
     if not isinstance(output, dict) or not isinstance(output.get("voice"), dict):
         return None
     voice_id = output["voice"].get("id")
@@ -442,7 +446,8 @@ def error_of(event: ServerEvent) -> RealtimeError | None:
     if isinstance(event, RealtimeErrorEvent):
         return event.error
     if isinstance(event, dict) and event.get("type") == "error":
-        detail = event.get("error") if isinstance(event.get("error"), dict) else {}
+        raw = event.get("error")
+        detail: dict[str, Any] = raw if isinstance(raw, dict) else {}
         return RealtimeError(
             type=str(detail.get("type", "unknown")),
             message=str(detail.get("message", "")),

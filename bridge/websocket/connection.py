@@ -33,6 +33,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import trio
@@ -156,7 +157,7 @@ class WebSocket:
             else:
                 protocol.receive_eof()
                 self._eof = True
-            events = protocol.events_received()
+            events = _frames(protocol)
             for index, frame in enumerate(events):
                 if frame.opcode is Opcode.PONG:
                     self._pong_seen = True
@@ -308,11 +309,11 @@ class WebSocket:
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if not frame.fin:
-                self._fragment_opcode, self._fragments = opcode, [frame.data]
+                self._fragment_opcode, self._fragments = opcode, [bytes(frame.data)]
                 return None
             data = frame.data
         elif opcode is Opcode.CONT:
-            self._fragments.append(frame.data)
+            self._fragments.append(bytes(frame.data))
             if not frame.fin:
                 return None
             opcode, data = self._fragment_opcode or Opcode.BINARY, b"".join(self._fragments)
@@ -324,7 +325,7 @@ class WebSocket:
         if opcode is Opcode.BINARY:
             return bytes(data)
         try:
-            return data.decode()
+            return bytes(data).decode()
         except UnicodeDecodeError:
             self._protocol.fail(1007, "invalid UTF-8 in a text message")
             self._drop_events()
@@ -343,7 +344,7 @@ class WebSocket:
             else:
                 protocol.receive_eof()
                 self._eof = True
-            self._events.extend(protocol.events_received())
+            self._events.extend(_frames(protocol))
         await self._flush()
         if self._eof or protocol.close_rcvd is not None:
             self._close_answered.set()
@@ -425,13 +426,18 @@ class WebSocket:
                 self._io.close()
 
 
+def _frames(protocol: Protocol) -> list[Frame]:
+    """What the protocol received: after the handshake, frames only."""
+    return cast(list[Frame], protocol.events_received())
+
+
 def _whole_message(frame: Frame) -> str | bytes | None:
     """An unfragmented text (valid UTF-8) or binary message; None for anything receive() must assemble."""
     if not frame.fin:
         return None
     if frame.opcode is Opcode.TEXT:
         try:
-            return frame.data.decode()
+            return frame.data.decode()  # type: ignore[union-attr]  # websockets' frames carry bytes
         except UnicodeDecodeError:
             return None
     if frame.opcode is Opcode.BINARY:
@@ -577,7 +583,7 @@ async def connect_websocket(
         if protocol.handshake_exc is not None or protocol.state is not State.OPEN:
             status = response.status_code
             raise WebSocketRejected(
-                status, response.body or b"", f"handshake rejected with HTTP {status}: {protocol.handshake_exc}"
+                status, bytes(response.body or b""), f"handshake rejected with HTTP {status}: {protocol.handshake_exc}"
             )
         await websocket._flush()  # what the protocol queued for frames that came with the 101 (pong, close)
     except BaseException:
