@@ -15,11 +15,11 @@ from orchestrator.commands.eval import add_eval_arguments, run_eval
 from orchestrator.commands.report import add_report_arguments, run_report
 from orchestrator.commands.rollout import add_rollout_arguments
 from orchestrator.commands.serve import add_serve_arguments, run_serve
+from orchestrator.commands.studio import add_studio_arguments
 from orchestrator.config import ConfigError
 from orchestrator.engines.offline import IntentModelError
 from orchestrator.replay import CorpusError, EvalReportError
 from orchestrator.store import CallStoreError
-from orchestrator.studio import add_studio_arguments
 from orchestrator.telemetry import quiet_state_machine_library
 
 

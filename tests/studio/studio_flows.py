@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.commands.studio import add_studio_arguments
 from orchestrator.config.routing import load_routing_config
-from orchestrator.studio import ImportResult, StudioImportError, add_studio_arguments, import_flow, write_import
+from orchestrator.studio import ImportResult, StudioImportError, import_flow, write_import
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "studio"
 ACME = FIXTURES / "acme_plumbing_ivr.json"

@@ -7,9 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from orchestrator.studio.flow import StudioImportError
-from orchestrator.studio.importer import import_flow, write_import
-from orchestrator.studio.patch import DEFAULT_PUBLIC_URL
+from orchestrator.studio import DEFAULT_PUBLIC_URL, StudioImportError, import_flow, write_import
 
 
 def add_studio_arguments(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
