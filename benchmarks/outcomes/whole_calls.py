@@ -261,7 +261,7 @@ class Bench:
         self, config_path: Path, config: RoutingConfig, personas: Sequence[Persona]
     ) -> list[Outcome]:
         outcomes: dict[str, Outcome] = {}
-        budget = config.triage.budget_seconds
+        budget = config.triage.budget_seconds + config.triage.details_seconds  # the most a call is given
         async with served(config_path, "offline", self.logs) as base_url:
             slots = trio.CapacityLimiter(self.concurrency)
 
@@ -281,7 +281,7 @@ class Bench:
         voice = self.voice
         await trio.to_thread.run_sync(voice.rehearse, [(line, None) for line in model_lines(config)])
         outcomes: dict[str, Outcome] = {}
-        budget = config.triage.budget_seconds
+        budget = config.triage.budget_seconds + config.triage.details_seconds  # the most a call is given
 
         async def slot(index: int, share: Sequence[Persona]) -> None:
             async with run_fake_realtime() as fake, served(config_path, "realtime", self.logs, fake.url) as base_url:
