@@ -9,7 +9,7 @@ against the human text of the same turns, intent accuracy on text and on audio w
 and the reverse; mean of the two), and per-utterance latency from the end of the caller's speech to a
 classification, p50/p95, with and without the VAD's silence wait.
 
-Run: .venv/bin/python benchmarks/offline_audio_accuracy.py [--corpus ../shared/data/harper_valley/dev.jsonl]
+Run: .venv/bin/python benchmarks/offline_audio_accuracy.py [--corpus CALLS.jsonl]
      [--config examples/harper_valley_bank.toml] [--limit N] [--json OUT]
 Needs the `speech` extra. The speech path is simulated in stream time (no real-time waits): the
 silence wait is counted from the stream, the compute is measured on the wall clock.

@@ -1,7 +1,7 @@
 """A reconstruction of the reference bridge's media path, for a same-day baseline on this machine.
 
 NOT the reference. The reference (twilio-samples/speech-assistant-openai-realtime-api-python, commit d70e251,
-measured by ../shared/bench on 2026-11-23 at 120 calls) is not on this machine and cannot be fetched. This
+measured by the external load harness on 2026-11-23 at 120 calls) is not on this machine and cannot be fetched. This
 file rebuilds its per-frame path from that sample's published design, with its pinned stack (FastAPI,
 plain uvicorn, websockets 15): `/incoming-call` answers `<Connect><Stream>`; `/media-stream` opens one
 Realtime socket per call and runs two coroutines: each Twilio `media` frame is json-parsed and forwarded

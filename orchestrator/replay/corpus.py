@@ -1,4 +1,4 @@
-"""Reading a corpus of past calls (JSON Lines, one call a line; format in ../shared/data/README.md).
+"""Reading a corpus of past calls (JSON Lines, one call a line; format in the README, "The offline engine").
 
 A corpus is written by people and by export scripts, so bad content never raises: each line that cannot
 be used becomes a `CorpusProblem` (line number and reason) and the rest of the file is still read. Only a
