@@ -5,7 +5,7 @@ Each execution becomes one call with one caller turn: what the caller answered t
 `expected_route` = the widget the flow went to after the Split that read that answer. Mapping routes to
 intents is the caller's business (it knows the routing config).
 
-The layout of a real export is unverified (../shared/protocols/twilio.md §3.4), so the reader is
+The layout of a real export is unverified (Twilio documents no export format), so the reader is
 tolerant. It accepts:
 
 - the file: a JSON array of executions; a JSON object with an `executions` array (a REST list page,
