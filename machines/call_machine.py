@@ -395,8 +395,7 @@ class CallMachine:
         self.clarifications += 1
         fields = self._fields_to_ask()
         if fields:
-            if self.intent_is_known() and self.confident_enough():
-                self._extend_budget_for_details()
+            self._extend_budget_for_details()
             if self._speak(Speak(Line.ASK_DETAILS, fields)):
                 for name in fields:
                     self.asks[name] = self.asks.get(name, 0) + 1
@@ -470,6 +469,14 @@ class CallMachine:
     # ------------------------------------------------------------------ helpers
 
     def _extend_budget_for_details(self) -> None:
+        """More time only where the route cannot work without what is asked (a hard field) and the need is
+        not urgent: soft fields are asked within the budget, and an urgent caller is put through at once."""
+        proposal = self.proposal
+        route = self._trusted_route(proposal)
+        if proposal is None or route is None or not self._missing_required(route):
+            return
+        if proposal.intent in self.policy.urgent_intents:
+            return
         # Bounded from the call's start, so asking again never extends it further.
         deadline = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         if deadline > self.budget_deadline:

@@ -102,6 +102,17 @@ def test_asking_a_trusted_intents_details_extends_the_budget_once_and_no_further
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
 
 
+def test_only_a_missing_hard_field_of_a_need_that_is_not_urgent_gets_more_time() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    soft_only, _ = in_capture(policy)
+    soft_only.handle(ev.DetailsCaptured({"caller_name": "Ada"}))  # callback's hard field: only soft ones left
+    assert asks_in(effects := soft_only.handle(ev.IntentProposed("callback", 0.9)))
+    assert not any(isinstance(e, WakeAt) for e in effects)
+    urgent, _ = in_capture(policy)
+    assert asks_in(effects := urgent.handle(ev.IntentProposed("emergency", 0.9)))
+    assert not any(isinstance(e, WakeAt) for e in effects)  # an urgent caller is put through at the budget
+
+
 def test_an_untrusted_guess_gets_no_more_time() -> None:
     policy = replace(POLICY, details_budget_s=15.0)
     call, clock = in_capture(policy)
