@@ -122,7 +122,7 @@ OFF_TOPIC_NEEDS = (
 OFF_TOPIC = "(off topic)"  # the class's name in the summary; never an intent name a machine sees
 # All the off-topic texts together weigh this many times the examples of an average intent: enough to be a
 # class, not so much that an intent with few examples loses its paraphrases to it.
-OFF_TOPIC_SHARE = 1.0
+OFF_TOPIC_SHARE = 0.5
 # A caller more likely than not to want none of the intents has said a need the config does not serve.
 MIN_UNKNOWN = 0.5
 OFF_TOPIC_MAX_SIMILARITY = 0.5  # cosine of the sentence embeddings
