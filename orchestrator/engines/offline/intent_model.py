@@ -1,9 +1,10 @@
 """The offline intent classifier: a caller's words -> one of the config's intents, with a calibrated confidence.
 
-TF-IDF features (word 1-2 grams and within-word character 2-5 grams, sublinear tf, each block l2-normed)
-and an L2-regularised multinomial logistic regression. It is written here with numpy rather than taken
-from scikit-learn because scikit-learn + scipy would take the default install over its 400 MB budget;
-the model is small enough that ~150 lines do it.
+TF-IDF features (word 1-2 grams and within-word character 2-5 grams, sublinear tf, each block l2-normed),
+with the `speech` extra the text's sentence embedding beside them (`sentence_embedding.py`: what the words
+mean, so a paraphrase of an example is near it), and an L2-regularised multinomial logistic regression. It
+is written here with numpy rather than taken from scikit-learn because scikit-learn + scipy would take the
+default install over its 400 MB budget; the model is small enough that ~150 lines do it.
 
 - Training texts: each intent's examples, its description split into phrases (weighted less: they are
   written about callers, not by them) and the opening caller text of labelled past calls. Intent-neutral
@@ -15,6 +16,9 @@ the model is small enough that ~150 lines do it.
 - Calibration: a softmax temperature fitted by k-fold cross-validation (over past calls when there are
   enough, else over the examples), so a confidence of 0.6 means right about 6 times in 10, as it does
   for the Realtime engine behind the same `triage.min_confidence` guard.
+- With the sentence embedding, one more class: needs no front desk of this kind serves (OFF_TOPIC_NEEDS,
+  less those close to the config's own texts). Its probability is the prediction's `unknown`; the intents'
+  confidences are given that the caller wants one of them, so the `min_confidence` guard keeps its meaning.
 - A text with no word the model knows gets the uniform distribution (confidence 1/len(intents)).
 - The model file is plain JSON (no pickle: it is pointed to from a config, so loading runs no code).
 """
