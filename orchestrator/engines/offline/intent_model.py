@@ -123,7 +123,6 @@ OFF_TOPIC_NEEDS = (
     "i want to sign up for yoga classes",
     "what's on at the cinema tonight",
 )
-OFF_TOPIC = "(off topic)"  # the class's name in the summary; never an intent name a machine sees
 # All the off-topic texts together weigh this many times the examples of an average intent: enough to be a
 # class, not so much that an intent with few examples loses its paraphrases to it.
 OFF_TOPIC_SHARE = 0.5
@@ -520,7 +519,7 @@ class IntentModel:
             probabilities = _softmax(values @ self._weights[columns] / self._temperature)
         # The intents' probabilities given that the caller asks for one of them; how likely that is, apart.
         in_scope = probabilities[: len(self._intents)]
-        unknown = float(1 - in_scope.sum())
+        unknown = float(probabilities[len(self._intents) :].sum())
         scores = {intent: float(p) for intent, p in zip(self._intents, in_scope / in_scope.sum())}
         best = self._intents[int(np.argmax(in_scope))]
         return IntentPrediction(best, scores[best], scores, unknown)
