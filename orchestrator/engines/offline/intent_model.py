@@ -65,7 +65,7 @@ CONVERSATIONAL_PHRASES = (
     "hi my name is", "hello my name is", "yes", "yeah", "yes please", "no", "no thanks", "okay",
     "okay thank you", "thank you", "thanks", "thank you so much bye", "sure", "that's right",
     "that's all", "bye", "goodbye", "um", "uh", "sorry", "can you hear me", "how are you",
-    "i'm fine thanks", "one moment please",
+    "i'm fine thanks", "one moment please", "hello are you still there", "can you repeat that",
     # details given when asked: not a need either
     "my name is john smith", "it's mary", "my number is four one five five five five one two three four",
     "it's oh seven seven double two", "my address is twelve main street", "the postcode is", "next tuesday",
