@@ -36,6 +36,7 @@ from machines import (
 )
 from machines import events as ev
 from orchestrator.call import EngineRequestGate
+from orchestrator.composition import call_flow
 from orchestrator.config import RoutingConfig
 from orchestrator.engines import (
     EngineCall,
@@ -245,7 +246,7 @@ async def replay_calls(connector: EngineConnector, config: RoutingConfig, calls:
     take text (`capabilities.text_input`)."""
     if not connector.capabilities.text_input:
         raise ValueError(f"the {connector.name} engine takes no text input: past calls cannot be replayed on it")
-    flow = CallFlow(config.triage_policy(), trio.current_time)
+    flow = call_flow(config)
     outcomes: list[ReplayOutcome | None] = [None] * len(calls)
     limit = trio.CapacityLimiter(max(1, concurrency))
 
