@@ -47,7 +47,9 @@ async def test_a_served_need_after_the_clarifying_question_still_takes_its_route
 @pytest.mark.parametrize("words", ["Hello?", "Hi, my name is Mary Smith.", "Yes, hello, can you hear me?"])
 async def test_hello_a_name_or_a_question_about_the_line_is_no_need_and_nothing_is_proposed(connector, words):
     [outcome] = await replay_calls(connector, ACME_CONFIG, [caller("hello", words)])
-    assert outcome.proposed_intent is None and outcome.decision is None
+    # Asked what they need, and the past caller said no more: the budget decides, not an unserved need.
+    assert outcome.proposed_intent is None
+    assert outcome.decision is not None and outcome.decision.reason == "budget_expired"
 
 
 async def test_the_issue_paraphrase_is_answered_on_the_first_turn(connector):
