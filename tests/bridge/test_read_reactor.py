@@ -351,6 +351,7 @@ async def test_a_fault_of_the_reactors_own_on_one_socket_fails_that_socket_only(
             await trio.testing.wait_all_tasks_blocked()
             await peers["doomed"].send(frame_bytes(OP_TEXT, b"boom", mask=True))
             assert (await peers["doomed"].read_frame())[1] == OP_CLOSE
+            await trio.testing.wait_all_tasks_blocked()  # the fine socket's task, woken to look, waits again
             for index in range(3):
                 await peers["fine"].send(frame_bytes(OP_TEXT, f"{index}".encode(), mask=True))
                 assert (await peers["fine"].read_frame())[3] == f"served: {index}".encode()
