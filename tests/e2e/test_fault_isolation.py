@@ -15,7 +15,7 @@ import trio
 from bridge.twilio import TwilioMediaSocket
 from bridge.twilio.mulaw import tone
 from bridge.websocket import WebSocket
-from bridge.websocket.read_reactor import FAST_PATH_BUDGET_S, ReadReactor
+from bridge.websocket.read_reactor import FAST_PATH_BUDGET_S, FAST_PATH_STRIKES, ReadReactor
 from orchestrator.telemetry import configure_logging
 from orchestrator.testing.twilio_caller import CallResult, Say, SendFrame, WaitForAgent
 from tests.live_call_support import front_desk, triage_scenario
@@ -44,19 +44,24 @@ def tags(twiml: str | None) -> list[str]:
 def inject_fault(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     """From the poisoned frame on, the fault strikes its call: its frame handler raises (`handler`), the
     reactor's handling of its socket does (`reactor`), or the reactor's own loop does while on its socket
-    (`reactor loop`); or the handler is slow once (`slow`)."""
+    (`reactor loop`); or the handler is slow on FAST_PATH_STRIKES frames in a row (`slow`)."""
     serve = TwilioMediaSocket.serve
     doomed: set[WebSocket] = set()
+    slow_frames_left = 0
 
     async def serve_with_fault(self: TwilioMediaSocket, on_frame: Callable[[str | bytes], None]) -> None:
         def handler(frame: str | bytes) -> None:
+            nonlocal slow_frames_left
             if isinstance(frame, str) and POISON in frame:
                 if where == "handler":
                     raise RuntimeError(POISON)
                 if where == "slow":
-                    time.sleep(4 * FAST_PATH_BUDGET_S)
+                    slow_frames_left = FAST_PATH_STRIKES
                 else:
                     doomed.add(self._websocket)
+            if slow_frames_left:
+                slow_frames_left -= 1
+                time.sleep(4 * FAST_PATH_BUDGET_S)
             on_frame(frame)
 
         await serve(self, handler)
