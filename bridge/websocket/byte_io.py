@@ -169,6 +169,9 @@ class PlainSocketIO:
                 return
             data = data[sent:]
             begun = sent > 0 or self._SEALS_RECORDS
+            if begun:  # queued now, so that bytes queued while the lock is taken go after it
+                self._pending += data
+                data = b""
         # Part of a frame may be on the wire already: finish it even if the sender is cancelled, or the
         # stream is corrupt; a peer that takes nothing for SEND_STALL_TIMEOUT_S is cut off instead.
         # Taking the lock is shielded too then (it is free: nothing was awaited since the check above).
