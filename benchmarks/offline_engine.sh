@@ -10,7 +10,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
-corpus="${CORPUS:-$repo/../shared/data/harper_valley/dev.jsonl}"
+corpus="${CORPUS:?set CORPUS to a labelled corpus (JSONL, see the README) and BANKING77 to its folder if you have it}"
 config="${CONFIG:-$repo/examples/harper_valley_bank.toml}"
 py="$repo/.venv/bin/python"
 [ -x "$py" ] || { python3 -m venv "$repo/.venv" && "$repo/.venv/bin/pip" install -q -e "$repo[speech]"; }
@@ -18,10 +18,10 @@ mkdir -p "$here/results"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 
 echo "== text mode: intent accuracy, calibration, confusion =="
-"$py" "$here/offline_text_accuracy.py" --corpus "$corpus" --config "$config" --json "$here/results/offline-text-$stamp.json"
+"$py" "$here/offline_text_accuracy.py" --corpus "$corpus" --config "$config" ${BANKING77:+--banking77 "$BANKING77"} --json "$here/results/offline-text-$stamp.json"
 echo
 echo "== paraphrases and needs no intent serves (persona needs, BANKING77), with and without the sentence embedding =="
-"$py" "$here/offline_paraphrase_accuracy.py" --json "$here/results/offline-paraphrase-$stamp.json"
+"$py" "$here/offline_paraphrase_accuracy.py" ${BANKING77:+--banking77 "$BANKING77"} --json "$here/results/offline-paraphrase-$stamp.json"
 echo
 echo "== orchestrator eval (the config's own model: every call is held out) =="
 "$repo/.venv/bin/orchestrator" eval "$corpus" --config "$config" --engine offline \

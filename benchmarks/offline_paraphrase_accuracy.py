@@ -32,7 +32,6 @@ from orchestrator.testing.personas import Persona, load_personas
 
 REPO = Path(__file__).resolve().parents[1]
 PERSONAS = REPO / "benchmarks" / "outcomes"
-DEFAULT_BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 # BANKING77 categories that none of the three example configs serves (cards, balances, transfers, bills,
 # passwords, appointments, cheques and opening hours are left out).
 BANKING77_UNSERVED = (
@@ -80,7 +79,7 @@ def latency_ms(model: IntentModel, texts: list[str], repeat: int = 20) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--banking77", type=Path, default=DEFAULT_BANKING77)
+    parser.add_argument("--banking77", type=Path, default=None)
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 140))
     before = rss_mb()
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for persona in personas:
         by_config[persona.config].append(persona)
     unserved: list[str] = []
-    if (args.banking77 / "test.csv").exists():
+    if args.banking77 is not None and (args.banking77 / "test.csv").exists():
         with (args.banking77 / "test.csv").open(newline="", encoding="utf-8") as file:
             unserved = [row["text"] for row in csv.DictReader(file) if row["category"] in BANKING77_UNSERVED]
 

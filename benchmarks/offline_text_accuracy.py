@@ -30,9 +30,7 @@ from orchestrator.engines.offline.intent_model import IntentModel, IntentPredict
 from orchestrator.replay.corpus import CorpusCall, CorpusError, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
 DEFAULT_CONFIG = REPO / "examples" / "harper_valley_bank.toml"
-DEFAULT_BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 # BANKING77 categories that are plainly one of the Harper Valley intents (most of its 77 are not).
 BANKING77_INTENTS = {
     "lost_or_stolen_card": "replace_card",
@@ -136,11 +134,11 @@ def confusion_table(intents: tuple[str, ...], outcomes: list[Outcome]) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, required=True, help="a labelled corpus (JSONL, see README)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
-        "--banking77", type=Path, default=DEFAULT_BANKING77, help="BANKING77 folder (skipped if absent)"
+        "--banking77", type=Path, default=None, help="BANKING77 folder (skipped if absent)"
     )
     parser.add_argument("--lexical-only", action="store_true", help="without the sentence embedding")
     args = parser.parse_args(argv)
@@ -194,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = f"{fold_accuracies[0]:.3f} / {fold_accuracies[1]:.3f} → {statistics.fmean(fold_accuracies):.3f}"
         report(f"two_fold_{name}", f"({letter}) 2-fold config + calls, {name}", outcomes, shown)
         held_out_text = held_out_text or outcomes
-    if (args.banking77 / "test.csv").exists():
+    if args.banking77 is not None and (args.banking77 / "test.csv").exists():
         report("banking77_config_only", "BANKING77 test, 3 mapped categories, config only",
                banking77_outcomes(config_model, args.banking77))
     results.caption = (
