@@ -21,8 +21,11 @@ Sentinel if wanted), not Redis Cluster.
 The client is coredis, async on anyio and so native to Trio: no worker threads, and many calls' commands
 share (pipeline on) a few connections. Every operation has a time bound (`operation_timeout_s`, 2 s by
 default): a Redis that is slow or gone gives CallStoreError within it (kind "timeout" or "unavailable"),
-never a hung webhook. A dropped connection (a Redis restart leaves dead pooled sockets) is retried once;
-a timeout is not, since the script may have run and running it again would open a second pass.
+never a hung webhook. The operation itself runs in a task of the store's own and is left to finish there
+(bounded by coredis's own timeouts): coredis does not survive being cancelled mid-operation (a connection
+cancelled in its handshake never goes back to the pool; after a few the pool is empty for good). A dropped
+connection (a Redis restart leaves dead pooled sockets) is retried once; a timeout is not, since the script
+may have run and running it again would open a second pass.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import coredis
+import outcome
 import trio
 from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import RedisError, ResponseError
@@ -79,7 +83,10 @@ logging.getLogger("coredis").setLevel(logging.CRITICAL)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_KEY_PREFIX = "orchestrator:"
 POOL_SIZE = 16  # connections; each carries many calls' commands at once
-CONNECT_TIMEOUT_S = 1.0  # at most: the operation's own bound may be shorter
+CONNECT_TIMEOUT_S = 1.0
+# coredis's bound on an answer (and on the wait for a pooled connection): what an operation whose caller
+# has stopped waiting may still take in the background.
+ANSWER_TIMEOUT_S = 10.0
 MINIMUM_VERSION = (6, 2)  # ZADD GT/LT
 MAX_TTL_MS = 100 * 365 * 86400 * 1000  # a longer retention is forever in practice, and past Redis's limit
 _PAGE = 500  # calls read (or purged) per round trip
@@ -250,8 +257,10 @@ class RedisCallStore(CallStore):
         self._ttl_ms = min(max(1, math.ceil(retention_seconds * 1000)), MAX_TTL_MS)
         self._clock = clock
         self._operation_timeout_s = operation_timeout_s
-        # The client's connection tasks live in a task group entered by `open` and left by `aclose`.
+        # The client's connection tasks, and the operations (see the module doc), live in task groups entered
+        # by `open` and left by `aclose`.
         self._client_context = AsyncExitStack()
+        self._operations: trio.Nursery | None = None
         self._closed = False
         prefix = location.key_prefix
         self._calls_key = prefix + "calls"
@@ -291,14 +300,17 @@ class RedisCallStore(CallStore):
                     decode_components=True,
                     decode_responses=True,
                     max_connections=POOL_SIZE,
-                    connect_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    stream_timeout=ANSWER_TIMEOUT_S,
                 ),
+                pool_timeout=ANSWER_TIMEOUT_S,
             )
         except (ValueError, TypeError) as exc:  # an option's value coredis cannot read
             raise CallStoreError(f"call store {location.shown}: {exc}") from None
         store = cls(client, location, retention_seconds, clock, timeout_s)
         try:
             await store._client_context.enter_async_context(client)
+            store._operations = await store._client_context.enter_async_context(trio.open_nursery())
             info = await store._run("reach Redis", lambda: client.info("server"))
             version = str(info.get("redis_version", ""))
             if _version(version) < MINIMUM_VERSION:
@@ -472,6 +484,8 @@ class RedisCallStore(CallStore):
         if self._closed:
             return
         self._closed = True
+        if self._operations is not None:
+            self._operations.cancel_scope.cancel()  # what no caller waits for any more
         await self._client_context.aclose()
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -482,11 +496,25 @@ class RedisCallStore(CallStore):
     async def _run(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """The operation's result, within its time bound; CallStoreError (with its kind) otherwise."""
         shown = self._location.shown
-        if self._closed:
+        if self._closed or self._operations is None:
             raise CallStoreError(f"call store {shown}: cannot {what}, the store is closed", kind="closed")
-        with trio.move_on_after(self._operation_timeout_s):
+        finished: list[outcome.Outcome[T]] = []
+        done = trio.Event()
+
+        async def run() -> None:
             try:
-                return await operation()
+                finished.append(outcome.Value(await operation()))
+            except Exception as error:
+                finished.append(outcome.Error(error))
+            finally:
+                done.set()
+
+        self._operations.start_soon(run)
+        with trio.move_on_after(self._operation_timeout_s):
+            await done.wait()
+        if finished:
+            try:
+                return finished[0].unwrap()
             except RedisConnectionError as exc:
                 raise CallStoreError(f"call store {shown}: cannot {what}: {_one_line(exc)}", kind="unavailable") from exc
             except ResponseError as exc:
