@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
-from orchestrator.testing.twilio_caller import CallResult, fetch_call_record
+from orchestrator.testing.twilio_caller import CallRecordUnavailable, CallResult, fetch_call_record
 from tests.live_call_support import DETAILS, FrontDesk, front_desk, metric, triage_scenario
 from tests.redis_server import start_redis_server, stop_redis_server
 
@@ -114,7 +115,11 @@ async def test_redis_stopped_mid_call_gives_the_fallback_and_a_restarted_redis_i
             assert arriving.webhook_status == 200 and arriving.stream_url is None
             assert fell_back(arriving) and took < STORE_TIMEOUT_S + SLACK_S, took  # refused at once, not timed out
 
-            assert metric(desk, "store_errors_total", kind="unavailable") >= 3
+            # Its record cannot be read either: 503, not an error page.
+            with pytest.raises(CallRecordUnavailable, match="503"):
+                await fetch_call_record(desk.server.base_url, during.call_sid, desk.server.auth_token)
+
+            assert metric(desk, "store_errors_total", kind="unavailable") >= 4
             assert metric(desk, "action_answers_total", source="store_error") >= 1  # the webhook's fallback
             assert metric(desk, "action_answers_total", source="error") >= 1  # the action URL's
 
