@@ -136,7 +136,9 @@ def check_pass_key(call_sid: object, number: object) -> None:
 
 
 class CallStore(abc.ABC):
-    """Where triage passes, decisions, outcomes and visited nodes are kept. Usable under Trio."""
+    """Where triage passes, decisions, outcomes and visited nodes are kept. Usable under Trio. An operation
+    that cannot finish within the store's time bound (DEFAULT_OPERATION_TIMEOUT_S unless opened with
+    another) raises CallStoreError instead of waiting on."""
 
     @abc.abstractmethod
     async def open_pass(

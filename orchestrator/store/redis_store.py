@@ -177,6 +177,16 @@ end
 return gone
 """
 
+# The whole hash of each key, as flat field/value lists: a page of records in one command, so no connection
+# is held across round trips (as a pipeline would; see the module doc on what coredis does not survive).
+_HGETALL_EACH = """
+local records = {}
+for i, key in ipairs(KEYS) do
+  records[i] = redis.call('HGETALL', key)
+end
+return records
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class RedisLocation:
@@ -270,6 +280,7 @@ class RedisCallStore(CallStore):
         self._set_once_script = client.register_script(_SET_ONCE)
         self._touch_script = client.register_script(_TOUCH_CALL)
         self._purge_script = client.register_script(_PURGE)
+        self._hgetall_each_script = client.register_script(_HGETALL_EACH)
 
     @classmethod
     async def open(
@@ -552,9 +563,8 @@ class RedisCallStore(CallStore):
         ))
         if not sids:
             return sids, []
-        async with self._client.pipeline(transaction=False) as pipeline:
-            pages = [pipeline.hgetall(self._call_key(sid)) for sid in sids]
-        return sids, [dict(await page) for page in pages]
+        records = await self._hgetall_each_script(keys=[self._call_key(sid) for sid in sids], args=[])
+        return sids, [dict(zip(fields[::2], fields[1::2])) for fields in records]
 
     def _triage_pass(self, call_sid: str, number: int, fields: Mapping[str, str | None]) -> TriagePass | None:
         if fields.get("token") is None:
