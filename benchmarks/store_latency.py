@@ -5,8 +5,8 @@ calls keep it (CPU work in short slices, as audio frames and Realtime events are
     .venv/bin/python benchmarks/store_latency.py                  # starts its own redis-server on loopback
     .venv/bin/python benchmarks/store_latency.py --url redis://127.0.0.1:6379/0 --calls 200 --seconds 20
 
-Prints one JSON line: the median, p90 and p99 of the three operations' time (ms), how many rounds ran, and
-the set-up. To compare two versions of the store, run the same command with each on PYTHONPATH, back to
+Prints one JSON line, and writes it to `benchmarks/results/store-latency-<UTC time>.json`: the median, p90
+and p99 of the three operations' time (ms), how many rounds ran, and the set-up. To compare two versions of the store, run the same command with each on PYTHONPATH, back to
 back (the machine's load changes fast).
 """
 from __future__ import annotations
@@ -23,12 +23,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import trio
 
 from machines import DecisionReason, DispatchDecision, RouteKind
 from orchestrator.store.redis_store import RedisCallStore
 
+RESULTS = Path(__file__).resolve().parent / "results"
 DECISION = DispatchDecision(
     route="front_desk", route_kind=RouteKind.FLEX, reason=DecisionReason.ACCEPTED, intent="other", confidence=0.9
 )
@@ -45,13 +47,16 @@ def main() -> int:
     with (nullcontext_url(args.url) if args.url else redis_server()) as url:
         rounds = trio.run(measure, url, args.calls, args.seconds, args.busy_tasks)
     ordered = sorted(rounds)
-    print(json.dumps({
-        "store": RedisCallStore.__module__, "calls": args.calls, "busy_tasks": args.busy_tasks,
-        "rounds": len(rounds),
+    line = json.dumps({
+        "store": sys.modules[RedisCallStore.__module__].__file__, "calls": args.calls,
+        "busy_tasks": args.busy_tasks, "seconds": args.seconds, "rounds": len(rounds),
         "median_ms": round(statistics.median(ordered) * 1000, 2),
         "p90_ms": round(ordered[int(len(ordered) * 0.9)] * 1000, 2),
         "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 2),
-    }))
+    })
+    print(line)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"store-latency-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json").write_text(line + "\n")
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack, asynccontextmanager
@@ -21,10 +22,14 @@ from pathlib import Path
 
 import pytest
 import trio
+from redis import Redis
+from redis import exceptions as redis_errors
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from orchestrator.testing.twilio_caller import CallRecordUnavailable, CallResult, fetch_call_record
 from tests.live_call_support import DETAILS, FrontDesk, front_desk, metric, triage_scenario
-from tests.redis_server import start_redis_server, stop_redis_server
+from tests.redis_server import RedisServer, start_redis_server, stop_redis_server
 
 EMERGENCY_WORKFLOW = "WW37efa99795cd582f2f4c31893159fe53"  # Acme's emergency desk: the decided route
 STORE_TIMEOUT_S = 1.0
@@ -178,7 +183,7 @@ async def test_a_slow_redis_gives_timeouts_within_the_bound_not_hung_calls(tmp_p
                 client = redis.client()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(trio.to_thread.run_sync, client.execute_command, "DEBUG", "SLEEP", "2")
-                    await trio.sleep(0.1)
+                    await trio.to_thread.run_sync(wait_until_asleep, redis)
                     arriving.append(await timed_call(desk))
                 client.close()
 
@@ -197,6 +202,22 @@ async def test_a_slow_redis_gives_timeouts_within_the_bound_not_hung_calls(tmp_p
 
     logged = logged_text(caplog, capfd)
     assert "no answer within 0.5 s" in logged and PASSWORD not in logged
+
+
+def wait_until_asleep(server: RedisServer) -> None:
+    """Until a PING goes unanswered: the DEBUG SLEEP sent from another thread has begun."""
+    probe = Redis(host="127.0.0.1", port=server.port, password=server.password, socket_timeout=0.05,
+                  retry=Retry(NoBackoff(), 0))  # redis-py's own retries would wait the sleep out
+    try:
+        for _ in range(100):
+            try:
+                probe.ping()
+            except redis_errors.TimeoutError:
+                return
+            time.sleep(0.01)
+        raise AssertionError("Redis never went to sleep")
+    finally:
+        probe.close()
 
 
 # -- SQLite --------------------------------------------------------------------------------------------------
