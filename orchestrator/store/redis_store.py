@@ -22,8 +22,9 @@ The client is coredis, async on anyio and so native to Trio: no worker threads, 
 share (pipeline on) a few connections. Every operation has a time bound (`operation_timeout_s`, 2 s by
 default): a Redis that is slow or gone gives CallStoreError within it (kind "timeout" or "unavailable"),
 never a hung webhook. The operation itself runs in a task of the store's own and is left to finish there
-(bounded by coredis's own timeouts): coredis does not survive being cancelled mid-operation (a connection
-cancelled in its handshake never goes back to the pool; after a few the pool is empty for good). A dropped
+(bounded by coredis's own timeouts), so a caller that stops waiting never cancels coredis mid-operation:
+cancelled while a pipeline held its connection, coredis was seen to keep timing out after Redis came back,
+and its pool's wait for a connection leaves a stale waiter behind when cancelled. A dropped
 connection (a Redis restart leaves dead pooled sockets) is retried once; a timeout is not, since the script
 may have run and running it again would open a second pass.
 """
@@ -178,7 +179,7 @@ return gone
 """
 
 # The whole hash of each key, as flat field/value lists: a page of records in one command, so no connection
-# is held across round trips (as a pipeline would; see the module doc on what coredis does not survive).
+# is held across round trips (as a pipeline would; see the module doc).
 _HGETALL_EACH = """
 local records = {}
 for i, key in ipairs(KEYS) do
