@@ -496,17 +496,19 @@ async def test_a_write_waits_for_another_process_lock_without_stalling_the_event
         assert list(await store.visited_nodes(CALL)) == ["FW_node"]
 
 
-async def test_a_lock_held_past_the_busy_timeout_is_a_store_error(tmp_path, monkeypatch):
-    import orchestrator.store.sqlite_store as call_store
+async def test_a_lock_held_past_the_operation_time_bound_is_a_locked_store_error(tmp_path):
+    import trio
 
-    monkeypatch.setattr(call_store, "BUSY_TIMEOUT_MS", 200)
     path = tmp_path / "calls.sqlite3"
-    async with await SqliteCallStore.open(path) as store:
+    async with await SqliteCallStore.open(path, operation_timeout_s=0.2) as store:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
-            with pytest.raises(CallStoreError, match="locked"):
+            started = trio.current_time()
+            with pytest.raises(CallStoreError, match="locked") as raised:
                 await store.record_visit(CALL, "FW_node")
+            assert raised.value.kind == "locked"
+            assert 0.2 <= trio.current_time() - started < 1.0
         finally:
             other.execute("ROLLBACK")
             other.close()
