@@ -38,6 +38,7 @@ from machines import (
     CallFlow,
     CallHistory,
     CallMachine,
+    CheckTypedEntry,
     CloseMedia,
     CloseRealtime,
     Line,
@@ -67,6 +68,7 @@ from orchestrator.engines import (
     TriageEngine,
     interpret_tool_call,
     tool_output,
+    typed_value,
 )
 from orchestrator.store import CallStore, TriagePass
 from orchestrator.telemetry import ServerMetrics, call_logger
@@ -297,6 +299,8 @@ class CallSession:
                 self._requests.ask_line(effect)
             case AnswerTool():
                 self._requests.answer_tool(effect.tool_call_id, tool_output(effect))
+            case CheckTypedEntry(field=name, digits=digits):
+                self._post(ev.TypedEntryChecked(name, typed_value(self.deps.config, name, digits)))
             case PersistDecision(decision=decision):
                 await self._records.save_decision(decision)
             case CloseRealtime():

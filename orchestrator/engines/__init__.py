@@ -3,6 +3,7 @@ OpenAI Realtime behind the interface, and the demo engine of `serve --engine fak
 `orchestrator.engines.offline`.
 """
 from orchestrator.engines.demo import run_demo_engine
+from orchestrator.engines.field_capture import typed_value
 from orchestrator.engines.interface import (
     AgentAudio,
     AgentTranscript,
@@ -66,4 +67,5 @@ __all__ = [
     "run_demo_engine",
     "spoken_line",
     "tool_output",
+    "typed_value",
 ]

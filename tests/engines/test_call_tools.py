@@ -126,13 +126,24 @@ def test_example_tools_validate_as_ga_function_tools(example: RoutingConfig) -> 
         json.dumps(tool)  # sent on the wire as is
 
 
+def properties_description(parameters: dict) -> str:
+    description = parameters["properties"]["confirmed"]["description"]
+    assert "read the value back" in description and "calling from" in description
+    return description
+
+
 def test_record_details_offers_one_optional_string_per_field(example: RoutingConfig) -> None:
     parameters = tools_by_name(example)[RECORD_DETAILS]["parameters"]
 
     assert parameters["type"] == "object" and parameters["additionalProperties"] is False
-    assert list(parameters["properties"]) == ["caller_name", "callback_number", "address", "preferred_date"]
+    assert list(parameters["properties"]) == ["caller_name", "callback_number", "address", "preferred_date", "confirmed"]
     assert "required" not in parameters
-    properties = parameters["properties"]
+    properties = dict(parameters["properties"])
+    # The caller-ID number may be confirmed (caller_id = true), and the read-back one (read_back = true).
+    assert properties.pop("confirmed") == {
+        "type": "array", "items": {"type": "string", "enum": ["callback_number"]},
+        "description": properties_description(parameters),
+    }
     assert all(schema["type"] == "string" for schema in properties.values())
     assert properties["caller_name"]["description"] == "The caller's full name."
     assert properties["callback_number"]["description"].startswith("A number to call back on")
