@@ -139,7 +139,7 @@ class CallSession:
             metrics=deps.metrics, log=self.log,
         )
         self._intake = MediaIntake(
-            listening=self._listening, on_mark_echo=self._playback.on_mark_echo, post=self._post,
+            listening=self._listening, hearing=self._hearing, on_mark_echo=self._playback.on_mark_echo, post=self._post,
             metrics=deps.metrics, log=self.log,
         )
 
@@ -395,3 +395,7 @@ class CallSession:
     def _listening(self) -> bool:
         # After the decision the caller is no longer heard: the agent must not answer again.
         return self.machine is not None and self.machine.triage_open
+
+    def _hearing(self) -> bool:
+        # Over the handoff line the engine still hears the caller, only to notice them talking over it.
+        return self._listening() or self._playback.handoff_playing
