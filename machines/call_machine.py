@@ -274,7 +274,7 @@ class CallMachine:
     def _on_key_pressed(self, event: ev.KeyPressed) -> str | None:
         if self.state not in TRIAGE_OPEN:
             return "absorbed"
-        typing_into = self.typed_field or self._keypad_field()
+        typing_into = self.keypad_field
         if typing_into is not None:
             return self._type_key(typing_into, event.digit)
         intent = self.policy.keys.get(event.digit)
@@ -562,8 +562,14 @@ class CallMachine:
             fields.add(caller_id)
         return tuple(sorted(fields))
 
-    def _keypad_field(self) -> str | None:
-        """The field keys type into: the first keyable field the agent asked for that is still awaited."""
+    @property
+    def keypad_field(self) -> str | None:
+        """The field keys type into now: the one being typed, else the first keyable field the agent asked
+        for that is still awaited; None when keys are menu keys."""
+        if self.state not in TRIAGE_OPEN:
+            return None
+        if self.typed_field is not None:
+            return self.typed_field
         for name in self.asked_fields:
             awaited = not self.captured.get(name) or name in self.unconfirmed or name in self.unread
             if name in self.policy.keyable_fields and awaited:
@@ -600,8 +606,8 @@ class CallMachine:
         )
         proposal = self.proposal
         if remaining or proposal is None:
-            self.asked_fields = remaining
-            self._speak(Speak(Line.KEYPAD_THANKS, remaining, tuple(n for n in remaining if n in self.unconfirmed)))
+            confirm = tuple(name for name in remaining if name in self.unconfirmed)
+            self.asked_fields = remaining if self._speak(Speak(Line.KEYPAD_THANKS, remaining, confirm)) else ()
             return
         self._on_intent_proposed(ev.IntentProposed(proposal.intent, proposal.confidence, proposal.summary))
 
