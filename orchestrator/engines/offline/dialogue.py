@@ -26,8 +26,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.config import CONFIRMED_ARGUMENT, RoutingConfig
-from orchestrator.engines import PROPOSE_ROUTE, RECORD_DETAILS, SpokenLine
-from orchestrator.engines.field_capture import CALLER_ID_QUESTION, answer_is_yes, asked_with_keypad, read_back_question
+from orchestrator.engines import (
+    CALLER_ID_QUESTION,
+    PROPOSE_ROUTE,
+    RECORD_DETAILS,
+    SpokenLine,
+    answer_is_yes,
+    asked_with_keypad,
+    read_back_question,
+)
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.slot_extraction import extract_slots, field_question
 from orchestrator.engines.offline.transcript import clean_transcript
