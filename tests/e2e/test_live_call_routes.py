@@ -245,8 +245,8 @@ async def test_missing_required_details_are_asked_for_by_name_before_the_route_i
         assert len(ask) == 1
         for field in ("caller_name", "address"):
             assert field in ask[0]["instructions"]
-        # The callback number is the caller's own (From), pre-filled for a person to confirm: not asked.
-        assert "callback_number" not in ask[0]["instructions"]
+        # The callback number is the caller's own (From), pre-filled: the caller is asked once to confirm it.
+        assert "- callback_number: " in ask[0]["instructions"] and "known from caller ID" in ask[0]["instructions"]
         attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
         assert attributes["intent"] == "emergency" and attributes["captured"] == DETAILS
         desk.assert_nothing_of_the_call_remains()
