@@ -307,7 +307,8 @@ def line_instructions(config: RoutingConfig, speak: Speak, language: str | None 
         return f"{say}, then stop: «{line}»"
     by_name = {field.name: field for field in config.fields}
     wanted = []
-    for name in speak.missing_fields:
+    # A number known from caller ID is usable already: confirming it comes after what is missing.
+    for name in sorted(speak.missing_fields, key=lambda name: name in speak.confirm_fields):
         field = by_name.get(name)
         described = _field_description(field) if field else name.replace("_", " ") + "."
         if name in speak.confirm_fields:

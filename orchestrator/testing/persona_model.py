@@ -286,8 +286,9 @@ class _Conversation:
             return Respond(() if self.decided or self.awaiting else self._next_outputs())
         asked = _ASKED_FIELD.findall(request.instructions or "")
         if asked:
-            self.to_ask = [name for name in self.model.brief.field_order if name in asked]
             self.to_confirm = set(_CALLER_ID_FIELD.findall(request.instructions or ""))
+            # As the instructions list them: a caller-ID number to confirm after what is missing.
+            self.to_ask = sorted((n for n in self.model.brief.field_order if n in asked), key=self.to_confirm.__contains__)
         words = " ".join(line.group(1).split())
         question = self._next_question() if asked else None
         return Respond((self._speech(f"{words} {question}" if question else words),))

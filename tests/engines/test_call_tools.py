@@ -617,12 +617,13 @@ def test_instructions_offer_the_keypad_for_numbers_and_dates_and_ask_for_read_ba
 def test_asked_fields_say_how_to_offer_the_keypad_or_confirm_caller_id(example: RoutingConfig) -> None:
     asking = Speak(Line.ASK_DETAILS, ("callback_number", "preferred_date", "address"), ("callback_number",))
     lines = line_instructions(example, asking).splitlines()[1:]
-    assert lines[0].endswith(
+    assert lines[0].endswith("Offer the keypad: «Or type it on your keypad and press pound.»")
+    assert lines[1].startswith("- address: ") and "keypad" not in lines[1]
+    # Known from caller ID, so usable already: confirmed after what is missing.
+    assert lines[2].endswith(
         "It is known from caller ID: ask «Is the number you're calling from the best one to reach you?» Yes: call"
         " record_details with confirmed ['callback_number']. No: ask for the best number."
     )
-    assert lines[1].endswith("Offer the keypad: «Or type it on your keypad and press pound.»")
-    assert "keypad" not in lines[2]
     typed = line_instructions(example, Speak(Line.KEYPAD_THANKS, ("address",)))
     assert typed.startswith(f"Say exactly the following: «{example.lines.keypad_thanks}» (the caller typed a detail")
     assert line_instructions(example, Speak(Line.KEYPAD_THANKS)) == (

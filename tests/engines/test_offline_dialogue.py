@@ -210,12 +210,14 @@ def test_a_caller_id_number_is_confirmed_with_one_question():
     assert call.lines[-1].confirm_fields == ("callback_number",)
     call.line()  # the name first
     call.caller("it's Ann Lee")
+    # What is missing before the number known from caller ID, which is usable already.
+    assert "address" in call.dialogue.on_continue().say
+    call.caller("12 Elm Street, Springfield")
     assert call.dialogue.on_continue().say == "Is the number you're calling from the best one to reach you?"
     reply, tools = call.caller("yes, that's fine")
-    assert tools == [RECORD_DETAILS]
+    assert [name for name in tools] == [RECORD_DETAILS, PROPOSE_ROUTE]
     assert json.loads(reply.tool_calls[0].arguments_json) == {"confirmed": ["callback_number"]}
-    assert "callback_number" not in call.machine.unconfirmed
-    assert "address" in call.dialogue.on_continue().say
+    assert call.machine.decision is not None and call.machine.decision.unconfirmed_fields == ()
 
 
 def test_a_caller_id_number_refused_is_asked_for_with_the_keypad_offered():
@@ -223,6 +225,8 @@ def test_a_caller_id_number_refused_is_asked_for_with_the_keypad_offered():
     call.caller("my basement is flooding")
     call.line()
     call.caller("it's Ann Lee")
+    call.dialogue.on_continue()  # the address
+    call.caller("12 Elm Street, Springfield")
     call.dialogue.on_continue()  # is the number you're calling from the best one?
     reply, tools = call.caller("no")
     assert tools == [] and reply.say.startswith("What's the best number") and "keypad" in reply.say

@@ -162,9 +162,10 @@ class OfflineDialogue:
         if not line.asks_for:
             return line.text
         self._to_confirm = set(line.confirms)
-        # In the config's order (the machine lists them sorted): a business orders its questions.
+        # In the config's order (the machine lists them sorted): a business orders its questions. A number
+        # known from caller ID is usable already: confirming it comes after what is missing.
         order = {name: position for position, name in enumerate(self._fields)}
-        wanted = sorted(line.asks_for, key=lambda name: order.get(name, len(order)))
+        wanted = sorted(line.asks_for, key=lambda name: (name in self._to_confirm, order.get(name, len(order))))
         # A field already asked twice is not asked a third time, whatever line asks for it again.
         self._asking = [
             name for name in wanted
