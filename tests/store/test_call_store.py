@@ -35,6 +35,7 @@ BILLING = DispatchDecision(
     summary="Question about the last invoice",
     captured={"caller_name": "Ann"},
     decided_after_s=3.2,
+    routed_on_intent=True,
 )
 VOICEMAIL = DispatchDecision(route="voicemail", route_kind="voicemail", reason=DecisionReason.BUDGET_EXPIRED)
 FLEX_OUTCOME = PassOutcome(
@@ -136,6 +137,7 @@ decisions = st.builds(
     decided_after_s=st.floats(allow_nan=False, allow_infinity=False),
     missing_fields=st.lists(st.text(), max_size=3).map(tuple),
     unconfirmed_fields=st.lists(st.text(), max_size=3).map(tuple),
+    routed_on_intent=st.booleans(),
 )
 
 
@@ -165,6 +167,7 @@ async def test_any_decision_reads_back_from_the_store_as_it_was_saved(decision):
         {"route": "r", "route_kind": "flex", "reason": "accepted", "from_the_future": 1},
         {"route": "r", "route_kind": "flex", "reason": "accepted", "missing_fields": "phone"},
         {"route": "r", "route_kind": "flex", "reason": "accepted", "unconfirmed_fields": [1]},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "routed_on_intent": "yes"},
     ],
 )
 def test_decision_from_json_refuses_shapes_it_cannot_read(data):
@@ -208,7 +211,7 @@ async def test_call_record_json_has_the_documented_shape():
                     "route": "billing_desk", "route_kind": "flex", "reason": "accepted", "intent": "billing",
                     "confidence": 0.9, "summary": "Question about the last invoice",
                     "captured": {"caller_name": "Ann"}, "proposed_route": None, "decided_after_s": 3.2,
-                    "missing_fields": [], "unconfirmed_fields": [],
+                    "missing_fields": [], "unconfirmed_fields": [], "routed_on_intent": True,
                 },
                 "outcome": {
                     "outcome": "flex",
