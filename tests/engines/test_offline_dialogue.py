@@ -232,3 +232,16 @@ def test_a_caller_id_number_refused_is_asked_for_with_the_keypad_offered():
     assert tools == [] and reply.say.startswith("What's the best number") and "keypad" in reply.say
     call.caller("four one five five five five zero one nine nine")
     assert call.machine.captured["callback_number"] == "+14155550199"
+
+
+def test_other_details_said_instead_of_a_yes_are_recorded_and_the_number_stays_unconfirmed():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("four one five five five five two six seven one")  # the number before the name
+    call.dialogue.on_continue()  # the read-back
+    reply, tools = call.caller("my name is Ann Lee")  # neither yes nor no
+    assert tools == [RECORD_DETAILS] and call.machine.captured["caller_name"] == "Ann Lee"
+    assert "address" in call.dialogue.on_continue().say  # the number is not asked again
+    call.caller("12 Elm Street, Springfield")
+    assert call.machine.decision is not None and call.machine.decision.unconfirmed_fields == ("callback_number",)

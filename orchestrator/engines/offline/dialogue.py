@@ -221,17 +221,22 @@ class OfflineDialogue:
         if name in details:  # "no, it's 0199": the correction replaces the value (and is read back in turn)
             self._note_read_back(details)
             return self._after_field_answer(name, details, [self._tool(RECORD_DETAILS, details)])
-        if answer_is_yes(words):
+        verdict = answer_is_yes(words)
+        if verdict:
             self._to_confirm.discard(name)
             confirmed = {**details, CONFIRMED_ARGUMENT: [name]}
             return self._after_field_answer(name, details, [self._tool(RECORD_DETAILS, confirmed)])
-        # A no, or no clear answer: the value is asked for (again), as a question about it would.
+        calls = [self._tool(RECORD_DETAILS, details)] if details else []
+        if verdict is None and details:  # neither yes nor no, but other details: the value stays, unconfirmed
+            return self._after_field_answer(name, details, calls)
+        # A no, or no answer to it at all: the value is asked for (again), as a question about it would.
         self._to_confirm.discard(name)
         self.captured.pop(name, None)
         if self._asks.get(name, 0) >= MAX_ASKS_PER_FIELD:
-            return self._after_field_answer(name, {}, [])
+            return self._after_field_answer(name, details, calls)
         self._asking = [name, *(other for other in self._asking if other != name)]
-        return self._said(self._question(name))
+        self._said_anything = True
+        return Reply(tuple(calls), say=self._question(name))
 
     def _note_read_back(self, details: Mapping[str, str]) -> None:
         due = [name for name in details if name in self._read_back_fields]
