@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
@@ -23,17 +23,12 @@ from text_to_num import alpha2digit
 
 from orchestrator.config import CapturedField
 from orchestrator.engines import MAX_VALUE_LENGTH
+from orchestrator.engines.offline.spoken_numbers import DigitRun, cardinal_words_to_digits, digit_runs
 
 MAX_INPUT_CHARACTERS = 1_000  # bounds the work spent on one utterance; a spoken turn is far shorter
 MAX_NAME_WORDS = 3
 
 # --- Word tables ---------------------------------------------------------------------------------
-
-DIGIT_WORDS = {
-    "zero": "0", "oh": "0", "o": "0", "nought": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
-}  # fmt: skip
-REPEAT_WORDS = {"double": 2, "triple": 3}
 
 MONTHS = {
     "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4, "may": 5,
@@ -102,12 +97,14 @@ def extract_slots(
     asked_for: str | None = None,
     country: str = "US",
     today: datetime.date,
+    previous: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Canonical values (field name → value, config order) confidently present in one utterance.
 
     `asked_for` names the field the agent just asked for: the whole answer may then be that field.
     `country` is the region for national phone numbers and numeric dates; `today` anchors relative
-    dates. Never raises on any `text`; a wrong argument type, an unknown `asked_for` or `country`
+    dates; `previous` holds the values captured earlier in the call, which a correction ("no, it's
+    0198") may refer to. Never raises on any `text`; a wrong argument type, an unknown `asked_for` or `country`
     raise TypeError / ValueError.
     """
     if not isinstance(text, str):
@@ -127,6 +124,8 @@ def extract_slots(
         )
 
     utterance = _cleaned(text)
+    earlier = dict(previous or {})
+    phone_field = getattr(_target_field(_fields_of(fields, "phone"), asked), "name", "")
     found: dict[str, str] = {}
     for field in fields:
         if field.type == "choice":
@@ -135,7 +134,7 @@ def extract_slots(
                 found[field.name] = choice
 
     extractors: dict[str, Callable[[bool], str | None]] = {
-        "phone": lambda _whole_answer: _phone_in(utterance, region),
+        "phone": lambda _whole_answer: _phone_in(utterance, region, earlier.get(phone_field)),
         "email": lambda whole_answer: _email_in(utterance, whole_answer=whole_answer),
         "date": lambda whole_answer: _date_in(utterance, today, region, whole_answer=whole_answer),
     }
@@ -310,43 +309,93 @@ def _answer_text(utterance: str) -> str:
 
 # --- Phone numbers -------------------------------------------------------------------------------
 
-_DIGIT_WORD = r"(?:zero|oh|o|nought|one|two|three|four|five|six|seven|eight|nine|[0-9])"
-REPEATED_DIGIT = re.compile(rf"\b(double|triple)[\s-]+({_DIGIT_WORD})\b")
-HUNDREDS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|[1-9])[\s-]+hundred\b")
-ZERO_AFTER_DIGIT = re.compile(r"(?<=[0-9])([\s-]+)(?:oh|o|nought)\b")
-ZERO_BEFORE_DIGIT = re.compile(r"\b(?:oh|o|nought)(?=[\s-]+[0-9])")
-SPOKEN_PLUS = re.compile(r"\bplus[\s-]*(?=[0-9])")
-DIGIT_GAP = re.compile(r"(?<=[0-9])[\s().,-]+(?=[0-9])")
+
+def _phone_in(utterance: str, region: str, previous: str | None) -> str | None:
+    """The one valid phone number in the utterance, as E.164, corrections applied.
+
+    A run of digits after a correction cue ("..., no, sorry, 0198") replaces the end of the number before
+    it; at the start of a turn that opens with one ("no, it's 0198"), it corrects `previous`, the number
+    captured earlier in the call.
+    """
+    runs = digit_runs(utterance)
+    earlier = _national_digits(previous, region) if previous else None
+    found: list[list[str]] = []  # the numbers each run gives
+    for index, run in enumerate(runs):
+        if index > 0:
+            base: tuple[str, bool] | None = (runs[index - 1].digits, runs[index - 1].plus) if run.corrects else None
+        else:
+            base = earlier if earlier is not None and _corrects_previous(utterance) else None
+        corrected = _corrected(*base, run, region) if base is not None else None
+        if corrected is not None:
+            if index > 0:
+                found[-1] = []  # the number said before the correction was wrong
+            found.append([corrected])
+        else:
+            found.append(_phones_in_run(run, region))
+    return _the_only(number for numbers in found for number in numbers)
 
 
-def _phone_in(utterance: str, region: str) -> str | None:
-    """The one valid phone number in the utterance, as E.164."""
-    spoken = _digits_spoken_as_digits(utterance.lower())
-    # Written numbers keep their grouping; spoken ones come out as single digits, so join those.
-    for candidate in (spoken, DIGIT_GAP.sub("", spoken)):
-        numbers = [
-            phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
-            for match in phonenumbers.PhoneNumberMatcher(
-                candidate, region, leniency=phonenumbers.Leniency.VALID
-            )
-        ]
-        if numbers:
-            return _the_only(numbers)
-    return None
+CORRECTION_OPENING = re.compile(r"^\W*(?:no|nope|sorry|actually|correction|wait|oops)\b|\bi mean\b", re.IGNORECASE)
 
 
-def _digits_spoken_as_digits(text: str) -> str:
-    text = REPEATED_DIGIT.sub(lambda m: " ".join([DIGIT_WORDS.get(m[2], m[2])] * REPEAT_WORDS[m[1]]), text)
-    # "eight hundred" in a number is 800, not the start of 805 as number-word rules would read it.
-    text = HUNDREDS.sub(lambda m: DIGIT_WORDS.get(m[1], m[1]) + "00", text)
-    text = _spoken_numbers(text)
-    # "oh"/"o" is a zero only beside another digit ("oh seven seven…"), not "oh, and…".
-    while True:
-        replaced = ZERO_BEFORE_DIGIT.sub("0", ZERO_AFTER_DIGIT.sub(r"\g<1>0", text))
-        if replaced == text:
-            break
-        text = replaced
-    return SPOKEN_PLUS.sub("+", text)
+def _corrects_previous(utterance: str) -> bool:
+    return CORRECTION_OPENING.search(utterance) is not None
+
+
+def _corrected(base: str, base_plus: bool, correction: DigitRun, region: str) -> str | None:
+    """The number `correction` makes of `base`: itself when whole, else the end of `base` replaced."""
+    whole = _valid_phone(correction.digits, correction.plus, region)
+    if whole is not None or not MIN_CORRECTION_DIGITS <= len(correction.digits) < len(base):
+        return whole
+    return _valid_phone(base[: len(base) - len(correction.digits)] + correction.digits, base_plus, region)
+
+
+def _phones_in_run(run: DigitRun, region: str) -> list[str]:
+    """The run as one number; failing that, the valid numbers made of consecutive groups of it (the run may
+    have picked up a house number or a stray "oh" next to the number), the longest ones."""
+    whole = _valid_phone(run.digits, run.plus, region)
+    if whole is not None:
+        return [whole]
+    spans: list[tuple[int, int, str]] = []
+    for first in range(len(run.groups)):
+        for last in range(first + 1, len(run.groups) + 1):
+            number = _valid_phone("".join(run.groups[first:last]), run.plus and first == 0, region)
+            if number is not None:
+                spans.append((first, last, number))
+    return [
+        number
+        for first, last, number in spans
+        if not any(f <= first and last <= l and (l - f) > (last - first) for f, l, _ in spans)
+    ]
+
+
+MIN_CORRECTION_DIGITS = 3  # "no, 0198": fewer digits after a "sorry" are more likely a house number
+MIN_PHONE_DIGITS = 5
+MAX_PHONE_DIGITS = 17  # E.164 allows 15, plus an international prefix such as 011
+
+
+def _valid_phone(digits: str, plus: bool, region: str) -> str | None:
+    if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
+        return None
+    try:
+        number = phonenumbers.parse(("+" if plus else "") + digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _national_digits(e164: str, region: str) -> tuple[str, bool] | None:
+    """The digits of a captured number as a caller of `region` says them, and whether "plus" leads them."""
+    try:
+        number = phonenumbers.parse(e164, region)
+    except phonenumbers.NumberParseException:
+        return None
+    national = phonenumbers.national_significant_number(number)
+    if phonenumbers.region_code_for_number(number) == region:
+        return national, False
+    return f"{number.country_code}{national}", True
 
 
 # --- Email addresses -----------------------------------------------------------------------------
