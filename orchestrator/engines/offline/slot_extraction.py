@@ -23,6 +23,7 @@ from text_to_num import alpha2digit
 
 from orchestrator.config import CapturedField
 from orchestrator.engines import MAX_VALUE_LENGTH
+from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.offline.spoken_numbers import DigitRun, cardinal_words_to_digits, digit_runs
 
 MAX_INPUT_CHARACTERS = 1_000  # bounds the work spent on one utterance; a spoken turn is far shorter
@@ -60,7 +61,7 @@ NOT_NAME_WORDS = frozenset(
 )
 # Said around an answer but not part of it ("uh, it's mary smith, thanks").
 LEADING_FILLERS = re.compile(
-    r"^(?:(?:uh+|um+|er+m?|hmm+|ah+|oh|yeah|yes|yep|sure|okay|ok|well|so|right|hi|hello|alright|"
+    r"^(?:(?:uh+|um+|er+m?|hmm+|ah+|oh|yeah|yes|yep|sure|okay|ok|well|so|right|hi|hello|alright|sorry|no|nope|"
     r"it'?s|it is|that'?s|that is)\b[\s,.!:;-]*)+",
     re.IGNORECASE,
 )
@@ -149,11 +150,32 @@ def extract_slots(
         name = _name_in(utterance, whole_answer=asked is name_target)
         if name is not None:
             found[name_target.name] = name
-    if asked is not None and asked.type == "text" and asked is not name_target:
+    address_target = _target_field([f for f in _fields_of(fields, "text") if _is_address_field(f)], asked)
+    if address_target is not None:
+        address = _address_in(utterance, whole_answer=asked is address_target)
+        if address is not None:
+            found[address_target.name] = address
+    if asked is not None and asked.type == "text" and asked not in (name_target, address_target):
         answer = _answer_text(utterance)
         if answer:
             found[asked.name] = answer
     return {field.name: found[field.name] for field in fields if field.name in found}
+
+
+def listening_for(field: CapturedField) -> ListeningFor:
+    """What a caller asked for `field` is about to say, to steer the recogniser toward it."""
+    if field.type == "choice":
+        return ListeningFor("choice", tuple(field.choices or ()))
+    if field.type in ("phone", "email", "date"):
+        return ListeningFor(field.type)
+    if _is_person_name_field(field):
+        return ListeningFor("name")
+    if _is_address_field(field):
+        return ListeningFor("address")
+    words = set(field.name.split("_"))
+    if words & {"number", "code", "zip", "postcode", "pin", "id"}:
+        return ListeningFor("number")
+    return ListeningFor("open")
 
 
 def field_question(field: CapturedField) -> str:
@@ -224,7 +246,7 @@ def _name_in(utterance: str, *, whole_answer: bool) -> str | None:
     name = _the_only(names)
     if name is not None or names or not whole_answer:
         return name
-    answer = NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", utterance))
+    answer = NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", _without_non_answers(utterance)))
     answer = INNER_FILLERS.sub(" ", answer)
     # An answer to "what's your name?" needs no cue and no capitals.
     return _name_at(" ".join(answer.split()), 0, require_capitals=False)
@@ -299,12 +321,130 @@ def _title_cased(word: str) -> str:
 
 
 def _answer_text(utterance: str) -> str:
-    """A free-text answer without the fillers around it, within the validator's length limit."""
-    answer = TRAILING_COURTESY.sub("", LEADING_FILLERS.sub("", utterance))
+    """A free-text answer without the fillers around it, within the validator's length limit; "" when the
+    caller gave none ("sorry, I don't know", "go ahead")."""
+    answer = TRAILING_COURTESY.sub("", LEADING_FILLERS.sub("", _without_non_answers(utterance)))
     answer = " ".join(INNER_FILLERS.sub(" ", answer).split()).strip(EDGE_PUNCTUATION)
     if len(answer) > MAX_VALUE_LENGTH:
         answer = answer[:MAX_VALUE_LENGTH].rsplit(" ", 1)[0].rstrip(EDGE_PUNCTUATION)
     return answer
+
+
+# Said instead of an answer: not knowing, refusing, inviting the question, checking the line.
+NON_ANSWER = re.compile(
+    r"\b(?:(?:do|does|did)\s*n[o']?t|do\s+not)\s+(?:know|have|remember)\b|\bnot\s+sure\b|\bno\s+idea\b|"
+    r"\brather\s+not\b|\bcan'?not\s+(?:remember|recall|say)\b|\bcan'?t\s+(?:remember|recall|say)\b|"
+    r"\bgo\s+ahead\b|\bstill\s+there\b|\bsay\s+(?:that|it)\s+again\b|\bpardon\b|\bhello\b|"
+    r"\bwhat\s+was\s+(?:that|the\s+question)\b",
+    re.IGNORECASE,
+)
+CLAUSE = re.compile(r"[^,.;!?]+[,.;!?]*")
+
+
+def _without_non_answers(utterance: str) -> str:
+    """The utterance without its clauses that give no answer ("5 Station Road, but I don't know the postcode")."""
+    if NON_ANSWER.search(utterance) is None:
+        return utterance
+    kept = [clause for clause in CLAUSE.findall(utterance) if NON_ANSWER.search(clause) is None]
+    text = " ".join(" ".join(kept).split())
+    return re.sub(r"(?:[\s,;]+(?:but|and|though))+[\s,.;]*$", "", text, flags=re.IGNORECASE)
+
+
+# --- Addresses -----------------------------------------------------------------------------------
+
+STREET_TYPES = {
+    "street": "Street", "st": "Street", "road": "Road", "rd": "Road", "avenue": "Avenue", "ave": "Avenue",
+    "lane": "Lane", "ln": "Lane", "drive": "Drive", "dr": "Drive", "court": "Court", "ct": "Court",
+    "close": "Close", "way": "Way", "place": "Place", "pl": "Place", "boulevard": "Boulevard", "blvd": "Boulevard",
+    "crescent": "Crescent", "terrace": "Terrace", "parkway": "Parkway", "pkwy": "Parkway", "highway": "Highway",
+    "hwy": "Highway", "square": "Square", "sq": "Square", "circle": "Circle", "gardens": "Gardens", "grove": "Grove",
+    "row": "Row", "mews": "Mews",
+}  # fmt: skip
+_STREET_TYPE = "(?:" + "|".join(sorted(STREET_TYPES, key=len, reverse=True)) + ")"
+# An abbreviation after a street name ("Park St.") is the street type; "St Mary" after a number is a name.
+STREET_ABBREVIATION = re.compile(
+    r"(?<=[^\W\d_] )(?P<abbreviation>" + "|".join(k for k, v in STREET_TYPES.items() if k != v.lower()) + r")\b\.?",
+    re.IGNORECASE,
+)
+# A house number, up to four words and a street type: an address even when nobody asked for one.
+STREET_ADDRESS = re.compile(
+    r"(?<![\w-])[0-9]{1,5}[a-z]?\s+(?:[^\W\d_][\w'-]*\s+){1,4}?" + _STREET_TYPE + r"\b\.?"
+    r"(?:,?\s+(?!(?:and|my|the|i|it)\b)[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)?(?:,?\s+[0-9]{5}(?:-[0-9]{4})?)?",
+    re.IGNORECASE,
+)
+ADDRESS_CUE = re.compile(
+    r"(?:\b(?:my|the|our)\s+(?:full\s+)?address\s+(?:is|'s)|\baddress(?:'s|\s+is)|\b(?:i|we)\s+live\s+at|"
+    r"\b(?:i'?m|i\s+am|we'?re|we\s+are|it'?s|it\s+is|located)\s+at)\b[\s,:-]*",
+    re.IGNORECASE,
+)
+# Where another detail starts in the same breath ("..., and my number is ...").
+OTHER_DETAIL = re.compile(
+    r"[\s,;.]*\b(?:and\s+)?(?:my|the)\s+(?:full\s+)?(?:name|number|phone|mobile|cell|e-?mail)\b.*$|"
+    r"[\s,;.]*\b(?:and\s+)?(?:this\s+is|call\s+me|you\s+can\s+reach\s+me)\b.*$",
+    re.IGNORECASE,
+)
+SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|$)", re.DOTALL)
+MAX_PLACE_WORDS = 3  # a town or a postcode said after a pause
+# A pause Whisper wrote as a full stop inside an address ("60 Glen Road. Springfield"), not an abbreviation's.
+PAUSE_STOP = re.compile(r"(?:(?<=[^\W\d_]{3})|(?<=[0-9]))\.\s+(?=\w)")
+HOUSE_NUMBER_HYPHEN = re.compile(r"(?<![\w-])([0-9]{1,5})-(?=[^\W\d_])")  # "8-bird street": "8 bird street"
+# Single letters and digits said one by one: a postcode or ZIP ("9 4 1 0 5", "N 1 9 G U").
+SPELLED_CODE = re.compile(r"(?<![\w'])(?:[A-Z0-9][\s-]+){2,6}[A-Z0-9](?![\w'])")
+
+
+def _is_address_field(field: CapturedField) -> bool:
+    """address, home_address, service_address…: a postal address (not an email address)."""
+    words = field.name.split("_")
+    return "address" in words and not {"email", "mail", "e"} & set(words)
+
+
+def _address_in(utterance: str, *, whole_answer: bool) -> str | None:
+    text = _without_non_answers(utterance)
+    cued = [_address_after(text, cue.end()) for cue in ADDRESS_CUE.finditer(text)]
+    addresses = [address for address in cued if address and _looks_like_address(address)]
+    if not addresses and not whole_answer:
+        shaped = cardinal_words_to_digits(text)
+        addresses = [_canonical_address(match.group()) for match in STREET_ADDRESS.finditer(shaped)]
+    if addresses or not whole_answer:
+        return _the_only(addresses)
+    answer = OTHER_DETAIL.sub("", NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", text)))
+    address = _canonical_address(_answer_text(answer))
+    return address or None
+
+
+def _address_after(text: str, start: int) -> str:
+    """The address said after a cue: to the end of its sentence, and the short ones after it (Whisper ends a
+    sentence where the caller pauses: "42 Maple Avenue. Springfield.")."""
+    sentences = SENTENCE.findall(OTHER_DETAIL.sub("", text[start:]))
+    kept = sentences[:1]
+    for sentence in sentences[1:]:
+        if len(sentence.split()) > MAX_PLACE_WORDS:
+            break
+        kept.append(sentence)
+    return _canonical_address(" ".join(kept))
+
+
+def _looks_like_address(address: str) -> bool:
+    return any(character.isdigit() for character in address) or re.search(
+        rf"\b{_STREET_TYPE}\b", address, re.IGNORECASE
+    ) is not None
+
+
+def _canonical_address(text: str) -> str:
+    """Digits for numbers said in words, spelled codes joined, street types written out."""
+    text = HOUSE_NUMBER_HYPHEN.sub(r"\1 ", cardinal_words_to_digits(text))
+    text = SPELLED_CODE.sub(lambda match: _spelled_code(match.group()), text)
+    text = STREET_ABBREVIATION.sub(lambda match: STREET_TYPES[match["abbreviation"].lower()], text)
+    return _answer_text(PAUSE_STOP.sub(", ", text))
+
+
+def _spelled_code(spelled: str) -> str:
+    code = re.sub(r"[\s-]+", "", spelled).upper()
+    if code.isdigit():
+        return code
+    if not any(character.isdigit() for character in code) or not 5 <= len(code) <= 7:
+        return spelled  # letters alone are initials, not a code
+    return f"{code[:-3]} {code[-3:]}"  # a UK postcode: outward and inward parts
 
 
 # --- Phone numbers -------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seve
 SCALES = {"hundred": 100, "thousand": 1000}
 REPEATS = {"double": 2, "triple": 3}
 ZERO_INTERJECTIONS = frozenset({"oh", "o"})  # zero only beside another digit: "oh, and..." is no number
+# How speech-to-text sometimes writes an "oh" it heard between digits ("555, a 187"): zero only between two.
+ZERO_BETWEEN_DIGITS = frozenset({"a"})
 FILLERS = frozenset({"uh", "um", "er", "erm", "ah", "hmm"})
 # Words between two runs that make the second one replace (part of) the first.
 CORRECTION_WORDS = frozenset({"no", "sorry", "mean", "actually", "correction", "wait", "rather", "oops", "scratch"})
@@ -50,6 +52,7 @@ class DigitRun:
 def digit_runs(text: str) -> list[DigitRun]:
     """Every stretch of `text` that says digits (fillers and separators inside it allowed), in order."""
     tokens = [token.lower() for token in TOKEN.findall(text)]
+    tokens = ["oh" if t in ZERO_BETWEEN_DIGITS and _between_digits(tokens, i) else t for i, t in enumerate(tokens)]
     runs: list[DigitRun] = []
     position = 0
     gap: list[str] = []
@@ -108,6 +111,17 @@ def _is_numeric(token: str) -> bool:
     return token.isdigit() or _is_number_word(token)
 
 
+def _between_digits(tokens: list[str], position: int) -> bool:
+    """Whether the token at `position` has a digit on both sides (across separators)."""
+    sides = []
+    for step in (-1, 1):
+        index = position + step
+        while 0 <= index < len(tokens) and tokens[index] in SEPARATORS:
+            index += step
+        sides.append(0 <= index < len(tokens) and _is_numeric(tokens[index]) and tokens[index] not in ZERO_INTERJECTIONS)
+    return all(sides)
+
+
 def _run_end(tokens: list[str], start: int) -> int:
     """The end of the digit run starting at `start` (== start when none starts there)."""
     position = start
@@ -127,10 +141,12 @@ def _run_end(tokens: list[str], start: int) -> int:
 
 
 def _beside_digit(tokens: list[str], position: int) -> bool:
-    """Whether the "oh" at `position` has a digit next to it (across separators and other "oh"s)."""
+    """Whether the "oh" at `position` has a digit next to it (across separators, fillers and other "oh"s)."""
     for step in (-1, 1):
         index = position + step
-        while 0 <= index < len(tokens) and (tokens[index] in SEPARATORS or tokens[index] in ZERO_INTERJECTIONS):
+        while 0 <= index < len(tokens) and (
+            tokens[index] in SEPARATORS or tokens[index] in FILLERS or tokens[index] in ZERO_INTERJECTIONS
+        ):
             index += step
         if 0 <= index < len(tokens) and _is_numeric(tokens[index]) and tokens[index] not in ZERO_INTERJECTIONS:
             return True
