@@ -15,6 +15,7 @@ from machines.effects import AnswerTool, Line, Speak
 from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
 from orchestrator.engines.offline.intent_model import IntentPrediction
+from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, interpret_tool_call, spoken_line, tool_output
 from tests.live_call_support import ACME
 
@@ -153,3 +154,28 @@ def test_taking_over_with_nothing_clear_asks_the_caller_to_say_it_again():
     dialogue.seed(["hello"])
     assert dialogue.on_continue().say == config.lines.taking_over
     assert dialogue.on_continue().is_empty  # said once
+
+
+def test_the_recogniser_listens_for_the_answer_to_the_field_just_asked():
+    call = Call()
+    assert call.dialogue.listening_for() is None  # an open question: how can I help?
+    call.caller("my basement is flooding")
+    call.line()
+    assert call.dialogue.listening_for() == ListeningFor("name")
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    assert call.dialogue.listening_for() == ListeningFor("phone")
+
+
+def test_a_number_corrected_in_the_next_turn_replaces_the_one_captured():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    call.caller("four one five five five five two six seven one")
+    assert call.machine.captured["callback_number"] == "+14155552671"
+    call.dialogue.on_continue()  # now the address is asked
+    call.caller("no, sorry, the end is two six seven two")
+    assert call.machine.captured["callback_number"] == "+14155552672"
+    assert "address" not in call.machine.captured

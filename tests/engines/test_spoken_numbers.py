@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from orchestrator.engines.offline.spoken_numbers import DigitRun, cardinal_words_to_digits, digit_runs
 from tests.engines.spoken_forms import spoken_group
 
+
 @pytest.mark.parametrize(
     ("text", "digits"),
     [

@@ -143,6 +143,8 @@ def extract_slots(
         target = _target_field(_fields_of(fields, kind), asked)
         if target is not None and (value := extract(asked is target)) is not None:
             found[target.name] = value
+    if _corrects_previous(utterance) and found.get(phone_field, earlier.get(phone_field)) != earlier.get(phone_field):
+        asked = None  # "no, it's 0198" answers no question: it corrects the number given before
 
     name_fields = [field for field in _fields_of(fields, "text") if _is_person_name_field(field)]
     name_target = _target_field(name_fields, asked)
@@ -383,6 +385,7 @@ OTHER_DETAIL = re.compile(
     r"[\s,;.]*\b(?:and\s+)?(?:this\s+is|call\s+me|you\s+can\s+reach\s+me)\b.*$",
     re.IGNORECASE,
 )
+ADDRESS_WORD = re.compile(r"[^\W\d_]{2,}")
 SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|$)", re.DOTALL)
 MAX_PLACE_WORDS = 3  # a town or a postcode said after a pause
 # A pause Whisper wrote as a full stop inside an address ("60 Glen Road. Springfield"), not an abbreviation's.
@@ -409,7 +412,8 @@ def _address_in(utterance: str, *, whole_answer: bool) -> str | None:
         return _the_only(addresses)
     answer = OTHER_DETAIL.sub("", NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", text)))
     address = _canonical_address(_answer_text(answer))
-    return address or None
+    # Words are needed: digits alone answer another question ("no, 0198" corrects the number).
+    return address if ADDRESS_WORD.search(address) else None
 
 
 def _address_after(text: str, start: int) -> str:
