@@ -3,11 +3,15 @@
 The offline triage engine hears one utterance at a time (speech recognition or typed text) and
 must fill the routing config's captured fields. `extract_slots` returns canonical values (phone
 E.164, a normalised email address, a date as YYYY-MM-DD, a choice spelled exactly as configured,
-a title-cased name), the same forms `engines/tools.py` accepts from the Realtime engine, and only for
-fields it is confident about: an ambiguous utterance (two numbers, two dates, two choices) yields
-nothing for that field, so the engine asks again. `field_question` words the question for a field.
+a title-cased name, an address with its numbers in digits and its street type written out), the same
+forms `engines/tools.py` accepts from the Realtime engine, and only for fields it is confident about: an
+ambiguous utterance (two numbers, two dates, two choices) yields nothing for that field, so the engine
+asks again, and so does an answer that gives nothing ("sorry, I don't know the postcode"). Phone numbers
+are read as a caller says them and as speech-to-text writes them (`spoken_numbers`), corrections
+included ("..., no, sorry, 0198", or "no, it's 0198" in the next turn). `field_question` words the
+question for a field; `listening_for` says what its answer will sound like, to steer the recogniser.
 
-Pure computation: no I/O, nothing downloaded. Spoken numbers are turned into digits by
+Pure computation: no I/O, nothing downloaded. Number words in dates are turned into digits by
 `text_to_num` (the text2num package, offline rules).
 """
 from __future__ import annotations
