@@ -237,6 +237,8 @@ def test_no_address_is_guessed_from_words_that_are_not_one(text: str) -> None:
         ("Sure, go ahead.", "address"),
         ("I'm not sure, sorry.", "caller_name"),
         ("Sorry, can you say that again?", "address"),
+        ("John Smith", "address"),  # a late answer to the question before
+        ("Call him Fraser.", "address"),
     ],
 )
 def test_an_answer_that_gives_nothing_records_nothing(answer: str, asked_for: str) -> None:

@@ -390,6 +390,11 @@ OTHER_DETAIL = re.compile(
     re.IGNORECASE,
 )
 ADDRESS_WORD = re.compile(r"[^\W\d_]{2,}")
+PLACE_WORD = re.compile(
+    rf"\b(?:{_STREET_TYPE}|flat|apartment|apt|unit|suite|floor|house|home|cottage|farm|building|block|estate|"
+    r"village|town|city|county|state|near|above|below|behind|opposite|next\s+to|corner|by\s+the|post\s?code|zip)\b",
+    re.IGNORECASE,
+)
 SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|$)", re.DOTALL)
 MAX_PLACE_WORDS = 3  # a town or a postcode said after a pause
 # A pause Whisper wrote as a full stop inside an address ("60 Glen Road. Springfield"), not an abbreviation's.
@@ -416,8 +421,11 @@ def _address_in(utterance: str, *, whole_answer: bool) -> str | None:
         return _the_only(addresses)
     answer = OTHER_DETAIL.sub("", NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", text)))
     address = _canonical_address(_answer_text(answer))
-    # Words are needed: digits alone answer another question ("no, 0198" corrects the number).
-    return address if ADDRESS_WORD.search(address) else None
+    # A number or a word of places is needed: "John Smith", said late, answers the question before, and
+    # digits alone ("no, 0198") another one.
+    if not ADDRESS_WORD.search(address) or not (re.search(r"[0-9]", address) or PLACE_WORD.search(address)):
+        return None
+    return address
 
 
 def _address_after(text: str, start: int) -> str:
