@@ -366,12 +366,17 @@ STREET_TYPES = {
     "hwy": "Highway", "square": "Square", "sq": "Square", "circle": "Circle", "gardens": "Gardens", "grove": "Grove",
     "row": "Row", "mews": "Mews",
 }  # fmt: skip
+# Whisper often hears a street type with an "s" ("five station roads"); no street is named that way.
+STREET_TYPE_PLURALS = {f"{name}s": STREET_TYPES[name] for name in ("street", "road", "avenue", "lane", "drive", "court")}
 _STREET_TYPE = "(?:" + "|".join(sorted(STREET_TYPES, key=len, reverse=True)) + ")"
 # An abbreviation after a street name ("Park St.") is the street type; "St Mary" after a number is a name.
 STREET_ABBREVIATION = re.compile(
-    r"(?<=[^\W\d_] )(?P<abbreviation>" + "|".join(k for k, v in STREET_TYPES.items() if k != v.lower()) + r")\b\.?",
+    r"(?<=[^\W\d_] )(?P<abbreviation>"
+    + "|".join([*(k for k, v in STREET_TYPES.items() if k != v.lower()), *STREET_TYPE_PLURALS])
+    + r")\b\.?(?=\s*(?:[,.;]|$))",
     re.IGNORECASE,
 )
+WRITTEN_STREET_TYPES = {**STREET_TYPES, **STREET_TYPE_PLURALS}
 # A house number, up to four words and a street type: an address even when nobody asked for one.
 STREET_ADDRESS = re.compile(
     r"(?<![\w-])[0-9]{1,5}[a-z]?\s+(?:[^\W\d_][\w'-]*\s+){1,4}?" + _STREET_TYPE + r"\b\.?"
@@ -450,7 +455,7 @@ def _canonical_address(text: str) -> str:
     """Digits for numbers said in words, spelled codes joined, street types written out."""
     text = HOUSE_NUMBER_HYPHEN.sub(r"\1 ", cardinal_words_to_digits(text))
     text = SPELLED_CODE.sub(lambda match: _spelled_code(match.group()), text)
-    text = STREET_ABBREVIATION.sub(lambda match: STREET_TYPES[match["abbreviation"].lower()], text)
+    text = STREET_ABBREVIATION.sub(lambda match: WRITTEN_STREET_TYPES[match["abbreviation"].lower()], text)
     return _answer_text(PAUSE_STOP.sub(", ", text))
 
 
