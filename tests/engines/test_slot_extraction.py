@@ -347,6 +347,18 @@ def test_a_correction_in_the_next_turn_applies_to_the_number_captured_before(tex
     assert values == {"callback_number": number}
 
 
+@pytest.mark.parametrize(
+    "heard",
+    [
+        "4 1 5 5 5 5 5 0 1 9 9",  # an extra five heard, an "oh" lost: eleven digits
+        "3 1 0 5 5 5 1 4 2",  # an "oh" lost: nine digits, whose first seven are a short number elsewhere in +1
+        "My number is 646-55-0187.",  # a five lost
+    ],
+)
+def test_a_number_heard_with_a_digit_too_many_or_too_few_is_not_captured_as_another(heard: str) -> None:
+    assert "callback_number" not in slots(heard, asked_for="callback_number")
+
+
 def test_digits_without_a_correction_cue_never_patch_an_earlier_number() -> None:
     values = extract_slots("0198", FIELDS, asked_for="callback_number", today=TODAY,
                            previous={"callback_number": "+13125550189"})

@@ -51,8 +51,17 @@ def test_words_between_numbers_end_a_run(text: str, runs: list[str]) -> None:
     assert [run.digits for run in digit_runs(text)] == runs
 
 
-def test_the_groups_of_a_run_are_kept() -> None:
-    assert digit_runs("four one five, five five five, oh one nine nine")[0].groups == ("415", "555", "0199")
+@pytest.mark.parametrize(
+    ("text", "groups"),
+    [
+        ("four one five, five five five, oh one nine nine", ("415", "555", "0199")),
+        ("415 555 0199", ("415", "555", "0199")),
+        ("4 1 5 5 5 5 0 1 9 9", ("4155550199",)),  # digits written one by one are one group
+        ("4 1 5, 5 5 5, 0 1 9 9", ("415", "555", "0199")),
+    ],
+)
+def test_the_groups_of_a_run_are_kept(text: str, groups: tuple[str, ...]) -> None:
+    assert digit_runs(text)[0].groups == groups
 
 
 @pytest.mark.parametrize(

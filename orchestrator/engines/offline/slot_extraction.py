@@ -512,24 +512,23 @@ def _corrected(base: str, base_plus: bool, correction: DigitRun, region: str) ->
 
 
 def _phones_in_run(run: DigitRun, region: str) -> list[str]:
-    """The run as one number; failing that, the valid numbers made of consecutive groups of it (the run may
-    have picked up a house number or a stray "oh" next to the number), the longest ones."""
+    """The run as one number; failing that, a valid number the run starts or ends with, when what is left
+    over is a few digits (a house number after the number, a stray "oh" before it)."""
     whole = _valid_phone(run.digits, run.plus, region)
     if whole is not None:
         return [whole]
-    spans: list[tuple[int, int, str]] = []
-    for first in range(len(run.groups)):
-        for last in range(first + 1, len(run.groups) + 1):
-            number = _valid_phone("".join(run.groups[first:last]), run.plus and first == 0, region)
+    spans = [(0, end) for end in range(len(run.groups) - 1, 0, -1)]
+    spans += [(start, len(run.groups)) for start in range(1, len(run.groups))]
+    for first, last in spans:
+        digits = "".join(run.groups[first:last])
+        if len(run.digits) - len(digits) <= MAX_LEFT_OVER_DIGITS:
+            number = _valid_phone(digits, run.plus and first == 0, region)
             if number is not None:
-                spans.append((first, last, number))
-    return [
-        number
-        for first, last, number in spans
-        if not any(f <= first and last <= l and (l - f) > (last - first) for f, l, _ in spans)
-    ]
+                return [number]
+    return []
 
 
+MAX_LEFT_OVER_DIGITS = 4
 MIN_CORRECTION_DIGITS = 3  # "no, 0198": fewer digits after a "sorry" are more likely a house number
 MIN_PHONE_DIGITS = 5
 MAX_PHONE_DIGITS = 17  # E.164 allows 15, plus an international prefix such as 011
@@ -542,9 +541,18 @@ def _valid_phone(digits: str, plus: bool, region: str) -> str | None:
         number = phonenumbers.parse(("+" if plus else "") + digits, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(number):
+    if not phonenumbers.is_valid_number(number) or not (plus or _full_length_in(number, region)):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _full_length_in(number: phonenumbers.PhoneNumber, region: str) -> bool:
+    """A national number has a length the region dials ("310 5551" is some other +1 region's short number)."""
+    if number.country_code != phonenumbers.country_code_for_region(region):
+        return True  # dialled with an international prefix ("011 44 ..."): its own country's rules apply
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    lengths = metadata.general_desc.possible_length if metadata is not None else ()
+    return len(phonenumbers.national_significant_number(number)) in lengths
 
 
 def _national_digits(e164: str, region: str) -> tuple[str, bool] | None:

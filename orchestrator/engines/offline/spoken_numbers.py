@@ -154,7 +154,8 @@ def _beside_digit(tokens: list[str], position: int) -> bool:
 
 
 def _groups(tokens: list[str]) -> list[str]:
-    """The digits of each group of a run; a separator closes a group, and so does a written number."""
+    """The digits of each group of a run; a separator closes a group, and so does a number written with
+    several digits."""
     groups: list[str] = []
     current: list[str] = []
     index = 0
@@ -172,6 +173,8 @@ def _groups(tokens: list[str]) -> list[str]:
         elif token in REPEATS and following is not None and (following in UNITS or following.isdigit()):
             current.append(_digit_text(following) * REPEATS[token])
             index += 1
+        elif token.isdigit() and len(token) == 1 and not (current and len(current[-1]) > 1):
+            current.append(token)  # "4 1 5": digits written one by one are one group, as said
         elif token.isdigit():
             close()
             groups.append(token)
