@@ -109,8 +109,8 @@ def extract_slots(
     `asked_for` names the field the agent just asked for: the whole answer may then be that field.
     `country` is the region for national phone numbers and numeric dates; `today` anchors relative
     dates; `previous` holds the values captured earlier in the call, which a correction ("no, it's
-    0198") may refer to. Never raises on any `text`; a wrong argument type, an unknown `asked_for` or `country`
-    raise TypeError / ValueError.
+    0198") may refer to. Never raises on any `text`; a wrong argument type, an unknown `asked_for` or
+    `country` raise TypeError / ValueError.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str (got {type(text).__name__})")
@@ -129,8 +129,8 @@ def extract_slots(
         )
 
     utterance = _cleaned(text)
-    earlier = dict(previous or {})
-    phone_field = getattr(_target_field(_fields_of(fields, "phone"), asked), "name", "")
+    phone_target = _target_field(_fields_of(fields, "phone"), asked)
+    earlier_number = (previous or {}).get(phone_target.name) if phone_target is not None else None
     found: dict[str, str] = {}
     for field in fields:
         if field.type == "choice":
@@ -139,7 +139,7 @@ def extract_slots(
                 found[field.name] = choice
 
     extractors: dict[str, Callable[[bool], str | None]] = {
-        "phone": lambda _whole_answer: _phone_in(utterance, region, earlier.get(phone_field)),
+        "phone": lambda _whole_answer: _phone_in(utterance, region, earlier_number),
         "email": lambda whole_answer: _email_in(utterance, whole_answer=whole_answer),
         "date": lambda whole_answer: _date_in(utterance, today, region, whole_answer=whole_answer),
     }
@@ -147,7 +147,8 @@ def extract_slots(
         target = _target_field(_fields_of(fields, kind), asked)
         if target is not None and (value := extract(asked is target)) is not None:
             found[target.name] = value
-    if _corrects_previous(utterance) and found.get(phone_field, earlier.get(phone_field)) != earlier.get(phone_field):
+    corrected = phone_target is not None and found.get(phone_target.name, earlier_number) != earlier_number
+    if earlier_number is not None and corrected and _corrects_previous(utterance):
         asked = None  # "no, it's 0198" answers no question: it corrects the number given before
 
     name_fields = [field for field in _fields_of(fields, "text") if _is_person_name_field(field)]
