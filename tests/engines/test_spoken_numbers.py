@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.engines.offline.spoken_numbers import DigitRun, cardinal_words_to_digits, digit_runs
-from tests.engines.spoken_forms import spoken_group
+from tests.engines.spoken_forms import TEEN_FOR, TENS_FOR, WORD_FOR, spoken_group
 
 
 @pytest.mark.parametrize(
@@ -128,3 +128,32 @@ def test_any_number_said_in_groups_reads_back_as_itself(number: tuple[str, str])
 
 def test_digit_runs_are_plain_values() -> None:
     assert digit_runs("five five") == [DigitRun("55", ("55",))]
+
+
+def _house_number_words(number: int, joiner: str) -> str:
+    """1–999 as said before a street name: "forty two", "two hundred", "three hundred and five"."""
+    if number < 100:
+        return _below_hundred(number)
+    hundreds, rest = divmod(number, 100)
+    said = f"{WORD_FOR[hundreds]} hundred"
+    if rest == 0:
+        return said
+    # "two hundred five" reads as 2 0 0 5 in a phone number; a house number said that way takes "and".
+    return f"{said}{' and ' if rest < 10 else joiner}{_below_hundred(rest)}"
+
+
+def _below_hundred(number: int) -> str:
+    if number < 10:
+        return WORD_FOR[number]
+    if number < 20:
+        return TEEN_FOR[number]
+    tens, unit = divmod(number, 10)
+    return TENS_FOR[tens * 10] + (f" {WORD_FOR[unit]}" if unit else "")
+
+
+@settings(max_examples=300)
+@given(number=st.integers(1, 999), joiner=st.sampled_from([" ", " and "]), street=st.sampled_from(
+    ["Park Street, Springfield", "Oak Lane", "Harbor Road, Bayview 94105"]))
+def test_a_house_number_said_in_words_is_written_in_digits(number: int, joiner: str, street: str) -> None:
+    said = f"{_house_number_words(number, joiner)} {street}"
+    assert cardinal_words_to_digits(said) == f"{number} {street}"
