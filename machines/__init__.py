@@ -31,12 +31,14 @@ from machines.rollout import (
     BrakeRule,
     FinishedPass,
     assign_arm,
+    decision_failed,
     read_brake,
 )
 
 __all__ = [
     "ABANDONED",
     "FAILURE_REASONS",
+    "decision_failed",
     "LANGUAGE_FIELD",
     "PERSON_ROUTE_KINDS",
     "TRIAGE_OPEN",

@@ -422,6 +422,7 @@ class CallMachine:
             route_name, proposal = urgent_route, self.urgent_proposal
             route = self.policy.routes[route_name]
         needed = self._trusted_route(proposal)
+        routed_on_intent = needed is not None and route_name in (needed.name, self.policy.human_route)
         self.decision = DispatchDecision(
             route=route_name,
             route_kind=route.kind,
@@ -434,6 +435,7 @@ class CallMachine:
             decided_after_s=self.clock() - self.started_at,
             missing_fields=self._missing_fields(needed) if needed else (),
             unconfirmed_fields=tuple(sorted(name for name in self.unconfirmed if self.captured.get(name))),
+            routed_on_intent=routed_on_intent,
         )
         self._emit(PersistDecision(self.decision))
 
@@ -602,8 +604,10 @@ class CallFlow:
         self.clock = clock
         self._machine = build_state_machine()
 
-    def start_call(self, call_sid: str, history: CallHistory | None = None) -> CallMachine:
-        call = CallMachine(call_sid, self.policy, history or CallHistory(), self.clock)
+    def start_call(self, call_sid: str, history: CallHistory | None = None,
+                   clock: Callable[[], float] | None = None) -> CallMachine:
+        """`clock`: this call's own (a replay moves it to the budget when the past caller ran out of words)."""
+        call = CallMachine(call_sid, self.policy, history or CallHistory(), clock or self.clock)
         self._machine.add_model(call)
         return call
 

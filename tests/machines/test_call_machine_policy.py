@@ -73,6 +73,7 @@ def test_at_budget_expiry_a_trusted_intent_lacking_only_soft_fields_takes_its_ro
     assert (decision.route, decision.reason, decision.intent) == (
         "callback_desk", DecisionReason.BUDGET_EXPIRED, "callback")
     assert decision.missing_fields == ("address", "callback_number") and decision.proposed_route is None
+    assert decision.routed_on_intent  # the brake does not count it against the AI
 
 
 def test_at_budget_expiry_a_trusted_intent_lacking_a_hard_field_goes_to_a_person_not_the_fallback() -> None:
@@ -85,6 +86,7 @@ def test_at_budget_expiry_a_trusted_intent_lacking_a_hard_field_goes_to_a_person
     assert (decision.route, decision.reason, decision.proposed_route) == (
         "front_desk", DecisionReason.BUDGET_EXPIRED, "callback_desk")
     assert decision.missing_fields == ("address", "callback_number", "caller_name")
+    assert decision.routed_on_intent  # a person standing in for the intent's route
 
 
 def test_asking_a_trusted_intents_details_extends_the_budget_once_and_no_further() -> None:

@@ -8,6 +8,8 @@ everything that matters (accept, clarify, fallback); this policy only words the 
   was already asked once, a proposal (`propose_route`) with the classifier's calibrated confidence;
 - a turn with no clear need → "how can I help?" once, then the best guess goes to the machine, whose
   minimum-confidence guard and clarification cap decide;
+- a need that none of the intents serves → `unknown` at once: the machine clarifies once, then takes
+  the fallback route (a hello, a name or a number alone is no need: it gets "how can I help?");
 - the machine asks for missing details → one question per field, each asked at most twice, then the
   same intent is proposed again;
 - taking over a call from a failed engine → the intent from what was already heard, else one line asking
@@ -21,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.config import RoutingConfig
-from orchestrator.engines import PROPOSE_ROUTE, RECORD_DETAILS, SpokenLine
+from orchestrator.engines import PROPOSE_ROUTE, RECORD_DETAILS, UNKNOWN_INTENT, SpokenLine
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.slot_extraction import extract_slots, field_question, listening_for
 from orchestrator.engines.offline.speech import ListeningFor
@@ -102,7 +104,12 @@ class OfflineDialogue:
             return self._after_field_answer(asked_for, details, calls)
         self._intent_turns.append(words)
         proposal = self._classify()
-        if proposal.confidence >= self.config.triage.min_confidence or self._prompted_for_intent or self._clarified:
+        if (
+            proposal.intent == UNKNOWN_INTENT
+            or proposal.confidence >= self.config.triage.min_confidence
+            or self._prompted_for_intent
+            or self._clarified
+        ):
             calls.append(self._propose(proposal))
             return Reply(tuple(calls))
         # Not clear yet, and the caller was not asked: ask once before the machine has to judge a guess.
@@ -199,6 +206,8 @@ class OfflineDialogue:
     def _classify(self) -> _Proposal:
         text = " ".join(self._intent_turns)
         prediction = self.model.predict(text)
+        if prediction.needs_no_intent:
+            return _Proposal(UNKNOWN_INTENT, round(prediction.unknown, 4), text[:MAX_SUMMARY_CHARS])
         return _Proposal(prediction.intent, round(prediction.confidence, 4), text[:MAX_SUMMARY_CHARS])
 
     def _propose(self, proposal: _Proposal) -> ToolRequest:
