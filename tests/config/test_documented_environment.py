@@ -44,6 +44,7 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "ORCHESTRATOR_OPS_TOKEN": "documented-ops-token",
         "ORCHESTRATOR_PUBLIC_URL": "https://desk.example.com",
         "ORCHESTRATOR_REALTIME_KEEPALIVE_SECONDS": "10",
+        "ORCHESTRATOR_STORE_TIMEOUT_SECONDS": "3",
         "ORCHESTRATOR_REALTIME_CA_FILE": str(tmp_path / "ca.pem"),
         "ORCHESTRATOR_REALTIME_HEADERS": '{"api-key": "documented-azure-key"}',
         "ORCHESTRATOR_REALTIME_MODEL": "",
