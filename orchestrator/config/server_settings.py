@@ -75,6 +75,11 @@ class ServerSettings(BaseSettings):
     after_wait_seconds: float = Field(5.0, gt=0)
     # Seconds Twilio has to send `start` after opening the stream.
     stream_start_timeout_seconds: float = Field(10.0, gt=0)
+    # A Media Stream with no message for this long while the call is up is a dead peer (Twilio sends media
+    # every 20 ms): the call is moved to its route over the REST API. 0: never.
+    twilio_silence_seconds: float = Field(5.0, ge=0)
+    # Where Twilio's REST API is reached (None: https://api.twilio.com, as twilio-python says); a relay or a test double.
+    twilio_api_url: str | None = None
     retention_days: float = Field(30.0, gt=0)
     max_concurrent_calls: int = Field(500, gt=0)
     graceful_shutdown_seconds: float = Field(10.0, ge=0)
@@ -95,6 +100,16 @@ class ServerSettings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment")
         return urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+    @field_validator("twilio_api_url")
+    @classmethod
+    def _http_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+            raise ValueError("must be an http:// or https:// origin (scheme, host and port only)")
+        return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
     @field_validator("realtime_url")
     @classmethod

@@ -53,6 +53,8 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "ORCHESTRATOR_STORE": str(tmp_path / "shared" / "calls.sqlite3"),
         "ORCHESTRATOR_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
         "ORCHESTRATOR_TRIAGE__BUDGET_SECONDS": "15",
+        "ORCHESTRATOR_TWILIO_API_URL": "https://api.twilio.com",
+        "ORCHESTRATOR_TWILIO_SILENCE_SECONDS": "3",
         "ORCHESTRATOR_WORKERS": "2",
     }
 
