@@ -30,6 +30,7 @@ from orchestrator.config import (
     model_shutdown_warnings,
 )
 from orchestrator.engines import (
+    CallerAudioBatching,
     EngineConnector,
     RealtimeConnector,
     agent_instructions,
@@ -173,6 +174,7 @@ async def _build_engines(
             instructions=instructions,
             tools=tools,
             transcription_model=settings.transcription_model,
+            batching=CallerAudioBatching(settings.caller_audio_batch_cpu),
         )
         announcements.append(
             f"engine: OpenAI Realtime at {settings.realtime_url} (model {settings.realtime_model or 'from URL'})"

@@ -37,6 +37,7 @@ from orchestrator.server.call_parameters import (
     known_language,
     pass_number,
 )
+from orchestrator.server.forwarded_origin import origin_forwarded_elsewhere
 from orchestrator.server.hand_back import HandBack
 from orchestrator.server.responses import forbidden, twiml_response
 from orchestrator.server.state import ServerState
@@ -75,7 +76,13 @@ class VoiceWebhooks:
         signature = request.headers.get(SIGNATURE_HEADER)
         if not self.state.signature.check_webhook(request.url.path, request.url.query, form, signature):
             self.state.metrics.signature_failures.labels(endpoint).inc()
-            log.warning("refused: bad signature", endpoint=endpoint)
+            elsewhere = origin_forwarded_elsewhere(self.state.public_url, request.headers)
+            if elsewhere is None:
+                log.warning("refused: bad signature", endpoint=endpoint)
+            else:
+                log.warning("refused: bad signature; the proxy forwards a request made to another origin than the "
+                            "public URL (ORCHESTRATOR_PUBLIC_URL)", endpoint=endpoint, forwarded_origin=elsewhere,
+                            public_url=self.state.public_url)
             return None
         return form
 

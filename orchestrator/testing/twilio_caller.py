@@ -228,6 +228,7 @@ class CallerOptions:
     sign: bool = True  # False sends no signature; `bad_signature=True` sends a wrong one
     bad_signature: bool = False
     after_script: Literal["silence", "hang_up"] = "silence"  # what the caller does once the steps run out
+    tls: ssl.SSLContext | None = None  # trusts https:// and wss:// servers (None: the system's trust store)
 
     def __post_init__(self) -> None:
         base = urlsplit(self.base_url)
@@ -573,7 +574,9 @@ class SimulatedCaller:
             async with AsyncExitStack() as stack:
                 http = self._http_given
                 if http is None:
-                    http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT_S))
+                    http = await stack.enter_async_context(
+                        httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, verify=self._options.tls or True)
+                    )
                 await self._call(http)
         except BaseExceptionGroup as group:
             reraise_lone(group)
@@ -732,7 +735,8 @@ class SimulatedCaller:
                 try:
                     if secure:
                         tcp = await trio.open_ssl_over_tcp_stream(
-                            host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                            host, port, ssl_context=self._options.tls or ssl.create_default_context(),
+                            https_compatible=True,
                         )
                     else:
                         tcp = await trio.open_tcp_stream(host, port)

@@ -35,6 +35,7 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": "documented-auth-token",
         "ORCHESTRATOR_BATCH_SCHEDULING": "true",
+        "ORCHESTRATOR_CALLER_AUDIO_BATCH_CPU": "0.5",
         "ORCHESTRATOR_CONFIG": str(EXAMPLE),
         "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
         "ORCHESTRATOR_ENGINE": "fake",
