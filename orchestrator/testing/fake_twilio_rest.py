@@ -5,8 +5,9 @@ loopback HTTP and validated as Twilio would:
 - HTTP Basic auth with the account SID and its auth token (else 401, Twilio error 20003);
 - the account in the path is the authenticated one (else 404, 20404), and the CallSid looks like one;
 - a form body with known update parameters only, exactly one of `Twiml` and `Url` (21218 otherwise);
-- `Twiml` is at most 4000 characters and well-formed TwiML (a `<Response>` root, 12100 otherwise), and every
-  URL in it is absolute, since an in-progress call has no document to resolve a relative one against (15004).
+- `Twiml` is at most 4000 characters (21218) and well-formed TwiML (a `<Response>` root, 12100 otherwise), and
+  every URL in it is absolute, since an in-progress call has no document to resolve a relative one against
+  (15004).
 
 A valid update is answered with the call resource (as twilio-python parses it) and kept in `updates`; every
 refused request is kept in `refused` with its reason. `refuse_with = (status, code)` refuses valid updates too
@@ -99,7 +100,7 @@ class FakeTwilioRest:
         twiml = str(form.get("Twiml", ""))
         problem = twiml_problem(twiml) if "Twiml" in form else None
         if problem is not None:
-            return self._refuse(request, 400, 12100 if "XML" in problem else 15004, problem)
+            return self._refuse(request, 400, *problem)
         if self.refuse_with is not None:
             status, code = self.refuse_with
             return self._refuse(request, status, code, "refused as configured")
@@ -134,23 +135,23 @@ class FakeTwilioRest:
         self._changed = trio.Event()
 
 
-def twiml_problem(twiml: str) -> str | None:
-    """Why Twilio would refuse this TwiML on a call update, or None."""
+def twiml_problem(twiml: str) -> tuple[int, str] | None:
+    """The Twilio error code and reason for refusing this TwiML on a call update, or None."""
     if len(twiml) > MAX_TWIML_CHARS:
-        return f"TwiML of {len(twiml)} characters (at most {MAX_TWIML_CHARS})"
+        return 21218, f"TwiML of {len(twiml)} characters (at most {MAX_TWIML_CHARS})"
     try:
         root = ElementTree.fromstring(twiml)
     except ElementTree.ParseError as error:
-        return f"not well-formed XML: {error}"
+        return 12100, f"not well-formed XML: {error}"
     if root.tag != "Response":
-        return f"not TwiML XML: the root is <{root.tag}>"
+        return 12100, f"not TwiML: the root is <{root.tag}>"
     for element in root.iter():
         urls = [value for name, value in element.attrib.items() if name in URL_ATTRIBUTES]
         if element.tag == "Redirect":
             urls.append((element.text or "").strip())
         for url in urls:
             if urlsplit(url).scheme not in ("http", "https"):
-                return f"<{element.tag}> has a URL that is not absolute: {url!r}"
+                return 15004, f"<{element.tag}> has a URL that is not absolute: {url!r}"
     return None
 
 
