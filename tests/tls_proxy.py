@@ -19,7 +19,7 @@ HEAD_END = b"\r\n\r\n"
 HEAD_LIMIT = 64 * 1024
 # Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the proxy sets itself.
 _NOT_PASSED_ON = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding-hop", b"upgrade",
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade",
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip",
 })
 
