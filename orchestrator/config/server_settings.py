@@ -55,7 +55,7 @@ class ServerSettings(BaseSettings):
     transcription_model: str | None = "gpt-live-transcribe"
     # The share of one core a worker uses before it sends caller audio two 20 ms frames per append instead of
     # each at once (fewer messages, 20 ms more latency on every other frame). 0: always two.
-    caller_audio_batch_cpu: float = Field(0.5, ge=0)
+    caller_audio_batch_cpu: float = Field(0.4, ge=0)
     # Seconds between pings on an idle or busy Realtime socket; a peer that leaves one unanswered until the
     # next is lost (the call fails over within twice this). 0: no pings.
     realtime_keepalive_seconds: float = Field(15.0, ge=0)

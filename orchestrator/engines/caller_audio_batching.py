@@ -16,7 +16,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 CALLER_FRAMES_PER_BATCH = 2  # 40 ms an append: the 20 ms of delay is small next to the 500 ms the VAD waits
-DEFAULT_BUSY_SHARE = 0.5  # of one core: half busy, well before the round trip suffers (near a whole core)
+DEFAULT_BUSY_SHARE = 0.4  # of one core: well before the round trip suffers (near a whole core)
 IDLE_FRACTION = 0.6
 LOOK_EVERY_S = 1.0
 
