@@ -35,6 +35,7 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": "documented-auth-token",
         "ORCHESTRATOR_BATCH_SCHEDULING": "true",
+        "ORCHESTRATOR_CALLER_AUDIO_BATCH_CPU": "0.5",
         "ORCHESTRATOR_CONFIG": str(EXAMPLE),
         "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
         "ORCHESTRATOR_ENGINE": "fake",
@@ -52,8 +53,11 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "ORCHESTRATOR_REALTIME_VOICE": "marin",
         "ORCHESTRATOR_RETENTION_DAYS": "14",
         "ORCHESTRATOR_STORE": str(tmp_path / "shared" / "calls.sqlite3"),
+        "ORCHESTRATOR_STORE_TIMEOUT_SECONDS": "5",
         "ORCHESTRATOR_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
         "ORCHESTRATOR_TRIAGE__BUDGET_SECONDS": "15",
+        "ORCHESTRATOR_TWILIO_API_URL": "https://api.twilio.com",
+        "ORCHESTRATOR_TWILIO_SILENCE_SECONDS": "3",
         "ORCHESTRATOR_WORKERS": "2",
     }
 
