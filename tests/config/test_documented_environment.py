@@ -53,7 +53,6 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "ORCHESTRATOR_REALTIME_VOICE": "marin",
         "ORCHESTRATOR_RETENTION_DAYS": "14",
         "ORCHESTRATOR_STORE": str(tmp_path / "shared" / "calls.sqlite3"),
-        "ORCHESTRATOR_STORE_TIMEOUT_SECONDS": "5",
         "ORCHESTRATOR_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
         "ORCHESTRATOR_TRIAGE__BUDGET_SECONDS": "15",
         "ORCHESTRATOR_TWILIO_API_URL": "https://api.twilio.com",
