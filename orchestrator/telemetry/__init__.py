@@ -2,6 +2,7 @@
 from orchestrator.telemetry.logs import (
     call_logger,
     configure_logging,
+    configure_server_logging,
     mask_phone,
     quiet_state_machine_library,
     secrets_masked_in_logs,
@@ -13,6 +14,7 @@ __all__ = [
     "ServerMetrics",
     "call_logger",
     "configure_logging",
+    "configure_server_logging",
     "mask_phone",
     "quiet_state_machine_library",
     "secrets_masked_in_logs",
