@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 import secrets
 
 import orjson
@@ -17,7 +18,7 @@ from bridge.twilio import SIGNATURE_HEADER
 from orchestrator.server.responses import forbidden
 from orchestrator.server.state import ServerState
 from orchestrator.store import decision_to_json
-from orchestrator.telemetry import METRICS_CONTENT_TYPE
+from orchestrator.telemetry import METRICS_CONTENT_TYPE, live_trio_tasks
 
 
 def record_routes(state: ServerState) -> list[Route]:
@@ -79,8 +80,12 @@ class RecordEndpoints:
                 "engines": sorted({state.connector.name, *state.engines}),
                 "active_calls": len(state.sessions),
                 "signature_check": state.signature.enabled,
+                # Which worker answered, and its Trio tasks: what the soak benchmark's leak accounting reads.
+                "pid": os.getpid(),
+                "trio_tasks": live_trio_tasks(),
             }
         )
 
     async def metrics(self, request: Request) -> Response:
+        self.state.metrics.trio_tasks.set(live_trio_tasks())
         return Response(self.state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
