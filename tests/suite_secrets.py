@@ -16,6 +16,9 @@ SUITE_SECRETS = {
     "ORCHESTRATOR_HANDOFF_TOKEN": HANDOFF_TOKEN,
 }
 
+# What no log may show: the secrets, and the caller's number unmasked.
+NEVER_LOGGED = {**SUITE_SECRETS, "the suite's caller number": CALLER}
+
 
 def server_secrets() -> dict[str, str]:
     """`load_server_settings` overrides that configure the suite's secrets."""

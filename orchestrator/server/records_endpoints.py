@@ -80,8 +80,9 @@ class RecordEndpoints:
                 "engines": sorted({state.connector.name, *state.engines}),
                 "active_calls": len(state.sessions),
                 "signature_check": state.signature.enabled,
-                # Which worker answered, and its Trio tasks: what the soak benchmark's leak accounting reads.
+                # Which worker answered, its calls so far and its Trio tasks: the soak benchmark's leak accounting.
                 "pid": os.getpid(),
+                "calls_started": int(state.metrics.registry.get_sample_value("calls_started_total") or 0),
                 "trio_tasks": live_trio_tasks(),
             }
         )

@@ -32,6 +32,7 @@ async def test_the_trio_task_count_rises_during_a_call_and_comes_back_after(tmp_
                     await trio.sleep(0.05)
             unscraped = metric(desk, "trio_tasks")
             await client.get("/metrics")
+    assert (idle["calls_started"], after["calls_started"]) == (0, 1)
     assert during["trio_tasks"] > idle["trio_tasks"]
     assert after["trio_tasks"] == idle["trio_tasks"]
     assert unscraped == 0 and metric(desk, "trio_tasks") >= idle["trio_tasks"] > 0  # set as it is scraped
