@@ -206,7 +206,8 @@ def classify(result: CallResult, record: dict[str, Any] | None, hung_up: bool) -
     if hung_up and (result.media_closed_by == "caller" or result.stream_url is None or result.media_opened_at is None):
         return {**facts, "outcome": "hung_up"}
     if result.action_status != 200 or last is None or last["answered_route"] is None:
-        return {**facts, "outcome": "unaccounted", "violations": [v.kind for v in result.violations][:5]}
+        return {**facts, "outcome": "unaccounted",
+                "violations": [f"{violation.kind}: {violation.excerpt}" for violation in result.violations][:5]}
     if last["decision"] is not None and last["answered_route"] == last["decision"]["route"]:
         # Decided by the AI, or by the machine when the engine failed or the budget ran out (a failover).
         return {**facts, "outcome": "routed" if last["decision"]["reason"] == "accepted" else "failed_over"}

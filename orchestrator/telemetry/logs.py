@@ -188,6 +188,7 @@ def configure_server_logging() -> None:
     structlog's default, whose tracebacks show every frame's local variables (tokens, callers' numbers).
     A capture in progress (`structlog.testing.capture_logs`) is left alone, and loggers are not cached, so
     whoever configures structlog after this still reaches every logger."""
+    log_redaction()  # the logging module's records are masked even while a capture holds structlog
     processors = structlog.get_config()["processors"]
     if not any(isinstance(processor, (LogRedaction, structlog.testing.LogCapture)) for processor in processors):
         configure_logging(cache_loggers=False)
