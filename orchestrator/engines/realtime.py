@@ -102,7 +102,7 @@ class RealtimeEngine:
                 if _is_base64(payload):
                     self._post_audio(payload)
                 else:
-                    log.info("caller audio that is not base64 was dropped", chars=len(payload))
+                    log.info("caller audio that is not base64 was dropped (%d chars)", len(payload))
             return
         self._post_audio(joined)
 
