@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Capacity of `orchestrator serve` as a Media Streams ⇄ Realtime bridge, measured with the shared load
-# harness (../shared/bench: fake callers + an echo "model"; README there for the method and the
-# reference bridge's figures). Prints the harness's table; results go to benchmarks/results/.
+# Capacity of `orchestrator serve` as a Media Streams ⇄ Realtime bridge, measured with an external load
+# harness for such bridges (BENCH_DIR: its run_capacity.py, fake callers and an echo "model"; its README has
+# the method). Prints the harness's table; results go to benchmarks/results/.
 #
-#   benchmarks/bridge_capacity.sh                 # default sweep
-#   NS=25,50 DURATION=20 WORKERS=1 benchmarks/bridge_capacity.sh
+#   BENCH_DIR=/path/to/harness benchmarks/bridge_capacity.sh                 # default sweep
+#   BENCH_DIR=… NS=25,50 DURATION=20 WORKERS=1 benchmarks/bridge_capacity.sh
+#   BENCH_DIR=… EXTRA=--model-tls benchmarks/bridge_capacity.sh              # the model on wss:// (test CA)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
-bench="${BENCH_DIR:-$repo/../shared/bench}"
+bench="${BENCH_DIR:?set BENCH_DIR to the load harness folder (the one holding run_capacity.py)}"
 venv="${BENCH_VENV:-$repo/.venv-bench}"
 [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q -r "$bench/requirements.txt"; }
 [ -x "$repo/.venv/bin/orchestrator" ] || { python3 -m venv "$repo/.venv" && "$repo/.venv/bin/pip" install -q -e "$repo"; }

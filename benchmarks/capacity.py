@@ -10,8 +10,13 @@ the caller to play the agent audio still queued before that mark), and the Realt
 the fake once every call has ended. Capacity: the largest N with loss < 0.1 % and p99 < 50 ms, no smaller N
 failing. JSON goes to benchmarks/results/.
 
+With --model-tls the model leg is as in production: the echo Realtime serves wss:// with a certificate from
+a test CA made by `trustme`, and the server trusts that CA through its CA-file setting
+(ORCHESTRATOR_REALTIME_CA_FILE).
+
     benchmarks/capacity.sh                       # default sweep
     NS=200 HOLD=10 WORKERS=2 benchmarks/capacity.sh
+    NS=25,50,100,200 WORKERS=1 benchmarks/capacity.sh --model-tls
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -102,18 +108,33 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def http_get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def http_get_json(url: str, timeout: float = 5.0, context: ssl.SSLContext | None = None) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return json.loads(response.read())
 
 
-def wait_until_up(url: str, process: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+class ModelTls:
+    """A test CA and the echo model's certificate, written to `folder` (for --model-tls)."""
+
+    def __init__(self, folder: Path) -> None:
+        import trustme  # the bench extra
+
+        ca = trustme.CA()
+        self.ca_file = folder / "test-ca.pem"
+        self.chain_file = folder / "echo-realtime-cert.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(self.chain_file))
+        self.client_context = ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def wait_until_up(url: str, process: subprocess.Popen, what: str, timeout: float = 60.0,
+                  context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode} before it was up")
         try:
-            http_get_json(url, timeout=1.0)
+            http_get_json(url, timeout=1.0, context=context)
             return
         except OSError:
             time.sleep(0.1)
@@ -183,20 +204,27 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     python = str(REPO / ".venv" / "bin" / "python")
     orchestrator = str(REPO / ".venv" / "bin" / "orchestrator")
     model_port, port = free_port(), free_port()
+    tls: ModelTls | None = args.model_tls
     model_log = open(log_dir / f"fake-{n}.log", "w")
-    model = subprocess.Popen([python, str(HERE / "echo_realtime.py"), "--port", str(model_port)],
-                             stdout=model_log, stderr=subprocess.STDOUT)
+    model_command = [python, str(HERE / "echo_realtime.py"), "--port", str(model_port)]
+    if tls is not None:
+        model_command += ["--tls-cert", str(tls.chain_file)]
+    model = subprocess.Popen(model_command, stdout=model_log, stderr=subprocess.STDOUT)
+    model_stats_url = f"{'https' if tls else 'http'}://127.0.0.1:{model_port}/__stats"
+    model_context = tls.client_context if tls else None
     data_dir = tempfile.mkdtemp(prefix="capacity-data-")
     env = {
         **os.environ,
         "OPENAI_API_KEY": "sk-fake",
         "TWILIO_AUTH_TOKEN": TOKEN,
-        "ORCHESTRATOR_REALTIME_URL": f"ws://127.0.0.1:{model_port}/v1/realtime",
+        "ORCHESTRATOR_REALTIME_URL": f"{'wss' if tls else 'ws'}://127.0.0.1:{model_port}/v1/realtime",
         "ORCHESTRATOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
         # The echo model proposes a route only when told to: the budget never cuts a call short.
         "ORCHESTRATOR_TRIAGE__BUDGET_SECONDS": "3600",
         "ORCHESTRATOR_MAX_CONCURRENT_CALLS": str(max(500, 2 * n)),
     }
+    if tls is not None:
+        env["ORCHESTRATOR_REALTIME_CA_FILE"] = str(tls.ca_file)
     command = [orchestrator, "serve", "--port", str(port), "--engine", "realtime", "--data-dir", data_dir]
     if args.workers_supported:
         command += ["--workers", str(args.workers)]
@@ -204,7 +232,7 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     server = subprocess.Popen(command, env=env, stdout=server_log, stderr=subprocess.STDOUT)
     callers: list[subprocess.Popen] = []
     try:
-        wait_until_up(f"http://127.0.0.1:{model_port}/__stats", model, "echo realtime")
+        wait_until_up(model_stats_url, model, "echo realtime", context=model_context)
         wait_until_up(f"http://127.0.0.1:{port}/healthz", server, "server")
         time.sleep(0.5)
         server_pids = process_tree(server.pid)
@@ -271,10 +299,10 @@ def run_step(n: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             outputs.append(json.loads(result_file.read_bytes()))
         # Every call has ended (its action URL answered): no Realtime socket may still be open.
         deadline = time.monotonic() + 2.0
-        model_stats = http_get_json(f"http://127.0.0.1:{model_port}/__stats")
+        model_stats = http_get_json(model_stats_url, context=model_context)
         while model_stats["open"] and time.monotonic() < deadline:
             time.sleep(0.1)
-            model_stats = http_get_json(f"http://127.0.0.1:{model_port}/__stats")
+            model_stats = http_get_json(model_stats_url, context=model_context)
         health = http_get_json(f"http://127.0.0.1:{port}/healthz")
     finally:
         for caller in callers:
@@ -424,13 +452,17 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy one server worker (needs py-spy)")
     parser.add_argument("--profile-phase", choices=("window", "teardown"), default="window",
                         help="what --profile samples: the measured audio window, or the decisions and teardowns")
+    parser.add_argument("--model-tls", action="store_true",
+                        help="the echo model serves wss:// with a test CA, which the server trusts (production's shape)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.workers_supported = serve_supports_workers(str(REPO / ".venv" / "bin" / "orchestrator"))
     workers = args.workers if args.workers_supported else 1
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or HERE / "results" / f"capacity-w{workers}-{stamp}.json"
+    leg = "-wss" if args.model_tls else ""
+    out = args.out or HERE / "results" / f"capacity-w{workers}{leg}-{stamp}.json"
     log_dir = Path(tempfile.mkdtemp(prefix="capacity-logs-"))
+    args.model_tls = ModelTls(log_dir) if args.model_tls else None
     print(f"workers: {workers}{'' if args.workers_supported else ' (serve has no --workers option)'}; "
           f"logs: {log_dir}", flush=True)
     rows = []
@@ -444,6 +476,7 @@ def main() -> None:
             break
     result = {
         "label": "orchestrator serve --engine realtime",
+        "model_leg": "wss://" if args.model_tls else "ws://",
         "workers": workers,
         "ramp_s": args.ramp, "hold_s": args.hold, "stagger_s": args.stagger,
         "criteria": {"max_loss_pct": MAX_LOSS_PCT, "max_p99_ms": MAX_P99_MS},

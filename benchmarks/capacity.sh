@@ -5,6 +5,7 @@
 #
 #   benchmarks/capacity.sh                          # default: 2 workers, 25,50,75,100,200,240,360 calls
 #   NS=200 HOLD=10 WORKERS=2 benchmarks/capacity.sh
+#   NS=25,50,100,200 WORKERS=1 benchmarks/capacity.sh --model-tls   # the model on wss:// (a test CA), as in production
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"

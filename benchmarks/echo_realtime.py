@@ -20,6 +20,7 @@ import asyncio
 import base64
 import itertools
 import signal
+import ssl
 import time
 from collections import Counter
 from typing import Any
@@ -235,12 +236,18 @@ def _session(update: dict[str, Any]) -> dict[str, Any]:
     return session
 
 
-async def serve(host: str, port: int, turn_frames: int) -> None:
+async def serve(host: str, port: int, turn_frames: int, tls_cert: str | None) -> None:
     stats = Stats()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: RealtimeEcho(stats, turn_frames), host, port, backlog=4096)
+    context = None
+    if tls_cert is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls_cert)
+    server = await loop.create_server(
+        lambda: RealtimeEcho(stats, turn_frames), host, port, backlog=4096, ssl=context
+    )
     bound = server.sockets[0].getsockname()[1]
-    print(f"echo realtime listening on ws://{host}:{bound}/v1/realtime", flush=True)
+    print(f"echo realtime listening on {'wss' if context else 'ws'}://{host}:{bound}/v1/realtime", flush=True)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -253,8 +260,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--turn-frames", type=int, default=250, help="deltas per echo response (250 = 5 s)")
+    parser.add_argument("--tls-cert", default=None, help="a PEM key and certificate chain: serve wss:// (and https)")
     args = parser.parse_args()
-    run_event_loop(serve(args.host, args.port, args.turn_frames))
+    run_event_loop(serve(args.host, args.port, args.turn_frames, args.tls_cert))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from orchestrator.engines.offline.transcript import clean_transcript
 from orchestrator.replay.corpus import CALLER_ROLE, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
 DEFAULT_CONFIG = REPO / "examples" / "harper_valley_bank.toml"
 CALLER_WINDOW_MS = 30_000
 FRAME_BYTES = 160  # 20 ms, what Twilio sends
@@ -223,7 +222,7 @@ def summarise(results: list[CallResult], load_seconds: dict[str, float]) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, required=True, help="a labelled corpus (JSONL, see README)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N calls (by call id)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for Whisper")

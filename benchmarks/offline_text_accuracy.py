@@ -1,7 +1,9 @@
 """How well the offline intent classifier understands callers' words: accuracy, calibration, latency.
 
 Run: .venv/bin/python benchmarks/offline_text_accuracy.py [--corpus PATH] [--config FILE] [--json OUT]
-     [--banking77 DIR]
+     [--banking77 DIR] [--lexical-only]
+
+`--lexical-only`: the classifier without its sentence embedding (the TF-IDF model alone), for an A/B.
 
 (a) the config alone on every call of the corpus; (b) 2-fold: config + half A scored on half B and the
 reverse (halves alternate over calls sorted by call_id); (c) the same on the `asr` transcripts; (d) the
@@ -28,9 +30,7 @@ from orchestrator.engines.offline.intent_model import IntentModel, IntentPredict
 from orchestrator.replay.corpus import CorpusCall, CorpusError, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
 DEFAULT_CONFIG = REPO / "examples" / "harper_valley_bank.toml"
-DEFAULT_BANKING77 = REPO.parent / "shared" / "data" / "banking77"
 # BANKING77 categories that are plainly one of the Harper Valley intents (most of its 77 are not).
 BANKING77_INTENTS = {
     "lost_or_stolen_card": "replace_card",
@@ -89,12 +89,15 @@ def guard_figures(outcomes: list[Outcome], min_confidence: float) -> dict[str, f
     }
 
 
-def two_fold(config: RoutingConfig, calls: list[CorpusCall], use_asr: bool) -> tuple[list[float], list[Outcome]]:
+def two_fold(
+    config: RoutingConfig, calls: list[CorpusCall], use_asr: bool, lexical_only: bool
+) -> tuple[list[float], list[Outcome]]:
     ordered = sorted(calls, key=lambda c: c.call_id)
     halves = (ordered[0::2], ordered[1::2])
     accuracies, outcomes = [], []
     for train, test in (halves, halves[::-1]):
-        held_out = score(IntentModel.fit(config, labelled_calls(train, use_asr=use_asr)), test, use_asr)
+        model = IntentModel.fit(config, labelled_calls(train, use_asr=use_asr), lexical_only=lexical_only)
+        held_out = score(model, test, use_asr)
         accuracies.append(accuracy(held_out))
         outcomes += held_out
     return accuracies, outcomes
@@ -131,12 +134,13 @@ def confusion_table(intents: tuple[str, ...], outcomes: list[Outcome]) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, required=True, help="a labelled corpus (JSONL, see README)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
-        "--banking77", type=Path, default=DEFAULT_BANKING77, help="BANKING77 folder (skipped if absent)"
+        "--banking77", type=Path, default=None, help="BANKING77 folder (skipped if absent)"
     )
+    parser.add_argument("--lexical-only", action="store_true", help="without the sentence embedding")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 130))
     try:
@@ -154,12 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     min_confidence = config.triage.min_confidence
     figures: dict[str, object] = {"corpus": str(args.corpus), "config": str(args.config), "calls": len(calls),
-                                  "min_confidence": min_confidence}
+                                  "min_confidence": min_confidence, "lexical_only": args.lexical_only}
 
     start = time.perf_counter()
-    config_model = IntentModel.fit(config)
+    config_model = IntentModel.fit(config, lexical_only=args.lexical_only)
     figures["fit_seconds_config_only"] = time.perf_counter() - start
-    results = Table(title=f"Intent from text: {len(calls)} calls of {args.corpus.name}, config {args.config.name}")
+    model_name = "lexical only" if args.lexical_only else f"+ {config_model.embedding_model or 'no embedding'}"
+    results = Table(
+        title=f"Intent from text: {len(calls)} calls of {args.corpus.name}, config {args.config.name}, {model_name}"
+    )
     results.add_column("evaluation")
     for column in ("accuracy", "ECE", "mean conf.", f"< {min_confidence:g}", f"acc. ≥ {min_confidence:g}"):
         results.add_column(column, justify="right")
@@ -180,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         report(f"config_only_{name}", f"(a) config only, {name}", score(config_model, calls, use_asr))
     held_out_text: list[Outcome] = []
     for use_asr, name, letter in ((False, "transcripts", "b"), (True, "asr", "c")):
-        fold_accuracies, outcomes = two_fold(config, calls, use_asr)
+        fold_accuracies, outcomes = two_fold(config, calls, use_asr, args.lexical_only)
         figures[f"two_fold_{name}_folds"] = fold_accuracies
         shown = f"{fold_accuracies[0]:.3f} / {fold_accuracies[1]:.3f} → {statistics.fmean(fold_accuracies):.3f}"
         report(f"two_fold_{name}", f"({letter}) 2-fold config + calls, {name}", outcomes, shown)
         held_out_text = held_out_text or outcomes
-    if (args.banking77 / "test.csv").exists():
+    if args.banking77 is not None and (args.banking77 / "test.csv").exists():
         report("banking77_config_only", "BANKING77 test, 3 mapped categories, config only",
                banking77_outcomes(config_model, args.banking77))
     results.caption = (
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(confusion_table(config_model.intents, held_out_text))
 
     start = time.perf_counter()
-    full_model = IntentModel.fit(config, labelled_calls(calls))
+    full_model = IntentModel.fit(config, labelled_calls(calls), lexical_only=args.lexical_only)
     figures["fit_seconds_all_calls"] = time.perf_counter() - start
     texts = [caller_text(c) for c in calls]
     figures["latency_ms_call_texts"] = latency_ms(full_model, texts)

@@ -33,7 +33,6 @@ from orchestrator.engines.offline.transcript import clean_transcript
 from orchestrator.replay.corpus import CALLER_ROLE, read_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
 DEFAULT_CONFIG = REPO / "examples" / "harper_valley_bank.toml"
 CALLER_WINDOW_MS = 30_000
 FRAME_MS = 20
@@ -124,7 +123,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, required=True, help="a labelled corpus (JSONL, see README)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--calls", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=1)

@@ -12,6 +12,7 @@ from machines.effects import (
     AnswerTool,
     CallEffect,
     CallFinished,
+    CheckTypedEntry,
     CloseMedia,
     CloseRealtime,
     Line,
@@ -31,12 +32,14 @@ from machines.rollout import (
     BrakeRule,
     FinishedPass,
     assign_arm,
+    decision_failed,
     read_brake,
 )
 
 __all__ = [
     "ABANDONED",
     "FAILURE_REASONS",
+    "decision_failed",
     "LANGUAGE_FIELD",
     "PERSON_ROUTE_KINDS",
     "TRIAGE_OPEN",
@@ -52,6 +55,7 @@ __all__ = [
     "CallFlow",
     "CallHistory",
     "CallMachine",
+    "CheckTypedEntry",
     "CloseMedia",
     "CloseRealtime",
     "DecisionReason",

@@ -20,6 +20,13 @@ Routing policy, so that no caller is stranded:
   (flex, sip) and has its hard fields, else to the human route, and the decision names the urgent
   proposal. An accepted route never puts it into voicemail, nor into a resolve route (a hang-up) other
   than its urgent intent's own: it goes where a failure would.
+- Keypad entry: while the agent asks for a keyable field (phone, date), keys type its value instead of
+  choosing a menu intent; "#" or a pause ends it, the runner checks it, and a valid value is captured
+  confirmed. Then the fields still asked for are asked, or the proposal is weighed again as if the engine
+  had proposed it once more (so a typed number can complete the details).
+- Confirmation: a caller-ID value is unconfirmed until the caller confirms it (asked once with the other
+  details when the route wants it, up to twice when it needs it); a spoken value of a read-back field is
+  captured but unconfirmed until the caller says yes. The decision lists both in `unconfirmed_fields`.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from machines.effects import (
     AnswerTool,
     CallEffect,
     CallFinished,
+    CheckTypedEntry,
     CloseMedia,
     CloseRealtime,
     Line,
@@ -43,8 +51,11 @@ from machines.effects import (
     WakeAt,
 )
 from machines.policy import (
+    KEYPAD_CLEAR,
+    KEYPAD_DONE,
     LANGUAGE_FIELD,
     MAX_ASKS_PER_FIELD,
+    MAX_TYPED_DIGITS,
     PERSON_ROUTE_KINDS,
     CallHistory,
     RouteRule,
@@ -143,6 +154,11 @@ class CallMachine:
         self.asks: dict[str, int] = {}  # field → times the caller was asked for it
         self.asked_fields: tuple[str, ...] = ()  # asked for by the last line, awaited until the next proposal
         self.unconfirmed: set[str] = set()  # captured from caller ID, not yet confirmed by the caller
+        self.unread: set[str] = set()  # spoken values of read-back fields the caller has not confirmed
+        # A value being typed on the keypad: its field, the digits so far, and when a pause ends it.
+        self.typed_field: str | None = None
+        self.typed_digits = ""
+        self.typed_deadline: float | None = None
         self.decision: DispatchDecision | None = None
         self.realtime_open = False
         self.engine_broken = False
@@ -223,11 +239,15 @@ class CallMachine:
             return "absorbed"
         self.captured.update(event.fields)
         self.unconfirmed.difference_update(event.fields)  # recorded by the engine: the caller gave or confirmed it
+        self.unread.update(name for name in event.fields if name in self.policy.read_back_fields)
+        confirmed = {name for name in event.confirmed if self.captured.get(name)}
+        self.unread.difference_update(confirmed)
+        self.unconfirmed.difference_update(confirmed)
         first_effect = len(self._effects)
         if LANGUAGE_FIELD in event.fields and self.refuse_language():
             self._answer_tool(event.tool_call_id, "handed_to_fallback", "unsupported_language", position=first_effect)
             return f"unsupported language {event.fields[LANGUAGE_FIELD]}"
-        self._answer_tool(event.tool_call_id, "recorded", ", ".join(sorted(event.fields)))
+        self._answer_tool(event.tool_call_id, "recorded", ", ".join(sorted({*event.fields, *confirmed})))
         return None
 
     def _on_intent_proposed(self, event: ev.IntentProposed) -> str | None:
@@ -254,6 +274,9 @@ class CallMachine:
     def _on_key_pressed(self, event: ev.KeyPressed) -> str | None:
         if self.state not in TRIAGE_OPEN:
             return "absorbed"
+        typing_into = self.keypad_field
+        if typing_into is not None:
+            return self._type_key(typing_into, event.digit)
         intent = self.policy.keys.get(event.digit)
         if intent is None:
             return f"absorbed: key {event.digit} is on no intent"
@@ -261,6 +284,23 @@ class CallMachine:
             return f"absorbed: key {event.digit} while details are asked for"
         self._on_intent_proposed(ev.IntentProposed(intent, 1.0, f"pressed {event.digit} on the keypad"))
         return f"key {event.digit}: {intent}"
+
+    def _on_typed_entry_checked(self, event: ev.TypedEntryChecked) -> str | None:
+        if self.state not in TRIAGE_OPEN:
+            return "absorbed"
+        name = event.field
+        if event.value is None:
+            if self.asks.get(name, 0) < MAX_ASKS_PER_FIELD and self._speak(Speak(Line.KEYPAD_INVALID, (name,))):
+                self.asks[name] = self.asks.get(name, 0) + 1
+                self.asked_fields = (name, *(other for other in self.asked_fields if other != name))
+                return f"{name}: typed value not valid, asked again"
+            self._carry_on_after_typing(name)
+            return f"{name}: typed value not valid"
+        self.captured[name] = event.value
+        self.unconfirmed.discard(name)
+        self.unread.discard(name)
+        self._carry_on_after_typing(name)
+        return f"{name}: typed"
 
     def _on_caller_number_known(self, event: ev.CallerNumberKnown) -> str | None:
         name = self.policy.caller_id_field
@@ -278,7 +318,9 @@ class CallMachine:
         return None if self.refuse_language() else "absorbed"
 
     def _on_timer_fired(self, _: ev.TimerFired) -> str | None:
-        # The budget was already checked on the way in; here only the handoff line's own timeout.
+        # The budget was already checked on the way in; here a typed entry's pause and the handoff line's timeout.
+        if self.state in TRIAGE_OPEN and self.typed_deadline is not None and self.clock() >= self.typed_deadline:
+            return self._end_typed_entry()
         if self.state == "dispatch" and self.handoff_deadline is not None and self.clock() >= self.handoff_deadline:
             self.finish_handoff()
             return "handoff line timed out"
@@ -396,7 +438,8 @@ class CallMachine:
         fields = self._fields_to_ask()
         if fields:
             self._extend_budget_for_details()
-            if self._speak(Speak(Line.ASK_DETAILS, fields)):
+            confirm = tuple(name for name in fields if name in self.unconfirmed)
+            if self._speak(Speak(Line.ASK_DETAILS, fields, confirm)):
                 for name in fields:
                     self.asks[name] = self.asks.get(name, 0) + 1
                 self.asked_fields = fields
@@ -422,6 +465,7 @@ class CallMachine:
             route_name, proposal = urgent_route, self.urgent_proposal
             route = self.policy.routes[route_name]
         needed = self._trusted_route(proposal)
+        routed_on_intent = needed is not None and route_name in (needed.name, self.policy.human_route)
         self.decision = DispatchDecision(
             route=route_name,
             route_kind=route.kind,
@@ -433,7 +477,8 @@ class CallMachine:
             proposed_route=proposed,
             decided_after_s=self.clock() - self.started_at,
             missing_fields=self._missing_fields(needed) if needed else (),
-            unconfirmed_fields=tuple(sorted(name for name in self.unconfirmed if self.captured.get(name))),
+            unconfirmed_fields=tuple(sorted(name for name in self.unconfirmed | self.unread if self.captured.get(name))),
+            routed_on_intent=routed_on_intent,
         )
         self._emit(PersistDecision(self.decision))
 
@@ -506,13 +551,67 @@ class CallMachine:
         return tuple(sorted({*self._missing_required(route), *self._missing_wanted(route)}))
 
     def _fields_to_ask(self) -> tuple[str, ...]:
-        """Missing fields of the trusted proposal's route that the caller may still be asked for."""
+        """Missing fields of the trusted proposal's route that the caller may still be asked for, and with
+        them, once, a caller-ID number the route wants, to be confirmed."""
         route = self._trusted_route(self.proposal)
         if route is None:
             return ()
         if any(self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD for name in self._missing_required(route)):
             return ()  # a hard field the caller cannot give: a person takes the call, no more questions
-        return tuple(name for name in self._missing_fields(route) if self.asks.get(name, 0) < MAX_ASKS_PER_FIELD)
+        fields = {name for name in self._missing_fields(route) if self.asks.get(name, 0) < MAX_ASKS_PER_FIELD}
+        caller_id = self.policy.caller_id_field
+        if fields and caller_id in route.wanted_fields and caller_id in self.unconfirmed and not self.asks.get(caller_id):
+            fields.add(caller_id)
+        return tuple(sorted(fields))
+
+    @property
+    def keypad_field(self) -> str | None:
+        """The field keys type into now: the one being typed, else the first keyable field the agent asked
+        for that is still awaited; None when keys are menu keys."""
+        if self.state not in TRIAGE_OPEN:
+            return None
+        if self.typed_field is not None:
+            return self.typed_field
+        for name in self.asked_fields:
+            awaited = not self.captured.get(name) or name in self.unconfirmed or name in self.unread
+            if name in self.policy.keyable_fields and awaited:
+                return name
+        return None
+
+    def _type_key(self, name: str, digit: str) -> str:
+        if digit == KEYPAD_DONE:
+            return self._end_typed_entry() if self.typed_field else f"absorbed: {digit} with nothing typed"
+        if digit == KEYPAD_CLEAR:
+            self.typed_digits = ""
+        elif digit.isdigit() and len(digit) == 1:
+            self.typed_digits = (self.typed_digits + digit)[:MAX_TYPED_DIGITS]
+        else:
+            return f"absorbed: key {digit!r} while {name} is typed"
+        self.typed_field = name
+        self.typed_deadline = self.clock() + self.policy.keypad_timeout_s
+        self._emit(WakeAt(self.typed_deadline))
+        return f"{name}: {len(self.typed_digits)} digits typed"  # the digits themselves stay out of the trail
+
+    def _end_typed_entry(self) -> str:
+        name, digits = self.typed_field, self.typed_digits
+        self.typed_field, self.typed_digits, self.typed_deadline = None, "", None
+        if name is None or not digits:
+            return "absorbed: nothing typed"
+        self._emit(CheckTypedEntry(name, digits))
+        return f"{name}: entry of {len(digits)} digits ended"
+
+    def _carry_on_after_typing(self, typed: str) -> None:
+        """After a typed entry: ask for what is still asked for, else weigh the proposal again."""
+        remaining = tuple(
+            name for name in self.asked_fields
+            if name != typed and (not self.captured.get(name) or name in self.unconfirmed)
+        )
+        proposal = self.proposal
+        if remaining or proposal is None:
+            confirm = tuple(name for name in remaining if name in self.unconfirmed)
+            self.asked_fields = remaining if self._speak(Speak(Line.KEYPAD_THANKS, remaining, confirm)) else ()
+            return
+        self._on_intent_proposed(ev.IntentProposed(proposal.intent, proposal.confidence, proposal.summary))
 
     def _waiting_for_details(self) -> bool:
         return any(not self.captured.get(name) or name in self.unconfirmed for name in self.asked_fields)
@@ -581,6 +680,7 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], str | None]] = {
     ev.DetailsCaptured: CallMachine._on_details_captured,
     ev.IntentProposed: CallMachine._on_intent_proposed,
     ev.KeyPressed: CallMachine._on_key_pressed,
+    ev.TypedEntryChecked: CallMachine._on_typed_entry_checked,
     ev.CallerNumberKnown: CallMachine._on_caller_number_known,
     ev.TimerFired: CallMachine._on_timer_fired,
     ev.HandoffPlayed: CallMachine._on_handoff_played,
@@ -602,8 +702,10 @@ class CallFlow:
         self.clock = clock
         self._machine = build_state_machine()
 
-    def start_call(self, call_sid: str, history: CallHistory | None = None) -> CallMachine:
-        call = CallMachine(call_sid, self.policy, history or CallHistory(), self.clock)
+    def start_call(self, call_sid: str, history: CallHistory | None = None,
+                   clock: Callable[[], float] | None = None) -> CallMachine:
+        """`clock`: this call's own (a replay moves it to the budget when the past caller ran out of words)."""
+        call = CallMachine(call_sid, self.policy, history or CallHistory(), clock or self.clock)
         self._machine.add_model(call)
         return call
 

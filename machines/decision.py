@@ -41,6 +41,9 @@ class DispatchDecision:
     missing_fields: tuple[str, ...] = ()
     # Captured fields pre-filled from caller ID that the caller has not confirmed.
     unconfirmed_fields: tuple[str, ...] = ()
+    # The route came from a trusted intent (its own route, or the human route standing in for it), even
+    # when triage stopped early: the caller ended where their need goes, not on the fallback.
+    routed_on_intent: bool = False
 
     @property
     def is_fallback(self) -> bool:

@@ -14,6 +14,8 @@ class Line(StrEnum):
     CLARIFY = "clarify"
     ASK_DETAILS = "ask_details"
     HANDOFF = "handoff"
+    KEYPAD_THANKS = "keypad_thanks"  # a typed value was taken; then the fields still asked for
+    KEYPAD_INVALID = "keypad_invalid"  # a typed value was not valid; then the field is asked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +27,20 @@ class WakeAt:
 
 @dataclass(frozen=True, slots=True)
 class Speak:
+    """Say a line, then ask for `missing_fields` (one at a time). Those also in `confirm_fields` are
+    pre-filled from caller ID: the caller is asked to confirm the number they are calling from."""
+
     line: Line
     missing_fields: tuple[str, ...] = ()
+    confirm_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTypedEntry:
+    """Check digits the caller typed for `field` and answer with `TypedEntryChecked`."""
+
+    field: str
+    digits: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,4 +76,4 @@ class CallFinished:
     outcome: str
 
 
-CallEffect = WakeAt | Speak | AnswerTool | PersistDecision | CloseRealtime | CloseMedia | CallFinished
+CallEffect = WakeAt | Speak | CheckTypedEntry | AnswerTool | PersistDecision | CloseRealtime | CloseMedia | CallFinished

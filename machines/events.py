@@ -24,10 +24,16 @@ class CallerSpoke:
 
 @dataclass(frozen=True, slots=True)
 class DetailsCaptured:
-    """Validated caller details (field name → value) recorded by the engine."""
+    """Validated caller details (field name → value) recorded by the engine.
+
+    `confirmed`: fields the caller confirmed (yes to a read-back or to the caller-ID question), given a
+    value here or already captured. A read-back field recorded without being confirmed counts as captured
+    but stays unconfirmed.
+    """
 
     fields: Mapping[str, str]
     tool_call_id: str | None = None
+    confirmed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +50,24 @@ class IntentProposed:
 class KeyPressed:
     """The caller pressed a keypad key (Twilio `dtmf`): "0"-"9", "*" or "#".
 
-    During greeting or capture, a key on an intent (`TriagePolicy.keys`) proposes that intent with
-    confidence 1.0, through the usual guards; any other key is absorbed (noted in the trail), and so is
-    every key while the details the machine asked for are still awaited (the caller may be typing them).
+    While the agent asks for a keyable field (`TriagePolicy.keyable_fields`), keys type its value: digits
+    accumulate, "*" clears them, "#" (or `keypad_timeout_s` without a key) ends the entry, which the runner
+    checks (`CheckTypedEntry` → `TypedEntryChecked`). Otherwise, during greeting or capture, a key on an
+    intent (`TriagePolicy.keys`) proposes that intent with confidence 1.0, through the usual guards; any
+    other key is absorbed (noted in the trail), and so is every key while the details the machine asked for
+    are still awaited (the caller may be typing them).
     """
 
     digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class TypedEntryChecked:
+    """The runner's check of a typed entry (`CheckTypedEntry`): the field's normalised value, or None when
+    the digits are not a valid value for it. A valid value is captured and confirmed (no read-back)."""
+
+    field: str
+    value: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +127,7 @@ CallEvent = (
     | DetailsCaptured
     | IntentProposed
     | KeyPressed
+    | TypedEntryChecked
     | CallerNumberKnown
     | LanguageNotServed
     | TimerFired

@@ -17,6 +17,11 @@ PERSON_ROUTE_KINDS = frozenset({"flex", "sip"})
 # After the agent has asked for a field this many times, the caller is taken not to have it.
 MAX_ASKS_PER_FIELD = 2
 
+# Keys that end and clear a value typed on the keypad; more digits than this are not kept.
+KEYPAD_DONE = "#"
+KEYPAD_CLEAR = "*"
+MAX_TYPED_DIGITS = 20
+
 
 class RouteKind(StrEnum):
     """Where a route sends the call: the `kind` of a route in the routing config."""
@@ -74,6 +79,13 @@ class TriagePolicy:
     keys: Mapping[str, str] = field(default_factory=dict)
     # The phone field pre-filled, unconfirmed, from the caller's own number (CallerNumberKnown).
     caller_id_field: str | None = None
+    # Fields the caller may type on the keypad (phone and date fields): while the agent asks for one,
+    # keys fill it instead of choosing a menu intent.
+    keyable_fields: frozenset[str] = frozenset()
+    # A typed value ends at "#", or after this long without a key.
+    keypad_timeout_s: float = 5.0
+    # Fields whose spoken value the agent reads back: unconfirmed until the caller says yes.
+    read_back_fields: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in (self.fallback_route, self.human_route, *self.intents.values()):

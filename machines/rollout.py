@@ -91,6 +91,7 @@ class FinishedPass:
     faults: int = 0  # internal errors the machine absorbed
     answered: bool = False  # the action URL answered for this pass (a decision's TwiML or the fallback)
     shut_down: bool = False  # the server was shutting down: the call was moved on, the AI did not fail
+    routed_on_intent: bool = False  # the decision's route came from a trusted intent (DispatchDecision)
 
 
 class Verdict(StrEnum):
@@ -99,10 +100,17 @@ class Verdict(StrEnum):
     NOT_COUNTED = "not_counted"  # still running, or ended by a server shutdown
 
 
+def decision_failed(reason: str, *, routed_on_intent: bool) -> bool:
+    """The AI could not do its job: the engine failed or the budget ran out, and the call did not end
+    where a trusted intent sends it (an emergency put through at the budget is the policy working)."""
+    return reason in FAILURE_REASONS and not routed_on_intent
+
+
 def pass_verdict(finished: FinishedPass, now: float) -> Verdict:
     """Whether an AI pass counts against the AI, for it, or not at all.
 
-    Failed: its decision's reason is `engine_failed` or `budget_expired`; or it has no decision and its
+    Failed: its decision's reason is `engine_failed` or `budget_expired` and its route did not come from
+    a trusted intent; or it has no decision and its
     outcome is `abandoned` with faults > 0 (an internal error ended it); or it has neither a decision
     nor an outcome, yet the action URL answered it (the fallback: `no_decision`/`error`) at least
     UNSETTLED_GRACE_S after it opened (its session never ran, or died with its instance).
@@ -115,7 +123,8 @@ def pass_verdict(finished: FinishedPass, now: float) -> Verdict:
     if finished.shut_down:
         return Verdict.NOT_COUNTED
     if finished.decision_reason is not None:
-        return Verdict.FAILED if finished.decision_reason in FAILURE_REASONS else Verdict.SUCCEEDED
+        failed = decision_failed(finished.decision_reason, routed_on_intent=finished.routed_on_intent)
+        return Verdict.FAILED if failed else Verdict.SUCCEEDED
     if finished.outcome is not None:
         return Verdict.FAILED if finished.outcome == ABANDONED and finished.faults > 0 else Verdict.SUCCEEDED
     if finished.answered and now - finished.opened_at >= UNSETTLED_GRACE_S:

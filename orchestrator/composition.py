@@ -117,7 +117,8 @@ async def open_store(settings: ServerSettings, *, existing_only: bool = False) -
         if not path.is_file():
             raise CallStoreError(f"call store {path}: no such file (is --data-dir the server's?)")
     return await open_call_store(
-        settings.store, data_dir=settings.data_dir, retention_seconds=settings.retention_days * 86400
+        settings.store, data_dir=settings.data_dir, retention_seconds=settings.retention_days * 86400,
+        operation_timeout_s=settings.store_timeout_seconds,
     )
 
 

@@ -49,6 +49,9 @@ POLICY = TriagePolicy(
     urgent_intents=frozenset({"emergency", "gas_smell", "flood"}),
     keys={"1": "emergency", "2": "schedule", "3": "billing", "4": "callback", "9": "gas_smell", "0": "leave_message"},
     caller_id_field="callback_number",  # a hard field of emergency_desk, a soft one of callback_desk
+    keyable_fields=frozenset({"callback_number", "preferred_date"}),  # typed on the keypad when asked
+    read_back_fields=frozenset({"callback_number"}),
+    keypad_timeout_s=5.0,
 )
 
 HISTORY = CallHistory(entry_node=ENTRY_NODE, visited_nodes=frozenset({VISITED_NODE}))

@@ -49,7 +49,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout: the package as it is here
 
-from orchestrator.config.routing import RoutingConfig, load_routing_config  # noqa: E402
+from orchestrator.config.routing import CapturedField, RoutingConfig, load_routing_config  # noqa: E402
+from orchestrator.engines import CALLER_ID_QUESTION, asked_with_keypad, read_back_question  # noqa: E402
 from orchestrator.engines.offline.slot_extraction import field_question  # noqa: E402
 from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechSynthesizer  # noqa: E402
 from orchestrator.testing.fake_realtime import FakeRealtime, run_fake_realtime  # noqa: E402
@@ -169,6 +170,7 @@ async def served(config: Path, engine: str, logs: Path, realtime_url: str | None
 def model_brief(persona: Persona, config: RoutingConfig, today: datetime.date) -> ModelBrief:
     """What a perfect Realtime model makes of this persona's call under `config`."""
     intent = next((i.name for i in config.intents if i.route == persona.expect.route), None)
+    by_name = {field.name: field for field in config.fields}
     fields = {
         detail.kind: (detail.field, persona.expect.accepted(detail.field, today)[0])
         for detail in persona.details
@@ -179,21 +181,33 @@ def model_brief(persona: Persona, config: RoutingConfig, today: datetime.date) -
         confidence=PERFECT_CONFIDENCE if intent else UNSURE_CONFIDENCE,
         summary=persona.need.lines[0],
         fields=fields,
-        questions={field.name: field.question or field_question(field) for field in config.fields},
+        questions={field.name: question_for(field) for field in config.fields},
         field_order=[field.name for field in config.fields],
         ask_intent=config.lines.ask_intent,
         language=persona.caller.language if config.multilingual else None,
+        read_backs={
+            name: read_back_question(by_name[name], value, config.company.country)
+            for name, value in fields.values()
+            if name in by_name and by_name[name].read_back
+        },
+        caller_id_question=CALLER_ID_QUESTION,
     )
+
+
+def question_for(field: CapturedField) -> str:
+    """How the offline dialogue asks for a field, as the perfect model asks too."""
+    return asked_with_keypad(field, field.question or field_question(field))
 
 
 def model_lines(config: RoutingConfig) -> list[str]:
     """Everything the perfect model may be asked to say under `config`, to render before the calls."""
-    questions = [field.question or field_question(field) for field in config.fields]
+    questions = [question_for(field) for field in config.fields]
     lines = []
     for language in [None, *config.languages.supported]:
         said = config.lines_for(language)
-        lines += [said.greeting, said.handoff, said.clarify, said.ask_details, said.ask_intent]
-        lines += [f"{said.ask_details} {question}" for question in questions]
+        lines += [said.greeting, said.handoff, said.clarify, said.ask_details, said.ask_intent, CALLER_ID_QUESTION]
+        lines += [f"{line} {question}" for line in (said.ask_details, said.keypad_thanks, said.keypad_invalid)
+                  for question in questions]
     return list(dict.fromkeys([*lines, *questions]))
 
 

@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$(dirname "$here")")"
-bench="${BENCH_DIR:-$repo/../shared/bench}"
+bench="${BENCH_DIR:?set BENCH_DIR to the load harness folder (run_capacity.py)}"
 bench_venv="${BENCH_VENV:-$repo/.venv-bench}"
 venv="${RECONSTRUCTION_VENV:-$repo/.venv-reference}"
 [ -x "$bench_venv/bin/python" ] || { python3 -m venv "$bench_venv" && "$bench_venv/bin/pip" install -q -r "$bench/requirements.txt"; }

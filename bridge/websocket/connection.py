@@ -4,7 +4,8 @@ the closing handshake are the library's; this package only moves bytes).
 Why not trio-websocket or an ASGI server for the audio sockets: a call carries ~100 WebSocket messages a
 second each way, and their per-message cost (a reader task and a channel hop per message, or an ASGI
 server's protocol stack) was most of our CPU (`benchmarks/websocket_stacks/README.md`). Here a message
-costs one wake-up (`byte_io`: plain sockets used directly, waiting on one epoll per run, `read_reactor`).
+costs one wake-up (`byte_io`: sockets used directly, waiting on one epoll per run, `read_reactor`; TLS
+records opened and sealed in memory on the same socket).
 
     websocket = await accept_websocket(stream, head, authorize=check)   # server side, after routing
     websocket = await connect_websocket("ws://…", headers)               # client side
@@ -17,10 +18,10 @@ costs one wake-up (`byte_io`: plain sockets used directly, waiting on one epoll 
 One task receives at a time; any number of tasks may send (frames never interleave).
 
 Messages taken without a wake-up: `websocket.take_messages(take)` makes `take(message) -> bool` see each
-message first; those it takes (True) are consumed, the others come from `receive()`, in order. On a plain
-socket the reactor calls it while the receiving task waits in `receive()` with nothing queued, so the
-commonest messages cost no task wake-up (a third of a message's cost, variant i in
-`benchmarks/websocket_stacks/README.md`); elsewhere (TLS, no epoll) `receive()` calls it. A `take` that
+message first; those it takes (True) are consumed, the others come from `receive()`, in order. The
+reactor calls it (`ws://` and `wss://` alike) while the receiving task waits in `receive()` with nothing
+queued, so the commonest messages cost no task wake-up (a third of a message's cost, variant i in
+`benchmarks/websocket_stacks/README.md`); without epoll `receive()` calls it. A `take` that
 refuses a message (or raises in the reactor) gets that message, and every later one, delivered by
 `receive()` as usual, so order holds. `await websocket.serve(on_message)` hands every message to one
 function that way. What `take` sends, it posts (`post_text`): it runs where no one may wait.
@@ -45,13 +46,7 @@ from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from bridge.websocket.byte_io import (
-    RECEIVE_BYTES,
-    ByteIO,
-    PlainSocketIO,
-    StreamIO,
-    plain_socket_of,
-)
+from bridge.websocket.byte_io import ByteIO, PlainSocketIO, TlsSocketIO, plain_socket_of
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -146,7 +141,7 @@ class WebSocket:
             return False
         if self._unsent or self._refused is not None or not self._io.can_send_now():
             return False
-        io: PlainSocketIO = self._io  # type: ignore[assignment]  # only a plain socket's reactor calls this
+        io: PlainSocketIO = self._io  # type: ignore[assignment]  # only a socket's reactor calls this
         protocol = self._protocol
         for _ in range(_FAST_READS_PER_EVENT):
             data = io.recv_now()
@@ -183,7 +178,7 @@ class WebSocket:
                 return False
             # A short read took all the kernel had: what comes later raises a new edge, so the read that
             # would fail (a syscall and an exception) is skipped. Not after the peer's FIN: no edge follows.
-            if len(data) < RECEIVE_BYTES and not io.peer_hung_up():
+            if io.took_all_there_was() and not io.peer_hung_up():
                 return True
         io.hand_over()  # more may be waiting: the task reads the rest
         return False
@@ -252,7 +247,7 @@ class WebSocket:
 
     def _flush_now(self) -> bool:
         """Write the protocol's output without waiting; False: it was left in `_unsent` (an end of stream,
-        or a send under way, or a TLS stream)."""
+        or a send under way)."""
         chunks = self._unsent + self._protocol.data_to_send()
         self._unsent = []
         if not chunks:
@@ -547,16 +542,13 @@ async def connect_websocket(
         tcp = await _tunnel(proxy, uri.host, uri.port)
     io: ByteIO
     if uri.secure:
-        stream = trio.SSLStream(
-            tcp, ssl_context or ssl.create_default_context(), server_hostname=uri.host, https_compatible=True
-        )
+        tls = TlsSocketIO(plain_socket_of(tcp), ssl_context or ssl.create_default_context(), server_hostname=uri.host)
         try:
-            await stream.do_handshake()  # here, so that a refused certificate is raised as itself
-        except trio.BrokenResourceError as error:
-            await trio.aclose_forcefully(stream)
-            cause = error.__cause__
-            raise cause if isinstance(cause, OSError) else ConnectionResetError(str(error)) from None
-        io = StreamIO(stream)
+            await tls.handshake()  # here, so that a refused certificate is raised as itself
+        except BaseException:
+            tls.close()
+            raise
+        io = tls
     else:
         io = PlainSocketIO(plain_socket_of(tcp))
     websocket = WebSocket(protocol, io)

@@ -38,12 +38,14 @@ class MediaIntake:
         self,
         *,
         listening: Callable[[], bool],
+        hearing: Callable[[], bool],
         on_mark_echo: Callable[[str], None],
         post: Callable[[ev.CallEvent], None],
         metrics: ServerMetrics,
         log: structlog.stdlib.BoundLogger,
     ) -> None:
         self._listening = listening  # after the decision the caller is not heard: the agent must not answer
+        self._hearing = hearing  # caller audio goes to the engine: while listening, and over the handoff line
         self._on_mark_echo = on_mark_echo
         self._post = post
         self._metrics = metrics
@@ -70,7 +72,7 @@ class MediaIntake:
             self._drop(error)
             return
         if isinstance(message, MediaFrame):
-            if not self._listening():
+            if not self._hearing():
                 return
             if not plausible_audio_payload(message.payload):  # one bad frame is dropped, not sent to end the call
                 self._drop(MediaStreamProtocolError("unusable_audio", f"payload of {len(message.payload)} chars"))

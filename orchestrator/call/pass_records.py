@@ -8,7 +8,7 @@ import structlog
 import trio
 
 from machines import CallMachine, DispatchDecision
-from orchestrator.store import CallStore, PassOutcome, TriagePass
+from orchestrator.store import CallStore, PassOutcome, TriagePass, store_error_kind
 from orchestrator.telemetry import ServerMetrics
 
 KEPT_NOTES = 20  # trail notes a finished pass keeps in the store
@@ -34,7 +34,7 @@ class PassRecords:
             with trio.fail_after(STORE_TIMEOUT_S):
                 stored = await self._store.save_decision(self._pass.call_sid, self._pass.number, decision)
         except Exception as error:  # /voice/after then answers the fallback route: the caller is not dropped
-            self._metrics.store_errors.inc()
+            self._metrics.store_errors.labels(store_error_kind(error)).inc()
             self._log.error("could not persist the decision", error=repr(error))
             return
         if stored != decision:
@@ -51,7 +51,7 @@ class PassRecords:
             with trio.fail_after(STORE_TIMEOUT_S):
                 await self._store.finish_pass(self._pass.call_sid, self._pass.number, outcome)
         except Exception as error:  # the outcome is a record; losing it must not break teardown
-            self._metrics.store_errors.inc()
+            self._metrics.store_errors.labels(store_error_kind(error)).inc()
             self._log.error("could not record the outcome", error=repr(error))
         self._metrics.calls_finished.labels(machine.outcome).inc()
         decision = machine.decision

@@ -38,6 +38,7 @@ from machines import (
     CallFlow,
     CallHistory,
     CallMachine,
+    CheckTypedEntry,
     CloseMedia,
     CloseRealtime,
     Line,
@@ -67,6 +68,7 @@ from orchestrator.engines import (
     TriageEngine,
     interpret_tool_call,
     tool_output,
+    typed_value,
 )
 from orchestrator.store import CallStore, TriagePass
 from orchestrator.telemetry import ServerMetrics, call_logger
@@ -137,7 +139,7 @@ class CallSession:
             metrics=deps.metrics, log=self.log,
         )
         self._intake = MediaIntake(
-            listening=self._listening, on_mark_echo=self._playback.on_mark_echo, post=self._post,
+            listening=self._listening, hearing=self._hearing, on_mark_echo=self._playback.on_mark_echo, post=self._post,
             metrics=deps.metrics, log=self.log,
         )
 
@@ -297,6 +299,8 @@ class CallSession:
                 self._requests.ask_line(effect)
             case AnswerTool():
                 self._requests.answer_tool(effect.tool_call_id, tool_output(effect))
+            case CheckTypedEntry(field=name, digits=digits):
+                self._post(ev.TypedEntryChecked(name, typed_value(self.deps.config, name, digits)))
             case PersistDecision(decision=decision):
                 await self._records.save_decision(decision)
             case CloseRealtime():
@@ -391,3 +395,7 @@ class CallSession:
     def _listening(self) -> bool:
         # After the decision the caller is no longer heard: the agent must not answer again.
         return self.machine is not None and self.machine.triage_open
+
+    def _hearing(self) -> bool:
+        # Over the handoff line the engine still hears the caller, only to notice them talking over it.
+        return self._listening() or self._playback.handoff_playing

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
-from bridge.twilio import CallerAudioError, mulaw_to_wav, tone, wav_to_mulaw
+from bridge.twilio import CallerAudioError, mulaw_to_wav, silence, tone, wav_to_mulaw
 from orchestrator.commands.call_report import render_call, render_verdict
 from orchestrator.config import DEV_AUTH_TOKEN_FILE, ConfigError
 from orchestrator.testing import (
@@ -44,6 +44,7 @@ from orchestrator.testing import (
 if TYPE_CHECKING:
     from orchestrator.engines.offline import SpeechRecognizer, SpeechSynthesizer
 
+TURN_PAUSE_MS = 1200  # between saved caller lines: long enough for the engine to take each as a turn
 MS_PER_CHARACTER = 70  # a tone this long per character when no text-to-speech is installed
 DEFAULT_CALLER = "+14155550100"
 
@@ -66,6 +67,8 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="audio faster than real time (default 1)")
     parser.add_argument("--timeout", type=float, default=90.0, help="give up after this many seconds of call")
     parser.add_argument("--save-heard", type=Path, metavar="WAV", help="save what the caller heard")
+    parser.add_argument("--save-said", type=Path, metavar="WAV",
+                        help="save the caller's lines as spoken (a WAV to edit, or to replay with --wav)")
     parser.add_argument("--engine", help="ask the server for one of its engines by name for this call "
                         "(e.g. offline; default: the server's own choice)")
 
@@ -119,6 +122,13 @@ def build_steps(args: argparse.Namespace) -> tuple[list[CallerStep], str]:
     return steps, voice
 
 
+def save_said(steps: list[CallerStep], path: Path) -> None:
+    """The caller's lines in one WAV, a pause between turns (as `--wav` would play them back)."""
+    turns = [step.audio for step in steps if isinstance(step, Say)]
+    mulaw_to_wav(silence(TURN_PAUSE_MS).join(turns) + silence(TURN_PAUSE_MS), path)
+    print(f"saved the caller's lines to {path}")
+
+
 def auth_token(args: argparse.Namespace) -> str:
     if args.auth_token:
         return args.auth_token
@@ -128,7 +138,8 @@ def auth_token(args: argparse.Namespace) -> str:
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
     raise ConfigError(str(path), None, "no auth token: pass --auth-token, set TWILIO_AUTH_TOKEN, or start "
-                      "`orchestrator serve` from this folder first (it writes a development token there)")
+                      "`orchestrator serve` from this folder first (it writes a development token there), "
+                      "or pass the --data-dir the server was started with")
 
 
 def incoming_query(entry: str | None, engine: str | None) -> str:
@@ -186,7 +197,9 @@ def run_call(args: argparse.Namespace) -> int:
     try:
         steps, voice = build_steps(args)
     except CallerAudioError as error:
-        raise ConfigError(str(args.wav), None, str(error)) from None
+        raise ConfigError(str(args.wav), None, str(error).removeprefix(f"{args.wav}: ")) from None
+    if args.save_said is not None:
+        save_said(steps, args.save_said)
     if args.engine:
         check_engine_offered(args.url, args.engine)
     options = caller_options(args, DEFAULT_CALLER)
@@ -247,6 +260,22 @@ def finish(args: argparse.Namespace, result: CallResult, heard: bytes, options: 
         mulaw_to_wav(heard, args.save_heard)
         print(f"saved what the caller heard to {args.save_heard}")
     if result.webhook_status != 200:
-        print(f"error: the webhook answered HTTP {result.webhook_status or 'nothing'} at {options.webhook_url}")
+        print(f"error: {webhook_failure(result, options, args.data_dir)}")
         return 1
     return 0 if result.final_twiml else 1
+
+
+def webhook_failure(result: CallResult, options: CallerOptions, data_dir: Path) -> str:
+    """Why the voice webhook did not take the call, with what to do about it."""
+    url = options.webhook_url
+    if result.webhook_status == 0:
+        reasons = [v.excerpt for v in result.violations if v.kind.startswith("webhook_")]
+        cause = reasons[0] if reasons else "no answer"
+        return (f"no server answered at {url} ({cause}); start one with `orchestrator serve` "
+                "or point --url at it")
+    if result.webhook_status == 403:
+        return (f"the server at {url} refused the call's signature (HTTP 403): this caller signs with a "
+                f"different auth token. A server started with --data-dir DIR keeps its development token in "
+                f"DIR; pass the same --data-dir (this call used {data_dir}), or --auth-token / TWILIO_AUTH_TOKEN "
+                "with the server's token")
+    return f"the webhook answered HTTP {result.webhook_status} at {url}"

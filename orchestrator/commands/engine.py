@@ -33,7 +33,9 @@ def run_engine_fit(args: argparse.Namespace) -> int:
     out = args.out or model_file_for(Path(args.config))
     model.save(out)
     print(f"fit on {len(config.intents)} intents of {args.config} and {len(used)} of {len(corpus.calls)} calls "
-          f"({len(corpus.calls) - len(used)} with no or another intent); wrote {out}")
+          f"({len(corpus.calls) - len(used)} with no or another intent), "
+          f"sentence embedding: {model.embedding_model or 'none (words only: the speech extra brings one)'}; "
+          f"wrote {out}")
     print(f'point the config at it:  [engine]\nintent_model = "{_relative_to(out, Path(args.config).parent)}"')
     return 0
 

@@ -1,7 +1,9 @@
 """The routing config (TOML plus `ORCHESTRATOR_…` overrides) and the server's settings."""
 from orchestrator.config.model_shutdowns import ANNOUNCED_SHUTDOWNS, model_shutdown_warnings
 from orchestrator.config.routing import (
+    CONFIRMED_ARGUMENT,
     ENV_PREFIX,
+    KEYABLE_FIELD_TYPES,
     RESERVED_TASK_ATTRIBUTES,
     CapturedField,
     ConfigError,
@@ -32,7 +34,9 @@ from orchestrator.config.server_settings import (
 __all__ = [
     "ANNOUNCED_SHUTDOWNS",
     "DEV_AUTH_TOKEN_FILE",
+    "CONFIRMED_ARGUMENT",
     "ENV_PREFIX",
+    "KEYABLE_FIELD_TYPES",
     "RESERVED_TASK_ATTRIBUTES",
     "CapturedField",
     "ConfigError",

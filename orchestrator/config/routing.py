@@ -56,6 +56,12 @@ RESERVED_TASK_ATTRIBUTES = frozenset(
     {"type", "name", "from", "call_sid", "intent", "summary", "priority", "ai_confidence"}
 )
 
+# The record_details argument that names the fields a caller confirmed: no field may have that name.
+CONFIRMED_ARGUMENT = "confirmed"
+
+# Field types a caller may type on the keypad ("or type it on your keypad and press pound").
+KEYABLE_FIELD_TYPES = frozenset({"phone", "date"})
+
 # Studio's name for the entry widget of a flow, where a fresh execution starts.
 STUDIO_TRIGGER_NODE = "Trigger"
 
@@ -275,6 +281,8 @@ class TriageSettings(_Section):
     min_confidence: float = Field(0.6, ge=0, le=1)
     max_clarifications: int = Field(2, ge=0)
     handoff_line_timeout_seconds: float = Field(8.0, gt=0)
+    # A value typed on the keypad ends at "#" or after this long without a key.
+    keypad_timeout_seconds: float = Field(5.0, gt=0)
     fallback_route: Name
     human_route: Name
 
@@ -290,6 +298,9 @@ class Lines(_Section):
     ask_intent: Text = "How can I help you today?"
     not_heard: Text = "Sorry, I didn't catch that. Could you say it again?"
     taking_over: Text = "Sorry about that, the line dropped for a moment. Could you tell me again what you need?"
+    # After a value typed on the keypad (then the details still asked for), or one that is not valid.
+    keypad_thanks: Text = "Thank you, I have that."
+    keypad_invalid: Text = "Sorry, that doesn't look right."
 
 
 class EngineSettings(_Section):
@@ -489,6 +500,8 @@ class CapturedField(_Section):
     required_for: list[Name] = []  # route names
     wanted_for: list[Name] = []  # route names
     caller_id: bool = False  # a phone field pre-filled from the caller's number, to be confirmed
+    # The agent reads a spoken value back and the caller confirms it; unconfirmed values are listed as such.
+    read_back: bool = False
     question: Text | None = None  # how the offline engine asks for it (default: worded from the name and type)
 
     @model_validator(mode="after")
@@ -519,6 +532,8 @@ class LanguageLines(_Section):
     ask_intent: Text | None = None
     not_heard: Text | None = None
     taking_over: Text | None = None
+    keypad_thanks: Text | None = None
+    keypad_invalid: Text | None = None
 
 
 class LanguageSettings(_Section):
@@ -691,6 +706,8 @@ class RoutingConfig(BaseSettings):
                     f"duplicate field {field.name!r} (first at fields[{first_index[field.name]}])"
                 )
             first_index.setdefault(field.name, index)
+            if field.name == CONFIRMED_ARGUMENT:
+                yield ("fields", index, "name"), f"{field.name!r} is reserved (the agent names confirmed fields with it)"
             for key in ("required_for", "wanted_for"):
                 for position, route in enumerate(getattr(field, key)):
                     if route not in self.routes:
@@ -763,6 +780,11 @@ class RoutingConfig(BaseSettings):
         return frozenset(field.name for field in self.fields if route in field.wanted_for)
 
     @property
+    def keyable_fields(self) -> frozenset[str]:
+        """Fields the caller may type on the keypad: phone numbers and dates."""
+        return frozenset(field.name for field in self.fields if field.type in KEYABLE_FIELD_TYPES)
+
+    @property
     def caller_id_field(self) -> str | None:
         """The phone field pre-filled from the caller's number (`caller_id = true`), if any."""
         return next((field.name for field in self.fields if field.caller_id), None)
@@ -797,6 +819,9 @@ class RoutingConfig(BaseSettings):
             urgent_intents=frozenset(intent.name for intent in self.intents if intent.urgent),
             keys={key: intent.name for intent in self.intents for key in intent.keys},
             caller_id_field=self.caller_id_field,
+            keyable_fields=self.keyable_fields,
+            keypad_timeout_s=self.triage.keypad_timeout_seconds,
+            read_back_fields=frozenset(field.name for field in self.fields if field.read_back),
         )
 
 
@@ -1028,6 +1053,10 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
         kind = f"choice of {', '.join(field.choices or ())}" if field.type == "choice" else field.type
         if field.caller_id:
             kind += " (caller ID, to confirm)"
+        if field.type in KEYABLE_FIELD_TYPES:
+            kind += " (keypad)"
+        if field.read_back:
+            kind += " (read back)"
         fields.add_row(field.name, kind, ", ".join(field.required_for) or "-", ", ".join(field.wanted_for) or "-")
 
     triage = config.triage

@@ -38,6 +38,9 @@ class ServerSettings(BaseSettings):
     # Where call records live: empty for `calls.sqlite3` in data_dir, a SQLite file path, or a
     # redis://, rediss:// or unix:// URL for a Redis that several instances share (see `store/location.py`).
     store: str = ""
+    # Seconds one store operation may take (a lock wait on SQLite, a round trip to Redis) before the call
+    # gets its fallback instead: a store that hangs must not hang the call's TwiML.
+    store_timeout_seconds: float = Field(2.0, gt=0, le=10)
     engine: EngineChoice = "auto"
 
     realtime_url: str = "wss://api.openai.com/v1/realtime"

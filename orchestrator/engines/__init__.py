@@ -3,6 +3,14 @@ OpenAI Realtime behind the interface, and the demo engine of `serve --engine fak
 `orchestrator.engines.offline`.
 """
 from orchestrator.engines.demo import run_demo_engine
+from orchestrator.engines.field_capture import (
+    CALLER_ID_QUESTION,
+    KEYPAD_OFFER,
+    answer_is_yes,
+    asked_with_keypad,
+    read_back_question,
+    typed_value,
+)
 from orchestrator.engines.interface import (
     AgentAudio,
     AgentTranscript,
@@ -27,6 +35,7 @@ from orchestrator.engines.tools import (
     MAX_VALUE_LENGTH,
     PROPOSE_ROUTE,
     RECORD_DETAILS,
+    UNKNOWN_INTENT,
     ToolRejected,
     agent_instructions,
     interpret_tool_call,
@@ -37,9 +46,12 @@ from orchestrator.engines.tools import (
 )
 
 __all__ = [
+    "CALLER_ID_QUESTION",
+    "KEYPAD_OFFER",
     "MAX_VALUE_LENGTH",
     "PROPOSE_ROUTE",
     "RECORD_DETAILS",
+    "UNKNOWN_INTENT",
     "AgentAudio",
     "AgentTranscript",
     "CallerSpeechStarted",
@@ -60,10 +72,14 @@ __all__ = [
     "ToolRejected",
     "TriageEngine",
     "agent_instructions",
+    "answer_is_yes",
+    "asked_with_keypad",
     "interpret_tool_call",
     "line_instructions",
+    "read_back_question",
     "realtime_tools",
     "run_demo_engine",
     "spoken_line",
     "tool_output",
+    "typed_value",
 ]

@@ -108,10 +108,12 @@ EngineEvent = (
 
 @dataclass(frozen=True, slots=True)
 class SpokenLine:
-    """A fixed line from the config, word for word, and the fields the agent must ask for after it."""
+    """A fixed line from the config, word for word, and the fields the agent must ask for after it;
+    those in `confirms` are known from caller ID: the caller is asked to confirm them instead."""
 
     text: str
     asks_for: tuple[str, ...] = ()
+    confirms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

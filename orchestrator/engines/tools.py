@@ -30,7 +30,9 @@ from machines import (
     Line,
     Speak,
 )
+from orchestrator.config import CONFIRMED_ARGUMENT as CONFIRMED
 from orchestrator.config import CapturedField, RoutingConfig, canonical_language_code
+from orchestrator.engines.field_capture import CALLER_ID_QUESTION, KEYPAD_OFFER, keypad_offered
 from orchestrator.engines.interface import SpokenLine
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,21 @@ def _details_properties(config: RoutingConfig) -> dict[str, Any]:
                 f" sure, whichever it is, even when it is not one of those served here ({supported})."
             ),
         }
+    confirmable = _confirmable_fields(config)
+    if confirmable:
+        properties[CONFIRMED] = {
+            "type": "array",
+            "items": {"type": "string", "enum": confirmable},
+            "description": (
+                "Fields the caller confirmed: they said yes when you read the value back, or yes to whether the"
+                " number they are calling from is the best one. With or without the value itself."
+            ),
+        }
     return properties
+
+
+def _confirmable_fields(config: RoutingConfig) -> list[str]:
+    return [field.name for field in config.fields if field.read_back or field.caller_id]
 
 
 def realtime_tools(config: RoutingConfig) -> list[dict[str, Any]]:
@@ -181,6 +197,27 @@ def agent_instructions(config: RoutingConfig) -> str:
             "Ask for a detail at most twice. If the caller cannot give it, do not press: say that is fine and"
             f" call {PROPOSE_ROUTE} again; the system decides where the call goes without it.",
         ]
+    keyable = [field.name for field in config.fields if keypad_offered(field)]
+    if keyable:
+        rules.append(
+            f"When you ask for {', '.join(keyable)}, end the question with «{KEYPAD_OFFER}» The system takes"
+            " what the caller types, confirmed, and tells you what to say next: never read a typed value back."
+        )
+    read_back = [field.name for field in config.fields if field.read_back]
+    if read_back:
+        rules.append(
+            f"Read back {', '.join(read_back)} once the caller has said it, a number digit by digit in its groups"
+            " (e.g. «I have 4 1 5, 5 5 5, 0 1 9 9. Is that right?»). Call record_details with the value as soon as"
+            f" you hear it, and again with {CONFIRMED} naming the field when the caller says yes. If they say no,"
+            " take the corrected value, or ask again."
+        )
+    caller_id = config.caller_id_field
+    if caller_id:
+        rules.append(
+            f"{caller_id} is already known from the caller's own number. When the system asks you to confirm it,"
+            f" ask «{CALLER_ID_QUESTION}» Yes: call record_details with {CONFIRMED} [{caller_id!r}]. No: ask for"
+            " the best number."
+        )
     if any(field.type == "date" for field in config.fields):
         rules.append("Dates are YYYY-MM-DD. If the caller names a day and you are not sure of its exact date, ask.")
     urgent = [intent.name for intent in config.intents if intent.urgent]
@@ -247,8 +284,16 @@ def _worded_in(config: RoutingConfig, line: Line, language: str) -> bool:
 
 def spoken_line(config: RoutingConfig, speak: Speak, language: str | None = None) -> SpokenLine:
     """The same request as `line_instructions`, as data, for engines that say lines themselves."""
-    asks_for = speak.missing_fields if speak.line is Line.ASK_DETAILS else ()
-    return SpokenLine(line_text(config, speak.line, language), tuple(asks_for))
+    asks = speak.line in _ASKING_LINES
+    return SpokenLine(
+        line_text(config, speak.line, language),
+        speak.missing_fields if asks else (),
+        speak.confirm_fields if asks else (),
+    )
+
+
+# Lines after which the agent asks for the fields the machine names.
+_ASKING_LINES = frozenset({Line.ASK_DETAILS, Line.KEYPAD_THANKS, Line.KEYPAD_INVALID})
 
 
 def line_instructions(config: RoutingConfig, speak: Speak, language: str | None = None) -> str:
@@ -258,16 +303,27 @@ def line_instructions(config: RoutingConfig, speak: Speak, language: str | None 
     say = "Say exactly the following"
     if language is not None and not _worded_in(config, speak.line, language):
         say = f"Say the following in the caller's language ({language}), translated faithfully"
-    if speak.line is not Line.ASK_DETAILS or not speak.missing_fields:
+    if speak.line not in _ASKING_LINES or not speak.missing_fields:
         return f"{say}, then stop: «{line}»"
     by_name = {field.name: field for field in config.fields}
     wanted = []
-    for name in speak.missing_fields:
+    # A number known from caller ID is usable already: confirming it comes after what is missing.
+    for name in sorted(speak.missing_fields, key=lambda name: name in speak.confirm_fields):
         field = by_name.get(name)
-        wanted.append(f"- {name}: {_field_description(field) if field else name.replace('_', ' ') + '.'}")
+        described = _field_description(field) if field else name.replace("_", " ") + "."
+        if name in speak.confirm_fields:
+            described += (
+                f" It is known from caller ID: ask «{CALLER_ID_QUESTION}» Yes: call {RECORD_DETAILS} with"
+                f" {CONFIRMED} [{name!r}]. No: ask for the best number."
+            )
+        elif field is not None and keypad_offered(field):
+            described += f" Offer the keypad: «{KEYPAD_OFFER}»"
+        wanted.append(f"- {name}: {described}")
+    typed = " (the caller typed a detail on the keypad: it is recorded; do not read it back)"
     return (
-        f"{say}: «{line}» Then ask the caller for these details, one at a time, waiting for"
-        f" each answer, and call {RECORD_DETAILS} as soon as you have one:\n" + "\n".join(wanted)
+        f"{say}: «{line}»{typed if speak.line is Line.KEYPAD_THANKS else ''} Then ask the caller for these"
+        f" details, one at a time, waiting for each answer, and call {RECORD_DETAILS} as soon as you have one:\n"
+        + "\n".join(wanted)
     )
 
 
@@ -301,7 +357,9 @@ def interpret_tool_call(
     """Validate one completed tool call. Never raises: bad input becomes a `ToolRejected`."""
     try:
         if name == RECORD_DETAILS and records_details(config):
-            return DetailsCaptured(_recorded_details(config, _arguments(arguments_json, RESEND_DETAILS)), call_id)
+            arguments = _arguments(arguments_json, RESEND_DETAILS)
+            confirmed = _confirmed(config, arguments.pop(CONFIRMED, None))
+            return DetailsCaptured(_recorded_details(config, arguments, bool(confirmed)), call_id, confirmed)
         if name == PROPOSE_ROUTE:
             return _proposal(_arguments(arguments_json, PROPOSE_AGAIN), call_id)
         offered = " and ".join(tool["name"] for tool in realtime_tools(config))
@@ -332,7 +390,20 @@ def _arguments(arguments_json: str, instruction: str) -> dict[str, Any]:
     return arguments
 
 
-def _recorded_details(config: RoutingConfig, arguments: dict[str, Any]) -> dict[str, str]:
+def _confirmed(config: RoutingConfig, names: Any) -> frozenset[str]:
+    """The fields named as confirmed by the caller; [] or none at all is nothing confirmed."""
+    if names is None:
+        return frozenset()
+    confirmable = _confirmable_fields(config)
+    if not isinstance(names, list) or not all(isinstance(name, str) and name in confirmable for name in names):
+        raise _Invalid(
+            f"{CONFIRMED}: must be a list of field names among {', '.join(confirmable) or 'none'}",
+            instruction=RESEND_DETAILS,
+        )
+    return frozenset(names)
+
+
+def _recorded_details(config: RoutingConfig, arguments: dict[str, Any], confirming: bool = False) -> dict[str, str]:
     fields = {field.name: field for field in config.fields}
     problems = []
     values = {}
@@ -358,7 +429,7 @@ def _recorded_details(config: RoutingConfig, arguments: dict[str, Any]) -> dict[
                 problems.append(f"{key}: {problem}")
     if problems:
         raise _Invalid(*problems, instruction=ASK_AGAIN)
-    if not values:
+    if not values and not confirming:
         raise _Invalid("no details given (send at least one field)", instruction=RESEND_DETAILS)
     return {name: values[name] for name in (*fields, LANGUAGE_FIELD) if name in values}  # config order
 

@@ -9,8 +9,10 @@ with text instead of audio.
 
 No Media Stream, no marks: the greeting counts as heard at once, and lines are asked for as text. Each
 caller turn is answered by one engine response (and the responses it leads to); the replay goes on to
-the next turn when the engine is quiet, and stops at the machine's decision. What is compared is the
-decision: a call the machine would send to the fallback route counts as that, not as its best guess.
+the next turn when the engine is quiet, and stops at the machine's decision. A past caller who ran out of
+words before a decision leaves the machine where a live caller's silence would: the call's clock moves to
+the triage budget, and the machine decides as it would at the budget. What is compared is the decision:
+a call the machine would send to the fallback route counts as that, not as its best guess.
 The engine is a connector's text engine (`connect_text`, where its capabilities declare text input), and
 the requests to it go through the live call's gate (`orchestrator.call.engine_requests`).
 """
@@ -34,6 +36,7 @@ from machines import (
 )
 from machines import events as ev
 from orchestrator.call import EngineRequestGate
+from orchestrator.composition import call_flow
 from orchestrator.config import RoutingConfig
 from orchestrator.engines import (
     EngineCall,
@@ -53,6 +56,7 @@ from orchestrator.replay.corpus import CorpusCall, caller_turn_texts
 
 CALLER_WINDOW_MS = 30_000  # the turns a caller says before a front desk would have decided
 TURN_TIMEOUT_S = 30.0  # an engine silent this long after a caller turn is broken
+MAX_BUDGET_WAKES = 3  # the budget, its one extension for details, and a spare
 # Lines a replay does not ask for: the greeting counts as heard, and the replay stops at the decision.
 _UNSAID_LINES = frozenset({Line.GREETING, Line.HANDOFF})
 
@@ -71,16 +75,32 @@ class ReplayOutcome:
     @property
     def intent(self) -> str:
         """The intent the call would have been routed on: the accepted one, or why there is none."""
-        if self.decision is not None and not self.decision.is_fallback and self.decision.intent:
-            return self.decision.intent
-        if self.decision is not None:
-            return f"(fallback: {self.decision.reason})"
-        return f"(no decision: {self.problem or 'the caller said nothing the engine acted on'})"
+        decided = self.decision
+        if decided is None:
+            return f"(no decision: {self.problem or 'the caller said nothing the engine acted on'})"
+        on_own_route = decided.routed_on_intent and decided.proposed_route is None
+        if decided.intent and (not decided.is_fallback or on_own_route):
+            return decided.intent
+        missing = f", missing {', '.join(decided.missing_fields)}" if decided.missing_fields else ""
+        return f"({'person' if decided.routed_on_intent else 'fallback'}: {decided.reason}{missing})"
 
 
 def caller_turns(call: CorpusCall, *, use_asr: bool = False, within_ms: int = CALLER_WINDOW_MS) -> list[str]:
     """The caller's turns that start in the window (cleaned; empty ones dropped)."""
     return caller_turn_texts(call, within_ms=within_ms, use_asr=use_asr)
+
+
+class _ReplayClock:
+    """Trio's clock, moved forward when the replay skips the silence after the past caller's last turn."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def now(self) -> float:
+        return trio.current_time() + self.skipped
+
+    def skip_to(self, moment: float) -> None:
+        self.skipped += max(0.0, moment - self.now())
 
 
 @dataclass
@@ -128,6 +148,16 @@ class _Replay:
                     if not await self.flush():
                         return
 
+    async def until_budget(self, clock: _ReplayClock) -> None:
+        """The caller says nothing more: the machine's budget (and any extension it grants) runs out."""
+        for _ in range(MAX_BUDGET_WAKES):
+            if self.decided or not self.machine.triage_open:
+                return
+            clock.skip_to(self.machine.budget_deadline)
+            self.handle(ev.TimerFired())
+            if not self.decided and await self.flush():
+                await self.until_quiet()
+
     def on_tool_call(self, call: ToolCallReady) -> None:
         interpreted = interpret_tool_call(self.config, call.name, call.arguments_json, call.call_id)
         if isinstance(interpreted, ToolRejected):
@@ -152,7 +182,8 @@ async def replay_call(connector: EngineConnector, config: RoutingConfig, flow: C
     """Replay one past call; never raises for an engine that fails (the outcome says what happened)."""
     turns = caller_turns(call, use_asr=use_asr)
     call_sid = "CA" + hashlib.sha256(call.call_id.encode()).hexdigest()[:32]
-    machine = flow.start_call(call_sid)
+    clock = _ReplayClock()
+    machine = flow.start_call(call_sid, clock=clock.now)
     problem = None
     started: float | None = None
     decided_at: float | None = None
@@ -189,17 +220,22 @@ async def replay_call(connector: EngineConnector, config: RoutingConfig, flow: C
                         break
                 if replay.decided:
                     decided_at = time.perf_counter()
+                elif problem is None:
+                    await replay.until_budget(clock)
                 nursery.cancel_scope.cancel()
     except EngineUnavailable as unavailable:
         problem = f"engine unavailable: {unavailable.reason}"
     finally:
         flow.dispose(machine)
     proposal = replay.proposal if replay is not None else None
+    if decided_at is not None and started is not None:
+        decide_ms: float | None = (decided_at - started) * 1000
+    else:  # decided at the budget (or not at all): the call's own clock says when
+        decide_ms = machine.decision.decided_after_s * 1000 if machine.decision is not None else None
     return ReplayOutcome(
         call.call_id, " ".join(turns), machine.decision,
         proposal[0] if proposal else None, proposal[1] if proposal else None,
-        (decided_at - started) * 1000 if decided_at is not None and started is not None else None,
-        problem, sent,
+        decide_ms, problem, sent,
     )
 
 
@@ -210,7 +246,7 @@ async def replay_calls(connector: EngineConnector, config: RoutingConfig, calls:
     take text (`capabilities.text_input`)."""
     if not connector.capabilities.text_input:
         raise ValueError(f"the {connector.name} engine takes no text input: past calls cannot be replayed on it")
-    flow = CallFlow(config.triage_policy(), trio.current_time)
+    flow = call_flow(config)
     outcomes: list[ReplayOutcome | None] = [None] * len(calls)
     limit = trio.CapacityLimiter(max(1, concurrency))
 

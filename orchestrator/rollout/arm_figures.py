@@ -9,7 +9,8 @@ is judged by where it finally went), checked in this order:
     legacy            its arm is `legacy`: the old path answered it, the AI never triaged it
     in_progress       its last pass has no outcome yet and opened less than UNSETTLED_GRACE_S (120 s) ago
     abandoned         the caller hung up before a decision (outcome `abandoned`, no decision, no fault)
-    fallback          the AI could not do its job: reason `engine_failed` or `budget_expired`; or no
+    fallback          the AI could not do its job: reason `engine_failed` or `budget_expired` on a route
+                      that no trusted intent chose (`machines.decision_failed`); or no
                       decision and an internal error ended the pass; or no decision and no outcome long
                       after it opened (its session never ran or died). The brake's reading of a failed pass
                       (`machines/rollout.py`), so the report and the brake agree.
@@ -34,7 +35,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from machines import ABANDONED, FAILURE_REASONS, UNSETTLED_GRACE_S, Arm, RouteKind
+from machines import ABANDONED, UNSETTLED_GRACE_S, Arm, RouteKind, decision_failed
 from orchestrator.store import CallRecord, PassRecord
 
 # Realtime's price per minute of connected audio is the operator's to set; this is only the default.
@@ -148,7 +149,7 @@ def _pass_category(last: PassRecord, *, now: float, stale_after_s: float) -> str
         if last.outcome.outcome == ABANDONED and last.outcome.faults == 0:
             return "abandoned"
         return "fallback"
-    if decision.reason in FAILURE_REASONS:
+    if decision_failed(decision.reason, routed_on_intent=decision.routed_on_intent):
         return "fallback"
     # A route kind this code does not know is still a call handed on: counted as a transfer to a number.
     return _CATEGORY_OF_ROUTE_KIND.get(decision.route_kind, "handed_to_number")

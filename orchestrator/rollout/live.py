@@ -186,6 +186,7 @@ def finished_passes(records: Iterable[CallRecord], *, since: float) -> list[Fini
                     faults=0 if outcome is None else outcome.faults,
                     answered=entry.answered_route is not None,
                     shut_down=outcome is not None and any(SHUTDOWN_NOTE in note for note in outcome.notes),
+                    routed_on_intent=entry.decision is not None and entry.decision.routed_on_intent,
                 )
             )
     return found

@@ -34,7 +34,7 @@ from orchestrator.server.call_parameters import (
     pass_number,
 )
 from orchestrator.server.state import ServerState
-from orchestrator.store import TriagePass
+from orchestrator.store import TriagePass, store_error_kind
 
 log = structlog.get_logger("orchestrator.server.media_endpoint")
 
@@ -82,10 +82,12 @@ class MediaEndpoint:
         if opened is None:
             return
         start, triage_pass = opened
-        history = CallHistory(
-            entry_node=triage_pass.entry_node,
-            visited_nodes=await state.store.visited_nodes(triage_pass.call_sid),
-        )
+        try:
+            visited_nodes = await state.store.visited_nodes(triage_pass.call_sid)
+        except Exception as error:
+            await self._store_failed(socket, triage_pass.call_sid, error)
+            return
+        history = CallHistory(entry_node=triage_pass.entry_node, visited_nodes=visited_nodes)
         parameters = start.start.custom_parameters
         deps = state.session_deps(parameters.get(ENGINE_PARAMETER))
         language = known_language(state.config, parameters.get(LANGUAGE_PARAMETER), None)
@@ -97,6 +99,12 @@ class MediaEndpoint:
         finally:
             if state.sessions.get(key) is session:
                 del state.sessions[key]
+
+    async def _store_failed(self, socket: TwilioMediaSocket, call_sid: str, error: Exception) -> None:
+        """No triage without the pass and the call's history: the caller gets the fallback at /voice/after."""
+        self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
+        log.error("call store failed as the stream started: closing it", call_sid=call_sid, error=repr(error))
+        await socket.close(1011)
 
     async def _open_stream(self, socket: TwilioMediaSocket) -> tuple[StartMessage, TriagePass] | None:
         """Wait for `start` and match it to an open pass by its token; None (socket closed) otherwise."""
@@ -124,7 +132,11 @@ class MediaEndpoint:
         token = parameters.get(TOKEN_PARAMETER, "")
         triage_pass = None
         if number is not None and CALL_SID.fullmatch(call_sid):
-            triage_pass = await state.store.get_pass(call_sid, number)
+            try:
+                triage_pass = await state.store.get_pass(call_sid, number)
+            except Exception as error:
+                await self._store_failed(socket, call_sid, error)
+                return None
         if triage_pass is None or not secrets.compare_digest(token.encode(), triage_pass.token.encode()):
             state.metrics.signature_failures.labels("media_token").inc()
             log.warning("stream does not match an open triage pass; closing it", call_sid=call_sid)

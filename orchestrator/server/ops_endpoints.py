@@ -44,7 +44,7 @@ from orchestrator.rollout import (
 from orchestrator.server.ops_page import LiveCall, OpsSnapshot, ops_page
 from orchestrator.server.responses import forbidden
 from orchestrator.server.state import ServerState
-from orchestrator.store import FactValue
+from orchestrator.store import FactValue, store_error_kind
 from orchestrator.telemetry import mask_phone
 
 log = structlog.get_logger("orchestrator.ops")
@@ -295,7 +295,7 @@ class OpsEndpoints:
         try:
             updates = await self._merge_facts(call_sid, lambda facts: task_event_facts(facts, event_type, task_sid, at))
         except Exception as error:
-            self.state.metrics.store_errors.inc()
+            self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
             log.error("cannot record a TaskRouter event", call_sid=call_sid, error=repr(error))
             return _unavailable()
         if updates is None:
@@ -364,7 +364,7 @@ class OpsEndpoints:
         try:
             updates = await self._merge_facts(call_sid, lambda _: {"csat": score, "csat_comment": comment})
         except Exception as error:
-            self.state.metrics.store_errors.inc()
+            self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
             log.error("cannot record a CSAT score", call_sid=call_sid, error=repr(error))
             return _unavailable()
         if updates is None:
@@ -390,7 +390,7 @@ class OpsEndpoints:
         try:
             updates = await self._merge_facts(call_sid, lambda facts: call_status_facts(facts, status, duration))
         except Exception as error:
-            self.state.metrics.store_errors.inc()
+            self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
             log.error("cannot record a call status", call_sid=call_sid, error=repr(error))
             return _unavailable()
         result = "not_ours" if updates is None else "recorded" if updates else "unchanged"
@@ -442,13 +442,13 @@ class OpsEndpoints:
         try:
             setting = await self.state.store.get_setting(ROLLOUT_SETTING)
         except Exception as error:
-            self.state.metrics.store_errors.inc()
+            self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
             errors.append(f"rollout setting unreadable: {type(error).__name__}")
             setting = None
         try:
             figures, calls_read, truncated = await self._arm_figures(window, since, now)
         except Exception as error:
-            self.state.metrics.store_errors.inc()
+            self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
             errors.append(f"call records unreadable: {type(error).__name__}")
             figures, calls_read, truncated = [], 0, False
         return OpsSnapshot(

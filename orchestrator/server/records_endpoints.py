@@ -10,15 +10,18 @@ import os
 import secrets
 
 import orjson
+import structlog
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bridge.twilio import SIGNATURE_HEADER
 from orchestrator.server.responses import forbidden
 from orchestrator.server.state import ServerState
-from orchestrator.store import decision_to_json
+from orchestrator.store import decision_to_json, store_error_kind
 from orchestrator.telemetry import METRICS_CONTENT_TYPE, live_trio_tasks
+
+log = structlog.get_logger("orchestrator.server.records_endpoints")
 
 
 def record_routes(state: ServerState) -> list[Route]:
@@ -48,7 +51,10 @@ class RecordEndpoints:
         if not (self._bearer_ok(request) or self._signed_get(request)):
             self.state.metrics.signature_failures.labels("call_handoff").inc()
             return forbidden()
-        record = await self.state.store.call_record(request.path_params["call_sid"])
+        try:
+            record = await self.state.store.call_record(request.path_params["call_sid"])
+        except Exception as error:
+            return self._store_unavailable("handoff", error)
         decided = [p for p in (record.passes if record else ()) if p.decision is not None]
         if not decided:
             return JSONResponse({"error": "no handoff for this call"}, status_code=404)
@@ -65,10 +71,18 @@ class RecordEndpoints:
         if not self._signed_get(request):
             self.state.metrics.signature_failures.labels("call_record").inc()
             return forbidden()
-        record = await self.state.store.call_record(request.path_params["call_sid"])
+        try:
+            record = await self.state.store.call_record(request.path_params["call_sid"])
+        except Exception as error:
+            return self._store_unavailable("call record", error)
         if record is None:
             return JSONResponse({"error": "unknown call"}, status_code=404)
         return Response(orjson.dumps(record.to_json()), media_type="application/json")
+
+    def _store_unavailable(self, what: str, error: Exception) -> Response:
+        self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
+        log.error(f"cannot read the {what}: the call store failed", error=repr(error))
+        return PlainTextResponse("the call store is unavailable; try again", status_code=503)
 
     async def healthz(self, request: Request) -> Response:
         state = self.state

@@ -40,7 +40,7 @@ from orchestrator.server.call_parameters import (
 )
 from orchestrator.server.responses import forbidden, twiml_response
 from orchestrator.server.state import ServerState
-from orchestrator.store import PassOutcome
+from orchestrator.store import PassOutcome, store_error_kind
 from orchestrator.telemetry import mask_phone
 
 log = structlog.get_logger("orchestrator.server.voice_webhooks")
@@ -108,7 +108,7 @@ class VoiceWebhooks:
                 arm=Arm.AI,
             )
         except Exception as error:
-            state.metrics.store_errors.inc()
+            state.metrics.store_errors.labels(store_error_kind(error)).inc()
             bound.error("cannot open a triage pass: fallback route", error=repr(error))
             return await self._fallback(facts, "store_error")
         response = VoiceResponse()
@@ -153,7 +153,7 @@ class VoiceWebhooks:
             if isinstance(route, StudioRoute):
                 await state.store.record_visit(facts.call_sid, route.studio_node)
         except Exception as error:  # the record is lost, the caller still gets the legacy path
-            state.metrics.store_errors.inc()
+            state.metrics.store_errors.labels(store_error_kind(error)).inc()
             bound.error("cannot record the legacy call", error=repr(error))
         bound.info("legacy arm: the original path", studio_return=resume_flow_sid is not None)
         return twiml_response(twiml)
@@ -210,7 +210,7 @@ class VoiceWebhooks:
                 await state.store.record_visit(facts.call_sid, route.studio_node)
             await state.store.mark_answered(facts.call_sid, number, decision.route)
         except Exception as error:
-            state.metrics.store_errors.inc()
+            state.metrics.store_errors.labels(store_error_kind(error)).inc()
             log.error("answering the action URL failed: fallback route", call_sid=facts.call_sid, error=repr(error))
             return await self._fallback(facts, "error")
         state.metrics.after_answers.labels("decision").inc()
@@ -220,7 +220,7 @@ class VoiceWebhooks:
         try:
             await self.state.store.mark_answered(call_sid, number, self.state.config.triage.fallback_route)
         except Exception as error:
-            self.state.metrics.store_errors.inc()
+            self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
             log.error("cannot mark the fallback answered", call_sid=call_sid, error=repr(error))
 
     async def _check_brake(self) -> None:
@@ -236,7 +236,7 @@ class VoiceWebhooks:
         try:
             trip = await state.rollout.check_brake()
         except Exception as error:  # the brake must never break a call; the next pass tries again
-            state.metrics.store_errors.inc()
+            state.metrics.store_errors.labels(store_error_kind(error)).inc()
             log.error("cannot evaluate the rollout brake", error=repr(error))
             return
         if trip is not None:

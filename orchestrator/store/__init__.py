@@ -2,7 +2,13 @@
 
 `CallStore` is the interface; `open_call_store` opens the one `ORCHESTRATOR_STORE` names (SQLite or Redis).
 """
-from orchestrator.store.interface import CallStore, CallStoreError
+from orchestrator.store.interface import (
+    DEFAULT_OPERATION_TIMEOUT_S,
+    STORE_ERROR_KINDS,
+    CallStore,
+    CallStoreError,
+    store_error_kind,
+)
 from orchestrator.store.location import (
     describe_store_location,
     is_redis_location,
@@ -19,6 +25,8 @@ from orchestrator.store.records import (
 )
 
 __all__ = [
+    "DEFAULT_OPERATION_TIMEOUT_S",
+    "STORE_ERROR_KINDS",
     "CallRecord",
     "CallStore",
     "CallStoreError",
@@ -31,4 +39,5 @@ __all__ = [
     "is_redis_location",
     "open_call_store",
     "sqlite_path",
+    "store_error_kind",
 ]

@@ -14,6 +14,8 @@ import math
 import re
 from collections.abc import Mapping
 
+import trio
+
 from machines import DispatchDecision
 from orchestrator.store.records import CallRecord, FactValue, PassOutcome, TriagePass
 
@@ -22,8 +24,40 @@ log = logging.getLogger(__name__)
 _FACT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
+# Seconds one store operation may take before it gives up (CallStoreError of kind "timeout" or "locked"):
+# a store that hangs must not hang a call's TwiML. The action URL makes up to four operations in a row, all
+# well within the 15 s Twilio waits for a webhook's answer.
+DEFAULT_OPERATION_TIMEOUT_S = 2.0
+
+# What went wrong, as counted in /metrics (`store_errors_total{kind=…}`).
+STORE_ERROR_KINDS = ("timeout", "unavailable", "locked", "closed", "refused", "error")
+
+
 class CallStoreError(Exception):
-    """A store that cannot be opened or used; the message is one line naming the store and the problem."""
+    """A store that cannot be opened or used; the message is one line naming the store and the problem.
+    `kind` is one of STORE_ERROR_KINDS: timeout (the operation's time bound ran out), unavailable (no
+    connection), locked (another process holds the SQLite file's lock), closed (used after aclose),
+    refused (the store answered with an error), error (anything else)."""
+
+    def __init__(self, message: str, *, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind if kind in STORE_ERROR_KINDS else "error"
+
+
+def store_error_kind(error: BaseException) -> str:
+    """The kind of a failure met while using a store, for counting: a CallStoreError's own, "timeout" for a
+    caller's own time bound (trio.TooSlowError), else "error"."""
+    if isinstance(error, CallStoreError):
+        return error.kind
+    return "timeout" if isinstance(error, trio.TooSlowError) else "error"
+
+
+def check_operation_timeout(seconds: object) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+        math.isfinite(seconds) and seconds > 0
+    ):
+        raise ValueError(f"operation_timeout_s must be a positive number of seconds, got {seconds!r}")
+    return float(seconds)
 
 
 def check_text(name: str, value: object) -> None:
@@ -102,7 +136,9 @@ def check_pass_key(call_sid: object, number: object) -> None:
 
 
 class CallStore(abc.ABC):
-    """Where triage passes, decisions, outcomes and visited nodes are kept. Usable under Trio."""
+    """Where triage passes, decisions, outcomes and visited nodes are kept. Usable under Trio. An operation
+    that cannot finish within the store's time bound (DEFAULT_OPERATION_TIMEOUT_S unless opened with
+    another) raises CallStoreError instead of waiting on."""
 
     @abc.abstractmethod
     async def open_pass(

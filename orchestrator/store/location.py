@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.config import ENV_PREFIX, ConfigError
-from orchestrator.store.interface import CallStore
+from orchestrator.store.interface import DEFAULT_OPERATION_TIMEOUT_S, CallStore
 from orchestrator.store.sqlite_store import SqliteCallStore
 
 if TYPE_CHECKING:
@@ -29,16 +29,25 @@ def is_redis_location(location: str) -> bool:
     return _REDIS_URL.match(location) is not None
 
 
-async def open_call_store(location: str, *, data_dir: Path, retention_seconds: float) -> CallStore:
-    """The store `location` names (see the module doc). ConfigError (one line, blamed on $ORCHESTRATOR_STORE)
-    when the location cannot be read; CallStoreError when the store it names cannot be opened or reached."""
+async def open_call_store(
+    location: str,
+    *,
+    data_dir: Path,
+    retention_seconds: float,
+    operation_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S,
+) -> CallStore:
+    """The store `location` names (see the module doc), each of its operations bounded by
+    `operation_timeout_s`. ConfigError (one line, blamed on $ORCHESTRATOR_STORE) when the location cannot
+    be read; CallStoreError when the store it names cannot be opened or reached."""
     if is_redis_location(location):
-        # Imported here: a server on SQLite (and the commands that only read SQLite) never loads redis-py.
+        # Imported here: a server on SQLite (and the commands that only read SQLite) never loads coredis.
         from orchestrator.store.redis_store import RedisCallStore
 
         _check_redis_url(location)
-        return await RedisCallStore.open(location, retention_seconds=retention_seconds)
-    return await SqliteCallStore.open(sqlite_path(location, data_dir=data_dir))
+        return await RedisCallStore.open(
+            location, retention_seconds=retention_seconds, operation_timeout_s=operation_timeout_s
+        )
+    return await SqliteCallStore.open(sqlite_path(location, data_dir=data_dir), operation_timeout_s=operation_timeout_s)
 
 
 def sqlite_path(location: str, *, data_dir: Path) -> Path:

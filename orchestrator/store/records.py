@@ -19,7 +19,7 @@ _DECISION_KEYS = frozenset(
     {
         "route", "route_kind", "reason", "intent", "confidence",
         "summary", "captured", "proposed_route", "decided_after_s",
-        "missing_fields", "unconfirmed_fields",
+        "missing_fields", "unconfirmed_fields", "routed_on_intent",
     }
 )
 _OUTCOME_KEYS = frozenset({"outcome", "state_path", "faults", "notes", "engine_seconds"})
@@ -106,6 +106,7 @@ def decision_to_json(decision: DispatchDecision) -> dict:
         "decided_after_s": decision.decided_after_s,
         "missing_fields": list(decision.missing_fields),
         "unconfirmed_fields": list(decision.unconfirmed_fields),
+        "routed_on_intent": decision.routed_on_intent,
     }
 
 
@@ -143,7 +144,16 @@ def decision_from_json(data: dict) -> DispatchDecision:
         decided_after_s=_number(data, "decided_after_s", default=0.0),
         missing_fields=_names(data, "missing_fields"),
         unconfirmed_fields=_names(data, "unconfirmed_fields"),
+        routed_on_intent=_flag(data, "routed_on_intent"),
     )
+
+
+def _flag(data: dict, key: str) -> bool:
+    """A true/false key; absent (False) in decisions stored before the key existed."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key!r} must be true or false")
+    return value
 
 
 def _names(data: dict, key: str) -> tuple[str, ...]:

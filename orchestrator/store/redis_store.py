@@ -18,9 +18,15 @@ the two indexes are trimmed to the retention window as the writes go. One call i
 never comes back half expired. The indexes are global keys, so this needs one Redis (with replicas or
 Sentinel if wanted), not Redis Cluster.
 
-redis-py's asyncio client does not run under Trio, so the synchronous client runs in worker threads,
-at most as many at once as the connection pool holds. Sockets time out after 1 s and a dropped
-connection is retried once, so a Redis that is down gives CallStoreError in about a second or two.
+The client is coredis, async on anyio and so native to Trio: no worker threads, and many calls' commands
+share (pipeline on) a few connections. Every operation has a time bound (`operation_timeout_s`, 2 s by
+default): a Redis that is slow or gone gives CallStoreError within it (kind "timeout" or "unavailable"),
+never a hung webhook. The operation itself runs in a task of the store's own and is left to finish there
+(bounded by coredis's own timeouts), so a caller that stops waiting never cancels coredis mid-operation:
+cancelled while a pipeline held its connection, coredis was seen to keep timing out after Redis came back,
+and its pool's wait for a connection leaves a stale waiter behind when cancelled. A dropped
+connection (a Redis restart leaves dead pooled sockets) is retried once; a timeout is not, since the script
+may have run and running it again would open a second pass.
 """
 from __future__ import annotations
 
@@ -29,25 +35,29 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis
+import coredis
+import outcome
 import trio
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import RedisError, ResponseError
+from coredis.retry import ConstantRetryPolicy
+from coredis.tokens import PureToken
 
 from machines import DispatchDecision
 from orchestrator.store.interface import (
+    DEFAULT_OPERATION_TIMEOUT_S,
     CallStore,
     CallStoreError,
     check_call_facts,
     check_calls_since,
     check_open_pass,
+    check_operation_timeout,
     check_pass_key,
     check_setting,
     check_text,
@@ -66,19 +76,25 @@ from orchestrator.store.records import (
 )
 
 log = logging.getLogger(__name__)
+# Every coredis failure reaches the store as an exception and is logged once, by whoever meets it, with the
+# URL's password masked; coredis's own lines repeat each one (a traceback per reconnect attempt while Redis
+# is down, a line per retry), so only its critical ones are let through.
+logging.getLogger("coredis").setLevel(logging.CRITICAL)
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_KEY_PREFIX = "orchestrator:"
-POOL_SIZE = 16
-SOCKET_TIMEOUT_S = 1.0
+POOL_SIZE = 16  # connections; each carries many calls' commands at once
+CONNECT_TIMEOUT_S = 1.0
+# coredis's bound on an answer (and on the wait for a pooled connection): what an operation whose caller
+# has stopped waiting may still take in the background.
+ANSWER_TIMEOUT_S = 10.0
 MINIMUM_VERSION = (6, 2)  # ZADD GT/LT
 MAX_TTL_MS = 100 * 365 * 86400 * 1000  # a longer retention is forever in practice, and past Redis's limit
 _PAGE = 500  # calls read (or purged) per round trip
-# URL query options passed on to redis-py (its own parsers read them); `ssl_*` ones are rediss:// options.
-_CONNECTION_OPTIONS = frozenset(
-    {"db", "socket_timeout", "socket_connect_timeout", "socket_keepalive", "max_connections",
-     "health_check_interval", "protocol", "client_name"}
-)
+# URL query options passed on to coredis (its own parser reads them), and the rediss:// (TLS) ones.
+_CONNECTION_OPTIONS = frozenset({"db", "stream_timeout", "connect_timeout", "max_connections", "max_idle_time",
+                                 "client_name"})
+_TLS_OPTIONS = frozenset({"ssl_keyfile", "ssl_certfile", "ssl_check_hostname", "ssl_ca_certs", "ssl_cert_reqs"})
 _PASS_FIELDS = ("token", "caller", "called", "account_sid", "entry_node", "arm", "opened_at")
 
 T = TypeVar("T")
@@ -162,17 +178,27 @@ end
 return gone
 """
 
+# The whole hash of each key, as flat field/value lists: a page of records in one command, so no connection
+# is held across round trips (as a pipeline would; see the module doc).
+_HGETALL_EACH = """
+local records = {}
+for i, key in ipairs(KEYS) do
+  records[i] = redis.call('HGETALL', key)
+end
+return records
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class RedisLocation:
-    url: str  # for redis-py: the given URL without our own options
+    url: str  # for coredis: the given URL without our own options
     key_prefix: str
     shown: str  # the URL with its password masked, for messages and announcements
 
 
 def parse_redis_url(url: str) -> RedisLocation:
-    """`redis://[user:password@]host[:port][/db][?key_prefix=…&socket_timeout=…]`, `rediss://…` (TLS) or
-    `unix:///path/to/redis.sock[?db=…]`. ValueError (one line) when redis-py could not use it."""
+    """`redis://[user:password@]host[:port][/db][?key_prefix=…&connect_timeout=…]`, `rediss://…` (TLS) or
+    `unix:///path/to/redis.sock[?db=…]`. ValueError (one line) when coredis could not use it."""
     if not isinstance(url, str):
         raise ValueError(f"a Redis URL must be text, got {type(url).__name__}")
     try:
@@ -202,10 +228,11 @@ def parse_redis_url(url: str) -> RedisLocation:
             if not value or any(char.isspace() for char in value):
                 raise ValueError(f"{shown}: key_prefix must be non-empty text without spaces")
             key_prefix = value
-        elif name in _CONNECTION_OPTIONS or (parts.scheme == "rediss" and name.startswith("ssl_")):
+        elif name in _CONNECTION_OPTIONS or (parts.scheme == "rediss" and name in _TLS_OPTIONS):
             options.append((name, value))
         else:
-            raise ValueError(f"{shown}: unknown option {name!r} (known: key_prefix, {', '.join(sorted(_CONNECTION_OPTIONS))})")
+            known = sorted(_CONNECTION_OPTIONS | (_TLS_OPTIONS if parts.scheme == "rediss" else frozenset()))
+            raise ValueError(f"{shown}: unknown option {name!r} (known: key_prefix, {', '.join(known)})")
     return RedisLocation(urlunsplit(parts._replace(query=urlencode(options))), key_prefix, shown)
 
 
@@ -226,15 +253,25 @@ class RedisCallStore(CallStore):
     """Every call's record on one Redis, shared by all the instances that open the same URL and prefix."""
 
     def __init__(
-        self, client: redis.Redis, location: RedisLocation, retention_seconds: float, clock: Callable[[], float]
+        self,
+        client: coredis.Redis[str],
+        location: RedisLocation,
+        retention_seconds: float,
+        clock: Callable[[], float],
+        operation_timeout_s: float,
     ) -> None:
-        # Use `await RedisCallStore.open(url, retention_seconds=…)`: it checks that Redis answers.
+        # Use `await RedisCallStore.open(url, retention_seconds=…)`: it enters the client and checks that
+        # Redis answers.
         self._client = client
         self._location = location
         self._retention_s = float(retention_seconds)
         self._ttl_ms = min(max(1, math.ceil(retention_seconds * 1000)), MAX_TTL_MS)
         self._clock = clock
-        self._limiter = trio.CapacityLimiter(client.connection_pool.max_connections)
+        self._operation_timeout_s = operation_timeout_s
+        # The client's connection tasks, and the operations (see the module doc), live in task groups entered
+        # by `open` and left by `aclose`.
+        self._client_context = AsyncExitStack()
+        self._operations: trio.Nursery | None = None
         self._closed = False
         prefix = location.key_prefix
         self._calls_key = prefix + "calls"
@@ -244,39 +281,55 @@ class RedisCallStore(CallStore):
         self._set_once_script = client.register_script(_SET_ONCE)
         self._touch_script = client.register_script(_TOUCH_CALL)
         self._purge_script = client.register_script(_PURGE)
+        self._hgetall_each_script = client.register_script(_HGETALL_EACH)
 
     @classmethod
     async def open(
-        cls, url: str, *, retention_seconds: float, clock: Callable[[], float] = time.time
+        cls,
+        url: str,
+        *,
+        retention_seconds: float,
+        clock: Callable[[], float] = time.time,
+        operation_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S,
     ) -> RedisCallStore:
+        """The store, with its client entered: leave it with `aclose` (or `async with`) in the same task."""
         if isinstance(retention_seconds, bool) or not isinstance(retention_seconds, (int, float)) or not (
             math.isfinite(retention_seconds) and retention_seconds > 0
         ):
             raise ValueError(f"retention_seconds must be a positive number, got {retention_seconds!r}")
+        timeout_s = check_operation_timeout(operation_timeout_s)
         try:
             location = parse_redis_url(url)
         except ValueError as exc:
             raise CallStoreError(f"call store {exc}") from None
         try:
-            pool = redis.ConnectionPool.from_url(
-                location.url,
+            client: coredis.Redis[str] = coredis.Redis(
                 decode_responses=True,
-                max_connections=POOL_SIZE,
-                socket_timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                # Once, and only when the connection broke (a Redis restart leaves dead pooled sockets); not
-                # on a timeout, where the script may have run and running it again would open a second pass.
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                # Once, and only when the connection broke; not on a timeout (see the module doc).
+                retry_policy=ConstantRetryPolicy((RedisConnectionError,), retries=1, delay=0),
+                connection_pool=coredis.ConnectionPool.from_url(
+                    location.url,
+                    decode_components=True,
+                    decode_responses=True,
+                    max_connections=POOL_SIZE,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    stream_timeout=ANSWER_TIMEOUT_S,
+                ),
+                pool_timeout=ANSWER_TIMEOUT_S,
             )
-        except (ValueError, TypeError) as exc:  # an option's value redis-py cannot read
+        except (ValueError, TypeError) as exc:  # an option's value coredis cannot read
             raise CallStoreError(f"call store {location.shown}: {exc}") from None
-        store = cls(redis.Redis(connection_pool=pool), location, retention_seconds, clock)
+        store = cls(client, location, retention_seconds, clock, timeout_s)
         try:
-            version = await store._run("reach Redis", lambda: store._client.info("server").get("redis_version", ""))
+            await store._client_context.enter_async_context(client)
+            store._operations = await store._client_context.enter_async_context(trio.open_nursery())
+            info = await store._run("reach Redis", lambda: client.info("server"))
+            version = str(info.get("redis_version", ""))
             if _version(version) < MINIMUM_VERSION:
                 raise CallStoreError(
                     f"call store {location.shown}: needs Redis {'.'.join(map(str, MINIMUM_VERSION))} or newer,"
-                    f" this one is {version or 'of unknown version'}"
+                    f" this one is {version or 'of unknown version'}",
+                    kind="refused",
                 )
         except BaseException:
             await store.aclose()
@@ -422,7 +475,7 @@ class RedisCallStore(CallStore):
 
     async def put_setting(self, name: str, value: dict) -> None:
         stored_json = check_setting(name, value)
-        await self._run("write a setting", lambda: self._client.hset(self._settings_key, name, stored_json))
+        await self._run("write a setting", lambda: self._client.hset(self._settings_key, {name: stored_json}))
 
     async def purge_older_than(self, seconds: float) -> int:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
@@ -430,8 +483,8 @@ class RedisCallStore(CallStore):
         cutoff = float(self._clock()) - seconds
         gone = 0
         while True:
-            sids = await self._run("purge old calls", lambda: self._client.zrangebyscore(
-                self._calls_key, "-inf", f"({cutoff!r}", start=0, num=_PAGE
+            sids = await self._run("purge old calls", lambda: self._client.zrange(
+                self._calls_key, "-inf", f"({cutoff!r}", sortby=PureToken.BYSCORE, offset=0, count=_PAGE
             ))
             if not sids:
                 return gone
@@ -443,21 +496,48 @@ class RedisCallStore(CallStore):
         if self._closed:
             return
         self._closed = True
-        await trio.to_thread.run_sync(self._client.connection_pool.disconnect)
+        if self._operations is not None:
+            self._operations.cancel_scope.cancel()  # what no caller waits for any more
+        await self._client_context.aclose()
 
     # -- plumbing --------------------------------------------------------------------------------
 
     def _call_key(self, call_sid: str) -> str:
         return f"{self._location.key_prefix}call:{call_sid}"
 
-    async def _run(self, what: str, operation: Callable[[], T]) -> T:
-        if self._closed:
-            raise CallStoreError(f"call store {self._location.shown}: cannot {what}, the store is closed")
-        try:
-            return await trio.to_thread.run_sync(operation, limiter=self._limiter)
-        except (RedisError, UnicodeDecodeError) as exc:
-            problem = " ".join(str(exc).split()) or type(exc).__name__
-            raise CallStoreError(f"call store {self._location.shown}: cannot {what}: {problem}") from exc
+    async def _run(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """The operation's result, within its time bound; CallStoreError (with its kind) otherwise."""
+        shown = self._location.shown
+        if self._closed or self._operations is None:
+            raise CallStoreError(f"call store {shown}: cannot {what}, the store is closed", kind="closed")
+        finished: list[outcome.Outcome[T]] = []
+        done = trio.Event()
+
+        async def run() -> None:
+            try:
+                finished.append(outcome.Value(await operation()))
+            except Exception as error:
+                finished.append(outcome.Error(error))
+            finally:
+                done.set()
+
+        self._operations.start_soon(run)
+        with trio.move_on_after(self._operation_timeout_s):
+            await done.wait()
+        if finished:
+            try:
+                return finished[0].unwrap()
+            except RedisConnectionError as exc:
+                raise CallStoreError(f"call store {shown}: cannot {what}: {_one_line(exc)}", kind="unavailable") from exc
+            except ResponseError as exc:
+                raise CallStoreError(f"call store {shown}: cannot {what}: {_one_line(exc)}", kind="refused") from exc
+            except TimeoutError as exc:  # a stream_timeout or connect_timeout of the URL's, shorter than ours
+                raise CallStoreError(f"call store {shown}: cannot {what}: {_one_line(exc)}", kind="timeout") from exc
+            except (RedisError, UnicodeDecodeError) as exc:
+                raise CallStoreError(f"call store {shown}: cannot {what}: {_one_line(exc)}") from exc
+        raise CallStoreError(
+            f"call store {shown}: cannot {what}: no answer within {self._operation_timeout_s:g} s", kind="timeout"
+        )
 
     async def _set_once(
         self, what: str, call_sid: str, number: int, guarded: str, fields: dict[str, str]
@@ -467,7 +547,7 @@ class RedisCallStore(CallStore):
             keys=[self._call_key(call_sid)], args=[_pass_prefix(number), guarded, self._ttl_ms, *_pairs(fields)]
         ))
         if answer[0] == 0:
-            raise CallStoreError(f"call store {self._location.shown}: no pass {number} for {call_sid}")
+            raise CallStoreError(f"call store {self._location.shown}: no pass {number} for {call_sid}", kind="refused")
         return None if answer[0] == 1 else answer[1]
 
     async def _touch(self, what: str, call_sid: str, fields: dict[str, str]) -> None:
@@ -477,13 +557,15 @@ class RedisCallStore(CallStore):
             args=[call_sid, repr(now), self._ttl_ms, repr(now - self._retention_s), *_pairs(fields)],
         ))
 
-    def _page_of_calls(self, newest_score: float, offset: int, count: int) -> tuple[list[str], list[dict]]:
-        # In the worker thread: the CallSids, then their records in one round trip.
-        sids = self._client.zrangebyscore(self._recent_key, "-inf", repr(newest_score), start=offset, num=count)
-        pipeline = self._client.pipeline(transaction=False)
-        for sid in sids:
-            pipeline.hgetall(self._call_key(sid))
-        return sids, pipeline.execute() if sids else []
+    async def _page_of_calls(self, newest_score: float, offset: int, count: int) -> tuple[list[str], list[dict]]:
+        # The CallSids, then their records in one round trip.
+        sids = list(await self._client.zrange(
+            self._recent_key, "-inf", repr(newest_score), sortby=PureToken.BYSCORE, offset=offset, count=count
+        ))
+        if not sids:
+            return sids, []
+        records = await self._hgetall_each_script(keys=[self._call_key(sid) for sid in sids], args=[])
+        return sids, [dict(zip(fields[::2], fields[1::2])) for fields in records]
 
     def _triage_pass(self, call_sid: str, number: int, fields: Mapping[str, str | None]) -> TriagePass | None:
         if fields.get("token") is None:
@@ -541,6 +623,10 @@ class RedisCallStore(CallStore):
             answered_route=fields.get("answered_route"),
             decided_at=_optional_float(fields, "decided_at", call_sid, number),
         )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _pass_prefix(number: int) -> str:

@@ -17,11 +17,13 @@ import trio
 
 from machines import DispatchDecision
 from orchestrator.store.interface import (
+    DEFAULT_OPERATION_TIMEOUT_S,
     CallStore,
     CallStoreError,
     check_call_facts,
     check_calls_since,
     check_open_pass,
+    check_operation_timeout,
     check_pass_key,
     check_setting,
     check_text,
@@ -43,10 +45,10 @@ log = logging.getLogger(__name__)
 
 # Bump when the schema changes; a file with a newer version is refused instead of misread.
 SCHEMA_VERSION = 2
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = 5000  # while opening (in a worker thread)
 # Operations run in the event loop's thread, where SQLite's own busy wait (a sleep in C while another
 # process, e.g. another worker, holds the write lock) would stall every call of this worker: there the
-# busy timeout is 0 and a locked database is retried after these pauses, until BUSY_TIMEOUT_MS.
+# busy timeout is 0 and a locked database is retried after these pauses, until the operation's time bound.
 _LOCKED_RETRY_PAUSES_S = (0.0005, 0.001, 0.002, 0.005, 0.01)
 _SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 MEMORY = ":memory:"
@@ -114,20 +116,29 @@ class SqliteCallStore(CallStore):
     """One SQLite file (or `":memory:"`) on one connection; each operation is one transaction, run
     synchronously in the event loop thread (so operations never interleave)."""
 
-    def __init__(self, connection: sqlite3.Connection, location: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, location: str, clock: Callable[[], float], operation_timeout_s: float
+    ) -> None:
         # Use `await SqliteCallStore.open(path)`: it creates the schema and fails early on a bad file.
         self._connection: sqlite3.Connection | None = connection
         self._location = location
         self._clock = clock
+        self._operation_timeout_s = operation_timeout_s
         self._closed = False
 
     @classmethod
     async def open(
-        cls, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        operation_timeout_s: float = DEFAULT_OPERATION_TIMEOUT_S,
     ) -> SqliteCallStore:
+        """`operation_timeout_s`: how long an operation waits for a lock another process holds."""
+        timeout_s = check_operation_timeout(operation_timeout_s)
         location = os.fsdecode(path)
         connection = await trio.to_thread.run_sync(_connect, location)
-        return cls(connection, location, clock)
+        return cls(connection, location, clock, timeout_s)
 
     async def __aenter__(self) -> SqliteCallStore:
         return self
@@ -371,25 +382,28 @@ class SqliteCallStore(CallStore):
 
     async def _run(self, what: str, operation: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
         if self._closed:
-            raise CallStoreError(f"call store {self._location}: cannot {what}, the store is closed")
+            raise CallStoreError(f"call store {self._location}: cannot {what}, the store is closed", kind="closed")
         # In the event loop's own thread, not a worker: one operation is ~50 µs (WAL, synchronous=NORMAL,
         # no fsync per commit), while a thread hop costs ~100 µs idle and tens of ms when the loop is
         # busy and holds the GIL, which is exactly when calls pile up (measured: 200 concurrent calls).
         await trio.lowlevel.checkpoint()
-        give_up_at = trio.current_time() + BUSY_TIMEOUT_MS / 1000
+        give_up_at = trio.current_time() + self._operation_timeout_s
         pauses = iter(_LOCKED_RETRY_PAUSES_S)
         while True:
             try:
                 return self._transaction(what, operation, write)
             except _DatabaseLocked as locked:
                 if trio.current_time() >= give_up_at:
-                    raise CallStoreError(f"call store {self._location}: cannot {what}: {locked}") from None
+                    raise CallStoreError(
+                        f"call store {self._location}: cannot {what}: {locked} (for {self._operation_timeout_s:g} s)",
+                        kind="locked",
+                    ) from None
                 await trio.sleep(next(pauses, _LOCKED_RETRY_PAUSES_S[-1]))
 
     def _transaction(self, what: str, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
         connection = self._connection
         if connection is None:
-            raise CallStoreError(f"call store {self._location}: cannot {what}, the store is closed")
+            raise CallStoreError(f"call store {self._location}: cannot {what}, the store is closed", kind="closed")
         try:
             # IMMEDIATE takes the write lock up front, so pass numbers stay atomic across processes too.
             connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")

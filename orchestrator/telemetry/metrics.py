@@ -77,7 +77,10 @@ class ServerMetrics:
             "signature_failures", "Requests refused for a bad X-Twilio-Signature, by endpoint", ["endpoint"],
             registry=registry,
         )
-        self.store_errors = Counter("store_errors", "Call store operations that failed", registry=registry)
+        self.store_errors = Counter(
+            "store_errors", "Call store operations that failed, by kind (timeout, unavailable, locked, closed, "
+            "refused, error)", ["kind"], registry=registry,
+        )
         self.rollout_calls = Counter(
             "rollout_calls", "Calls at the voice webhook, by the rollout arm they were assigned", ["arm"],
             registry=registry,

@@ -89,6 +89,7 @@ class Move:
     gives: tuple[str, ...] = ()  # detail kinds this move gives
     declines: tuple[str, ...] = ()  # detail kinds asked for and refused or not known
     states_need: bool = False
+    confirms: bool = False  # a yes to a read-back or to the caller-ID question
     answers: bool = True  # False: the question is still open (a menu key pressed at the greeting)
 
     @property
@@ -268,9 +269,9 @@ class PersonaMind:
         heard_digits = spoken_digits(text)
         numbers = [detail for detail in self.persona.details if detail.digits and not detail.withheld]
         if len(heard_digits) < MIN_READ_BACK_DIGITS or not numbers:
-            return Move(say="Yes, that's right.")
+            return Move(say="Yes, that's right.", confirms=True)
         if any(_same_number(heard_digits, detail.digits or "") for detail in numbers):
-            return Move(say="Yes, that's right.")
+            return Move(say="Yes, that's right.", confirms=True)
         last_given = self.last_move.gives if self.last_move else ()
         wrong = next((detail for detail in numbers if detail.kind in last_given), numbers[0])
         return Move(say=f"No, it's {wrong.say}.", gives=(wrong.kind,))
@@ -279,7 +280,7 @@ class PersonaMind:
         phone = self.persona.detail("phone")
         caller_digits = re.sub(r"\D", "", self.persona.caller.caller_id)
         if phone is None or phone.withheld or (phone.digits and _same_number(caller_digits, phone.digits)):
-            return Move(say="Yes, that's fine.")
+            return Move(say="Yes, that's fine.", confirms=True)
         return Move(say=f"No, it's better to call me on {phone.say}.", gives=("phone",))
 
     # ------------------------------------------------------------------ helpers

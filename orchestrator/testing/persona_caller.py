@@ -63,6 +63,7 @@ class CallerTurn:
     declines: tuple[str, ...] = ()
     states_need: bool = False
     over_agent: bool = False  # started while the agent's line was still playing
+    confirms: bool = False  # a yes to a read-back or to the caller-ID question
 
 
 @dataclass
@@ -233,7 +234,8 @@ class PersonaCaller:
             steps.append(PressDigit(key))
         self.turns.append(
             CallerTurn(
-                trio.current_time(), move.say, move.keys, move.gives, move.declines, move.states_need, over_agent
+                trio.current_time(), move.say, move.keys, move.gives, move.declines, move.states_need, over_agent,
+                move.confirms,
             )
         )
         return steps

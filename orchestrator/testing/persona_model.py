@@ -11,8 +11,11 @@ audio: it hears turns with its own voice-activity detection on the audio the ser
 input transcript at the end), records what the caller gave (`record_details`, values as the persona file
 expects them), proposes the persona's intent (`propose_route`), says every line the server asks for word
 for word (the text in «» of the request's instructions, in the voice given), asks for missing details one
-at a time (each at most twice), and proposes again once it has them. Responses the server asks for carry
-its metadata, so lines are tagged as with the real model.
+at a time (each at most twice; a phone number or a date with the keypad offered), asks the caller-ID
+question for a number the server asks it to confirm, reads back what the config reads back and records the
+caller's yes (`confirmed`), and proposes again once it has them. Keys are not heard: what the caller types,
+the server takes. Responses the server asks for carry its metadata, so lines are tagged as with the real
+model.
 
 The scenario's steps are decided as the call goes (`Scenario.steps` is iterated once per connection), so the
 fake must serve one call at a time: the connection is `fake.last_session` when it starts.
@@ -56,6 +59,7 @@ __all__ = ["ModelBrief", "PersonaModel"]
 
 RECORD_DETAILS = "record_details"  # the tool names the server offers (orchestrator.engines.tools)
 PROPOSE_ROUTE = "propose_route"
+CONFIRMED = "confirmed"  # record_details' list of the fields the caller confirmed
 POLL_S = 0.04  # the model looks at what arrived this often (one append of caller audio)
 THINK_S = 0.3  # before it answers a caller turn
 VOICED_RMS = 300  # linear 16-bit RMS above which caller audio is speech
@@ -65,6 +69,7 @@ HEARD_LAG_S = 0.3  # a turn's start is detected this long at most after the call
 MAX_ASKS_PER_FIELD = 2
 _QUOTED_LINE = re.compile(r"«(.*?)»", re.DOTALL)
 _ASKED_FIELD = re.compile(r"^- (\w+):", re.MULTILINE)
+_CALLER_ID_FIELD = re.compile(r"^- (\w+):.*known from caller ID", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class ModelBrief:
     field_order: Sequence[str]  # the config's fields, in order
     ask_intent: str = "What can I help you with today?"
     language: str | None = None  # recorded with the caller's first words (multilingual configs)
+    read_backs: Mapping[str, str] = field(default_factory=dict)  # config field → its read-back of the value
+    caller_id_question: str = "Is the number you're calling from the best one to reach you?"
 
 
 class PersonaModel:
@@ -127,6 +134,9 @@ class _Conversation:
     to_ask: list[str] = field(default_factory=list)
     asks: Counter[str] = field(default_factory=Counter)
     declined: Counter[str] = field(default_factory=Counter)
+    to_confirm: set[str] = field(default_factory=set)  # caller-ID fields the server asked to confirm
+    confirming: str | None = None  # the field whose yes or no the caller is about to say
+    read_back_due: str | None = None  # a value just recorded, to read back next
     need_heard: bool = False
     proposed: bool = False
     propose_again: bool = False  # the system asked for details (or a clearer need): propose once answered
@@ -244,8 +254,19 @@ class _Conversation:
                 if kind in brief.fields:
                     self.declined[brief.fields[kind][0]] += 1
             self.need_heard = self.need_heard or turn.states_need
-        new = {name: value for name, value in details.items() if self.recorded.get(name) != value}
-        self.recorded.update(new)
+        new: dict[str, object] = {name: value for name, value in details.items() if self.recorded.get(name) != value}
+        self.recorded.update(details)
+        self.to_confirm.difference_update(details)
+        confirming, self.confirming = self.confirming, None
+        if confirming is not None and confirming not in details:
+            if any(turn.confirms for turn in turns):
+                new[CONFIRMED] = [confirming]
+                self.to_confirm.discard(confirming)
+            else:  # a no: ask for it (again)
+                self.to_confirm.discard(confirming)
+                self.recorded.pop(confirming, None)
+                self.to_ask = [confirming, *(name for name in self.to_ask if name != confirming)]
+        self.read_back_due = next((name for name in new if name in brief.read_backs and name != confirming), None)
         calls: list[Speech | FunctionCall] = []
         if new:
             calls.append(FunctionCall(RECORD_DETAILS, new))
@@ -265,12 +286,18 @@ class _Conversation:
             return Respond(() if self.decided or self.awaiting else self._next_outputs())
         asked = _ASKED_FIELD.findall(request.instructions or "")
         if asked:
-            self.to_ask = [name for name in self.model.brief.field_order if name in asked]
+            self.to_confirm = set(_CALLER_ID_FIELD.findall(request.instructions or ""))
+            # As the instructions list them: a caller-ID number to confirm after what is missing.
+            self.to_ask = sorted((n for n in self.model.brief.field_order if n in asked), key=self.to_confirm.__contains__)
         words = " ".join(line.group(1).split())
         question = self._next_question() if asked else None
         return Respond((self._speech(f"{words} {question}" if question else words),))
 
     def _next_outputs(self) -> tuple[Speech | FunctionCall, ...]:
+        if self.read_back_due is not None:
+            name, self.read_back_due = self.read_back_due, None
+            self.confirming, self.awaiting = name, True
+            return (self._speech(self.model.brief.read_backs[name]),)
         question = self._next_question()
         if question is not None:
             return (self._speech(question),)
@@ -284,6 +311,9 @@ class _Conversation:
     def _next_question(self) -> str | None:
         brief = self.model.brief
         for name in self.to_ask:
+            if name in self.to_confirm:  # known from caller ID: one question to confirm it
+                self.confirming, self.awaiting = name, True
+                return brief.caller_id_question
             done = name in self.recorded or self.declined[name] >= MAX_ASKS_PER_FIELD
             if done or self.asks[name] >= MAX_ASKS_PER_FIELD or name not in brief.questions:
                 continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -18,6 +19,7 @@ import orjson
 import pytest
 import trio
 import trio.testing
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.realtime import (
@@ -43,8 +45,7 @@ from bridge.openai_realtime.client import (
     audio_append_frame,
     open_realtime,
 )
-from bridge.websocket import connection as websocket_connection
-from bridge.websocket.byte_io import PlainSocketIO, StreamIO
+from bridge.websocket.byte_io import PlainSocketIO
 from orchestrator.testing.fake_realtime import (
     Drop,
     FakeRealtime,
@@ -87,11 +88,18 @@ def twilio_payload(index: int = 0) -> str:
 
 @asynccontextmanager
 async def connected(
-    scenario: Scenario | None = None, **settings: Any
+    scenario: Scenario | None = None, *, tls: bool = False, **settings: Any
 ) -> AsyncIterator[tuple[FakeRealtime, RealtimeConnection]]:
-    async with run_fake_realtime(scenario) as fake:
-        options = {"url": fake.url, "api_key": "sk-test", **settings}
-        async with open_realtime(RealtimeSettings(**options)) as realtime:
+    """Our client and the fake; `tls`: over wss:// with a test CA."""
+    serving, trusting = None, None
+    if tls:
+        ca = trustme.CA()
+        serving, trusting = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), ssl.create_default_context()
+        ca.issue_cert("localhost").configure_cert(serving)
+        ca.configure_trust(trusting)
+    async with run_fake_realtime(scenario, ssl_context=serving) as fake:
+        options = {"url": fake.url.replace("127.0.0.1", "localhost"), "api_key": "sk-test", **settings}
+        async with open_realtime(RealtimeSettings(**options), ssl_context=trusting) as realtime:
             yield fake, realtime
 
 
@@ -680,25 +688,21 @@ async def test_a_requested_response_echoes_its_metadata_and_a_vad_one_has_none()
 # --------------------------------------------------------------------------- the socket fast path
 
 
-def use_socket(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """"plain": a plain socket with the read reactor; "no reactor": the same without it; "stream": a Trio
-    stream, as TLS is (no reactor, and posts go out through a flusher task)."""
+def use_socket(kind: str, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """"plain": a plain socket with the read reactor; "no reactor": the same without it; "tls": wss://
+    (the same reactor, records opened in it). Returns whether the connection is to use TLS."""
     if kind == "no reactor":
         monkeypatch.setattr(PlainSocketIO, "set_fast_path", lambda self, on_readable: None)
-    elif kind == "stream":
-        monkeypatch.setattr(
-            websocket_connection, "PlainSocketIO",
-            lambda sock: StreamIO(trio.SocketStream(trio.socket.from_stdlib_socket(sock))),
-        )
+    return kind == "tls"
 
 
-@pytest.mark.parametrize("kind", ["plain", "no reactor", "stream"])
+@pytest.mark.parametrize("kind", ["plain", "no reactor", "tls"])
 async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas(kind: str, monkeypatch):
     """take_audio: paced deltas go to the consumer, in order with the other events (in the read reactor on a
-    plain socket; without one, inside receive()); transcript deltas (ignored) are dropped without waking the
+    plain or TLS socket; without one, inside receive()); transcript deltas (ignored) are dropped without waking the
     receiver; everything else comes from events() in order."""
-    use_socket(kind, monkeypatch)
-    reactor = kind == "plain"
+    tls = use_socket(kind, monkeypatch)
+    reactor = kind != "no reactor"
     audio = bytes(range(256)) * 19  # distinct chunks, so their order shows
     speech = Respond((Speech(600, "one two three four", audio=audio[:4800]),), pace_s=0.03)
     scenario = Scenario(steps=[on(after_session_update(), speech)])
@@ -709,7 +713,8 @@ async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas
         seen.append(("reactor" if in_reactor else "receiver", delta.delta))
 
     with trio.fail_after(TIMEOUT_S):
-        async with connected(scenario) as (fake, realtime):
+        async with connected(scenario, tls=tls) as (fake, realtime):
+            assert realtime._websocket._io.__class__.__name__ == ("TlsSocketIO" if tls else "PlainSocketIO")
             await realtime.configure("x")
             realtime.take_audio(consumer, ignored=frozenset({"response.output_audio_transcript.delta"}))
             others = []
@@ -733,14 +738,14 @@ async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas
     assert realtime.stats.frames_received == len(fake.last_session.sent)
 
 
-@pytest.mark.parametrize("kind", ["plain", "stream"])
+@pytest.mark.parametrize("kind", ["plain", "tls"])
 async def test_post_audio_writes_without_waiting_and_the_engine_joins_two_frames_per_append(kind: str, monkeypatch):
     from orchestrator.engines.realtime import CALLER_FRAMES_PER_APPEND, RealtimeEngine
 
-    use_socket(kind, monkeypatch)
+    tls = use_socket(kind, monkeypatch)
     payloads = [twilio_payload(index) for index in range(6)]
     with trio.fail_after(TIMEOUT_S):
-        async with connected() as (fake, realtime):
+        async with connected(tls=tls) as (fake, realtime):
             await realtime.configure("x")
             engine = RealtimeEngine(realtime)
             sent_before = realtime.stats.frames_sent

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 
 import trio
 import trio.testing
 
-from bridge.websocket import connection
-from bridge.websocket.byte_io import StreamIO
+from bridge.websocket import byte_io
 from bridge.websocket.connection import WebSocket, WebSocketClosed, connect_websocket
 from tests.bridge.websocket_peers import (
     OP_BINARY,
@@ -216,21 +214,16 @@ async def test_serve_hands_every_message_to_one_function_and_returns_once_closed
     assert all(where for _message, where in served[:3])  # one message per readiness event: in the reactor
 
 
-async def test_without_a_reactor_take_runs_in_receive_and_posts_go_out_through_a_flusher(monkeypatch):
-    """A stream with no read reactor and no send without waiting (as TLS): `take` sees every message inside
-    receive(), and posts are queued, in order, for a flusher task."""
-
-    def stream_io_over(sock: socket.socket) -> StreamIO:
-        return StreamIO(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
-
-    monkeypatch.setattr(connection, "PlainSocketIO", stream_io_over)
+async def test_without_a_reactor_take_runs_in_receive_and_posts_keep_their_order(monkeypatch):
+    """A socket with no read reactor (no epoll): `take` sees every message inside receive()."""
+    monkeypatch.setattr(byte_io, "read_reactor", lambda: None)
     taken: list[tuple[str | bytes, trio.lowlevel.Task]] = []
     receiver = trio.lowlevel.current_task()
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
             url = await start_trio_websocket_echo_server(nursery)
             websocket = await connect_websocket(url, max_message_bytes=1000)
-            assert isinstance(websocket._io, StreamIO)
+            assert websocket._io._reactor is None
 
             def take(message: str | bytes) -> bool:
                 if not str(message).startswith("take"):

@@ -25,6 +25,7 @@ from tests.call.session_harness import (
     expect_tool_output,
     expect_truncate,
     propose,
+    record_details,
     refuse,
     respond,
     running_session,
@@ -149,20 +150,52 @@ async def test_barge_in_clears_twilio_truncates_at_what_was_heard_and_drops_the_
     assert "media" not in socket.events()[8:]
 
 
-async def test_the_caller_talking_after_the_decision_does_not_stop_the_handoff_line():
+async def test_a_caller_talking_over_the_handoff_line_cuts_it_and_is_handed_back_at_once():
+    """Barge-in on "I'm putting you through": Twilio clears, the engine forgets what was not heard, and the
+    call is handed back without waiting for the line's end mark (which never comes here)."""
     socket = FakeMediaSocket(echo_marks=False)
     connector = ScriptedConnector([expect_speak("greeting"), respond(audio_ms=100), expect_tool_output("call_1"),
-                                   expect_speak("handoff"), respond(audio_ms=300)])
+                                   expect_speak("handoff"), respond(audio_ms=300, finish=False),
+                                   expect_truncate("item_2", 100)])
     async with running_session(connector, socket=socket) as call:
         socket.play_marks()
         await call.settle()
         call.engine.emit(*vad_response(propose("billing", 0.9)))
         await call.settle()
         assert call.state == "dispatch"
+        socket.play_marks(1)  # 100 ms of the handoff line heard
+        heard_over_the_line = socket.caller_audio(3)
+        await call.settle()
+        assert call.engine.caller_audio[-3:] == heard_over_the_line  # the engine hears the caller over the line
+        sent = len(socket.sent)
+        call.engine.emit(CallerSpeechStarted())
+        await call.settle()
+        assert [message["event"] for message in socket.sent[sent:]][:1] == ["clear"]
+    assert call.state == "ended" and call.metric("barge_ins_total") == 1
+    assert call.outcome is not None and call.outcome.outcome == "flex"
+    assert [entry.note for entry in call.session.machine.trail if entry.event == "HandoffPlayed"] == [""]
+
+
+async def test_the_caller_talking_after_the_decision_before_the_handoff_line_cuts_nothing():
+    socket = FakeMediaSocket(echo_marks=False)
+    connector = ScriptedConnector([expect_speak("greeting"), respond(audio_ms=100), expect_tool_output("call_1"),
+                                   expect_speak("handoff")])
+    async with running_session(connector, socket=socket) as call:
+        socket.play_marks()
+        await call.settle()
+        call.engine.emit(*vad_response(propose("billing", 0.9)))
+        await call.settle()
+        assert call.state == "dispatch"
+        heard = len(call.engine.caller_audio)
+        socket.caller_audio(3)
         sent = len(socket.sent)
         call.engine.emit(CallerSpeechStarted(), AgentAudio("vad_2", "item_9", audio_payload(100)))
         await call.settle()
-        assert socket.sent[sent:] == []  # no clear, and nothing but the handoff line is played now
+        assert socket.sent[sent:] == []  # no clear, and no audio of a response that is not the handoff line
+        assert len(call.engine.caller_audio) == heard  # decided: the caller is not heard before the line
+        call.engine.emit(*respond(audio_ms=200).events(call.engine))
+        await call.settle()
+        assert call.state == "dispatch"  # the line plays out
         socket.play_marks()
     assert call.metric("barge_ins_total") == 0
     assert call.decision is not None and call.outcome is not None and call.outcome.outcome == "flex"
@@ -198,3 +231,59 @@ async def test_a_request_the_script_does_not_expect_fails_the_call_at_once():
         async with running_session(ScriptedConnector([expect_speak("handoff")])):
             pass
     assert raised.group_contains(UnexpectedRequest, match="expected Expect", depth=None)
+
+
+def press(socket: FakeMediaSocket, keys: str) -> None:
+    for key in keys:
+        socket.feed("dtmf", dtmf={"track": "inbound_track", "digit": key})
+
+
+async def test_digits_typed_while_a_number_is_asked_fill_it_confirmed_and_the_agent_goes_on():
+    connector = ScriptedConnector([
+        *GREETING, expect_tool_output("call_1"), expect_speak("ask_details"), respond(audio_ms=200),
+        expect_speak("keypad_thanks"), respond(audio_ms=200),
+        expect_tool_output("call_details"), expect_tool_output("call_2"), *HANDOFF,
+    ])
+    async with running_session(connector) as call:
+        call.engine.emit(*vad_response(propose("emergency", 0.9)))
+        await call.settle()
+        asked = call.engine.requests[-1].line
+        # The caller-ID number is to be confirmed, with the name and the address.
+        assert asked is not None and asked.asks_for == ("address", "callback_number", "caller_name")
+        assert asked.confirms == ("callback_number",)
+        press(call.socket, "41*4155550199#")  # a slip, cleared with *, then the number
+        await call.settle()
+        thanks = call.engine.requests[-1]
+        assert thanks.line is not None and thanks.line.asks_for == ("address", "caller_name")
+        assert call.session.machine.captured["callback_number"] == "+14155550199"
+        call.engine.emit(*vad_response(record_details({"caller_name": "Ann Lee", "address": "1 Main St"}),
+                                       propose("emergency", 0.9, call_id="call_2")))
+    assert call.decision is not None and call.decision.route == "emergency_desk"
+    assert call.decision.captured["callback_number"] == "+14155550199"
+    assert call.decision.unconfirmed_fields == ()  # typed: no read-back, no caller-ID question left
+    assert call.metric("barge_ins_total") == 0
+
+
+async def test_digits_that_are_no_phone_number_ask_again_and_menu_keys_work_when_nothing_is_asked():
+    connector = ScriptedConnector([
+        *GREETING, expect_speak("ask_details"), respond(audio_ms=200),
+        expect_tool_output("call_1"), expect_speak("ask_details"), respond(audio_ms=200),
+        expect_speak("keypad_invalid"), respond(audio_ms=200),
+    ])
+    async with running_session(connector) as call:
+        press(call.socket, "2")  # nothing keyable is asked: the old menu's key for a booking proposes it
+        await call.settle()
+        assert call.session.machine.proposal is not None and call.session.machine.proposal.intent == "schedule"
+        assert call.engine.requests[-1].line.asks_for == ("address", "caller_name")
+        press(call.socket, "1")  # details are awaited: no menu key now
+        await call.settle()
+        assert call.session.machine.proposal.intent == "schedule"
+        call.engine.emit(*vad_response(propose("emergency", 0.9)))
+        await call.settle()
+        press(call.socket, "123#")
+        await call.settle()
+        again = call.engine.requests[-1].line
+        assert again is not None and again.asks_for == ("callback_number",)
+        assert call.session.machine.proposal.intent == "emergency"  # the digits chose no menu intent
+        call.socket.hang_up()
+    assert call.outcome is not None and call.outcome.outcome == "abandoned"

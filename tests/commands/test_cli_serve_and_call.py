@@ -61,3 +61,42 @@ def test_orchestrator_call_without_a_token_explains_itself(tmp_path):
     done = orchestrator(tmp_path, "call", "--url", "http://127.0.0.1:9")
     assert done.returncode == 2
     assert "no auth token" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_call_with_no_server_listening_says_so_and_what_to_do(tmp_path):
+    done = orchestrator(tmp_path, "call", "--url", "http://127.0.0.1:9", "--auth-token", "t", "--say", "hi")
+    assert done.returncode == 1
+    assert "no server answered at http://127.0.0.1:9/voice/incoming" in done.stdout
+    assert "ConnectError" in done.stdout and "orchestrator serve" in done.stdout
+    assert "HTTP nothing" not in done.stdout
+
+
+def test_a_call_signed_with_another_token_points_at_the_servers_data_dir(served_fake, tmp_path):
+    base_url, _ = served_fake
+    done = orchestrator(tmp_path, "call", "--url", base_url, "--auth-token", "not-the-servers", "--say", "hi")
+    assert done.returncode == 1
+    assert "refused the call's signature (HTTP 403)" in done.stdout
+    assert "pass the same --data-dir" in done.stdout
+
+
+def test_a_file_that_is_not_a_wav_is_named_once(tmp_path):
+    not_wav = tmp_path / "notes.txt"
+    not_wav.write_text("hello")
+    done = orchestrator(tmp_path, "call", "--url", "http://127.0.0.1:9", "--auth-token", "t", "--wav", str(not_wav))
+    assert done.returncode == 2
+    assert done.stderr.count(str(not_wav)) == 1, done.stderr
+    assert "not a WAV file" in done.stderr
+
+
+def test_the_callers_lines_can_be_saved_as_a_wav_that_call_plays_back(tmp_path):
+    import wave
+
+    said = tmp_path / "said.wav"
+    done = orchestrator(tmp_path, "call", "--url", "http://127.0.0.1:9", "--auth-token", "t",
+                        "--say", "my basement is flooding", "--say", "four one five", "--save-said", str(said))
+    assert f"saved the caller's lines to {said}" in done.stdout
+    with wave.open(str(said), "rb") as reader:
+        seconds = reader.getnframes() / reader.getframerate()
+    assert seconds > 3 * 1.2  # two lines and three pauses
+    replay = orchestrator(tmp_path, "call", "--url", "http://127.0.0.1:9", "--auth-token", "t", "--wav", str(said))
+    assert "not a WAV" not in replay.stderr and "no server answered" in replay.stdout

@@ -414,8 +414,9 @@ def test_config_error_names_file_and_key_path(tmp_path: Path, text: str, expecte
 def test_wanted_fields_keys_and_urgency_reach_the_policy(tmp_path: Path) -> None:
     text = (
         MINIMAL.replace('\nroute = "desk"', '\nroute = "desk"\nurgent = true\nkeys = ["1", "*"]')
-        + '\n[[fields]]\nname = "number"\ntype = "phone"\nwanted_for = ["desk"]\ncaller_id = true\n'
+        + '\n[[fields]]\nname = "number"\ntype = "phone"\nwanted_for = ["desk"]\ncaller_id = true\nread_back = true\n'
         + '\n[[fields]]\nname = "account"\ntype = "text"\nrequired_for = ["desk"]\n'
+        + '\n[[fields]]\nname = "day"\ntype = "date"\n'
     )
     config = load_routing_config(write(tmp_path, text, "ok.toml"))
     policy = config.triage_policy()
@@ -424,7 +425,17 @@ def test_wanted_fields_keys_and_urgency_reach_the_policy(tmp_path: Path) -> None
     assert (policy.urgent_intents, policy.keys) == ({"billing"}, {"1": "billing", "*": "billing"})
     assert policy.caller_id_field == config.caller_id_field == "number"
     fields = next(line for line in describe_config(config).splitlines() if line.startswith(" number"))
-    assert fields.split() == ["number", "phone", "(caller", "ID,", "to", "confirm)", "-", "desk"]
+    assert fields.split() == [
+        "number", "phone", "(caller", "ID,", "to", "confirm)", "(keypad)", "(read", "back)", "-", "desk"
+    ]
+    # Phone numbers and dates may be typed on the keypad; only fields that say so are read back.
+    assert policy.keyable_fields == {"number", "day"} and policy.read_back_fields == {"number"}
+    assert policy.keypad_timeout_s == config.triage.keypad_timeout_seconds == 5.0
+
+
+def test_a_field_may_not_take_the_name_of_the_confirmed_argument(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[[fields]]\nname = "confirmed"\ntype = "text"\n'
+    assert "fields[0].name: 'confirmed' is reserved" in load_error(write(tmp_path, text))
 
 
 def test_a_config_without_the_new_keys_keeps_its_meaning(tmp_path: Path) -> None:

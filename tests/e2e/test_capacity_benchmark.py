@@ -1,7 +1,7 @@
 """The capacity benchmark (benchmarks/capacity.py) runs end to end on this checkout: a few calls through a
 real `orchestrator serve`, the echo Realtime and the caller processes. Its figures are timings and are not
 asserted; what it counts is: every frame echoed, every call torn down with the Flex TwiML, no Realtime
-socket left open."""
+socket left open. With --model-tls the model leg is wss:// (a test CA the server is told to trust)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_capacity_benchmark_runs_and_accounts_for_every_call(tmp_path: Path):
+@pytest.mark.parametrize("leg", ["ws://", "wss://"])
+def test_the_capacity_benchmark_runs_and_accounts_for_every_call(tmp_path: Path, leg: str):
     out = tmp_path / "capacity.json"
+    tls = ["--model-tls"] if leg == "wss://" else []
     finished = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "capacity.py"), "--ns", "4", "--ramp", "1", "--hold", "3",
-         "--stagger", "1", "--workers", "2", "--out", str(out)],
+         "--stagger", "1", "--workers", "2", *tls, "--out", str(out)],
         capture_output=True, text=True, timeout=240,
     )
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
     result = json.loads(out.read_text())
     (step,) = result["steps"]
-    assert result["workers"] == 2
+    assert result["workers"] == 2 and result["model_leg"] == leg
     assert step["n"] == 4 and step["failed_calls"] == 0
     assert step["frames_expected"] > 4 * 100 and step["frames_echoed"] == step["frames_expected"]
     assert step["loss_pct"] == 0 and step["crosstalk"] == 0 and step["duplicates"] == 0

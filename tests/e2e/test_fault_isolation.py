@@ -1,5 +1,6 @@
 """End to end, faults injected into one call among several concurrent ones: in its frame handler (run in the
-read reactor) or in the reactor's own handling of its socket. That call ends with the fallback TwiML at the
+read reactor), in the reactor's handling of its socket, or in the reactor's own loop (which would have ended
+the reactor's task, and every call of the worker with it). That call ends with the fallback TwiML at the
 action URL; the others route normally, and the worker serves the next call as usual."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import trio
 from bridge.twilio import TwilioMediaSocket
 from bridge.twilio.mulaw import tone
 from bridge.websocket import WebSocket
-from bridge.websocket.read_reactor import FAST_PATH_BUDGET_S
+from bridge.websocket.read_reactor import FAST_PATH_BUDGET_S, FAST_PATH_STRIKES, ReadReactor
 from orchestrator.telemetry import configure_logging
 from orchestrator.testing.twilio_caller import CallResult, Say, SendFrame, WaitForAgent
 from tests.live_call_support import front_desk, triage_scenario
@@ -41,20 +42,26 @@ def tags(twiml: str | None) -> list[str]:
 
 
 def inject_fault(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
-    """From the poisoned frame on, the fault strikes its call: its frame handler raises (`handler`), or the
-    reactor's handling of its socket does (`reactor`); or the handler is slow once (`slow`)."""
+    """From the poisoned frame on, the fault strikes its call: its frame handler raises (`handler`), the
+    reactor's handling of its socket does (`reactor`), or the reactor's own loop does while on its socket
+    (`reactor loop`); or the handler is slow on FAST_PATH_STRIKES frames in a row (`slow`)."""
     serve = TwilioMediaSocket.serve
     doomed: set[WebSocket] = set()
+    slow_frames_left = 0
 
     async def serve_with_fault(self: TwilioMediaSocket, on_frame: Callable[[str | bytes], None]) -> None:
         def handler(frame: str | bytes) -> None:
+            nonlocal slow_frames_left
             if isinstance(frame, str) and POISON in frame:
                 if where == "handler":
                     raise RuntimeError(POISON)
                 if where == "slow":
-                    time.sleep(4 * FAST_PATH_BUDGET_S)
+                    slow_frames_left = FAST_PATH_STRIKES
                 else:
                     doomed.add(self._websocket)
+            if slow_frames_left:
+                slow_frames_left -= 1
+                time.sleep(4 * FAST_PATH_BUDGET_S)
             on_frame(frame)
 
         await serve(self, handler)
@@ -66,11 +73,21 @@ def inject_fault(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
             raise RuntimeError(POISON)
         return on_readable_now(self)
 
+    run_fast_path = ReadReactor._run_fast_path
+
+    def run_fast_path_with_fault(self: ReadReactor, fd: int, on_readable: Callable[[], bool], task) -> bool:
+        if getattr(on_readable, "__self__", None) in doomed:
+            raise RuntimeError(POISON)  # out of the reactor's loop, past the fast path's own guard
+        return run_fast_path(self, fd, on_readable, task)
+
     monkeypatch.setattr(TwilioMediaSocket, "serve", serve_with_fault)
-    monkeypatch.setattr(WebSocket, "_on_readable_now", on_readable_with_fault)
+    if where == "reactor loop":
+        monkeypatch.setattr(ReadReactor, "_run_fast_path", run_fast_path_with_fault)
+    else:
+        monkeypatch.setattr(WebSocket, "_on_readable_now", on_readable_with_fault)
 
 
-@pytest.mark.parametrize("where", ["handler", "reactor"])
+@pytest.mark.parametrize("where", ["handler", "reactor", "reactor loop"])
 async def test_a_fault_in_one_calls_handling_ends_that_call_only_with_its_fallback(
     tmp_path, monkeypatch, server_logging, where
 ):

@@ -428,6 +428,35 @@ def _handoff_ms(result) -> float:
     return 300.0  # the handoff line of the scenario, played after the barge-in
 
 
+async def test_a_caller_talking_over_the_handoff_line_is_handed_back_at_once(tmp_path):
+    """The caller talks over "I'm putting you through": Twilio is cleared, the Realtime item truncated at
+    what was heard, and the call handed back without waiting for the 6 s line to play out."""
+    long_handoff = Respond(
+        (Speech(ms=6000, transcript="Thanks, I'm putting you through to the team now. Please stay on the line."),),
+        chunk_ms=100,
+        pace_s=0.01,
+        interrupted_by=UserSpeech(transcript="okay, thanks"),
+        interrupt_after_ms=1000,
+    )
+    scenario = triage_scenario("billing")
+    scenario = Scenario(steps=[*scenario.steps[:-1], on(after_response_create(), long_handoff)])
+    async with front_desk(tmp_path, scenario) as desk:
+        started = trio.current_time()
+        result = await desk.call(steps=(Say(tone(800)), Wait(60_000)), speed=1.0)
+        assert trio.current_time() - started < 4.0  # the line alone would take 6 s to play
+        # Two barge-ins: the scenario's caller talks over the greeting, then over the handoff line.
+        assert result.clears == 2 and metric(desk, "barge_ins_total") == 2
+        truncates = desk.realtime_session_of(result).events_of_type("conversation.item.truncate")
+        assert len(truncates) == 2
+        assert 0 <= truncates[-1].data["audio_end_ms"] < 1000  # what the phone had played of the line
+        assert desk.fake.violations == []
+        assert task_attributes(result.final_twiml)["intent"] == "billing"
+        record = await pass_record(desk, result.call_sid)
+        assert record["outcome"]["state_path"][-3:] == ["dispatch", "teardown", "ended"]
+        assert_closed_in_order(desk, result)
+        desk.assert_nothing_of_the_call_remains()
+
+
 # --------------------------------------------------------------------------- junk from Twilio
 
 

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from bridge.twilio.mulaw import tone
 from orchestrator.engines.tools import RECORD_DETAILS
 from orchestrator.testing.fake_realtime import (
     Scenario,
@@ -20,7 +21,7 @@ from orchestrator.testing.fake_realtime import (
     on,
     speak,
 )
-from orchestrator.testing.twilio_caller import PressDigit, Wait, WaitForAgent, fetch_call_record
+from orchestrator.testing.twilio_caller import PressDigit, Say, Wait, WaitForAgent, fetch_call_record
 from tests.live_call_support import (
     DETAILS,
     assert_closed_in_order,
@@ -245,8 +246,8 @@ async def test_missing_required_details_are_asked_for_by_name_before_the_route_i
         assert len(ask) == 1
         for field in ("caller_name", "address"):
             assert field in ask[0]["instructions"]
-        # The callback number is the caller's own (From), pre-filled for a person to confirm: not asked.
-        assert "callback_number" not in ask[0]["instructions"]
+        # The callback number is the caller's own (From), pre-filled: the caller is asked once to confirm it.
+        assert "- callback_number: " in ask[0]["instructions"] and "known from caller ID" in ask[0]["instructions"]
         attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
         assert attributes["intent"] == "emergency" and attributes["captured"] == DETAILS
         desk.assert_nothing_of_the_call_remains()
@@ -279,4 +280,36 @@ async def test_a_caller_who_presses_the_old_menus_key_goes_where_that_key_went(t
         result = await desk.call([WaitForAgent(quiet_ms=300), PressDigit("3"), Wait(1500)])
         attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
         assert attributes["intent"] == "billing" and attributes["ai_confidence"] == 1.0
+        desk.assert_nothing_of_the_call_remains()
+
+
+async def test_a_number_typed_on_the_keypad_while_it_is_asked_fills_it_confirmed(tmp_path):
+    # The emergency needs a name, a number and an address; the caller types the number when it is asked (the
+    # keys are not a menu choice then), the agent thanks them and asks for the rest; the number the caller
+    # typed, not the one they call from, reaches the Flex task, with nothing left to confirm.
+    scenario = Scenario(steps=[
+        greeting(),
+        on(after_audio_frames(10), propose("emergency", confidence=0.95)),
+        on(after_response_create(), speak(ms=300, transcript="Could I take a few details? Your number first.")),
+        on(after_response_create(), speak(ms=300, transcript="Thank you, I have that. Your name and address?")),
+        on(after_audio_frames(10), call_function(RECORD_DETAILS, {k: v for k, v in DETAILS.items()
+                                                                  if k != "callback_number"})),
+        on(after_response_create(), propose("emergency", confidence=0.95)),
+        handoff_line(),
+    ])
+    keys = [PressDigit(digit) for digit in "4155550199#"]
+    async with front_desk(tmp_path, scenario) as desk:
+        result = await desk.call(
+            [Say(tone(800)), WaitForAgent(quiet_ms=300), *keys, WaitForAgent(quiet_ms=300), Say(tone(800)),
+             Wait(3000)],
+            caller="+14155550123",
+        )
+        session = desk.realtime_session_of(result)
+        tags = [(r.data.get("response", {}).get("metadata") or {}).get("tag")
+                for r in session.events_of_type("response.create")]
+        assert "keypad_thanks" in tags
+        attributes = json.loads(parse(result.final_twiml).find("Enqueue/Task").text)
+        assert attributes["intent"] == "emergency"
+        assert attributes["captured"]["callback_number"] == "+14155550199"
+        assert attributes["unconfirmed_fields"] == []
         desk.assert_nothing_of_the_call_remains()

@@ -172,3 +172,18 @@ async def test_a_caller_talking_over_the_greeting_stops_it_and_is_heard(tmp_path
         card_route = next(intent.route for intent in config.intents if intent.name == "replace_card")
         assert workflow == config.routes[card_route].workflow_sid and attributes["intent"] == "replace_card"
         desk.assert_nothing_of_the_call_remains()
+
+
+@needs_speech
+async def test_a_need_no_intent_serves_is_clarified_once_then_goes_to_the_fallback_before_the_budget(tmp_path):
+    config = load_routing_config(EXAMPLES / "acme_plumbing.toml")
+    async with front_desk(tmp_path, Scenario()) as desk:
+        desk.server.state.connector = offline_failover(config)  # as `serve` does with no OpenAI key
+        result = await desk.call(caller_says("I'd like to buy a new sofa for my lounge.", "Just a sofa, please."))
+        assert tags(result.final_twiml) == VOICEMAIL
+        record = await pass_record(desk, result.call_sid)
+        decision = record["decision"]
+        assert decision["reason"] == "unknown_intent" and decision["intent"] == "unknown"
+        assert decision["decided_after_s"] < config.triage.budget_seconds
+        assert desk.fake.sessions == []
+        desk.assert_nothing_of_the_call_remains()

@@ -126,13 +126,24 @@ def test_example_tools_validate_as_ga_function_tools(example: RoutingConfig) -> 
         json.dumps(tool)  # sent on the wire as is
 
 
+def properties_description(parameters: dict) -> str:
+    description = parameters["properties"]["confirmed"]["description"]
+    assert "read the value back" in description and "calling from" in description
+    return description
+
+
 def test_record_details_offers_one_optional_string_per_field(example: RoutingConfig) -> None:
     parameters = tools_by_name(example)[RECORD_DETAILS]["parameters"]
 
     assert parameters["type"] == "object" and parameters["additionalProperties"] is False
-    assert list(parameters["properties"]) == ["caller_name", "callback_number", "address", "preferred_date"]
+    assert list(parameters["properties"]) == ["caller_name", "callback_number", "address", "preferred_date", "confirmed"]
     assert "required" not in parameters
-    properties = parameters["properties"]
+    properties = dict(parameters["properties"])
+    # The caller-ID number may be confirmed (caller_id = true), and the read-back one (read_back = true).
+    assert properties.pop("confirmed") == {
+        "type": "array", "items": {"type": "string", "enum": ["callback_number"]},
+        "description": properties_description(parameters),
+    }
     assert all(schema["type"] == "string" for schema in properties.values())
     assert properties["caller_name"]["description"] == "The caller's full name."
     assert properties["callback_number"]["description"].startswith("A number to call back on")
@@ -590,3 +601,47 @@ def test_an_internal_error_while_checking_becomes_a_rejection(
     monkeypatch.setattr("orchestrator.engines.tools.phonenumbers.parse", broken_parse)
     result = rejected(record(typed, {"phone": "(415) 555-2671"}))
     assert result.problems == ("the arguments could not be checked",)
+
+
+# --- Keypad, read-back and caller ID --------------------------------------------------------------------
+
+
+def test_instructions_offer_the_keypad_for_numbers_and_dates_and_ask_for_read_backs(example: RoutingConfig) -> None:
+    text = agent_instructions(example)
+    assert "When you ask for callback_number, preferred_date, end the question with «Or type it on your keypad" in text
+    assert "Read back callback_number once the caller has said it" in text and "«I have 4 1 5, 5 5 5, 0 1 9 9." in text
+    assert "callback_number is already known from the caller's own number" in text
+    assert "«Is the number you're calling from the best one to reach you?»" in text
+
+
+def test_asked_fields_say_how_to_offer_the_keypad_or_confirm_caller_id(example: RoutingConfig) -> None:
+    asking = Speak(Line.ASK_DETAILS, ("callback_number", "preferred_date", "address"), ("callback_number",))
+    lines = line_instructions(example, asking).splitlines()[1:]
+    assert lines[0].endswith("Offer the keypad: «Or type it on your keypad and press pound.»")
+    assert lines[1].startswith("- address: ") and "keypad" not in lines[1]
+    # Known from caller ID, so usable already: confirmed after what is missing.
+    assert lines[2].endswith(
+        "It is known from caller ID: ask «Is the number you're calling from the best one to reach you?» Yes: call"
+        " record_details with confirmed ['callback_number']. No: ask for the best number."
+    )
+    typed = line_instructions(example, Speak(Line.KEYPAD_THANKS, ("address",)))
+    assert typed.startswith(f"Say exactly the following: «{example.lines.keypad_thanks}» (the caller typed a detail")
+    assert line_instructions(example, Speak(Line.KEYPAD_THANKS)) == (
+        f"Say exactly the following, then stop: «{example.lines.keypad_thanks}»"
+    )
+
+
+def test_confirmed_fields_reach_the_machine_with_or_without_a_value(example: RoutingConfig) -> None:
+    alone = interpret_tool_call(example, RECORD_DETAILS, '{"confirmed": ["callback_number"]}', "c1")
+    assert alone == DetailsCaptured({}, "c1", frozenset({"callback_number"}))
+    both = interpret_tool_call(
+        example, RECORD_DETAILS, '{"callback_number": "415 555 0199", "confirmed": ["callback_number"]}', "c2"
+    )
+    assert both == DetailsCaptured({"callback_number": "+14155550199"}, "c2", frozenset({"callback_number"}))
+
+
+@pytest.mark.parametrize("confirmed", ['["address"]', '"callback_number"', "[1]", '["nope"]'])
+def test_confirming_a_field_that_cannot_be_confirmed_is_rejected(example: RoutingConfig, confirmed: str) -> None:
+    rejected = interpret_tool_call(example, RECORD_DETAILS, f'{{"confirmed": {confirmed}}}', "c1")
+    assert isinstance(rejected, ToolRejected)
+    assert rejected.problems == ("confirmed: must be a list of field names among callback_number",)

@@ -9,11 +9,15 @@ import orjson
 import pytest
 
 from orchestrator.config.routing import RoutingConfig, load_routing_config
+from orchestrator.engines.offline import intent_model
 from orchestrator.engines.offline.intent_model import IntentModel, IntentModelError
+from orchestrator.engines.offline.sentence_embedding import installed_embedder
 from orchestrator.replay.corpus import CorpusCall, CorpusTurn, caller_text, labelled_calls, read_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 BANK_CONFIG = REPO / "examples" / "harper_valley_bank.toml"
+ACME_CONFIG = REPO / "examples" / "acme_plumbing.toml"
+needs_embedding = pytest.mark.skipif(installed_embedder() is None, reason="no sentence embedding (speech extra)")
 DEV_CORPUS = REPO.parent / "shared" / "data" / "harper_valley" / "dev.jsonl"
 
 
@@ -190,6 +194,93 @@ def test_a_config_with_fewer_than_two_intents_cannot_be_fitted() -> None:
     )
     with pytest.raises(IntentModelError, match="at least two intents"):
         IntentModel.fit(config)
+
+
+# --- The sentence embedding: paraphrases, and needs no intent serves -------------------------------
+
+
+@pytest.fixture(scope="module")
+def acme_models() -> tuple[IntentModel, IntentModel]:
+    """Acme's model with the sentence embedding, and the lexical one it improves on."""
+    config = load_routing_config(ACME_CONFIG)
+    return IntentModel.fit(config), IntentModel.fit(config, lexical_only=True)
+
+
+@needs_embedding
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("Are you lot around at the weekend?", "opening_hours"),  # the issue's paraphrase
+        ("The amount you billed me is way more than what your guy told me it would cost.", "billing"),
+        ("It smells like rotten eggs next to the boiler, I'm worried it's dangerous.", "emergency"),
+    ],
+)
+def test_paraphrases_in_words_the_examples_do_not_use_are_understood(
+    acme_models: tuple[IntentModel, IntentModel], text: str, intent: str
+) -> None:
+    with_meaning, lexical = acme_models
+    assert with_meaning.embedding_model == "wordllama/l2_supercat/256" and lexical.embedding_model is None
+    prediction = with_meaning.predict(text)
+    assert prediction.intent == intent and prediction.confidence >= 0.6
+    # The words alone were not enough: the lexical model is wrong or below the guard.
+    words_only = lexical.predict(text)
+    assert words_only.intent != intent or words_only.confidence < 0.6
+
+
+@needs_embedding
+@pytest.mark.parametrize(
+    "text", ["I'd like to buy a new sofa for my lounge", "Can you tell me who won the tennis last night?"]
+)
+def test_a_need_no_intent_serves_is_known_as_such(acme_models: tuple[IntentModel, IntentModel], text: str) -> None:
+    with_meaning, lexical = acme_models
+    assert with_meaning.predict(text).needs_no_intent
+    assert with_meaning.summary.off_topic_texts > 30
+    assert not lexical.predict(text).needs_no_intent  # without a sentence embedding there is no such class
+
+
+@needs_embedding
+@pytest.mark.parametrize(
+    "text",
+    ["hello", "Hello, my name is Mary Smith.", "yes that's right", "my number is four one five five five five",
+     "my basement is flooding", "I need to reschedule my appointment", "um, hi, is this Acme?"],
+)
+def test_a_greeting_a_detail_or_a_served_need_is_not_taken_for_an_unserved_need(
+    acme_models: tuple[IntentModel, IntentModel], text: str
+) -> None:
+    assert not acme_models[0].predict(text).needs_no_intent
+
+
+@needs_embedding
+def test_off_topic_texts_close_to_the_config_own_are_left_out() -> None:
+    # A config whose intent is one of the off-topic needs keeps it as its own.
+    pizza = {"name": "pizza", "description": "Ordering a pizza.", "route": "desk",
+             "examples": ["i'd like to order a pizza", "can i get a large pepperoni pizza delivered"]}
+    model = IntentModel.fit(small_config(pizza))
+    assert model.summary.off_topic_texts < len(intent_model.OFF_TOPIC_NEEDS)
+    prediction = model.predict("I'd like a pepperoni pizza delivered please")
+    assert prediction.intent == "pizza" and not prediction.needs_no_intent
+
+
+@needs_embedding
+def test_a_model_file_with_an_embedding_is_refused_where_the_embedding_is_not_installed(
+    small_model: IntentModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = json.loads(orjson.dumps(small_model.to_json()))
+    assert data["features"]["sentence_embedding"] == "wordllama/l2_supercat/256" and data["off_topic_weights"]
+    monkeypatch.setattr(intent_model, "installed_embedder", lambda: None)
+    with pytest.raises(IntentModelError, match="speech extra"):
+        IntentModel.from_json(data)
+
+
+def test_a_version_1_model_file_still_loads() -> None:
+    lexical = IntentModel.fit(small_config(), lexical_only=True)
+    data = json.loads(orjson.dumps(lexical.to_json()))
+    data["version"] = 1
+    del data["off_topic_weights"], data["features"]["sentence_embedding"]
+    del data["features"]["sentence_embedding_weight"], data["training"]["off_topic_texts"]
+    loaded = IntentModel.from_json(data)
+    for text in ("i lost my card", "what are your hours", "hello"):
+        assert loaded.predict(text) == lexical.predict(text)
 
 
 # --- On the development corpus -------------------------------------------------------------------

@@ -44,11 +44,14 @@ MODEL = ScriptedModel({
 class Call:
     """One call: the dialogue on one side, the machine on the other, the tool round trip between."""
 
-    def __init__(self) -> None:
+    def __init__(self, caller_id: str | None = None) -> None:
         self.config = load_routing_config(ACME)
         self.clock = 0.0
         self.machine = CallFlow(self.config.triage_policy(), lambda: self.clock).start_call("CA" + "0" * 32)
-        self.dialogue = OfflineDialogue(self.config, MODEL, lambda: TODAY)  # type: ignore[arg-type]
+        if caller_id is not None:
+            self.machine.handle(ev.CallerNumberKnown(caller_id))
+        # What the engine is told at the start (EngineCall.captured): the caller-ID number among it.
+        self.dialogue = OfflineDialogue(self.config, MODEL, lambda: TODAY, dict(self.machine.captured))  # type: ignore[arg-type]
         self.lines: list[Speak] = []
         self.machine.handle(ev.RealtimeOpened())
         self.machine.handle(ev.GreetingPlayed())
@@ -104,6 +107,8 @@ def test_missing_details_are_asked_one_at_a_time_then_the_intent_is_proposed_aga
     assert "number" in call.dialogue.on_continue().say
     call.caller("four one five five five five two six seven one")
     assert call.machine.captured["callback_number"] == "+14155552671"
+    assert call.dialogue.on_continue().say == "I have 4 1 5, 5 5 5, 2 6 7 1. Is that right?"  # read_back = true
+    call.caller("yes, that's right")
     assert "address" in call.dialogue.on_continue().say
     reply, tools = call.caller("12 Elm Street, Springfield")
     assert tools == [RECORD_DETAILS, PROPOSE_ROUTE]
@@ -153,3 +158,90 @@ def test_taking_over_with_nothing_clear_asks_the_caller_to_say_it_again():
     dialogue.seed(["hello"])
     assert dialogue.on_continue().say == config.lines.taking_over
     assert dialogue.on_continue().is_empty  # said once
+
+
+def test_a_phone_question_offers_the_keypad_and_a_name_question_does_not():
+    call = Call()
+    call.caller("my basement is flooding")
+    assert "keypad" not in call.line()  # the name first
+    call.caller("it's Ann Lee")
+    assert call.dialogue.on_continue().say == (
+        "What's the best number to call you back on? Or type it on your keypad and press pound."
+    )
+
+
+def test_a_number_read_back_wrong_is_corrected_in_the_answer_and_read_back_again():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    call.caller("four one five five five five two six seven one")
+    assert call.dialogue.on_continue().say.startswith("I have 4 1 5, 5 5 5, 2 6 7 1.")
+    assert call.machine.decision is None  # not proposed again before the read-back is answered
+    reply, tools = call.caller("no, it's four one five five five five zero one nine nine")
+    assert tools == [RECORD_DETAILS] and call.machine.captured["callback_number"] == "+14155550199"
+    assert call.dialogue.on_continue().say == "I have 4 1 5, 5 5 5, 0 1 9 9. Is that right?"
+    call.caller("yes")
+    assert "address" in call.dialogue.on_continue().say
+    call.caller("12 Elm Street, Springfield")
+    assert call.machine.decision is not None and call.machine.decision.unconfirmed_fields == ()
+
+
+def test_a_number_not_confirmed_is_captured_and_listed_unconfirmed():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    call.caller("four one five five five five two six seven one")
+    call.dialogue.on_continue()  # the read-back
+    call.clock = 100.0  # the budget ends before the caller answers it
+    call.machine.handle(ev.TimerFired())
+    decision = call.machine.decision
+    assert decision is not None and decision.route == "emergency_desk"
+    assert decision.captured["callback_number"] == "+14155552671"
+    assert decision.unconfirmed_fields == ("callback_number",)
+
+
+def test_a_caller_id_number_is_confirmed_with_one_question():
+    call = Call(caller_id="+14155550123")
+    call.caller("my basement is flooding")
+    assert call.lines[-1].confirm_fields == ("callback_number",)
+    call.line()  # the name first
+    call.caller("it's Ann Lee")
+    # What is missing before the number known from caller ID, which is usable already.
+    assert "address" in call.dialogue.on_continue().say
+    call.caller("12 Elm Street, Springfield")
+    assert call.dialogue.on_continue().say == "Is the number you're calling from the best one to reach you?"
+    reply, tools = call.caller("yes, that's fine")
+    assert [name for name in tools] == [RECORD_DETAILS, PROPOSE_ROUTE]
+    assert json.loads(reply.tool_calls[0].arguments_json) == {"confirmed": ["callback_number"]}
+    assert call.machine.decision is not None and call.machine.decision.unconfirmed_fields == ()
+
+
+def test_a_caller_id_number_refused_is_asked_for_with_the_keypad_offered():
+    call = Call(caller_id="+14155550123")
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()  # the address
+    call.caller("12 Elm Street, Springfield")
+    call.dialogue.on_continue()  # is the number you're calling from the best one?
+    reply, tools = call.caller("no")
+    assert tools == [] and reply.say.startswith("What's the best number") and "keypad" in reply.say
+    call.caller("four one five five five five zero one nine nine")
+    assert call.machine.captured["callback_number"] == "+14155550199"
+
+
+def test_other_details_said_instead_of_a_yes_are_recorded_and_the_number_stays_unconfirmed():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("four one five five five five two six seven one")  # the number before the name
+    call.dialogue.on_continue()  # the read-back
+    reply, tools = call.caller("my name is Ann Lee")  # neither yes nor no
+    assert tools == [RECORD_DETAILS] and call.machine.captured["caller_name"] == "Ann Lee"
+    assert "address" in call.dialogue.on_continue().say  # the number is not asked again
+    call.caller("12 Elm Street, Springfield")
+    assert call.machine.decision is not None and call.machine.decision.unconfirmed_fields == ("callback_number",)

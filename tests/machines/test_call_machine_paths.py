@@ -123,6 +123,7 @@ def test_budget_expiry_takes_the_fallback_and_a_late_proposal_is_ignored() -> No
     clock.advance(POLICY.budget_s)
     effects = call.handle(ev.IntentProposed("billing", 0.9, "", "late"))
     assert (call.decision.route, call.decision.reason) == ("voicemail", DecisionReason.BUDGET_EXPIRED)
+    assert not call.decision.routed_on_intent
     assert AnswerTool("late", "ignored", "the call has already been handed on") in effects
     assert "absorbed" in call.trail[-1].note
 

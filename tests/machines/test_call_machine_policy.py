@@ -9,7 +9,7 @@ import pytest
 from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.decision import DecisionReason
-from machines.effects import AnswerTool, Line, PersistDecision, Speak, WakeAt
+from machines.effects import AnswerTool, CheckTypedEntry, Line, PersistDecision, Speak, WakeAt
 from machines.policy import CallHistory
 from tests.machine_fixtures import HISTORY, POLICY, VISITED_NODE, FakeClock
 
@@ -73,6 +73,7 @@ def test_at_budget_expiry_a_trusted_intent_lacking_only_soft_fields_takes_its_ro
     assert (decision.route, decision.reason, decision.intent) == (
         "callback_desk", DecisionReason.BUDGET_EXPIRED, "callback")
     assert decision.missing_fields == ("address", "callback_number") and decision.proposed_route is None
+    assert decision.routed_on_intent  # the brake does not count it against the AI
 
 
 def test_at_budget_expiry_a_trusted_intent_lacking_a_hard_field_goes_to_a_person_not_the_fallback() -> None:
@@ -85,6 +86,7 @@ def test_at_budget_expiry_a_trusted_intent_lacking_a_hard_field_goes_to_a_person
     assert (decision.route, decision.reason, decision.proposed_route) == (
         "front_desk", DecisionReason.BUDGET_EXPIRED, "callback_desk")
     assert decision.missing_fields == ("address", "callback_number", "caller_name")
+    assert decision.routed_on_intent  # a person standing in for the intent's route
 
 
 def test_asking_a_trusted_intents_details_extends_the_budget_once_and_no_further() -> None:
@@ -346,7 +348,7 @@ def test_a_key_during_the_greeting_proposes_too() -> None:
 
 
 def test_keys_on_no_intent_late_keys_and_keys_while_details_are_awaited_are_absorbed() -> None:
-    call, _ = in_capture()
+    call, _ = in_capture(replace(POLICY, keyable_fields=frozenset()))  # nothing asked can be typed
     assert call.handle(ev.KeyPressed("7")) == []
     assert call.trail[-1].note == "absorbed: key 7 is on no intent"
     call.handle(ev.KeyPressed("4"))  # callback: asks for its details
@@ -358,7 +360,97 @@ def test_keys_on_no_intent_late_keys_and_keys_while_details_are_awaited_are_abso
     assert call.handle(ev.KeyPressed("1")) == [] and call.trail[-1].note == "absorbed"
 
 
+# --- Keypad entry --------------------------------------------------------------------------------
+
+
+def type_keys(call, keys: str) -> list:
+    effects = []
+    for key in keys:
+        effects += call.handle(ev.KeyPressed(key))
+    return effects
+
+
+def test_digits_typed_while_a_number_is_asked_are_checked_at_pound_and_captured_confirmed() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
+    assert asks_in(call.handle(ev.IntentProposed("callback", 0.9))) == [("callback_number", "caller_name")]
+    assert call.keypad_field == "callback_number"
+    effects = type_keys(call, "41*4155552671#")  # "*" starts again
+    assert call.proposal.intent == "callback"  # "4" is callback's key, "1" emergency's: neither chose an intent
+    assert effects[-1] == CheckTypedEntry("callback_number", "4155552671")
+    assert "4155552671" not in " ".join(entry.note for entry in call.trail)  # digits stay out of the trail
+    effects = call.handle(ev.TypedEntryChecked("callback_number", NUMBER))
+    assert effects == [Speak(Line.KEYPAD_THANKS, ("caller_name",))]  # then the name, still asked for
+    assert call.captured["callback_number"] == NUMBER and call.keypad_field is None
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.IntentProposed("callback", 0.9))
+    assert call.decision.route == "callback_desk" and call.decision.unconfirmed_fields == ()
+
+
+def test_a_pause_ends_a_typed_entry_and_a_typed_value_can_complete_the_details() -> None:
+    call, clock = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.IntentProposed("emergency", 0.9))
+    effects = type_keys(call, "4155552671")
+    assert effects[-1] == WakeAt(clock.now + POLICY.keypad_timeout_s)
+    clock.advance(POLICY.keypad_timeout_s)
+    assert call.handle(ev.TimerFired()) == [CheckTypedEntry("callback_number", "4155552671")]
+    effects = call.handle(ev.TypedEntryChecked("callback_number", NUMBER))
+    # Nothing else was asked: the proposal is weighed again, as if the engine had proposed it once more.
+    assert isinstance(effects[0], PersistDecision) and effects[0].decision.route == "emergency_desk"
+    assert call.decision.reason is DecisionReason.ACCEPTED
+
+
+def test_a_typed_value_that_is_not_valid_is_asked_again_then_given_up_on() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "address": "1 Elm St"}))
+    call.handle(ev.IntentProposed("callback", 0.9))  # its soft callback_number is asked (1)
+    type_keys(call, "123#")
+    assert call.handle(ev.TypedEntryChecked("callback_number", None)) == [
+        Speak(Line.KEYPAD_INVALID, ("callback_number",))]  # asked again (2)
+    type_keys(call, "456#")
+    effects = call.handle(ev.TypedEntryChecked("callback_number", None))
+    # Asked twice: no third time; the call goes on to its route without the soft field.
+    assert call.decision.route == "callback_desk" and call.decision.missing_fields == ("callback_number",)
+    assert not any(isinstance(effect, Speak) and effect.line is Line.KEYPAD_INVALID for effect in effects)
+
+
+def test_a_spoken_number_awaiting_its_yes_may_be_typed_over_and_once_confirmed_keys_are_not_typed() -> None:
+    call, _ = in_capture()
+    call.handle(ev.IntentProposed("callback", 0.9))
+    call.handle(ev.DetailsCaptured({"callback_number": NUMBER}))
+    assert call.keypad_field == "callback_number"  # read back, not confirmed yet: typing replaces it
+    call.handle(ev.DetailsCaptured({}, confirmed=frozenset({"callback_number"})))
+    assert call.keypad_field is None
+    assert type_keys(call, "3") == [] and call.trail[-1].note == "absorbed: key 3 while details are asked for"
+
+
+# --- Read-back -----------------------------------------------------------------------------------
+
+
+def test_a_spoken_read_back_value_counts_but_is_listed_until_the_caller_says_yes() -> None:
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+    assert call.unread == {"callback_number"}
+    call.handle(ev.IntentProposed("emergency", 0.9))  # a hard field: a spoken, unconfirmed value counts
+    assert call.decision.route == "emergency_desk" and call.decision.unconfirmed_fields == ("callback_number",)
+    call, _ = in_capture()
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+    call.handle(ev.DetailsCaptured({}, confirmed=frozenset({"callback_number", "address"})))  # yes to the read-back
+    assert call.unread == set() and call.trail[-1].note == ""
+    call.handle(ev.IntentProposed("emergency", 0.9))
+    assert call.decision.unconfirmed_fields == ()
+
+
 # --- Caller ID -----------------------------------------------------------------------------------
+
+
+def test_a_caller_id_number_a_route_wants_is_confirmed_once_with_the_other_details() -> None:
+    call, _ = in_capture()
+    call.handle(ev.CallerNumberKnown(NUMBER))
+    effects = call.handle(ev.IntentProposed("callback", 0.9))
+    assert Speak(Line.ASK_DETAILS, ("address", "callback_number", "caller_name"), ("callback_number",)) in effects
+    assert asks_in(call.handle(ev.IntentProposed("callback", 0.9))) == [("address", "caller_name")]  # once
 
 
 def test_a_caller_id_number_counts_for_a_soft_field() -> None:
@@ -378,7 +470,7 @@ def test_a_caller_id_number_counts_for_a_hard_field_once_confirmed() -> None:
     call.handle(ev.CallerNumberKnown(NUMBER))
     call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
     assert asks_in(call.handle(ev.IntentProposed("emergency", 0.9))) == [("callback_number",)]
-    call.handle(ev.DetailsCaptured({"callback_number": NUMBER}))  # the caller said yes
+    call.handle(ev.DetailsCaptured({}, confirmed=frozenset({"callback_number"})))  # the caller said yes
     call.handle(ev.IntentProposed("emergency", 0.9))
     decision = call.decision
     assert (decision.route, decision.reason, decision.unconfirmed_fields) == (

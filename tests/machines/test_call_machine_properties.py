@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.decision import DecisionReason
-from machines.effects import CloseMedia, CloseRealtime, Line, PersistDecision, Speak
+from machines.effects import CheckTypedEntry, CloseMedia, CloseRealtime, Line, PersistDecision, Speak
 from machines.policy import MAX_ASKS_PER_FIELD, PERSON_ROUTE_KINDS
 from tests.machine_fixtures import ENTRY_NODE, HISTORY, POLICY, VISITED_NODE, FakeClock
 
@@ -35,6 +35,12 @@ CONFIDENCES = st.sampled_from([0.3, 0.6, 0.9]) | st.floats(0, 1)
 # Details as a caller gives them: each field given ("x") or said to be none ("").
 GIVEN = st.dictionaries(st.sampled_from(["caller_name", "callback_number", "address", "preferred_date"]),
                         st.sampled_from(["x", ""]), min_size=1, max_size=2)
+# What a caller types: digits, then "#" (done), "*" (start again) or nothing (a pause ends it).
+TYPED = st.tuples(st.text("0123456789", max_size=12), st.sampled_from(["#", "*", ""]))
+# The runner's check of a typed entry, as the harness plays it: this many digits make a valid value.
+VALID_TYPED_DIGITS = 4
+# Lines after which the agent asks for the fields they name.
+ASKING_LINES = (Line.ASK_DETAILS, Line.KEYPAD_THANKS, Line.KEYPAD_INVALID)
 # Decisions made by the routing policy when no proposal was accepted as it stood.
 STRANDED_REASONS = (DecisionReason.BUDGET_EXPIRED, DecisionReason.ENGINE_FAILED, DecisionReason.LOW_CONFIDENCE,
                     DecisionReason.UNKNOWN_INTENT, DecisionReason.MISSING_FIELDS)
@@ -62,6 +68,8 @@ class CallHarness(RuleBasedStateMachine):
         self.clarifications = 0  # proposals taken that sent the call back to capture
         self.unknown_clarifications = 0  # proposals of an unknown intent that sent the call back to capture
         self.unconfirmed: set[str] = set()  # pre-filled from caller ID, not recorded by the engine since
+        self.unread: set[str] = set()  # said for a read-back field, not confirmed since
+        self.keyable_asked: set[str] = set()  # keyable fields named by the last line that asked, since no proposal
         self.apply_effects(self.call.start())
 
     def trusted(self, intent: str, confidence: float) -> bool:
@@ -88,8 +96,16 @@ class CallHarness(RuleBasedStateMachine):
             self.unconfirmed.add(self.policy.caller_id_field)
         elif isinstance(event, ev.DetailsCaptured) and taken:
             self.unconfirmed.difference_update(event.fields)
+            self.unread.update(name for name in event.fields if name in self.policy.read_back_fields)
+            confirmed = {name for name in event.confirmed if self.call.captured.get(name)}
+            self.unconfirmed -= confirmed
+            self.unread -= confirmed
+        elif isinstance(event, ev.TypedEntryChecked) and taken and event.value is not None:
+            self.unconfirmed.discard(event.field)
+            self.unread.discard(event.field)
 
     def proposal_taken(self, intent: str, confidence: float) -> None:
+        self.keyable_asked = set()
         self.last_proposal = (intent, confidence)
         if intent in self.policy.urgent_intents and confidence >= self.policy.min_confidence:
             self.urgent_intent = intent
@@ -112,8 +128,18 @@ class CallHarness(RuleBasedStateMachine):
                 if effect.line is Line.ASK_DETAILS:
                     for name in effect.missing_fields:
                         self.asks[name] = self.asks.get(name, 0) + 1
+                elif effect.line is Line.KEYPAD_INVALID:  # the field typed wrong, asked again
+                    for name in effect.missing_fields:
+                        self.asks[name] = self.asks.get(name, 0) + 1
+                if effect.line in ASKING_LINES:
+                    self.keyable_asked = set(effect.missing_fields) & self.policy.keyable_fields
+                    assert set(effect.confirm_fields) <= set(effect.missing_fields) & self.unconfirmed, effect
         for effect in effects:
-            if isinstance(effect, CloseRealtime) and self.realtime_open:
+            if isinstance(effect, CheckTypedEntry):
+                assert effect.field in self.policy.keyable_fields and effect.digits.isdigit(), effect
+                valid = len(effect.digits) >= VALID_TYPED_DIGITS
+                self.send(ev.TypedEntryChecked(effect.field, f"+1{effect.digits}" if valid else None))
+            elif isinstance(effect, CloseRealtime) and self.realtime_open:
                 self.realtime_open = False
                 self.send(ev.RealtimeClosed())
             elif isinstance(effect, CloseMedia) and self.media_open:
@@ -128,13 +154,30 @@ class CallHarness(RuleBasedStateMachine):
 
     @rule(digit=st.sampled_from("0123456789*#"))
     def key_pressed(self, digit: str) -> None:
+        self.press(digit)
+
+    @rule(typed=TYPED)
+    def caller_types(self, typed) -> None:
+        digits, end = typed
+        for key in digits + end:
+            self.press(key)
+
+    def press(self, digit: str) -> None:
         effects_before = len(self.effects_log)
+        asked = any(self.awaited(name) for name in self.keyable_asked) and self.call.state in ("greeting", "capture")
+        typing = asked or self.call.typed_field is not None
         note = self.send(ev.KeyPressed(digit))
-        if note.startswith("key "):
+        if typing:
+            # Keys pressed while a keyable field is asked type it: they never choose a menu intent.
+            assert not note.startswith("key "), note
+        elif note.startswith("key "):
             assert self.call.proposal is not None
             assert (self.call.proposal.intent, self.call.proposal.confidence) == (self.policy.keys[digit], 1.0)
         elif digit not in self.policy.keys:
             assert note.startswith("absorbed") and len(self.effects_log) == effects_before
+
+    def awaited(self, name: str) -> bool:
+        return not self.call.captured.get(name) or name in self.unconfirmed or name in self.unread
 
     @rule(number=st.sampled_from(["+14155552671", ""]))
     def caller_number_known(self, number: str) -> None:
@@ -208,6 +251,13 @@ class CallHarness(RuleBasedStateMachine):
             assert name in self.policy.routes[decision.route].wanted_fields, decision
             asked_enough = self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD
             assert asked_enough or self.clarifications >= self.policy.max_clarifications, (name, self.asks, decision)
+
+    @invariant()
+    def unconfirmed_values_are_listed(self) -> None:
+        """Caller-ID values not confirmed and read-back values not confirmed are captured, and listed."""
+        for decision in self.decisions[:1]:
+            listed = {name for name in self.unconfirmed | self.unread if decision.captured.get(name)}
+            assert set(decision.unconfirmed_fields) == listed, (decision, self.unconfirmed, self.unread)
 
     @invariant()
     def no_field_is_asked_for_a_third_time(self) -> None:
@@ -301,9 +351,13 @@ class RoutingPolicyInvariants(CallHarness):
         if given:
             self.send(ev.DetailsCaptured(given))
 
-    @rule(given=GIVEN)
-    def caller_gives(self, given) -> None:
-        self.send(ev.DetailsCaptured(given, "call_1"))
+    @rule(given=GIVEN, confirms=st.booleans())
+    def caller_gives(self, given, confirms: bool) -> None:
+        self.send(ev.DetailsCaptured(given, "call_1", frozenset(given) if confirms else frozenset()))
+
+    @rule(name=st.sampled_from(["callback_number", "preferred_date"]))
+    def caller_confirms(self, name: str) -> None:
+        self.send(ev.DetailsCaptured({}, "call_1", frozenset({name})))
 
     @rule(intent=POLICY_INTENTS, confidence=CONFIDENCES)
     def intent_proposed(self, intent, confidence) -> None:

@@ -94,6 +94,13 @@ def test_engine_failure_and_budget_expiry_are_failures_a_guards_fallback_is_not(
         assert pass_verdict(finished(decision_reason=reason, outcome="flex"), NOW) is Verdict.SUCCEEDED
 
 
+def test_a_budget_expiry_that_still_reached_the_intents_route_is_not_a_failure():
+    # An emergency put through at the budget without every detail: the policy working, not the AI failing.
+    reached = finished(decision_reason="budget_expired", outcome="flex", routed_on_intent=True)
+    assert pass_verdict(reached, NOW) is Verdict.SUCCEEDED
+    assert pass_verdict(finished(decision_reason="budget_expired", outcome="voicemail"), NOW) is Verdict.FAILED
+
+
 def test_a_hang_up_is_not_a_failure_an_internal_error_is():
     assert pass_verdict(finished(outcome="abandoned", answered=True), NOW) is Verdict.SUCCEEDED
     assert pass_verdict(finished(outcome="abandoned", faults=2, answered=True), NOW) is Verdict.FAILED

@@ -35,6 +35,7 @@ BILLING = DispatchDecision(
     summary="Question about the last invoice",
     captured={"caller_name": "Ann"},
     decided_after_s=3.2,
+    routed_on_intent=True,
 )
 VOICEMAIL = DispatchDecision(route="voicemail", route_kind="voicemail", reason=DecisionReason.BUDGET_EXPIRED)
 FLEX_OUTCOME = PassOutcome(
@@ -136,6 +137,7 @@ decisions = st.builds(
     decided_after_s=st.floats(allow_nan=False, allow_infinity=False),
     missing_fields=st.lists(st.text(), max_size=3).map(tuple),
     unconfirmed_fields=st.lists(st.text(), max_size=3).map(tuple),
+    routed_on_intent=st.booleans(),
 )
 
 
@@ -165,6 +167,7 @@ async def test_any_decision_reads_back_from_the_store_as_it_was_saved(decision):
         {"route": "r", "route_kind": "flex", "reason": "accepted", "from_the_future": 1},
         {"route": "r", "route_kind": "flex", "reason": "accepted", "missing_fields": "phone"},
         {"route": "r", "route_kind": "flex", "reason": "accepted", "unconfirmed_fields": [1]},
+        {"route": "r", "route_kind": "flex", "reason": "accepted", "routed_on_intent": "yes"},
     ],
 )
 def test_decision_from_json_refuses_shapes_it_cannot_read(data):
@@ -208,7 +211,7 @@ async def test_call_record_json_has_the_documented_shape():
                     "route": "billing_desk", "route_kind": "flex", "reason": "accepted", "intent": "billing",
                     "confidence": 0.9, "summary": "Question about the last invoice",
                     "captured": {"caller_name": "Ann"}, "proposed_route": None, "decided_after_s": 3.2,
-                    "missing_fields": [], "unconfirmed_fields": [],
+                    "missing_fields": [], "unconfirmed_fields": [], "routed_on_intent": True,
                 },
                 "outcome": {
                     "outcome": "flex",
@@ -493,17 +496,19 @@ async def test_a_write_waits_for_another_process_lock_without_stalling_the_event
         assert list(await store.visited_nodes(CALL)) == ["FW_node"]
 
 
-async def test_a_lock_held_past_the_busy_timeout_is_a_store_error(tmp_path, monkeypatch):
-    import orchestrator.store.sqlite_store as call_store
+async def test_a_lock_held_past_the_operation_time_bound_is_a_locked_store_error(tmp_path):
+    import trio
 
-    monkeypatch.setattr(call_store, "BUSY_TIMEOUT_MS", 200)
     path = tmp_path / "calls.sqlite3"
-    async with await SqliteCallStore.open(path) as store:
+    async with await SqliteCallStore.open(path, operation_timeout_s=0.2) as store:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
         try:
-            with pytest.raises(CallStoreError, match="locked"):
+            started = trio.current_time()
+            with pytest.raises(CallStoreError, match="locked") as raised:
                 await store.record_visit(CALL, "FW_node")
+            assert raised.value.kind == "locked"
+            assert 0.2 <= trio.current_time() - started < 1.0
         finally:
             other.execute("ROLLBACK")
             other.close()

@@ -587,9 +587,44 @@ async def test_a_redis_that_accepts_but_never_answers_times_out_instead_of_hangi
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
         started = trio.current_time()
         with trio.fail_after(8):
-            with pytest.raises(CallStoreError, match="cannot reach Redis: Timeout"):
-                await RedisCallStore.open(url, retention_seconds=60)
+            with pytest.raises(CallStoreError, match="cannot reach Redis: no answer within 0.5 s") as caught:
+                await RedisCallStore.open(url, retention_seconds=60, operation_timeout_s=0.5)
+        assert caught.value.kind == "timeout"
+        assert trio.current_time() - started < 2
         print(f"silent Redis refused after {trio.current_time() - started:.2f} s")
+
+
+async def test_operations_given_up_on_while_redis_sleeps_leave_the_store_usable():
+    """Callers that stop waiting while new connections are in their handshake (Redis asleep) must not cost
+    the pool those connections: once Redis answers again, so does the store, without a restart."""
+    with start_redis_server("--enable-debug-command", "yes") as server:
+        async with await RedisCallStore.open(server.base_url, retention_seconds=60, operation_timeout_s=0.2) as store:
+            admin = server.client()
+            admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # the store's connection
+            kinds: list[str] = []
+
+            async def given_up_on(call_sid: str) -> None:
+                with pytest.raises(CallStoreError) as given_up:
+                    await open_pass(store, call_sid)
+                kinds.append(given_up.value.kind)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, admin.execute_command, "DEBUG", "SLEEP", "1.5")
+                await trio.sleep(0.3)
+                async with trio.open_nursery() as callers:
+                    for index in range(40):  # at once: more than the pool's 16 connections
+                        callers.start_soon(given_up_on, f"CA{index:032d}")
+            admin.close()
+            assert kinds == ["timeout"] * 40
+            with trio.fail_after(5):
+                while True:  # the connections made during the sleep finish their handshakes, then serve
+                    try:
+                        assert (await open_pass(store)).number == 1
+                        break
+                    except CallStoreError:
+                        await trio.sleep(0.1)
+            for index in range(40):
+                assert (await open_pass(store, f"CB{index:032d}")).number == 1
 
 
 async def test_a_wrong_password_is_a_call_store_error_that_does_not_show_the_password():
@@ -651,8 +686,10 @@ async def _describe(location, tmp_path):
 
 
 async def test_a_bad_option_value_is_a_call_store_error_from_the_store_itself():
-    with pytest.raises(CallStoreError, match="socket_timeout"):
-        await RedisCallStore.open("redis://127.0.0.1:1/0?socket_timeout=soon", retention_seconds=60)
+    with pytest.raises(CallStoreError, match="'soon'"):
+        await RedisCallStore.open("redis://127.0.0.1:1/0?connect_timeout=soon", retention_seconds=60)
+    with pytest.raises(ValueError, match="operation_timeout_s"):
+        await RedisCallStore.open("redis://127.0.0.1:1/0", retention_seconds=60, operation_timeout_s=0)
     with pytest.raises(ValueError, match="retention_seconds"):
         await RedisCallStore.open("redis://127.0.0.1:1/0", retention_seconds=0)
 

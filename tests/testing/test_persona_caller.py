@@ -82,6 +82,24 @@ def test_the_offline_engines_own_questions_are_each_heard_as_their_field():
         assert hear(field_question(field)).ask == kinds[field.name]
 
 
+def test_the_agents_keypad_offer_read_back_and_caller_id_question_are_heard_and_answered():
+    from orchestrator.engines import CALLER_ID_QUESTION, asked_with_keypad, read_back_question
+
+    phone = next(field for field in ACME_CONFIG.fields if field.name == "callback_number")
+    offered = hear(f"{ACME_CONFIG.lines.keypad_thanks} {asked_with_keypad(phone, field_question(phone))}")
+    assert (offered.ask, offered.keypad_offered) == ("phone", True)
+    assert PersonaMind(persona(behaviour={"keypad": True})).reply(offered).keys == "4155550199#"
+    assert hear(CALLER_ID_QUESTION).ask == "caller_id"
+    mind = PersonaMind(persona())
+    mind.reply(hear(field_question(phone)))
+    wrong = read_back_question(phone, "+14155550198", "US")  # "I have 4 1 5, 5 5 5, 0 1 9 8. Is that right?"
+    assert hear(wrong).ask == "confirm"
+    assert mind.reply(hear(wrong)).say == "No, it's four one five, five five five, oh one nine nine."
+    right = mind.reply(hear(read_back_question(phone, "+14155550199", "US")))
+    assert (right.say, right.confirms) == ("Yes, that's right.", True)
+    assert mind.reply(hear("I have 4-1-5, 5-5-5, 0-1-9-9. Is that right?")).confirms  # as Whisper writes it
+
+
 def test_details_asked_together_are_answered_in_the_order_asked():
     heard = hear("So we can help you quickly, could I have your name and a number to reach you on?")
     assert (heard.ask, heard.also) == ("name", ("phone",))

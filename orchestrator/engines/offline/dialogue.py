@@ -8,8 +8,15 @@ everything that matters (accept, clarify, fallback); this policy only words the 
   was already asked once, a proposal (`propose_route`) with the classifier's calibrated confidence;
 - a turn with no clear need → "how can I help?" once, then the best guess goes to the machine, whose
   minimum-confidence guard and clarification cap decide;
-- the machine asks for missing details → one question per field, each asked at most twice, then the
-  same intent is proposed again;
+- a need that none of the intents serves → `unknown` at once: the machine clarifies once, then takes
+  the fallback route (a hello, a name or a number alone is no need: it gets "how can I help?");
+- the machine asks for missing details → one question per field, each asked at most twice (a phone number
+  or a date with "or type it on your keypad and press pound"), then the same intent is proposed again;
+- a number known from caller ID that the machine asks to confirm → "Is the number you're calling from the
+  best one to reach you?": yes confirms it, no asks for the number;
+- a value said for a read-back field → "I have 4 1 5, 5 5 5, 0 1 9 9. Is that right?" (at most twice per
+  field): yes confirms it, a correction in the answer replaces it, a no asks again; the intent is proposed
+  again only once the read-back is answered;
 - taking over a call from a failed engine → the intent from what was already heard, else one line asking
   the caller to say again what they need.
 """
@@ -20,13 +27,23 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.config import RoutingConfig
-from orchestrator.engines import PROPOSE_ROUTE, RECORD_DETAILS, SpokenLine
+from orchestrator.config import CONFIRMED_ARGUMENT, RoutingConfig
+from orchestrator.engines import (
+    CALLER_ID_QUESTION,
+    PROPOSE_ROUTE,
+    RECORD_DETAILS,
+    UNKNOWN_INTENT,
+    SpokenLine,
+    answer_is_yes,
+    asked_with_keypad,
+    read_back_question,
+)
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.slot_extraction import extract_slots, field_question
 from orchestrator.engines.offline.transcript import clean_transcript
 
 MAX_ASKS_PER_FIELD = 2
+MAX_READ_BACKS_PER_FIELD = 2  # a value corrected twice is taken as said, unconfirmed
 MAX_SUMMARY_CHARS = 200
 _DECIDED = frozenset({"accepted", "handed_to_fallback", "ignored"})
 
@@ -78,6 +95,11 @@ class OfflineDialogue:
         self._said_anything = False
         self._call_ids = 0
         self._heard_details = False  # the last turn gave details: the next words thank and go on
+        self._read_back_fields = {f.name for f in self.config.fields if f.read_back}
+        self._read_backs: dict[str, int] = {}
+        self._read_back_due: str | None = None  # a value heard, to be read back at the next words
+        self._to_confirm: set[str] = set()  # caller-ID values the machine asked to confirm
+        self._confirming: str | None = None  # the field whose yes or no the caller is about to say
 
     # ------------------------------------------------------------------ inputs
 
@@ -91,17 +113,25 @@ class OfflineDialogue:
             return Reply()
         if not words:
             return self._said(self.config.lines.not_heard)
+        if self._confirming is not None:
+            return self._after_confirmation(self._confirming, text, words)
         calls: list[ToolRequest] = []
         asked_for = self._asking[0] if self._asking else None
         details = self._details_in(text, asked_for)
         if details:
             calls.append(self._tool(RECORD_DETAILS, details))
+            self._note_read_back(details)
         self._heard_details = bool(details)
         if asked_for is not None:
             return self._after_field_answer(asked_for, details, calls)
         self._intent_turns.append(words)
         proposal = self._classify()
-        if proposal.confidence >= self.config.triage.min_confidence or self._prompted_for_intent or self._clarified:
+        if (
+            proposal.intent == UNKNOWN_INTENT
+            or proposal.confidence >= self.config.triage.min_confidence
+            or self._prompted_for_intent
+            or self._clarified
+        ):
             calls.append(self._propose(proposal))
             return Reply(tuple(calls))
         # Not clear yet, and the caller was not asked: ask once before the machine has to judge a guess.
@@ -136,15 +166,21 @@ class OfflineDialogue:
     def on_line(self, line: SpokenLine) -> str:
         """The words for a fixed line the session asked for, plus the first question it asks for."""
         self._said_anything = True
+        self._confirming = None  # the machine moved on (e.g. the caller typed the value instead)
         if not line.asks_for:
             return line.text
-        # In the config's order (the machine lists them sorted): a business orders its questions.
+        self._to_confirm = set(line.confirms)
+        # In the config's order (the machine lists them sorted): a business orders its questions. A number
+        # known from caller ID is usable already: confirming it comes after what is missing.
         order = {name: position for position, name in enumerate(self._fields)}
-        wanted = sorted(line.asks_for, key=lambda name: order.get(name, len(order)))
+        wanted = sorted(line.asks_for, key=lambda name: (name in self._to_confirm, order.get(name, len(order))))
         # A field already asked twice is not asked a third time, whatever line asks for it again.
         self._asking = [
-            name for name in wanted if name not in self.captured and self._asks.get(name, 0) < MAX_ASKS_PER_FIELD
+            name for name in wanted
+            if (name not in self.captured or name in self._to_confirm) and self._asks.get(name, 0) < MAX_ASKS_PER_FIELD
         ]
+        if self._read_back_due is not None:
+            return f"{line.text} {self._read_back()}"
         if not self._asking:
             return line.text
         return f"{line.text} {self._question(self._asking[0])}"
@@ -160,6 +196,8 @@ class OfflineDialogue:
                 if proposal.confidence >= self.config.triage.min_confidence:
                     return Reply((self._propose(proposal),))
             return self._said(self.config.lines.taking_over)
+        if self._read_back_due is not None:
+            return self._said(self._read_back())
         if self._asking:
             return self._said(self._question(self._asking[0]))
         if self._heard_details and self._proposal is None:
@@ -170,9 +208,12 @@ class OfflineDialogue:
     # ------------------------------------------------------------------ helpers
 
     def _after_field_answer(self, asked_for: str, details: Mapping[str, str], calls: list[ToolRequest]) -> Reply:
-        self._asking = [name for name in self._asking if name not in self.captured]
+        self._to_confirm.difference_update(details)
+        self._asking = [name for name in self._asking if name not in self.captured or name in self._to_confirm]
         if asked_for in self._asking and self._asks.get(asked_for, 0) >= MAX_ASKS_PER_FIELD:
             self._asking.remove(asked_for)  # asked twice: go on without it; the machine decides
+        if self._read_back_due is not None:
+            return Reply(tuple(calls))  # the read-back comes with on_continue; the proposal after its answer
         if self._asking:
             if calls:
                 return Reply(tuple(calls))  # the next question comes with on_continue
@@ -180,6 +221,42 @@ class OfflineDialogue:
         if self._proposal is not None:
             calls.append(self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)))
         return Reply(tuple(calls))
+
+    def _after_confirmation(self, name: str, text: str, words: str) -> Reply:
+        """The answer to a read-back or to the caller-ID question: a new value, a yes, or a no."""
+        self._confirming = None
+        details = self._details_in(text, name)
+        if name in details:  # "no, it's 0199": the correction replaces the value (and is read back in turn)
+            self._note_read_back(details)
+            return self._after_field_answer(name, details, [self._tool(RECORD_DETAILS, details)])
+        verdict = answer_is_yes(words)
+        if verdict:
+            self._to_confirm.discard(name)
+            confirmed = {**details, CONFIRMED_ARGUMENT: [name]}
+            return self._after_field_answer(name, details, [self._tool(RECORD_DETAILS, confirmed)])
+        calls = [self._tool(RECORD_DETAILS, details)] if details else []
+        if verdict is None and details:  # neither yes nor no, but other details: the value stays, unconfirmed
+            return self._after_field_answer(name, details, calls)
+        # A no, or no answer to it at all: the value is asked for (again), as a question about it would.
+        self._to_confirm.discard(name)
+        self.captured.pop(name, None)
+        if self._asks.get(name, 0) >= MAX_ASKS_PER_FIELD:
+            return self._after_field_answer(name, details, calls)
+        self._asking = [name, *(other for other in self._asking if other != name)]
+        self._said_anything = True
+        return Reply(tuple(calls), say=self._question(name))
+
+    def _note_read_back(self, details: Mapping[str, str]) -> None:
+        due = [name for name in details if name in self._read_back_fields]
+        if due and self._read_backs.get(due[0], 0) < MAX_READ_BACKS_PER_FIELD:
+            self._read_back_due = due[0]
+
+    def _read_back(self) -> str:
+        name, self._read_back_due = self._read_back_due, None
+        assert name is not None
+        self._read_backs[name] = self._read_backs.get(name, 0) + 1
+        self._confirming = name
+        return read_back_question(self._fields[name], self.captured.get(name, ""), self.config.company.country)
 
     def _details_in(self, text: str, asked_for: str | None) -> dict[str, str]:
         found = extract_slots(
@@ -192,6 +269,8 @@ class OfflineDialogue:
     def _classify(self) -> _Proposal:
         text = " ".join(self._intent_turns)
         prediction = self.model.predict(text)
+        if prediction.needs_no_intent:
+            return _Proposal(UNKNOWN_INTENT, round(prediction.unknown, 4), text[:MAX_SUMMARY_CHARS])
         return _Proposal(prediction.intent, round(prediction.confidence, 4), text[:MAX_SUMMARY_CHARS])
 
     def _propose(self, proposal: _Proposal) -> ToolRequest:
@@ -210,12 +289,15 @@ class OfflineDialogue:
         return ToolRequest(call_id, name, json.dumps(dict(arguments)))
 
     def _question(self, name: str) -> str:
+        if name in self._to_confirm:  # known from caller ID: one question to confirm it, not counted as an ask
+            self._confirming = name
+            return CALLER_ID_QUESTION
         asks = self._asks[name] = self._asks.get(name, 0) + 1
         captured_field = self._fields.get(name)
         if captured_field is None:
             question = f"Could you tell me your {name.replace('_', ' ')}?"
         else:
-            question = captured_field.question or field_question(captured_field)
+            question = asked_with_keypad(captured_field, captured_field.question or field_question(captured_field))
         return question if asks == 1 else f"Sorry, I didn't get that. {question}"
 
     def _said(self, text: str) -> Reply:

