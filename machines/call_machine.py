@@ -155,6 +155,7 @@ class CallMachine:
         self.asked_fields: tuple[str, ...] = ()  # asked for by the last line, awaited until the next proposal
         self.unconfirmed: set[str] = set()  # captured from caller ID, not yet confirmed by the caller
         self.unread: set[str] = set()  # spoken values of read-back fields the caller has not confirmed
+        self.last_detail_at: float | None = None  # when the caller last gave a detail (engine or keypad)
         # A value being typed on the keypad: its field, the digits so far, and when a pause ends it.
         self.typed_field: str | None = None
         self.typed_digits = ""
@@ -238,6 +239,8 @@ class CallMachine:
             self._answer_tool(event.tool_call_id, "ignored", "the call has already been handed on")
             return "absorbed"
         self.captured.update(event.fields)
+        if event.fields or event.confirmed:
+            self.last_detail_at = self.clock()
         self.unconfirmed.difference_update(event.fields)  # recorded by the engine: the caller gave or confirmed it
         self.unread.update(name for name in event.fields if name in self.policy.read_back_fields)
         confirmed = {name for name in event.confirmed if self.captured.get(name)}
@@ -514,8 +517,8 @@ class CallMachine:
     # ------------------------------------------------------------------ helpers
 
     def _extend_budget_for_details(self) -> None:
-        """More time only where the route cannot work without what is asked (a hard field) and the need is
-        not urgent: soft fields are asked within the budget, and an urgent caller is put through at once."""
+        """More time, asked for up front, only where the route cannot work without what is asked (a hard
+        field) and the need is not urgent; anyone else gets it only while still answering at the budget."""
         proposal = self.proposal
         route = self._trusted_route(proposal)
         if proposal is None or route is None or not self._missing_required(route):
@@ -530,7 +533,22 @@ class CallMachine:
 
     def _expire_budget_if_due(self) -> None:
         if self.state in TRIAGE_OPEN and self.clock() >= self.budget_deadline:
-            self.expire_budget()
+            if not self._extend_budget_for_answers():
+                self.expire_budget()
+
+    def _extend_budget_for_answers(self) -> bool:
+        """A caller who is answering the details of a trusted need when the budget ends (urgent or not) gets
+        the details extension to finish, once; one who has stopped giving any is put through at the budget."""
+        if self.last_detail_at is None or self.clock() - self.last_detail_at > self.policy.answering_window_s:
+            return False
+        if self._trusted_route(self.proposal) is None or not self._fields_to_ask():
+            return False
+        deadline = self.started_at + self.policy.budget_s + self.policy.details_budget_s
+        if deadline <= self.budget_deadline:
+            return False  # already extended (bounded from the call's start)
+        self.budget_deadline = deadline
+        self._emit(WakeAt(deadline))
+        return True
 
     def _trusted_route(self, proposal: ev.IntentProposed | None) -> RouteRule | None:
         """The route of a proposal the machine trusts (known intent, confident enough), else None."""

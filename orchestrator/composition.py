@@ -17,7 +17,7 @@ from functools import partial
 import trio
 
 from bridge.openai_realtime import RealtimeSettings
-from bridge.twilio import TwilioSignatureCheck
+from bridge.twilio import HttpxTwilioClient, TwilioSignatureCheck
 from machines import CallFlow
 from orchestrator.config import (
     ConfigError,
@@ -30,6 +30,7 @@ from orchestrator.config import (
     model_shutdown_warnings,
 )
 from orchestrator.engines import (
+    CallerAudioBatching,
     EngineConnector,
     RealtimeConnector,
     agent_instructions,
@@ -45,6 +46,7 @@ from orchestrator.engines.offline import (
 )
 from orchestrator.rollout import RolloutControl
 from orchestrator.server import (
+    LiveCallRedirect,
     ServerState,
     build_app,
     listening_socket,
@@ -86,6 +88,10 @@ class RunningServer:
     state: ServerState
     announcements: list[str]
     stop: Callable[[], None]
+
+
+# A REST redirect moves a caller who hears nothing meanwhile: not worth waiting longer for.
+TWILIO_REST_TIMEOUT_S = 5.0
 
 
 def _url_host(host: str) -> str:
@@ -169,6 +175,7 @@ async def _build_engines(
             instructions=instructions,
             tools=tools,
             transcription_model=settings.transcription_model,
+            batching=CallerAudioBatching(settings.caller_audio_batch_cpu),
         )
         announcements.append(
             f"engine: OpenAI Realtime at {settings.realtime_url} (model {settings.realtime_model or 'from URL'})"
@@ -320,12 +327,18 @@ async def _serving(
             handoff_token=settings.handoff_token.get_secret_value() if settings.handoff_token else None,
             after_wait_s=settings.after_wait_seconds,
             stream_start_timeout_s=settings.stream_start_timeout_seconds,
+            media_silence_s=settings.twilio_silence_seconds,
             max_concurrent_calls=settings.max_concurrent_calls,
             failover=failover,
             engines=engines,
             ops_token=settings.ops_token.get_secret_value() if settings.ops_token else None,
             metrics=ServerMetrics(triage_budget_s=config.triage.budget_seconds),
         )
+        twilio_http = await stack.enter_async_context(
+            HttpxTwilioClient(timeout=TWILIO_REST_TIMEOUT_S, origin=settings.twilio_api_url)
+        )
+        account_sid = settings.twilio_account_sid or config.twilio.account_sid
+        state.move_live_call = LiveCallRedirect(state, twilio_http, auth_token=auth_token, account_sid=account_sid).move
         stop_serving = trio.Event()
 
         async def shutdown_trigger() -> None:

@@ -123,9 +123,12 @@ class FrontDesk:
     config: RoutingConfig
 
     def caller(self, steps: Sequence[CallerStep] = (), *, http: Any = None, **options: Any) -> SimulatedCaller:
-        defaults: dict[str, Any] = {"speed": SPEED, "max_call_s": CALL_TIMEOUT_S * SPEED, "caller": suite_secrets.CALLER}
+        defaults: dict[str, Any] = {
+            "base_url": self.server.base_url, "auth_token": self.server.auth_token, "speed": SPEED,
+            "max_call_s": CALL_TIMEOUT_S * SPEED, "caller": suite_secrets.CALLER,
+        }
         return SimulatedCaller(
-            CallerOptions(base_url=self.server.base_url, auth_token=self.server.auth_token, **{**defaults, **options}),
+            CallerOptions(**{**defaults, **options}),
             steps,
             http=http,
         )

@@ -28,6 +28,8 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships 
     `httpx.MockTransport` in tests); otherwise a pooled client is created and owned here.
     `timeout` (seconds) applies when a call gives none; with neither, the httpx client's own
     default applies (5 s unless configured), never "wait forever".
+    `origin` (`scheme://host:port`) replaces the origin of every request, the path kept: Twilio's API
+    reached through a relay, or a test double over loopback.
     Transport failures surface as httpx exceptions; HTTP errors are returned as responses and
     twilio-python turns them into `TwilioRestException`.
     """
@@ -38,11 +40,13 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships 
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float | None = None,
+        origin: str | None = None,
         logger: logging.Logger = _logger,
     ) -> None:
         super().__init__(logger, is_async=True, timeout=timeout)
         if client is not None and transport is not None:
             raise ValueError("pass either an httpx client or a transport, not both")
+        self._origin = httpx.URL(origin) if origin is not None else None
         self._owns_client = client is None
         self._client = client if client is not None else httpx.AsyncClient(transport=transport)
 
@@ -63,9 +67,12 @@ class HttpxTwilioClient(AsyncHttpClient):  # type: ignore[misc]  # twilio ships 
             raise ValueError(timeout)
 
         body: dict[str, Any] = {"json": data} if _is_json(headers) else {"data": data}
+        target = httpx.URL(url)
+        if self._origin is not None:
+            target = target.copy_with(scheme=self._origin.scheme, host=self._origin.host, port=self._origin.port)
         response = await self._client.request(
             method.upper(),
-            url,
+            target,
             params=params,  # type: ignore[arg-type]  # twilio's request params are str-valued
             headers=headers,
             # None means "no auth" to httpx; a credential provider has then set Authorization already.

@@ -51,6 +51,7 @@ class MediaIntake:
         self._metrics = metrics
         self._log = log
         self.counters = MediaStreamCounters()
+        self.frames_received = 0  # every message, usable or not: the stream's peer is alive
         self._engine: TriageEngine | None = None
         # Caller audio that came while no engine was open; the oldest goes first when full.
         self._held_audio: deque[str] = deque(maxlen=HELD_CALLER_AUDIO_MS // CALLER_FRAME_MS)
@@ -66,6 +67,7 @@ class MediaIntake:
         self._engine = None
 
     def on_frame(self, frame: str | bytes) -> None:
+        self.frames_received += 1
         try:
             message = parse_twilio_message(frame)
         except MediaStreamProtocolError as error:

@@ -2,6 +2,7 @@
 
     call nursery
     ├── media reader   Twilio frames → media intake (caller audio to the engine, mark echoes, hang-up)
+    │   └── silence watch  no frame for `media_silence_s` while the call is up: the stream's peer is dead
     ├── driver         the only task that feeds the machine and carries out its effects, in order
     ├── timers         WakeAt effects
     └── session task   async with engine:            (nested: the engine's lifetime)
@@ -19,12 +20,15 @@ for the hang-up path, where Twilio closes the stream first.
 What the session puts together lives beside it: what a Twilio frame means (`media_intake`), what the
 caller hears of the agent (`playback`, over `bridge.twilio.audio_out`), the requests to the engine
 (`engine_requests`), the switch to a second engine (`failover`) and the pass's records (`pass_records`).
+A stream that goes silent (a proxy that died, a half-open connection) ends the call as an engine failure
+would, and `move_live_call` then hands the call to its route without the stream (Twilio's REST API).
 The commonest frames each way (caller audio, mark echoes, agent audio) go through functions that never
 wait, which the sockets call from their read reactor as frames arrive, so no task wakes for them.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -79,6 +83,9 @@ _SILENT_HANDOFF_KINDS = frozenset({"resolve", "voicemail"})
 _HUNG_CALL_SLACK_S = 60.0
 # Engine events the driver decides on (the engine reader hands them over).
 _ENGINE_NOTICES = (ResponseStarted, ResponseFinished, ToolCallReady, EngineProblem)
+MEDIA_SILENT = "media_silent"  # the reason of the engine failure a silent Media Stream stands for
+# How often, per silence period, the watch looks whether frames still come: silence is noticed within 1.25×.
+_SILENCE_LOOKS = 4
 
 
 @dataclass
@@ -93,6 +100,11 @@ class SessionDeps:
     shutting_down: trio.Event = field(default_factory=trio.Event)
     # Takes over a call whose engine is refused or lost while the caller is being triaged (None: fallback route).
     failover: EngineConnector | None = None
+    # Seconds without a Media Stream message, while the call is up, after which its peer is dead (0: never).
+    media_silence_s: float = 0.0
+    # Moves the live call to its route once its stream went silent (the stream can carry no TwiML now);
+    # returns what happened, for the pass's record. None: nothing can (the caller waits for Twilio).
+    move_live_call: Callable[[TriagePass], Awaitable[str]] | None = None
 
 
 class CallSession:
@@ -128,6 +140,8 @@ class CallSession:
         self._machine_ended = trio.Event()
         self._close_media_requested = False
         self._nursery: trio.Nursery | None = None
+        self.media_went_silent = False
+        self._notes: list[str] = []  # the session's own, for the pass's record
         self._failover = EngineFailover(
             deps.failover, metrics=deps.metrics, log=self.log, shutting_down=deps.shutting_down
         )
@@ -182,8 +196,12 @@ class CallSession:
         finally:
             self.realtime_closed.set()
             with trio.CancelScope(shield=True):
+                if self.media_went_silent:  # before the close, which waits for a peer that will not answer
+                    await self._move_live_call()
                 await self.socket.close(1000)
-                await self._records.finish(machine, notes=self._failover.notes, engine_seconds=self._engine_seconds)
+                await self._records.finish(
+                    machine, notes=[*self._failover.notes, *self._notes], engine_seconds=self._engine_seconds
+                )
             flow.dispose(machine)
             self.deps.metrics.active_calls.dec()
             self.log.info("triage finished", outcome=machine.outcome, state=machine.state)
@@ -389,8 +407,45 @@ class CallSession:
     # ------------------------------------------------------------------ the media reader
 
     async def _read_media(self) -> None:
-        await self.socket.serve(self._intake.on_frame)
+        async with trio.open_nursery() as nursery:
+            if self.deps.media_silence_s > 0:
+                nursery.start_soon(self._watch_media_silence, nursery.cancel_scope)
+            await self.socket.serve(self._intake.on_frame)
+            nursery.cancel_scope.cancel()
         self._post(ev.MediaClosed())
+
+    async def _watch_media_silence(self, reader_scope: trio.CancelScope) -> None:
+        """Twilio sends a frame every 20 ms while the call is up: none for `media_silence_s` means the
+        stream's peer is gone without a close. The call then ends as on an engine failure (the machine
+        decides where it goes), and the media reader stops waiting for the dead stream."""
+        silence_s = self.deps.media_silence_s
+        frames_seen, last_frame_at = self._intake.frames_received, trio.current_time()
+        while True:
+            await trio.sleep(silence_s / _SILENCE_LOOKS)
+            now = trio.current_time()
+            if self._intake.frames_received != frames_seen:
+                frames_seen, last_frame_at = self._intake.frames_received, now
+            elif now - last_frame_at >= silence_s:
+                break
+        if self._close_media_requested:
+            return  # we are closing the stream ourselves: Twilio requests the action URL on its close
+        self.media_went_silent = True
+        self.deps.metrics.media_streams_silent.inc()
+        self._notes.append(f"{MEDIA_SILENT}: no Media Stream message for {silence_s:g} s")
+        self.log.warning("the Media Stream went silent: its peer is gone", seconds=silence_s)
+        self._post(ev.EngineFailed(MEDIA_SILENT))
+        reader_scope.cancel()  # the stream is closed for this call: MediaClosed follows
+
+    async def _move_live_call(self) -> None:
+        move = self.deps.move_live_call
+        if move is None:
+            self._notes.append("live call not moved: no way to reach Twilio's REST API")
+            return
+        try:
+            self._notes.append(await move(self.triage_pass))
+        except Exception as error:  # a bug in the hand-over must not skip the record
+            self.log.exception("moving the live call failed")
+            self._notes.append(f"live call not moved: {type(error).__name__}")
 
     def _listening(self) -> bool:
         # After the decision the caller is no longer heard: the agent must not answer again.

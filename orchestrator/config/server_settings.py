@@ -53,6 +53,9 @@ class ServerSettings(BaseSettings):
     # A PEM file of CA certificates trusted beside the system's (SSL_CERT_FILE) for a private wss:// endpoint.
     realtime_ca_file: FilePath | None = None
     transcription_model: str | None = "gpt-live-transcribe"
+    # The share of one core a worker uses before it sends caller audio two 20 ms frames per append instead of
+    # each at once (fewer messages, 20 ms more latency on every other frame). 0: always two.
+    caller_audio_batch_cpu: float = Field(0.4, ge=0)
     # Seconds between pings on an idle or busy Realtime socket; a peer that leaves one unanswered until the
     # next is lost (the call fails over within twice this). 0: no pings.
     realtime_keepalive_seconds: float = Field(15.0, ge=0)
@@ -75,6 +78,11 @@ class ServerSettings(BaseSettings):
     after_wait_seconds: float = Field(5.0, gt=0)
     # Seconds Twilio has to send `start` after opening the stream.
     stream_start_timeout_seconds: float = Field(10.0, gt=0)
+    # A Media Stream with no message for this long while the call is up is a dead peer (Twilio sends media
+    # every 20 ms): the call is moved to its route over the REST API. 0: never.
+    twilio_silence_seconds: float = Field(5.0, ge=0)
+    # Where Twilio's REST API is reached (None: https://api.twilio.com, as twilio-python says); a relay or a test double.
+    twilio_api_url: str | None = None
     retention_days: float = Field(30.0, gt=0)
     max_concurrent_calls: int = Field(500, gt=0)
     graceful_shutdown_seconds: float = Field(10.0, ge=0)
@@ -95,6 +103,16 @@ class ServerSettings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment")
         return urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+    @field_validator("twilio_api_url")
+    @classmethod
+    def _http_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+            raise ValueError("must be an http:// or https:// origin (scheme, host and port only)")
+        return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
     @field_validator("realtime_url")
     @classmethod

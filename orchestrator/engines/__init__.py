@@ -2,6 +2,7 @@
 OpenAI Realtime behind the interface, and the demo engine of `serve --engine fake`. The offline engine is
 `orchestrator.engines.offline`.
 """
+from orchestrator.engines.caller_audio_batching import CallerAudioBatching
 from orchestrator.engines.demo import run_demo_engine
 from orchestrator.engines.field_capture import (
     CALLER_ID_QUESTION,
@@ -54,6 +55,7 @@ __all__ = [
     "UNKNOWN_INTENT",
     "AgentAudio",
     "AgentTranscript",
+    "CallerAudioBatching",
     "CallerSpeechStarted",
     "CallerTranscript",
     "EngineCall",

@@ -35,6 +35,7 @@ from bridge.openai_realtime import (
     joined_base64,
     open_realtime,
 )
+from orchestrator.engines.caller_audio_batching import CALLER_FRAMES_PER_BATCH, CallerAudioBatching
 from orchestrator.engines.interface import (
     AgentAudio,
     AgentTranscript,
@@ -63,10 +64,6 @@ HARMLESS_ERROR_CODES = frozenset(
     }
 )
 TAG_KEY = "tag"  # response metadata key carrying the tag given to speak()
-# Twilio sends a 20 ms frame at a time; two go out in one append (40 ms). That halves the appends (each a
-# WebSocket message and a send), the largest share of a call's CPU, and delays what the model hears by at
-# most 20 ms, next to the 500 ms of silence its VAD waits for.
-CALLER_FRAMES_PER_APPEND = 2
 _TRUNCATE_ID_PREFIX = "truncate_"
 AUDIO_APPEND_PARAM = "audio"  # the `param` of an error that answers an input_audio_buffer.append
 _RESPONSE_ID_PREFIX = "respond_"
@@ -78,8 +75,9 @@ class RealtimeEngine:
     """One call's Realtime session, seen as a `TriageEngine`. Sends on a closed socket are dropped:
     the end of `events()` is how the session learns that the engine is gone."""
 
-    def __init__(self, connection: RealtimeConnection) -> None:
+    def __init__(self, connection: RealtimeConnection, batching: CallerAudioBatching | None = None) -> None:
         self._connection = connection
+        self._batching = batching or CallerAudioBatching()
         self._tools = ToolCallCollector()
         self._tags: dict[str, str | None] = {}  # the active responses' tags, by response id
         # Our response.create requests not yet answered by a response.created: (event id, tag), oldest first.
@@ -90,9 +88,16 @@ class RealtimeEngine:
         self._held_audio: list[str] = []  # caller frames waiting to go out in one append
 
     def send_caller_audio(self, payload_b64: str) -> None:
+        """Each frame at once while the worker is not busy; else two in one append (`caller_audio_batching`)."""
         held = self._held_audio
+        if not held and not self._batching.on():
+            if _is_base64(payload_b64):
+                self._post_audio(payload_b64)
+            else:
+                log.info("caller audio that is not base64 was dropped", chars=len(payload_b64))
+            return
         held.append(payload_b64)
-        if len(held) < CALLER_FRAMES_PER_APPEND:
+        if len(held) < CALLER_FRAMES_PER_BATCH:
             return
         self._held_audio = []
         try:
@@ -240,6 +245,7 @@ class RealtimeConnector:
         tools: Sequence[Mapping[str, Any]],
         transcription_model: str | None = None,
         label: str = "realtime",
+        batching: CallerAudioBatching | None = None,
     ) -> None:
         self.settings = settings
         self.instructions = instructions
@@ -247,6 +253,7 @@ class RealtimeConnector:
         self.transcription = {"model": transcription_model} if transcription_model else None
         self.name = label
         self.tls_context = settings.tls_context()  # one for every call of this process
+        self.batching = batching or CallerAudioBatching()  # one for every call of this process
 
     def connect(self, call: EngineCall) -> AbstractAsyncContextManager[RealtimeEngine]:
         return self._open(call, text_only=False)
@@ -271,4 +278,4 @@ class RealtimeConnector:
             except RealtimeFailure as failure:
                 kind = failure.kind if isinstance(failure, RealtimeUnavailable) else "session"
                 raise EngineUnavailable(f"{type(failure).__name__}: {failure}", kind=kind) from failure
-            yield RealtimeEngine(connection)
+            yield RealtimeEngine(connection, self.batching)

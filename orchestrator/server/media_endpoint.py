@@ -33,6 +33,7 @@ from orchestrator.server.call_parameters import (
     known_language,
     pass_number,
 )
+from orchestrator.server.forwarded_origin import origin_forwarded_elsewhere
 from orchestrator.server.state import ServerState
 from orchestrator.store import TriagePass, store_error_kind
 
@@ -60,7 +61,9 @@ class MediaEndpoint:
             if state.signature.check_websocket(path, query, request.headers.get(SIGNATURE_HEADER)):
                 return True
             state.metrics.signature_failures.labels("media").inc()
-            log.warning("refused: bad signature on the stream upgrade")
+            elsewhere = origin_forwarded_elsewhere(state.public_url, request.headers)
+            log.warning("refused: bad signature on the stream upgrade",
+                        **({"forwarded_origin": elsewhere, "public_url": state.public_url} if elsewhere else {}))
             return False
 
         websocket = await accept_websocket(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -12,7 +13,7 @@ from orchestrator.call import CallSession, SessionDeps
 from orchestrator.config import RoutingConfig
 from orchestrator.engines import EngineConnector
 from orchestrator.rollout import RolloutControl
-from orchestrator.store import CallStore
+from orchestrator.store import CallStore, TriagePass
 from orchestrator.telemetry import ServerMetrics
 
 
@@ -34,6 +35,10 @@ class ServerState:
     ops_token: str | None = None  # opens /ops and posts CSAT scores
     after_wait_s: float = 5.0
     stream_start_timeout_s: float = 10.0
+    # A stream silent this long while its call is up has a dead peer (0: never); `move_live_call` (Twilio's
+    # REST API, `live_call_redirect.py`) then hands the call to its route.
+    media_silence_s: float = 0.0
+    move_live_call: Callable[[TriagePass], Awaitable[str]] | None = None
     max_concurrent_calls: int = 500
     # Takes over calls whose engine is refused or lost mid-triage (config `engine.failover`).
     failover: EngineConnector | None = None
@@ -50,7 +55,8 @@ class ServerState:
         connector = self.engines.get(engine or "", self.connector)
         failover = self.failover if self.failover is not connector else None
         return SessionDeps(
-            self.config, self.flow, self.store, connector, self.metrics, self.shutting_down, failover=failover
+            self.config, self.flow, self.store, connector, self.metrics, self.shutting_down, failover=failover,
+            media_silence_s=self.media_silence_s, move_live_call=self.move_live_call,
         )
 
     def public(self, path: str) -> str:

@@ -14,7 +14,6 @@ way, a caller gets TwiML that moves the call on, never silence.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -27,7 +26,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from bridge.twilio import SIGNATURE_HEADER
 from machines import Arm
-from orchestrator.call import CallFacts, dispatch_twiml, fallback_twiml, legacy_twiml
+from orchestrator.call import CallFacts, legacy_twiml
 from orchestrator.config import StudioRoute, caller_number, studio_node_key
 from orchestrator.server.call_parameters import (
     CALL_SID,
@@ -38,6 +37,8 @@ from orchestrator.server.call_parameters import (
     known_language,
     pass_number,
 )
+from orchestrator.server.forwarded_origin import origin_forwarded_elsewhere
+from orchestrator.server.hand_back import HandBack
 from orchestrator.server.responses import forbidden, twiml_response
 from orchestrator.server.state import ServerState
 from orchestrator.store import PassOutcome, store_error_kind
@@ -53,8 +54,6 @@ _WIDGET = re.compile(r"[^\s/]{1,64}")
 _ELSEWHERE_POLL_S = 0.02  # how often /voice/after looks for a session on another instance to finish
 # An engine closes in milliseconds; longer means the instance running the session died: answer anyway.
 _ELSEWHERE_WAIT_S = 2.0
-# Only what a voicemail or a hang-up needs: the answer when nothing else could be built.
-_LAST_RESORT_LINE = "Sorry, we could not connect your call. Please call again later."
 
 
 def voice_routes(state: ServerState) -> list[Route]:
@@ -69,6 +68,7 @@ def voice_routes(state: ServerState) -> list[Route]:
 class VoiceWebhooks:
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        self.hand_back = HandBack(state)
 
     async def _signed_form(self, request: Request, endpoint: str) -> Any | None:
         """The form of a signed Twilio POST, or None (counted) when the signature does not hold."""
@@ -76,7 +76,13 @@ class VoiceWebhooks:
         signature = request.headers.get(SIGNATURE_HEADER)
         if not self.state.signature.check_webhook(request.url.path, request.url.query, form, signature):
             self.state.metrics.signature_failures.labels(endpoint).inc()
-            log.warning("refused: bad signature", endpoint=endpoint)
+            elsewhere = origin_forwarded_elsewhere(self.state.public_url, request.headers)
+            if elsewhere is None:
+                log.warning("refused: bad signature", endpoint=endpoint)
+            else:
+                log.warning("refused: bad signature; the proxy forwards a request made to another origin than the "
+                            "public URL (ORCHESTRATOR_PUBLIC_URL)", endpoint=endpoint, forwarded_origin=elsewhere,
+                            public_url=self.state.public_url)
             return None
         return form
 
@@ -194,34 +200,9 @@ class VoiceWebhooks:
                 await trio.sleep(_ELSEWHERE_POLL_S)
 
     async def _after_answer(self, facts: CallFacts, number: int | None) -> Response:
-        state = self.state
-        try:
-            triage_pass = None if number is None else await state.store.get_pass(facts.call_sid, number)
-            if triage_pass is not None:
-                facts = replace(facts, arm=triage_pass.arm)  # the arm travels with the call, from its pass
-            decision = None if triage_pass is None else await state.store.get_decision(facts.call_sid, number)
-            if decision is None:
-                if triage_pass is not None:  # so the brake can tell a pass whose session never ran
-                    await self._mark_fallback_answered(facts.call_sid, triage_pass.number)
-                return await self._fallback(facts, "no_decision")
-            twiml = dispatch_twiml(decision, state.config, facts, public_url=state.public_url)
-            route = state.config.routes.get(decision.route)
-            if isinstance(route, StudioRoute):
-                await state.store.record_visit(facts.call_sid, route.studio_node)
-            await state.store.mark_answered(facts.call_sid, number, decision.route)
-        except Exception as error:
-            state.metrics.store_errors.labels(store_error_kind(error)).inc()
-            log.error("answering the action URL failed: fallback route", call_sid=facts.call_sid, error=repr(error))
-            return await self._fallback(facts, "error")
-        state.metrics.after_answers.labels("decision").inc()
+        twiml, source = await self.hand_back.twiml(facts, number)
+        self.state.metrics.after_answers.labels(source).inc()
         return twiml_response(twiml)
-
-    async def _mark_fallback_answered(self, call_sid: str, number: int) -> None:
-        try:
-            await self.state.store.mark_answered(call_sid, number, self.state.config.triage.fallback_route)
-        except Exception as error:
-            self.state.metrics.store_errors.labels(store_error_kind(error)).inc()
-            log.error("cannot mark the fallback answered", call_sid=call_sid, error=repr(error))
 
     async def _check_brake(self) -> None:
         state = self.state
@@ -244,14 +225,7 @@ class VoiceWebhooks:
 
     async def _fallback(self, facts: CallFacts, source: str) -> Response:
         self.state.metrics.after_answers.labels(source).inc()
-        try:
-            return twiml_response(fallback_twiml(self.state.config, facts, public_url=self.state.public_url))
-        except Exception as error:  # still never silence
-            log.error("fallback TwiML failed", error=repr(error))
-            response = VoiceResponse()
-            response.say(_LAST_RESORT_LINE)
-            response.hangup()
-            return twiml_response(response.to_xml())
+        return twiml_response(self.hand_back.fallback_twiml(facts))
 
     async def voice_recorded(self, request: Request) -> Response:
         if await self._signed_form(request, "voice_recorded") is None:

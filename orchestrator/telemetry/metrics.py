@@ -69,6 +69,14 @@ class ServerMetrics:
             "engine_failovers", "Calls taken over by the failover engine after the first was refused or lost",
             registry=registry,
         )
+        self.media_streams_silent = Counter(
+            "media_streams_silent", "Media Streams that went silent while the call was up (a dead peer)",
+            registry=registry,
+        )
+        self.live_call_redirects = Counter(
+            "live_call_redirects", "Calls moved to their route over Twilio's REST API, by result", ["result"],
+            registry=registry,
+        )
         self.tool_rejections = Counter(
             "tool_rejections", "Tool calls refused for invalid arguments, by tool", ["tool"], registry=registry
         )

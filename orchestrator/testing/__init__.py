@@ -11,6 +11,7 @@ from orchestrator.testing.fake_realtime import (
     run_fake_realtime,
     speak,
 )
+from orchestrator.testing.fake_twilio_rest import CallUpdate, FakeTwilioRest, run_fake_twilio_rest
 from orchestrator.testing.persona_answers import PersonaMind
 from orchestrator.testing.persona_caller import CallerTurn, PersonaCall, PersonaCaller
 from orchestrator.testing.persona_model import ModelBrief, PersonaModel
@@ -29,9 +30,11 @@ from orchestrator.testing.twilio_caller import (
 __all__ = [
     "AgentListener",
     "CallResult",
+    "CallUpdate",
     "CallerOptions",
     "CallerStep",
     "CallerTurn",
+    "FakeTwilioRest",
     "FieldVerdict",
     "HeardLine",
     "ModelBrief",
@@ -56,5 +59,6 @@ __all__ = [
     "load_personas",
     "on",
     "run_fake_realtime",
+    "run_fake_twilio_rest",
     "speak",
 ]

@@ -82,6 +82,7 @@ __all__ = [
     "CallerStep",
     "CallerViolation",
     "Decide",
+    "GoSilent",
     "HangUp",
     "MarkEcho",
     "PressDigit",
@@ -171,6 +172,14 @@ class HangUp:
 
 
 @dataclass(frozen=True)
+class GoSilent:
+    """The line goes dead without a close (a TLS proxy that died, a half-open connection): from now on the
+    caller sends nothing, not even mark echoes or `stop`, and keeps the socket open. A close by the server
+    does not reach Twilio on such a path, so the action URL is not requested either: only a REST update of
+    the call (see `fake_twilio_rest`) moves it on."""
+
+
+@dataclass(frozen=True)
 class PressDigit:
     """The caller presses a key: a `dtmf` message (0-9, * or #)."""
 
@@ -198,8 +207,8 @@ class SendFrame:
     frame: dict[str, Any] | str | bytes
 
 
-CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit | Decide | SendFrame
-_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit, Decide, SendFrame)
+CallerStep = Say | Wait | WaitForAgent | HangUp | PressDigit | Decide | SendFrame | GoSilent
+_STEP_TYPES = (Say, Wait, WaitForAgent, HangUp, PressDigit, Decide, SendFrame, GoSilent)
 
 
 @dataclass
@@ -219,6 +228,7 @@ class CallerOptions:
     sign: bool = True  # False sends no signature; `bad_signature=True` sends a wrong one
     bad_signature: bool = False
     after_script: Literal["silence", "hang_up"] = "silence"  # what the caller does once the steps run out
+    tls: ssl.SSLContext | None = None  # trusts https:// and wss:// servers (None: the system's trust store)
 
     def __post_init__(self) -> None:
         base = urlsplit(self.base_url)
@@ -453,6 +463,7 @@ class SimulatedCaller:
         self._grid_start = 0.0
         self._start_sent = False
         self._stop_sent = False
+        self._gone_silent = False
         self._last_media_at: float | None = None
         self._turn_started_at = 0.0
         # recorded
@@ -563,7 +574,9 @@ class SimulatedCaller:
             async with AsyncExitStack() as stack:
                 http = self._http_given
                 if http is None:
-                    http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT_S))
+                    http = await stack.enter_async_context(
+                        httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, verify=self._options.tls or True)
+                    )
                 await self._call(http)
         except BaseExceptionGroup as group:
             reraise_lone(group)
@@ -581,7 +594,7 @@ class SimulatedCaller:
         connect_url = self._checked_stream_url(stream_url)
         if connect_url is not None:
             await self._stream(connect_url)
-        if self._action_url is None or not self._options.follow_action:
+        if self._action_url is None or not self._options.follow_action or self._gone_silent:
             return
         self._set_state("after")
         status = "completed" if self._media_closed_by == "caller" else "in-progress"
@@ -722,7 +735,8 @@ class SimulatedCaller:
                 try:
                     if secure:
                         tcp = await trio.open_ssl_over_tcp_stream(
-                            host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                            host, port, ssl_context=self._options.tls or ssl.create_default_context(),
+                            https_compatible=True,
                         )
                     else:
                         tcp = await trio.open_tcp_stream(host, port)
@@ -788,7 +802,10 @@ class SimulatedCaller:
                     "max_call_duration",
                     f"the stream was still open at max_call_s={self._options.max_call_s}: the caller hung up",
                 )
-            if self._media_closed_by is None:
+            if self._media_closed_by is None and self._gone_silent:  # the dead line is dropped, no stop
+                self._media_closed_by, self._close_code = "caller", 1006
+                self._media_closed_at = trio.current_time()
+            elif self._media_closed_by is None:
                 await self._caller_hangs_up(websocket)
             call_nursery.cancel_scope.cancel()
 
@@ -837,7 +854,7 @@ class SimulatedCaller:
         return True
 
     def _can_send(self, websocket: WebSocketConnection) -> bool:
-        return self._start_sent and not self._stop_sent and websocket.closed is None
+        return self._start_sent and not self._stop_sent and not self._gone_silent and websocket.closed is None
 
     async def _send_opening(self, websocket: WebSocketConnection) -> None:
         options = self._options
@@ -952,6 +969,10 @@ class SimulatedCaller:
                 await self._send_dtmf(websocket, step.digit)
             elif isinstance(step, SendFrame):
                 await self._send_as_given(websocket, step.frame)
+            elif isinstance(step, GoSilent):
+                self._gone_silent = True
+                self._notify()
+                await trio.sleep_forever()  # until the server closes the stream, or max_call_s
             else:
                 self._request_hang_up()
                 return

@@ -739,15 +739,16 @@ async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas
 
 
 @pytest.mark.parametrize("kind", ["plain", "tls"])
-async def test_post_audio_writes_without_waiting_and_the_engine_joins_two_frames_per_append(kind: str, monkeypatch):
-    from orchestrator.engines.realtime import CALLER_FRAMES_PER_APPEND, RealtimeEngine
+async def test_post_audio_writes_without_waiting_and_a_busy_worker_joins_two_frames_per_append(kind: str, monkeypatch):
+    from orchestrator.engines.caller_audio_batching import CALLER_FRAMES_PER_BATCH, CallerAudioBatching
+    from orchestrator.engines.realtime import RealtimeEngine
 
     tls = use_socket(kind, monkeypatch)
     payloads = [twilio_payload(index) for index in range(6)]
     with trio.fail_after(TIMEOUT_S):
         async with connected(tls=tls) as (fake, realtime):
             await realtime.configure("x")
-            engine = RealtimeEngine(realtime)
+            engine = RealtimeEngine(realtime, CallerAudioBatching(busy_share=0))  # always busy
             sent_before = realtime.stats.frames_sent
             for payload in payloads[:4]:
                 engine.send_caller_audio(payload)
@@ -759,6 +760,27 @@ async def test_post_audio_writes_without_waiting_and_the_engine_joins_two_frames
     appended = [event.data["audio"] for event in fake.last_session.events_of_type("input_audio_buffer.append")]
     joined = [base64.b64encode(b"".join(base64.b64decode(p) for p in pair)).decode()
               for pair in (payloads[0:2], payloads[2:4])]
-    assert CALLER_FRAMES_PER_APPEND == 2
+    assert CALLER_FRAMES_PER_BATCH == 2
     assert appended == [*joined, payloads[4]]
+    assert not fake.last_session.violations
+
+
+async def test_a_worker_that_is_not_busy_sends_each_caller_frame_at_once():
+    from orchestrator.engines.caller_audio_batching import CallerAudioBatching
+    from orchestrator.engines.realtime import RealtimeEngine
+
+    payloads = [twilio_payload(index) for index in range(3)]
+    with trio.fail_after(TIMEOUT_S):
+        async with connected() as (fake, realtime):
+            await realtime.configure("x")
+            engine = RealtimeEngine(realtime, CallerAudioBatching(busy_share=float("inf")))  # never busy
+            sent_before = realtime.stats.frames_sent
+            engine.send_caller_audio(payloads[0])
+            assert realtime.stats.frames_sent == sent_before + 1  # not held for a second frame
+            engine.send_caller_audio("***not base64***")  # dropped, never sent
+            for payload in payloads[1:]:
+                engine.send_caller_audio(payload)
+            await fake.last_session.wait_for_client_event("input_audio_buffer.append", 3)
+    appended = [event.data["audio"] for event in fake.last_session.events_of_type("input_audio_buffer.append")]
+    assert appended == payloads
     assert not fake.last_session.violations

@@ -175,3 +175,14 @@ async def test_owned_client_is_closed() -> None:
 def test_client_and_transport_are_exclusive() -> None:
     with pytest.raises(ValueError):
         HttpxTwilioClient(httpx.AsyncClient(), transport=httpx.MockTransport(RecordingHandler(httpx.Response(200))))
+
+
+async def test_an_origin_sends_every_request_there_with_its_path_kept() -> None:
+    handler = RecordingHandler(httpx.Response(200, json=call_resource()))
+    http = HttpxTwilioClient(transport=httpx.MockTransport(handler), origin="http://127.0.0.1:8999")
+    client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http)
+
+    await client.calls(CALL_SID).update_async(twiml=HANGUP_TWIML)
+
+    assert str(handler.only_request.url) == f"http://127.0.0.1:8999/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{CALL_SID}.json"
+    assert handler.only_request.headers["Authorization"] == EXPECTED_BASIC_AUTH

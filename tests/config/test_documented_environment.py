@@ -35,6 +35,7 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "TWILIO_AUTH_TOKEN": "documented-auth-token",
         "ORCHESTRATOR_BATCH_SCHEDULING": "true",
+        "ORCHESTRATOR_CALLER_AUDIO_BATCH_CPU": "0.5",
         "ORCHESTRATOR_CONFIG": str(EXAMPLE),
         "ORCHESTRATOR_DATA_DIR": str(tmp_path / "data"),
         "ORCHESTRATOR_ENGINE": "fake",
@@ -44,6 +45,7 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "ORCHESTRATOR_OPS_TOKEN": "documented-ops-token",
         "ORCHESTRATOR_PUBLIC_URL": "https://desk.example.com",
         "ORCHESTRATOR_REALTIME_KEEPALIVE_SECONDS": "10",
+        "ORCHESTRATOR_STORE_TIMEOUT_SECONDS": "3",
         "ORCHESTRATOR_REALTIME_CA_FILE": str(tmp_path / "ca.pem"),
         "ORCHESTRATOR_REALTIME_HEADERS": '{"api-key": "documented-azure-key"}',
         "ORCHESTRATOR_REALTIME_MODEL": "",
@@ -53,6 +55,8 @@ def valid_values(tmp_path: Path) -> dict[str, str]:
         "ORCHESTRATOR_STORE": str(tmp_path / "shared" / "calls.sqlite3"),
         "ORCHESTRATOR_TRANSCRIPTION_MODEL": "gpt-live-transcribe",
         "ORCHESTRATOR_TRIAGE__BUDGET_SECONDS": "15",
+        "ORCHESTRATOR_TWILIO_API_URL": "https://api.twilio.com",
+        "ORCHESTRATOR_TWILIO_SILENCE_SECONDS": "3",
         "ORCHESTRATOR_WORKERS": "2",
     }
 

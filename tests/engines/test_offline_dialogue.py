@@ -15,6 +15,7 @@ from machines.effects import AnswerTool, Line, Speak
 from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.offline.dialogue import OfflineDialogue, Reply
 from orchestrator.engines.offline.intent_model import IntentPrediction
+from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, interpret_tool_call, spoken_line, tool_output
 from tests.live_call_support import ACME
 
@@ -160,6 +161,17 @@ def test_taking_over_with_nothing_clear_asks_the_caller_to_say_it_again():
     assert dialogue.on_continue().is_empty  # said once
 
 
+def test_the_recogniser_listens_for_the_answer_to_the_field_just_asked():
+    call = Call()
+    assert call.dialogue.listening_for() is None  # an open question: how can I help?
+    call.caller("my basement is flooding")
+    call.line()
+    assert call.dialogue.listening_for() == ListeningFor("name")
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    assert call.dialogue.listening_for() == ListeningFor("phone")
+
+
 def test_a_phone_question_offers_the_keypad_and_a_name_question_does_not():
     call = Call()
     call.caller("my basement is flooding")
@@ -245,3 +257,17 @@ def test_other_details_said_instead_of_a_yes_are_recorded_and_the_number_stays_u
     assert "address" in call.dialogue.on_continue().say  # the number is not asked again
     call.caller("12 Elm Street, Springfield")
     assert call.machine.decision is not None and call.machine.decision.unconfirmed_fields == ("callback_number",)
+
+
+def test_a_number_corrected_at_the_read_back_replaces_only_what_was_corrected():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    call.caller("four one five five five five two six seven one")
+    assert call.machine.captured["callback_number"] == "+14155552671"
+    call.dialogue.on_continue()  # the read-back
+    call.caller("no, sorry, the end is two six seven two")
+    assert call.machine.captured["callback_number"] == "+14155552672"
+    assert "address" not in call.machine.captured

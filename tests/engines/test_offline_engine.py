@@ -27,10 +27,12 @@ from orchestrator.engines.offline.engine import (
     ACTIVE_RESPONSE,
     AUDIO_CHUNK_BYTES,
     OfflineConnector,
+    OfflineSpeech,
     load_intent_model,
     load_offline_speech,
 )
 from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.tools import PROPOSE_ROUTE
 from tests.live_call_support import ACME
 
@@ -186,3 +188,34 @@ async def test_beyond_its_call_limit_the_engine_refuses_and_frees_the_place_when
     async with connector.connect(CALL):
         assert connector.active_calls == 1
     assert connector.active_calls == 0
+
+
+class HeardAsANumber:
+    """A recogniser that hears every utterance as a phone number and notes how it was steered."""
+
+    def __init__(self) -> None:
+        self.steering: list[ListeningFor | None] = []
+
+    def transcribe(self, mulaw: bytes, *, listening_for: ListeningFor | None = None) -> str:
+        self.steering.append(listening_for)
+        return "four one five five five five two six seven one"
+
+
+@needs_speech
+async def test_a_turn_after_a_question_is_transcribed_steered_toward_its_answer(acme):
+    config, model = acme
+    assert SPEECH.speech is not None
+    recognizer = HeardAsANumber()
+    speech = OfflineSpeech(recognizer, SPEECH.speech.synthesizer, SPEECH.speech.detector_factory)
+    turn = silence(300) + SPEECH.speech.synthesizer.synthesize("Four one five, five five five.") + silence(1200)
+    async with OfflineConnector(config, model, speech).connect(CALL) as engine:
+        for frame in frames(turn):
+            engine.send_caller_audio(base64.b64encode(frame).decode())
+        await events_until_response_finished(engine)
+        assert set(recognizer.steering) == {None}  # nothing asked yet: an open turn
+        await engine.speak(None, tag="ask_details", line=SpokenLine(config.lines.ask_details, ("address",)))
+        await events_until_response_finished(engine)
+        for frame in frames(turn):
+            engine.send_caller_audio(base64.b64encode(frame).decode())
+        await events_until_response_finished(engine)
+    assert recognizer.steering[-1] == ListeningFor("address")

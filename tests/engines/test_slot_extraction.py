@@ -7,14 +7,22 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from machines.events import DetailsCaptured
 from orchestrator.config.routing import CapturedField, RoutingConfig
-from orchestrator.engines.offline.slot_extraction import MAX_INPUT_CHARACTERS, extract_slots, field_question
+from orchestrator.engines.offline.slot_extraction import (
+    MAX_INPUT_CHARACTERS,
+    extract_slots,
+    field_question,
+    listening_for,
+)
+from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.tools import RECORD_DETAILS, interpret_tool_call
+from tests.engines.spoken_forms import spoken_group
 
 WORKFLOW_SID = "WW0123456789abcdef0123456789abcdef"
 TODAY = datetime.date(2025, 3, 12)  # a Wednesday
@@ -167,14 +175,75 @@ def test_asked_for_a_text_field_the_answer_is_cleaned_of_fillers(answer: str, ad
     assert slots(answer, asked_for="address")["address"] == address
 
 
-def test_a_text_field_not_asked_for_is_never_guessed() -> None:
-    assert "address" not in slots("I live at 12 main street springfield")
+def test_a_free_text_field_not_asked_for_is_never_guessed() -> None:
+    notes = CapturedField(name="notes", type="text")
+    assert slots("the boiler makes a noise when I run the tap", fields=[notes]) == {}
 
 
 def test_a_long_text_answer_is_cut_at_a_word_to_fit_the_validator() -> None:
     answer = "the house " * 40
     address = slots(answer, asked_for="address")["address"]
     assert len(address) <= 200 and answer.startswith(address) and address.endswith("house")
+
+
+@pytest.mark.parametrize(
+    ("answer", "address"),
+    [
+        ("fifteen Park Street, Springfield", "15 Park Street, Springfield"),
+        ("15 Park St., Springfield.", "15 Park Street, Springfield"),
+        ("two hundred Pine Road, Cupertino", "200 Pine Road, Cupertino"),
+        ("thirty three Hill Street, Springfield", "33 Hill Street, Springfield"),
+        ("60 Glen Road. Springfield.", "60 Glen Road, Springfield"),  # a pause Whisper wrote as a full stop
+        ("8-bird Street, Cambridge.", "8 bird Street, Cambridge"),
+        ("It's 42 Maple Ave, zip code nine four one oh five.", "42 Maple Avenue, zip code 94105"),
+        ("4 Elm Rd, London N 1 9 G U.", "4 Elm Road, London N1 9GU"),
+        ("12 St Mary St, Bristol", "12 St Mary Street, Bristol"),
+        ("Five station roads. Springfield.", "5 station Road, Springfield"),  # Whisper's extra "s"
+        ("I'm at 9 Cedar Court, Portland.", "9 Cedar Court, Portland"),
+        ("Five Station Road, Springfield, but I don't know the postcode.", "5 Station Road, Springfield"),
+        ("19 Ocean Drive, Springfield, and my name is Ruth Adler.", "19 Ocean Drive, Springfield"),
+    ],
+)
+def test_an_address_answer_is_written_the_same_way_however_it_was_heard(answer: str, address: str) -> None:
+    assert slots(answer, asked_for="address")["address"] == address
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "This is Tom Becker, I'm at forty two Maple Avenue, Springfield, and my number is 212 555 4412.",
+        "My basement is flooding, the address is 42 Maple Avenue, Springfield.",
+        "Water everywhere at 42 Maple Avenue, Springfield, please hurry",
+        "I live at 42 Maple Avenue. Springfield.",
+    ],
+)
+def test_an_address_is_taken_unasked_after_a_cue_or_in_a_streets_shape(text: str) -> None:
+    assert slots(text)["address"] == "42 Maple Avenue, Springfield"
+
+
+@pytest.mark.parametrize(
+    "text", ["I'm at work right now", "my pipe burst at 5 this morning", "I live on my own", "the address is wrong"]
+)
+def test_no_address_is_guessed_from_words_that_are_not_one(text: str) -> None:
+    assert "address" not in slots(text)
+
+
+@pytest.mark.parametrize(
+    ("answer", "asked_for"),
+    [
+        ("Sorry, I don't know the postcode.", "address"),
+        ("I'd rather not say.", "address"),
+        ("Hello? Are you still there?", "address"),
+        ("Sure, go ahead.", "caller_name"),
+        ("Sure, go ahead.", "address"),
+        ("I'm not sure, sorry.", "caller_name"),
+        ("Sorry, can you say that again?", "address"),
+        ("John Smith", "address"),  # a late answer to the question before
+        ("Call him Fraser.", "address"),
+    ],
+)
+def test_an_answer_that_gives_nothing_records_nothing(answer: str, asked_for: str) -> None:
+    assert asked_for not in slots(answer, asked_for=asked_for)
 
 
 def test_an_answer_of_only_fillers_records_nothing() -> None:
@@ -219,6 +288,108 @@ def test_phone_numbers_written_or_spoken_come_out_as_e164(text: str, country: st
 )
 def test_no_phone_number_when_none_is_valid_or_several_are_given(text: str, country: str) -> None:
     assert "callback_number" not in slots(text, country=country)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # As a caller says it.
+        "four one five, five five five, oh one nine nine",
+        "four one five five five five zero one nine nine",
+        "my number is four one five, triple five, oh one nine nine",
+        "four one five, double five five, oh one nine nine",
+        "it's four fifteen, five five five, oh one ninety nine",
+        "four one five, uh, five five five, um, oh one nine nine",
+        # As Whisper writes it.
+        "My number is 415-555-0199.",
+        "(415) 555-0199",
+        "415.555.0199",
+        "4-1-5, 5-5-5, 0-1-9-9.",
+        "4 1 5 5 5 5 0 1 9 9",
+        "My number is 415 555 0199, and I'm at 12 Elm Street.",
+        "My number is 415-555, a 1-9-9.",  # an "oh" heard as "a"
+        "Plus 1 415 555 0199.",
+        "1-415-555-0199",
+        "Oh, it's 415-555-0199.",
+    ],
+)
+def test_a_number_in_groups_words_or_transcript_form_is_captured(text: str) -> None:
+    assert slots(text, asked_for="callback_number")["callback_number"] == "+14155550199"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "three one two, five five five, zero one eight nine, no, sorry, zero one nine eight",
+        "312-555-0189. No, sorry, 0198.",
+        "312 555 0189, I mean 312 555 0198",
+        "312 555 0189, actually, 0198",
+        "312 555 0100, no wait, 555 0198",
+    ],
+)
+def test_a_correction_in_the_same_breath_replaces_the_end_of_the_number(text: str) -> None:
+    assert slots(text, asked_for="callback_number") == {"callback_number": "+13125550198"}
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("No, 0198.", "+13125550198"),
+        ("Sorry, it's zero one nine eight.", "+13125550198"),
+        ("No, it's 312 555 0177.", "+13125550177"),
+        ("no, the number is six four six, five five five, oh one eight seven", "+16465550187"),
+    ],
+)
+def test_a_correction_in_the_next_turn_applies_to_the_number_captured_before(text: str, number: str) -> None:
+    values = extract_slots(
+        text, FIELDS, asked_for="callback_number", today=TODAY, previous={"callback_number": "+13125550189"}
+    )
+    assert values == {"callback_number": number}
+
+
+@pytest.mark.parametrize(
+    "heard",
+    [
+        "4 1 5 5 5 5 5 0 1 9 9",  # an extra five heard, an "oh" lost: eleven digits
+        "3 1 0 5 5 5 1 4 2",  # an "oh" lost: nine digits, whose first seven are a short number elsewhere in +1
+        "My number is 646-55-0187.",  # a five lost
+    ],
+)
+def test_a_number_heard_with_a_digit_too_many_or_too_few_is_not_captured_as_another(heard: str) -> None:
+    assert "callback_number" not in slots(heard, asked_for="callback_number")
+
+
+def test_digits_without_a_correction_cue_never_patch_an_earlier_number() -> None:
+    values = extract_slots("0198", FIELDS, asked_for="callback_number", today=TODAY,
+                           previous={"callback_number": "+13125550189"})
+    assert values == {}
+
+
+def test_a_sorry_far_from_the_number_corrects_nothing() -> None:
+    text = "415 555 2671, sorry about all the mess in the kitchen, the tap, it is 12"
+    assert slots(text, asked_for="callback_number") == {"callback_number": "+14155552671"}
+
+
+US_AREA_CODES = ["212", "312", "415", "617", "646", "305", "408", "917", "503", "713"]
+
+
+@settings(max_examples=200)
+@given(
+    area=st.sampled_from(US_AREA_CODES),
+    exchange=st.integers(200, 999).map(str),
+    line=st.integers(0, 9999).map(lambda n: f"{n:04d}"),
+    data=st.data(),
+)
+def test_any_us_number_said_in_groups_is_captured_as_itself(area: str, exchange: str, line: str, data) -> None:
+    digits = area + exchange + line
+    separator = data.draw(st.sampled_from([", ", ". ", " - "]))  # a pause, as a transcript writes it
+    said = separator.join(data.draw(spoken_group(group)) for group in (area, exchange, line))
+    expected = "+1" + digits
+    values = extract_slots(said, FIELDS, asked_for="callback_number", today=TODAY)
+    if phonenumbers.is_valid_number(phonenumbers.parse(expected)):
+        assert values == {"callback_number": expected}, said
+    else:
+        assert values == {}, said
 
 
 def test_the_same_number_said_twice_is_one_number() -> None:
@@ -410,10 +581,7 @@ def test_one_utterance_can_fill_several_fields_in_config_order() -> None:
 
 def test_asked_for_a_text_field_other_details_are_still_found() -> None:
     values = slots("it's 12 main street, and my number is 415 555 2671", asked_for="address")
-    assert values == {
-        "callback_number": "+14155552671",
-        "address": "12 main street, and my number is 415 555 2671",
-    }
+    assert values == {"callback_number": "+14155552671", "address": "12 main street"}
 
 
 def test_only_the_first_characters_of_a_huge_input_are_read() -> None:
@@ -476,6 +644,30 @@ def test_any_text_gives_values_record_details_accepts(
     values = extract_slots(text, FIELDS, asked_for=asked_for, country=country, today=today)
     assert set(values) <= set(FIELD_NAMES)
     assert_accepted_as_recorded(values, CONFIGS[country])
+
+
+# --- Steering the recogniser ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "words"),
+    [
+        ({"name": "callback_number", "type": "phone"}, "phone", ()),
+        ({"name": "preferred_date", "type": "date"}, "date", ()),
+        ({"name": "email", "type": "email"}, "email", ()),
+        ({"name": "caller_name", "type": "text"}, "name", ()),
+        ({"name": "service_address", "type": "text"}, "address", ()),
+        ({"name": "email_address", "type": "text"}, "open", ()),
+        ({"name": "account_number", "type": "text"}, "number", ()),
+        ({"name": "zip_code", "type": "text"}, "number", ()),
+        ({"name": "notes", "type": "text"}, "open", ()),
+        ({"name": "area", "type": "choice", "choices": ["North", "South Bank"]}, "choice", ("North", "South Bank")),
+    ],
+)
+def test_each_field_steers_the_recogniser_toward_its_kind_of_answer(
+    spec: dict[str, Any], kind: str, words: tuple[str, ...]
+) -> None:
+    assert listening_for(CapturedField(**spec)) == ListeningFor(kind, words)
 
 
 # --- Questions -------------------------------------------------------------------------------------

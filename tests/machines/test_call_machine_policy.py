@@ -501,3 +501,42 @@ def test_the_policy_refuses_urgent_intents_without_a_person_to_send_them_to() ->
         replace(POLICY, urgent_intents=frozenset({"fire"}))
     with pytest.raises(ValueError, match="'sales' is referenced but not defined"):
         replace(POLICY, keys={"5": "sales"})
+
+
+def test_an_urgent_caller_still_answering_at_the_budget_gets_the_details_time_once() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.IntentProposed("emergency", 0.95))
+    clock.advance(policy.budget_s - 3)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))  # answering, 3 s before the budget ends
+    clock.advance(3)
+    effects = call.handle(ev.TimerFired())
+    assert call.decision is None and WakeAt(call.started_at + policy.budget_s + 15.0) in effects
+    clock.advance(15.0)
+    call.handle(ev.TimerFired())  # no second extension, however recent the answers
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+    # Its route needs the number it never got: a person, never voicemail.
+    assert (call.decision.route, call.decision.proposed_route) == ("front_desk", "emergency_desk")
+    assert call.decision.routed_on_intent
+
+
+def test_an_urgent_caller_who_stopped_answering_is_put_through_at_the_budget() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.IntentProposed("emergency", 0.95))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    clock.advance(policy.budget_s)  # the last detail was given long before the budget ended
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.route == "front_desk"
+    assert call.decision.decided_after_s == policy.budget_s
+
+
+def test_answers_without_a_trusted_need_get_no_more_time() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.IntentProposed("emergency", 0.2))
+    clock.advance(policy.budget_s - 1)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    clock.advance(1)
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED

@@ -39,7 +39,8 @@ from orchestrator.engines import (
     read_back_question,
 )
 from orchestrator.engines.offline.intent_model import IntentModel
-from orchestrator.engines.offline.slot_extraction import extract_slots, field_question
+from orchestrator.engines.offline.slot_extraction import extract_slots, field_question, listening_for
+from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.offline.transcript import clean_transcript
 
 MAX_ASKS_PER_FIELD = 2
@@ -185,6 +186,11 @@ class OfflineDialogue:
             return line.text
         return f"{line.text} {self._question(self._asking[0])}"
 
+    def listening_for(self) -> ListeningFor | None:
+        """What the caller's next words likely are: the answer to the field just asked for (None: open)."""
+        asked = self._fields.get(self._asking[0]) if self._asking else None
+        return listening_for(asked) if asked is not None else None
+
     def on_continue(self) -> Reply:
         """The session asks the agent to go on (after tool answers, or after a takeover)."""
         if self._decided:
@@ -260,7 +266,8 @@ class OfflineDialogue:
 
     def _details_in(self, text: str, asked_for: str | None) -> dict[str, str]:
         found = extract_slots(
-            text, self.config.fields, asked_for=asked_for, country=self.config.company.country, today=self.today()
+            text, self.config.fields, asked_for=asked_for, country=self.config.company.country, today=self.today(),
+            previous=self.captured,
         )
         new = {name: value for name, value in found.items() if self.captured.get(name) != value}
         self.captured.update(new)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import itertools
 import logging
 import math
@@ -295,7 +296,10 @@ class OfflineEngine:
     async def _transcribe(self, audio: bytes) -> str:
         assert self.speech is not None
         slots, _ = self.speech.limits()
-        transcribe = self.speech.recognizer.transcribe  # type: ignore[attr-defined]
+        # Steered toward the answer to the question asked last (a number, an address...), if any.
+        transcribe = functools.partial(
+            self.speech.recognizer.transcribe, listening_for=self.dialogue.listening_for()  # type: ignore[attr-defined]
+        )
         return await trio.to_thread.run_sync(transcribe, audio, limiter=slots, abandon_on_cancel=True)
 
     async def _transcribe_early(self, early: _EarlyTranscript) -> None:

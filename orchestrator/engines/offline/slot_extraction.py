@@ -3,18 +3,22 @@
 The offline triage engine hears one utterance at a time (speech recognition or typed text) and
 must fill the routing config's captured fields. `extract_slots` returns canonical values (phone
 E.164, a normalised email address, a date as YYYY-MM-DD, a choice spelled exactly as configured,
-a title-cased name), the same forms `engines/tools.py` accepts from the Realtime engine, and only for
-fields it is confident about: an ambiguous utterance (two numbers, two dates, two choices) yields
-nothing for that field, so the engine asks again. `field_question` words the question for a field.
+a title-cased name, an address with its numbers in digits and its street type written out), the same
+forms `engines/tools.py` accepts from the Realtime engine, and only for fields it is confident about: an
+ambiguous utterance (two numbers, two dates, two choices) yields nothing for that field, so the engine
+asks again, and so does an answer that gives nothing ("sorry, I don't know the postcode"). Phone numbers
+are read as a caller says them and as speech-to-text writes them (`spoken_numbers`), corrections
+included ("..., no, sorry, 0198", or "no, it's 0198" in the next turn). `field_question` words the
+question for a field; `listening_for` says what its answer will sound like, to steer the recogniser.
 
-Pure computation: no I/O, nothing downloaded. Spoken numbers are turned into digits by
+Pure computation: no I/O, nothing downloaded. Number words in dates are turned into digits by
 `text_to_num` (the text2num package, offline rules).
 """
 from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
@@ -23,17 +27,13 @@ from text_to_num import alpha2digit
 
 from orchestrator.config import CapturedField
 from orchestrator.engines import MAX_VALUE_LENGTH
+from orchestrator.engines.offline.speech import ListeningFor
+from orchestrator.engines.offline.spoken_numbers import DigitRun, cardinal_words_to_digits, digit_runs
 
 MAX_INPUT_CHARACTERS = 1_000  # bounds the work spent on one utterance; a spoken turn is far shorter
 MAX_NAME_WORDS = 3
 
 # --- Word tables ---------------------------------------------------------------------------------
-
-DIGIT_WORDS = {
-    "zero": "0", "oh": "0", "o": "0", "nought": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
-}  # fmt: skip
-REPEAT_WORDS = {"double": 2, "triple": 3}
 
 MONTHS = {
     "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4, "may": 5,
@@ -65,7 +65,7 @@ NOT_NAME_WORDS = frozenset(
 )
 # Said around an answer but not part of it ("uh, it's mary smith, thanks").
 LEADING_FILLERS = re.compile(
-    r"^(?:(?:uh+|um+|er+m?|hmm+|ah+|oh|yeah|yes|yep|sure|okay|ok|well|so|right|hi|hello|alright|"
+    r"^(?:(?:uh+|um+|er+m?|hmm+|ah+|oh|yeah|yes|yep|sure|okay|ok|well|so|right|hi|hello|alright|sorry|no|nope|"
     r"it'?s|it is|that'?s|that is)\b[\s,.!:;-]*)+",
     re.IGNORECASE,
 )
@@ -102,13 +102,15 @@ def extract_slots(
     asked_for: str | None = None,
     country: str = "US",
     today: datetime.date,
+    previous: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Canonical values (field name → value, config order) confidently present in one utterance.
 
     `asked_for` names the field the agent just asked for: the whole answer may then be that field.
     `country` is the region for national phone numbers and numeric dates; `today` anchors relative
-    dates. Never raises on any `text`; a wrong argument type, an unknown `asked_for` or `country`
-    raise TypeError / ValueError.
+    dates; `previous` holds the values captured earlier in the call, which a correction ("no, it's
+    0198") may refer to. Never raises on any `text`; a wrong argument type, an unknown `asked_for` or
+    `country` raise TypeError / ValueError.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str (got {type(text).__name__})")
@@ -127,6 +129,8 @@ def extract_slots(
         )
 
     utterance = _cleaned(text)
+    phone_target = _target_field(_fields_of(fields, "phone"), asked)
+    earlier_number = (previous or {}).get(phone_target.name) if phone_target is not None else None
     found: dict[str, str] = {}
     for field in fields:
         if field.type == "choice":
@@ -135,7 +139,7 @@ def extract_slots(
                 found[field.name] = choice
 
     extractors: dict[str, Callable[[bool], str | None]] = {
-        "phone": lambda _whole_answer: _phone_in(utterance, region),
+        "phone": lambda _whole_answer: _phone_in(utterance, region, earlier_number),
         "email": lambda whole_answer: _email_in(utterance, whole_answer=whole_answer),
         "date": lambda whole_answer: _date_in(utterance, today, region, whole_answer=whole_answer),
     }
@@ -143,6 +147,9 @@ def extract_slots(
         target = _target_field(_fields_of(fields, kind), asked)
         if target is not None and (value := extract(asked is target)) is not None:
             found[target.name] = value
+    corrected = phone_target is not None and found.get(phone_target.name, earlier_number) != earlier_number
+    if earlier_number is not None and corrected and _corrects_previous(utterance):
+        asked = None  # "no, it's 0198" answers no question: it corrects the number given before
 
     name_fields = [field for field in _fields_of(fields, "text") if _is_person_name_field(field)]
     name_target = _target_field(name_fields, asked)
@@ -150,11 +157,32 @@ def extract_slots(
         name = _name_in(utterance, whole_answer=asked is name_target)
         if name is not None:
             found[name_target.name] = name
-    if asked is not None and asked.type == "text" and asked is not name_target:
+    address_target = _target_field([f for f in _fields_of(fields, "text") if _is_address_field(f)], asked)
+    if address_target is not None:
+        address = _address_in(utterance, whole_answer=asked is address_target)
+        if address is not None:
+            found[address_target.name] = address
+    if asked is not None and asked.type == "text" and asked not in (name_target, address_target):
         answer = _answer_text(utterance)
         if answer:
             found[asked.name] = answer
     return {field.name: found[field.name] for field in fields if field.name in found}
+
+
+def listening_for(field: CapturedField) -> ListeningFor:
+    """What a caller asked for `field` is about to say, to steer the recogniser toward it."""
+    if field.type == "choice":
+        return ListeningFor("choice", tuple(field.choices or ()))
+    if field.type in ("phone", "email", "date"):
+        return ListeningFor(field.type)
+    if _is_person_name_field(field):
+        return ListeningFor("name")
+    if _is_address_field(field):
+        return ListeningFor("address")
+    words = set(field.name.split("_"))
+    if words & {"number", "code", "zip", "postcode", "pin", "id"}:
+        return ListeningFor("number")
+    return ListeningFor("open")
 
 
 def field_question(field: CapturedField) -> str:
@@ -225,7 +253,7 @@ def _name_in(utterance: str, *, whole_answer: bool) -> str | None:
     name = _the_only(names)
     if name is not None or names or not whole_answer:
         return name
-    answer = NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", utterance))
+    answer = NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", _without_non_answers(utterance)))
     answer = INNER_FILLERS.sub(" ", answer)
     # An answer to "what's your name?" needs no cue and no capitals.
     return _name_at(" ".join(answer.split()), 0, require_capitals=False)
@@ -300,53 +328,244 @@ def _title_cased(word: str) -> str:
 
 
 def _answer_text(utterance: str) -> str:
-    """A free-text answer without the fillers around it, within the validator's length limit."""
-    answer = TRAILING_COURTESY.sub("", LEADING_FILLERS.sub("", utterance))
+    """A free-text answer without the fillers around it, within the validator's length limit; "" when the
+    caller gave none ("sorry, I don't know", "go ahead")."""
+    answer = TRAILING_COURTESY.sub("", LEADING_FILLERS.sub("", _without_non_answers(utterance)))
     answer = " ".join(INNER_FILLERS.sub(" ", answer).split()).strip(EDGE_PUNCTUATION)
     if len(answer) > MAX_VALUE_LENGTH:
         answer = answer[:MAX_VALUE_LENGTH].rsplit(" ", 1)[0].rstrip(EDGE_PUNCTUATION)
     return answer
 
 
+# Said instead of an answer: not knowing, refusing, inviting the question, checking the line.
+NON_ANSWER = re.compile(
+    r"\b(?:(?:do|does|did)\s*n[o']?t|do\s+not)\s+(?:know|have|remember)\b|\bnot\s+sure\b|\bno\s+idea\b|"
+    r"\brather\s+not\b|\bcan'?not\s+(?:remember|recall|say)\b|\bcan'?t\s+(?:remember|recall|say)\b|"
+    r"\bgo\s+ahead\b|\bstill\s+there\b|\bsay\s+(?:that|it)\s+again\b|\bpardon\b|\bhello\b|"
+    r"\bwhat\s+was\s+(?:that|the\s+question)\b",
+    re.IGNORECASE,
+)
+CLAUSE = re.compile(r"[^,.;!?]+[,.;!?]*")
+
+
+def _without_non_answers(utterance: str) -> str:
+    """The utterance without its clauses that give no answer ("5 Station Road, but I don't know the postcode")."""
+    if NON_ANSWER.search(utterance) is None:
+        return utterance
+    kept = [clause for clause in CLAUSE.findall(utterance) if NON_ANSWER.search(clause) is None]
+    text = " ".join(" ".join(kept).split())
+    return re.sub(r"(?:[\s,;]+(?:but|and|though))+[\s,.;]*$", "", text, flags=re.IGNORECASE)
+
+
+# --- Addresses -----------------------------------------------------------------------------------
+
+STREET_TYPES = {
+    "street": "Street", "st": "Street", "road": "Road", "rd": "Road", "avenue": "Avenue", "ave": "Avenue",
+    "lane": "Lane", "ln": "Lane", "drive": "Drive", "dr": "Drive", "court": "Court", "ct": "Court",
+    "close": "Close", "way": "Way", "place": "Place", "pl": "Place", "boulevard": "Boulevard", "blvd": "Boulevard",
+    "crescent": "Crescent", "terrace": "Terrace", "parkway": "Parkway", "pkwy": "Parkway", "highway": "Highway",
+    "hwy": "Highway", "square": "Square", "sq": "Square", "circle": "Circle", "gardens": "Gardens", "grove": "Grove",
+    "row": "Row", "mews": "Mews",
+}  # fmt: skip
+# Whisper often hears a street type with an "s" ("five station roads"); no street is named that way.
+STREET_TYPE_PLURALS = {f"{name}s": STREET_TYPES[name] for name in ("street", "road", "avenue", "lane", "drive", "court")}
+_STREET_TYPE = "(?:" + "|".join(sorted(STREET_TYPES, key=len, reverse=True)) + ")"
+# An abbreviation after a street name ("Park St.") is the street type; "St Mary" after a number is a name.
+STREET_ABBREVIATION = re.compile(
+    r"(?<=[^\W\d_] )(?P<abbreviation>"
+    + "|".join([*(k for k, v in STREET_TYPES.items() if k != v.lower()), *STREET_TYPE_PLURALS])
+    + r")\b\.?(?=\s*(?:[,.;]|$))",
+    re.IGNORECASE,
+)
+WRITTEN_STREET_TYPES = {**STREET_TYPES, **STREET_TYPE_PLURALS}
+# A house number, up to four words and a street type: an address even when nobody asked for one.
+STREET_ADDRESS = re.compile(
+    r"(?<![\w-])[0-9]{1,5}[a-z]?\s+(?:[^\W\d_][\w'-]*\s+){1,4}?" + _STREET_TYPE + r"\b\.?"
+    r"(?:,?\s+(?!(?:and|my|the|i|it)\b)[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)?(?:,?\s+[0-9]{5}(?:-[0-9]{4})?)?",
+    re.IGNORECASE,
+)
+ADDRESS_CUE = re.compile(
+    r"(?:\b(?:my|the|our)\s+(?:full\s+)?address\s+(?:is|'s)|\baddress(?:'s|\s+is)|\b(?:i|we)\s+live\s+at|"
+    r"\b(?:i'?m|i\s+am|we'?re|we\s+are|it'?s|it\s+is|located)\s+at)\b[\s,:-]*",
+    re.IGNORECASE,
+)
+# Where another detail starts in the same breath ("..., and my number is ...").
+OTHER_DETAIL = re.compile(
+    r"[\s,;.]*\b(?:and\s+)?(?:my|the)\s+(?:full\s+)?(?:name|number|phone|mobile|cell|e-?mail)\b.*$|"
+    r"[\s,;.]*\b(?:and\s+)?(?:this\s+is|call\s+me|you\s+can\s+reach\s+me)\b.*$",
+    re.IGNORECASE,
+)
+ADDRESS_WORD = re.compile(r"[^\W\d_]{2,}")
+PLACE_WORD = re.compile(
+    rf"\b(?:{_STREET_TYPE}|flat|apartment|apt|unit|suite|floor|house|home|cottage|farm|building|block|estate|"
+    r"village|town|city|county|state|near|above|below|behind|opposite|next\s+to|corner|by\s+the|post\s?code|zip)\b",
+    re.IGNORECASE,
+)
+SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|$)", re.DOTALL)
+MAX_PLACE_WORDS = 3  # a town or a postcode said after a pause
+# A pause Whisper wrote as a full stop inside an address ("60 Glen Road. Springfield"), not an abbreviation's.
+PAUSE_STOP = re.compile(r"(?:(?<=[^\W\d_]{3})|(?<=[0-9]))\.\s+(?=\w)")
+HOUSE_NUMBER_HYPHEN = re.compile(r"(?<![\w-])([0-9]{1,5})-(?=[^\W\d_])")  # "8-bird street": "8 bird street"
+# Single letters and digits said one by one: a postcode or ZIP ("9 4 1 0 5", "N 1 9 G U").
+SPELLED_CODE = re.compile(r"(?<![\w'])(?:[A-Z0-9][\s-]+){2,6}[A-Z0-9](?![\w'])")
+
+
+def _is_address_field(field: CapturedField) -> bool:
+    """address, home_address, service_address…: a postal address (not an email address)."""
+    words = field.name.split("_")
+    return "address" in words and not {"email", "mail", "e"} & set(words)
+
+
+def _address_in(utterance: str, *, whole_answer: bool) -> str | None:
+    text = _without_non_answers(utterance)
+    cued = [_address_after(text, cue.end()) for cue in ADDRESS_CUE.finditer(text)]
+    addresses = [address for address in cued if address and _looks_like_address(address)]
+    if not addresses and not whole_answer:
+        shaped = cardinal_words_to_digits(text)
+        addresses = [_canonical_address(match.group()) for match in STREET_ADDRESS.finditer(shaped)]
+    if addresses or not whole_answer:
+        return _the_only(addresses)
+    answer = OTHER_DETAIL.sub("", NAME_CUE_PREFIX.sub("", LEADING_FILLERS.sub("", text)))
+    address = _canonical_address(_answer_text(answer))
+    # A number or a word of places is needed: "John Smith", said late, answers the question before, and
+    # digits alone ("no, 0198") another one.
+    if not ADDRESS_WORD.search(address) or not (re.search(r"[0-9]", address) or PLACE_WORD.search(address)):
+        return None
+    return address
+
+
+def _address_after(text: str, start: int) -> str:
+    """The address said after a cue: to the end of its sentence, and the short ones after it (Whisper ends a
+    sentence where the caller pauses: "42 Maple Avenue. Springfield.")."""
+    sentences = SENTENCE.findall(OTHER_DETAIL.sub("", text[start:]))
+    kept = sentences[:1]
+    for sentence in sentences[1:]:
+        if len(sentence.split()) > MAX_PLACE_WORDS:
+            break
+        kept.append(sentence)
+    return _canonical_address(" ".join(kept))
+
+
+def _looks_like_address(address: str) -> bool:
+    return any(character.isdigit() for character in address) or re.search(
+        rf"\b{_STREET_TYPE}\b", address, re.IGNORECASE
+    ) is not None
+
+
+def _canonical_address(text: str) -> str:
+    """Digits for numbers said in words, spelled codes joined, street types written out."""
+    text = HOUSE_NUMBER_HYPHEN.sub(r"\1 ", cardinal_words_to_digits(text))
+    text = SPELLED_CODE.sub(lambda match: _spelled_code(match.group()), text)
+    text = STREET_ABBREVIATION.sub(lambda match: WRITTEN_STREET_TYPES[match["abbreviation"].lower()], text)
+    return _answer_text(PAUSE_STOP.sub(", ", text))
+
+
+def _spelled_code(spelled: str) -> str:
+    code = re.sub(r"[\s-]+", "", spelled).upper()
+    if code.isdigit():
+        return code
+    if not any(character.isdigit() for character in code) or not 5 <= len(code) <= 7:
+        return spelled  # letters alone are initials, not a code
+    return f"{code[:-3]} {code[-3:]}"  # a UK postcode: outward and inward parts
+
+
 # --- Phone numbers -------------------------------------------------------------------------------
 
-_DIGIT_WORD = r"(?:zero|oh|o|nought|one|two|three|four|five|six|seven|eight|nine|[0-9])"
-REPEATED_DIGIT = re.compile(rf"\b(double|triple)[\s-]+({_DIGIT_WORD})\b")
-HUNDREDS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|[1-9])[\s-]+hundred\b")
-ZERO_AFTER_DIGIT = re.compile(r"(?<=[0-9])([\s-]+)(?:oh|o|nought)\b")
-ZERO_BEFORE_DIGIT = re.compile(r"\b(?:oh|o|nought)(?=[\s-]+[0-9])")
-SPOKEN_PLUS = re.compile(r"\bplus[\s-]*(?=[0-9])")
-DIGIT_GAP = re.compile(r"(?<=[0-9])[\s().,-]+(?=[0-9])")
+
+def _phone_in(utterance: str, region: str, previous: str | None) -> str | None:
+    """The one valid phone number in the utterance, as E.164, corrections applied.
+
+    A run of digits after a correction cue ("..., no, sorry, 0198") replaces the end of the number before
+    it; at the start of a turn that opens with one ("no, it's 0198"), it corrects `previous`, the number
+    captured earlier in the call.
+    """
+    runs = digit_runs(utterance)
+    earlier = _national_digits(previous, region) if previous else None
+    found: list[list[str]] = []  # the numbers each run gives
+    for index, run in enumerate(runs):
+        if index > 0:
+            base: tuple[str, bool] | None = (runs[index - 1].digits, runs[index - 1].plus) if run.corrects else None
+        else:
+            base = earlier if earlier is not None and _corrects_previous(utterance) else None
+        corrected = _corrected(*base, run, region) if base is not None else None
+        if corrected is not None:
+            if index > 0:
+                found[-1] = []  # the number said before the correction was wrong
+            found.append([corrected])
+        else:
+            found.append(_phones_in_run(run, region))
+    return _the_only(number for numbers in found for number in numbers)
 
 
-def _phone_in(utterance: str, region: str) -> str | None:
-    """The one valid phone number in the utterance, as E.164."""
-    spoken = _digits_spoken_as_digits(utterance.lower())
-    # Written numbers keep their grouping; spoken ones come out as single digits, so join those.
-    for candidate in (spoken, DIGIT_GAP.sub("", spoken)):
-        numbers = [
-            phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
-            for match in phonenumbers.PhoneNumberMatcher(
-                candidate, region, leniency=phonenumbers.Leniency.VALID
-            )
-        ]
-        if numbers:
-            return _the_only(numbers)
-    return None
+CORRECTION_OPENING = re.compile(r"^\W*(?:no|nope|sorry|actually|correction|wait|oops)\b|\bi mean\b", re.IGNORECASE)
 
 
-def _digits_spoken_as_digits(text: str) -> str:
-    text = REPEATED_DIGIT.sub(lambda m: " ".join([DIGIT_WORDS.get(m[2], m[2])] * REPEAT_WORDS[m[1]]), text)
-    # "eight hundred" in a number is 800, not the start of 805 as number-word rules would read it.
-    text = HUNDREDS.sub(lambda m: DIGIT_WORDS.get(m[1], m[1]) + "00", text)
-    text = _spoken_numbers(text)
-    # "oh"/"o" is a zero only beside another digit ("oh seven seven…"), not "oh, and…".
-    while True:
-        replaced = ZERO_BEFORE_DIGIT.sub("0", ZERO_AFTER_DIGIT.sub(r"\g<1>0", text))
-        if replaced == text:
-            break
-        text = replaced
-    return SPOKEN_PLUS.sub("+", text)
+def _corrects_previous(utterance: str) -> bool:
+    return CORRECTION_OPENING.search(utterance) is not None
+
+
+def _corrected(base: str, base_plus: bool, correction: DigitRun, region: str) -> str | None:
+    """The number `correction` makes of `base`: itself when whole, else the end of `base` replaced."""
+    whole = _valid_phone(correction.digits, correction.plus, region)
+    if whole is not None or not MIN_CORRECTION_DIGITS <= len(correction.digits) < len(base):
+        return whole
+    return _valid_phone(base[: len(base) - len(correction.digits)] + correction.digits, base_plus, region)
+
+
+def _phones_in_run(run: DigitRun, region: str) -> list[str]:
+    """The run as one number; failing that, a valid number the run starts or ends with, when what is left
+    over is a few digits (a house number after the number, a stray "oh" before it)."""
+    whole = _valid_phone(run.digits, run.plus, region)
+    if whole is not None:
+        return [whole]
+    spans = [(0, end) for end in range(len(run.groups) - 1, 0, -1)]
+    spans += [(start, len(run.groups)) for start in range(1, len(run.groups))]
+    for first, last in spans:
+        digits = "".join(run.groups[first:last])
+        if len(run.digits) - len(digits) <= MAX_LEFT_OVER_DIGITS:
+            number = _valid_phone(digits, run.plus and first == 0, region)
+            if number is not None:
+                return [number]
+    return []
+
+
+MAX_LEFT_OVER_DIGITS = 4
+MIN_CORRECTION_DIGITS = 3  # "no, 0198": fewer digits after a "sorry" are more likely a house number
+MIN_PHONE_DIGITS = 5
+MAX_PHONE_DIGITS = 17  # E.164 allows 15, plus an international prefix such as 011
+
+
+def _valid_phone(digits: str, plus: bool, region: str) -> str | None:
+    if not MIN_PHONE_DIGITS <= len(digits) <= MAX_PHONE_DIGITS:
+        return None
+    try:
+        number = phonenumbers.parse(("+" if plus else "") + digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number) or not (plus or _full_length_in(number, region)):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _full_length_in(number: phonenumbers.PhoneNumber, region: str) -> bool:
+    """A national number has a length the region dials ("310 5551" is some other +1 region's short number)."""
+    if number.country_code != phonenumbers.country_code_for_region(region):
+        return True  # dialled with an international prefix ("011 44 ..."): its own country's rules apply
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    lengths = metadata.general_desc.possible_length if metadata is not None else ()
+    return len(phonenumbers.national_significant_number(number)) in lengths
+
+
+def _national_digits(e164: str, region: str) -> tuple[str, bool] | None:
+    """The digits of a captured number as a caller of `region` says them, and whether "plus" leads them."""
+    try:
+        number = phonenumbers.parse(e164, region)
+    except phonenumbers.NumberParseException:
+        return None
+    national = phonenumbers.national_significant_number(number)
+    if phonenumbers.region_code_for_number(number) == region:
+        return national, False
+    return f"{number.country_code}{national}", True
 
 
 # --- Email addresses -----------------------------------------------------------------------------

