@@ -125,7 +125,7 @@ class FrontDesk:
     def caller(self, steps: Sequence[CallerStep] = (), *, http: Any = None, **options: Any) -> SimulatedCaller:
         defaults: dict[str, Any] = {
             "base_url": self.server.base_url, "auth_token": self.server.auth_token, "speed": SPEED,
-            "max_call_s": CALL_TIMEOUT_S * SPEED, "caller": suite_secrets.CALLER,
+            "max_call_s": CALL_TIMEOUT_S * SPEED,
         }
         return SimulatedCaller(
             CallerOptions(**{**defaults, **options}),

@@ -1,5 +1,5 @@
-"""The secrets the test suite configures for the servers it starts, and the caller number its simulated
-callers dial from: known values, so that every log the suite writes can be searched for them at the end
+"""The secrets the test suite configures for the servers it starts, and a caller number (the hostile-input
+calls dial from it): known values, so that every log the suite writes can be searched for them at the end
 (`tests/log_secret_check.py`). Long and unlike anything else, so a find is a leak, not a coincidence."""
 from __future__ import annotations
 
