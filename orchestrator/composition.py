@@ -62,6 +62,7 @@ from orchestrator.store import (
 )
 from orchestrator.telemetry import (
     ServerMetrics,
+    configure_server_logging,
     quiet_state_machine_library,
     secrets_masked_in_logs,
 )
@@ -265,6 +266,7 @@ async def run_server(
     """Serve until the block exits (or `stop()` is called, then wait out the calls in progress).
     Without `connector`, the engines come from the settings and the config (`failover` is then ignored).
     `listening` is a socket already listening (a worker of `serve --workers N`); else one is opened."""
+    configure_server_logging()
     quiet_state_machine_library()
     config = config or load_routing_config(settings.config)
     announcements: list[str] = []

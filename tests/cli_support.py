@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import suite_secrets
+
 BIN = Path(sys.executable).parent
 ACCOUNT_VARIABLES = ("OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID")
 
@@ -44,17 +46,23 @@ def orchestrator(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.
 
 def serving(tmp_path: Path, *options: str, environment: dict[str, str] | None = None):
     """`orchestrator serve --port 0 OPTIONS` until the generator is closed: yields (base URL, the lines
-    printed so far, kept up to date by a reader thread); then SIGINT, and a clean stop is checked."""
+    printed so far, kept up to date by a reader thread); then SIGINT, and a clean stop is checked. It runs
+    with the suite's ops and handoff tokens (unless `environment` says otherwise), and what it prints is also
+    written to `orchestrator-serve.log` in `tmp_path`, which the suite's log secret check reads."""
+    tokens = {name: suite_secrets.SUITE_SECRETS[name]
+              for name in ("ORCHESTRATOR_OPS_TOKEN", "ORCHESTRATOR_HANDOFF_TOKEN")}
     server = subprocess.Popen(
         [str(BIN / "orchestrator"), "serve", "--port", "0", *options],
-        cwd=tmp_path, env={**clean_environment(), **(environment or {})},
+        cwd=tmp_path, env={**clean_environment(), **tokens, **(environment or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     printed: list[str] = []
     ready = threading.Event()
+    log = (tmp_path / "orchestrator-serve.log").open("a", encoding="utf-8")
 
     def read() -> None:
         for line in server.stdout:
+            log.write(line)
             printed.append(line.rstrip())
             if "Ctrl+C to stop" in line:
                 ready.set()
@@ -76,6 +84,7 @@ def serving(tmp_path: Path, *options: str, environment: dict[str, str] | None = 
             server.kill()
             raise
         reader.join(timeout=5)
+        log.close()
     assert server.returncode == 0, "\n".join(printed)
     assert any("finishing the calls in progress" in line for line in printed)
 

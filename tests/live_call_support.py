@@ -36,6 +36,7 @@ from orchestrator.testing.fake_realtime import (
     speak,
 )
 from orchestrator.testing.twilio_caller import CallerOptions, CallerStep, CallResult, Say, SimulatedCaller, WaitForAgent
+from tests import suite_secrets
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ACME = EXAMPLES / "acme_plumbing.toml"
@@ -191,7 +192,8 @@ async def front_desk(
     ca_file: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[FrontDesk]:
-    """The server on the fake Realtime; `failover` builds the engine that takes over failed calls.
+    """The server on the fake Realtime, with the suite's secrets (`tests/suite_secrets.py`) unless `settings`
+    say otherwise; `failover` builds the engine that takes over failed calls.
     `serving_tls`: the fake serves wss:// with that context (reached as `localhost`); `ca_file`: the CA the
     server trusts beside the system's."""
     config = load_routing_config(config_path)
@@ -199,15 +201,17 @@ async def front_desk(
         url = fake.url.replace("127.0.0.1", "localhost") if serving_tls else fake.url
         connector = RealtimeConnector(
             RealtimeSettings(
-                url=url, api_key="sk-test", connect_timeout_s=2, configure_timeout_s=2, keepalive_s=keepalive_s,
+                url=url, api_key=suite_secrets.OPENAI_API_KEY, connect_timeout_s=2, configure_timeout_s=2, keepalive_s=keepalive_s,
                 ca_file=ca_file,
             ),
             instructions=agent_instructions(config),
             tools=realtime_tools(config),
             transcription_model="gpt-4o-mini-transcribe",
         )
+        secrets = {"twilio_auth_token": suite_secrets.TWILIO_AUTH_TOKEN, "openai_api_key": suite_secrets.OPENAI_API_KEY,
+                   "handoff_token": suite_secrets.HANDOFF_TOKEN}
         server_settings = load_server_settings(
-            data_dir=tmp_path / "var", graceful_shutdown_seconds=2, after_wait_seconds=3, **settings
+            data_dir=tmp_path / "var", graceful_shutdown_seconds=2, after_wait_seconds=3, **{**secrets, **settings}
         )
         async with run_server(
             server_settings, port=0, config=config, connector=connector,

@@ -94,7 +94,7 @@ class RealtimeEngine:
             if _is_base64(payload_b64):
                 self._post_audio(payload_b64)
             else:
-                log.info("caller audio that is not base64 was dropped", chars=len(payload_b64))
+                log.info("caller audio that is not base64 was dropped (%d chars)", len(payload_b64))
             return
         held.append(payload_b64)
         if len(held) < CALLER_FRAMES_PER_BATCH:
@@ -107,7 +107,7 @@ class RealtimeEngine:
                 if _is_base64(payload):
                     self._post_audio(payload)
                 else:
-                    log.info("caller audio that is not base64 was dropped", chars=len(payload))
+                    log.info("caller audio that is not base64 was dropped (%d chars)", len(payload))
             return
         self._post_audio(joined)
 

@@ -17,10 +17,12 @@ from orchestrator.server.ops_endpoints import ops_routes
 from orchestrator.server.records_endpoints import record_routes
 from orchestrator.server.state import ServerState
 from orchestrator.server.voice_webhooks import voice_routes
+from orchestrator.telemetry import configure_server_logging
 
 
 def build_app(state: ServerState) -> tuple[Starlette, MediaStreamHandler]:
     """The HTTP app, and the handler of `GET /media` upgrades (given the connection and its request head)."""
+    configure_server_logging()
     app = Starlette(routes=[*voice_routes(state), *record_routes(state), *ops_routes(state)])
     app.state.front_desk = state
     return app, MediaEndpoint(state).media_stream

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import os
 import secrets
 
 import orjson
@@ -18,7 +19,7 @@ from bridge.twilio import SIGNATURE_HEADER
 from orchestrator.server.responses import forbidden
 from orchestrator.server.state import ServerState
 from orchestrator.store import decision_to_json, store_error_kind
-from orchestrator.telemetry import METRICS_CONTENT_TYPE
+from orchestrator.telemetry import METRICS_CONTENT_TYPE, live_trio_tasks
 
 log = structlog.get_logger("orchestrator.server.records_endpoints")
 
@@ -93,8 +94,13 @@ class RecordEndpoints:
                 "engines": sorted({state.connector.name, *state.engines}),
                 "active_calls": len(state.sessions),
                 "signature_check": state.signature.enabled,
+                # Which worker answered, its calls so far and its Trio tasks: the soak benchmark's leak accounting.
+                "pid": os.getpid(),
+                "calls_started": int(state.metrics.registry.get_sample_value("calls_started_total") or 0),
+                "trio_tasks": live_trio_tasks(),
             }
         )
 
     async def metrics(self, request: Request) -> Response:
+        self.state.metrics.trio_tasks.set(live_trio_tasks())
         return Response(self.state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import structlog
+import structlog.testing
 
 MASK = "[redacted]"
 # A registered value shorter than this is no credential, and masking it would garble every line.
@@ -157,9 +158,10 @@ def _traceback_once(logger: Any, method_name: str, event_dict: MutableMapping[st
     return event_dict
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+def configure_logging(level: int = logging.INFO, *, cache_loggers: bool = True) -> None:
     """Console logs for `orchestrator serve`; structlog renders through the standard logging module.
-    Exceptions are rendered as plain tracebacks (`format_exc_info`) before the redaction sees the event."""
+    Exceptions are rendered as plain tracebacks (`format_exc_info`) before the redaction sees the event.
+    `cache_loggers=False` leaves each logger following later changes of the configuration."""
     redaction = log_redaction()
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
     structlog.configure(
@@ -176,8 +178,20 @@ def configure_logging(level: int = logging.INFO) -> None:
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
+
+
+def configure_server_logging() -> None:
+    """What every server entry calls (`run_server`, `build_app`): `serve` has configured the pipeline above
+    already; a server started in-process (tests, an application embedding it) would otherwise log through
+    structlog's default, whose tracebacks show every frame's local variables (tokens, callers' numbers).
+    A capture in progress (`structlog.testing.capture_logs`) is left alone, and loggers are not cached, so
+    whoever configures structlog after this still reaches every logger."""
+    log_redaction()  # the logging module's records are masked even while a capture holds structlog
+    processors = structlog.get_config()["processors"]
+    if not any(isinstance(processor, (LogRedaction, structlog.testing.LogCapture)) for processor in processors):
+        configure_logging(cache_loggers=False)
 
 
 def quiet_state_machine_library() -> None:

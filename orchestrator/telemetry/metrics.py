@@ -38,6 +38,9 @@ class ServerMetrics:
             "calls_finished", "Triage passes that ended, by outcome", ["outcome"], registry=registry
         )
         self.active_calls = Gauge("active_calls", "Calls being triaged now", registry=registry)
+        self.trio_tasks = Gauge(
+            "trio_tasks", "Trio tasks alive in this worker when scraped (growing while idle: a leak)", registry=registry
+        )
         self.decisions = Counter(
             "dispatch_decisions", "Dispatch decisions, by route kind and reason", ["kind", "reason"],
             registry=registry,

@@ -4,6 +4,7 @@
 `<Stream url>` is wss:// on the public host, and a whole call over the proxied wss:// Media Stream routes."""
 from __future__ import annotations
 
+import logging
 import ssl
 import xml.etree.ElementTree as ElementTree
 
@@ -82,7 +83,8 @@ async def test_a_whole_call_over_the_proxied_wss_media_stream_routes(tmp_path):
     assert upgrades[0]["x-forwarded-proto"] == "https"
 
 
-async def test_a_public_url_that_is_not_the_proxys_is_named_when_signatures_fail(tmp_path, capsys):
+async def test_a_public_url_that_is_not_the_proxys_is_named_when_signatures_fail(tmp_path, caplog):
+    caplog.set_level(logging.INFO)  # an in-process server logs through the logging module, as `serve` does
     serving, client = certificates(tmp_path)
     async with tls_proxy(serving) as proxy:
         public_url = f"https://localhost:{proxy.port}"
@@ -93,6 +95,6 @@ async def test_a_public_url_that_is_not_the_proxys_is_named_when_signatures_fail
                 refused = await http.post(url, data=INCOMING, headers=signed_headers(url, desk.server.auth_token, INCOMING))
 
     assert refused.status_code == 403
-    logged = capsys.readouterr().out
+    logged = caplog.text
     assert f"forwarded_origin=https://localhost:{proxy.port}" in logged
     assert f"public_url={desk.server.base_url}" in logged

@@ -3,6 +3,7 @@ should: the call goes on and ends on its route, whatever came in the middle (or,
 read, on the fallback route, in order)."""
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ElementTree
 
 import pytest
@@ -93,6 +94,13 @@ async def test_garbage_media_payloads_in_the_middle_are_dropped_and_the_call_rou
         assert metric(desk, "media_stream_errors_total", kind="unusable_audio") >= 4
         assert not desk.realtime_session_of(result).violations  # nothing unusable reached the Realtime server
         desk.assert_nothing_of_the_call_remains()
+
+
+async def test_garbage_media_with_info_logging_on_as_serve_has_it(tmp_path, caplog):
+    """`serve` logs at INFO: the line about the dropped audio must log, not end the call."""
+    caplog.set_level(logging.INFO)
+    await test_garbage_media_payloads_in_the_middle_are_dropped_and_the_call_routes_right(tmp_path)
+    assert "caller audio that is not base64 was dropped" in caplog.text
 
 
 @pytest.mark.parametrize("frame", ['{"type": "error"}', '{"type": "error", "error": "not an object"}'])
