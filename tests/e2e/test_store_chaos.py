@@ -135,7 +135,7 @@ async def test_redis_stopped_mid_call_gives_the_fallback_and_a_restarted_redis_i
 
     logged = logged_text(caplog, capfd)
     assert "cannot open a triage pass: fallback route" in logged
-    assert "answering the action URL failed: fallback route" in logged
+    assert "handing the call back failed: fallback route" in logged
     assert PASSWORD not in logged
 
 
