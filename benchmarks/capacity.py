@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -35,6 +34,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from server_processes import stop
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -140,15 +141,6 @@ def wait_until_up(url: str, process: subprocess.Popen, what: str, timeout: float
             time.sleep(0.1)
     raise RuntimeError(f"{what} not up after {timeout} s")
 
-
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def serve_supports_workers(orchestrator: str) -> bool:

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -48,6 +47,9 @@ import trio
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout: the package as it is here
+sys.path.insert(0, str(HERE.parent))  # the benchmarks' shared helpers
+
+from server_processes import stop  # noqa: E402
 
 from orchestrator.config.routing import CapturedField, RoutingConfig, load_routing_config  # noqa: E402
 from orchestrator.engines import CALLER_ID_QUESTION, asked_with_keypad, read_back_question  # noqa: E402
@@ -120,15 +122,6 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
     with open(log, "w") as output:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=log.parent)
 
-
-def stop(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @asynccontextmanager

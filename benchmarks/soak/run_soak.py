@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -52,6 +51,9 @@ from orchestrator.testing.twilio_caller import (
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))  # the benchmarks' shared helpers
+from server_processes import stop  # noqa: E402
+
 TOKEN = "soak-auth-token"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SPEED = 8.0  # callers stream and play audio this much faster than real time
@@ -116,15 +118,6 @@ def wait_until_up(base_url: str, process: subprocess.Popen, what: str, timeout: 
             time.sleep(0.2)
     raise RuntimeError(f"{what} not up after {timeout} s")
 
-
-def stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -289,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  outcomes)
         snapshots["end"] = snapshot(server, base_url, data_dir, args.settle)
     finally:
-        stop(server)
+        stop(server, timeout=30.0)
         stop(model)
     outcomes.sort(key=lambda outcome: outcome["index"])
     counted = Counter(outcome["outcome"] for outcome in outcomes)
