@@ -729,7 +729,12 @@ async def test_take_audio_gives_every_delta_in_order_and_skips_transcript_deltas
     assert len(sent) == 6 and len(set(sent)) == 6
     deltas = [(by, what) for by, what in seen if by != "events"]
     assert [delta for _by, delta in deltas] == sent  # each exactly once, in order
-    assert all(by == ("reactor" if reactor else "receiver") for by, _delta in deltas)
+    if reactor:
+        # The fast path is used; a delta that lands in bytes the receiving task is already reading is handed
+        # over by that task instead (same consumer, same order), which depends on timing alone.
+        assert any(by == "reactor" for by, _delta in deltas)
+    else:
+        assert all(by == "receiver" for by, _delta in deltas)
     order = [what for _by, what in seen]
     assert order.index(sent[-1]) < order.index("response.output_audio.done")  # in order with the events
     words = len(fake.last_session.sent_of_type("response.output_audio_transcript.delta"))
