@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+from offline_text_accuracy import latency_ms  # beside this script
 from rich.console import Console
 from rich.table import Table
 
@@ -63,17 +64,6 @@ def right(config: RoutingConfig, persona: Persona, proposed: tuple[str, float]) 
         return intent == UNKNOWN
     route = next((i.route for i in config.intents if i.name == intent), None)
     return route == persona.expect.route and confidence >= config.triage.min_confidence
-
-
-def latency_ms(model: IntentModel, texts: list[str], repeat: int = 20) -> dict[str, float]:
-    timings = []
-    for _ in range(repeat):
-        for text in texts:
-            start = time.perf_counter()
-            model.predict(text)
-            timings.append((time.perf_counter() - start) * 1000)
-    timings.sort()
-    return {"p50": timings[len(timings) // 2], "p95": timings[int(len(timings) * 0.95)]}
 
 
 def main(argv: list[str] | None = None) -> int:
