@@ -156,6 +156,8 @@ class CallMachine:
         self.unconfirmed: set[str] = set()  # captured from caller ID, not yet confirmed by the caller
         self.unread: set[str] = set()  # spoken values of read-back fields the caller has not confirmed
         self.last_detail_at: float | None = None  # when the caller last gave a detail (engine or keypad)
+        self.last_speech_at: float | None = None  # when the caller's voice last started
+        self.last_clarify_at: float | None = None  # when the agent last asked the caller to say their need again
         # A value being typed on the keypad: its field, the digits so far, and when a pause ends it.
         self.typed_field: str | None = None
         self.typed_digits = ""
@@ -232,6 +234,12 @@ class CallMachine:
         if self.state not in TRIAGE_OPEN:
             return "absorbed"
         self.caller_turns.append(event.text)
+        return None
+
+    def _on_caller_started_speaking(self, _: ev.CallerStartedSpeaking) -> str | None:
+        if self.state not in TRIAGE_OPEN:
+            return "absorbed"
+        self.last_speech_at = self.clock()
         return None
 
     def _on_details_captured(self, event: ev.DetailsCaptured) -> str | None:
@@ -449,7 +457,8 @@ class CallMachine:
             return
         if not self.intent_is_known():
             self.unknown_clarified = True
-        self._speak(Speak(Line.CLARIFY))
+        if self._speak(Speak(Line.CLARIFY)):
+            self.last_clarify_at = self.clock()
 
     def _decide(self, route_name: str, reason: DecisionReason, proposed: str | None = None) -> None:
         """The single place a decision is made: at most once, never into a node already visited, and never
@@ -537,11 +546,13 @@ class CallMachine:
                 self.expire_budget()
 
     def _extend_budget_for_answers(self) -> bool:
-        """A caller who is answering the details of a trusted need when the budget ends (urgent or not) gets
-        the details extension to finish, once; one who has stopped giving any is put through at the budget."""
-        if self.last_detail_at is None or self.clock() - self.last_detail_at > self.policy.answering_window_s:
-            return False
-        if self._trusted_route(self.proposal) is None or not self._fields_to_ask():
+        """A caller who is still answering when the budget ends gets the details extension to finish, once:
+        one giving the details of a trusted need (urgent or not), or one answering a clarifying question
+        about their need. One who has stopped answering is put through at the budget."""
+        if self._trusted_route(self.proposal) is None:
+            if not self._answering_clarification():
+                return False
+        elif not (self._answered_recently(self.last_detail_at) and self._fields_to_ask()):
             return False
         deadline = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         if deadline <= self.budget_deadline:
@@ -549,6 +560,14 @@ class CallMachine:
         self.budget_deadline = deadline
         self._emit(WakeAt(deadline))
         return True
+
+    def _answering_clarification(self) -> bool:
+        """The caller started speaking after being asked to say their need again, and recently."""
+        started, asked = self.last_speech_at, self.last_clarify_at
+        return asked is not None and started is not None and started >= asked and self._answered_recently(started)
+
+    def _answered_recently(self, at: float | None) -> bool:
+        return at is not None and self.clock() - at <= self.policy.answering_window_s
 
     def _trusted_route(self, proposal: ev.IntentProposed | None) -> RouteRule | None:
         """The route of a proposal the machine trusts (known intent, confident enough), else None."""
@@ -694,6 +713,7 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], str | None]] = {
     ev.RealtimeOpened: CallMachine._on_realtime_opened,
     ev.GreetingPlayed: CallMachine._on_greeting_played,
     ev.LanguageNotServed: CallMachine._on_language_not_served,
+    ev.CallerStartedSpeaking: CallMachine._on_caller_started_speaking,
     ev.CallerSpoke: CallMachine._on_caller_spoke,
     ev.DetailsCaptured: CallMachine._on_details_captured,
     ev.IntentProposed: CallMachine._on_intent_proposed,

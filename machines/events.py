@@ -16,6 +16,11 @@ class GreetingPlayed:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerStartedSpeaking:
+    """The caller's voice was heard starting (before any transcript of it)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CallerSpoke:
     """A transcript of one caller turn."""
 
@@ -123,6 +128,7 @@ class MediaClosed:
 CallEvent = (
     RealtimeOpened
     | GreetingPlayed
+    | CallerStartedSpeaking
     | CallerSpoke
     | DetailsCaptured
     | IntentProposed

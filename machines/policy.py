@@ -69,8 +69,8 @@ class TriagePolicy:
     # Time the budget is extended by, once, when a trusted intent's details are being asked: a caller
     # spelling out a name, a number and an address needs more than the seconds that find their need.
     details_budget_s: float = 0.0
-    # A detail given this recently when the budget ends means the caller is still answering: the details
-    # extension applies to any trusted need, urgent or not, whose fields are still being asked.
+    # A detail (or, while their need is being clarified, any words) given this recently when the budget
+    # ends means the caller is still answering: the details extension applies once, urgent or not.
     answering_window_s: float = 10.0
     # How long the handoff line may take to play before teardown goes ahead without its mark.
     handoff_line_timeout_s: float = 8.0

@@ -390,6 +390,7 @@ class CallSession:
                 elif isinstance(event, ResponseFinished):
                     playback.on_response_finished(event.response_id, event.tag)
                 elif isinstance(event, CallerSpeechStarted):
+                    self._post(ev.CallerStartedSpeaking())
                     await playback.on_caller_speech(engine)
                 elif isinstance(event, CallerTranscript):
                     self.log.debug("caller said", chars=len(event.text))

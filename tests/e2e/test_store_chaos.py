@@ -55,11 +55,13 @@ async def desk_on(tmp_path: Path, store: str, timeout_s: float = STORE_TIMEOUT_S
 
 
 async def call_while(desk: FrontDesk, trouble: Callable[[], Awaitable[None]], **options: object) -> CallResult:
-    """A call; once its Media Stream runs (its session is live on the server), `trouble()` runs beside it."""
+    """A call; once its Media Stream runs (its session is live on the server), `trouble()` runs beside it. The
+    caller streams in real time (not SPEED times faster), so the trouble lands before the call is decided
+    even on a loaded machine."""
     result: list[CallResult] = []
 
     async def call() -> None:
-        result.append(await desk.call(**options))
+        result.append(await desk.call(**{"speed": 1.0, **options}))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(call)

@@ -45,6 +45,10 @@ MODEL = ScriptedModel({
 class Call:
     """One call: the dialogue on one side, the machine on the other, the tool round trip between."""
 
+    def silence(self) -> tuple[Reply, list[str]]:
+        """The caller says nothing after the agent's words."""
+        return self._answered(self.dialogue.on_silence())
+
     def __init__(self, caller_id: str | None = None) -> None:
         self.config = load_routing_config(ACME)
         self.clock = 0.0
@@ -59,7 +63,9 @@ class Call:
 
     def caller(self, text: str) -> tuple[Reply, list[str]]:
         """The caller says `text`; returns the dialogue's reply and the names of the tools it called."""
-        reply = self.dialogue.on_caller_turn(text)
+        return self._answered(self.dialogue.on_caller_turn(text))
+
+    def _answered(self, reply: Reply) -> tuple[Reply, list[str]]:
         for call in reply.tool_calls:
             interpreted = interpret_tool_call(self.config, call.name, call.arguments_json, call.call_id)
             for effect in self.machine.handle(interpreted):
@@ -94,6 +100,57 @@ def test_an_unclear_first_turn_is_asked_about_once_then_the_machine_judges_the_g
     assert call.line() == call.config.lines.clarify
     reply, tools = call.caller("the invoice is wrong")
     assert tools == [PROPOSE_ROUTE] and call.machine.decision.route == "billing_desk"
+
+
+def test_a_need_said_unclearly_goes_to_the_machine_at_once_whose_clarifying_question_names_the_choices():
+    call = Call()
+    reply, tools = call.caller("maybe someone could come round and have a look at it")
+    assert tools == [PROPOSE_ROUTE] and reply.say == ""  # not "how can I help?" first
+    assert call.lines[-1].line == "clarify" and call.line() == call.config.lines.clarify
+
+
+def test_a_question_met_with_silence_is_asked_again_once_then_the_call_moves_on():
+    call = Call()
+    call.caller("my basement is flooding")
+    assert "name" in call.line()
+    reply, tools = call.silence()
+    assert tools == [] and reply.say.startswith("Sorry") and "name" in reply.say
+    reply, tools = call.silence()  # asked twice: the next field
+    assert tools == [] and "number" in reply.say and "name" not in reply.say
+    call.silence()
+    reply, tools = call.silence()
+    assert "address" in reply.say
+    call.silence()
+    reply, tools = call.silence()  # nothing left to ask: the need goes back to the machine
+    assert tools == [PROPOSE_ROUTE]
+    # The machine asks for the details once more; the dialogue, having asked each twice, asks none of them.
+    assert call.line() == call.config.lines.ask_details
+    reply, tools = call.silence()
+    assert tools == [PROPOSE_ROUTE]
+    decision = call.machine.decision
+    assert decision is not None and decision.route == "emergency_desk"
+    assert set(decision.missing_fields) == {"caller_name", "callback_number", "address"}
+
+
+def test_a_caller_id_question_met_with_silence_keeps_the_number_unconfirmed():
+    call = Call(caller_id="+14155550123")
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    call.caller("12 Elm Street, Springfield")
+    assert call.dialogue.on_continue().say == "Is the number you're calling from the best one to reach you?"
+    reply, tools = call.silence()
+    assert tools == [PROPOSE_ROUTE]
+    decision = call.machine.decision
+    assert decision is not None and decision.route == "emergency_desk"
+    assert decision.captured["callback_number"] == "+14155550123" and decision.unconfirmed_fields == ("callback_number",)
+
+
+def test_silence_after_the_greeting_is_met_with_the_question_once():
+    call = Call()
+    assert call.silence()[0].say == call.config.lines.ask_intent
+    assert call.silence()[0].is_empty  # then the budget decides
 
 
 def test_missing_details_are_asked_one_at_a_time_then_the_intent_is_proposed_again():

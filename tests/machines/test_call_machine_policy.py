@@ -540,3 +540,28 @@ def test_answers_without_a_trusted_need_get_no_more_time() -> None:
     clock.advance(1)
     call.handle(ev.TimerFired())
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+
+
+def test_a_caller_answering_the_clarifying_question_at_the_budget_gets_the_details_time_once() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    effects = call.handle(ev.IntentProposed("billing", 0.3))
+    assert Speak(Line.CLARIFY) in effects
+    clock.advance(policy.budget_s - 0.5)
+    call.handle(ev.CallerStartedSpeaking())  # the answer begins just before the budget ends
+    clock.advance(0.5)
+    effects = call.handle(ev.TimerFired())
+    assert call.decision is None and WakeAt(call.started_at + policy.budget_s + 15.0) in effects
+    call.handle(ev.IntentProposed("billing", 0.9))  # the answer, heard
+    assert call.decision is not None and call.decision.reason is DecisionReason.ACCEPTED
+
+
+def test_a_caller_silent_after_the_clarifying_question_gets_no_more_time() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.CallerStartedSpeaking())  # the first words, before the question
+    call.handle(ev.IntentProposed("billing", 0.3))
+    clock.advance(policy.budget_s)
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+    assert call.decision.route == "voicemail"

@@ -190,6 +190,11 @@ class CallHarness(RuleBasedStateMachine):
         assert len(self.decisions) <= 1
 
     @invariant()
+    def the_budget_is_extended_at_most_by_the_details_time(self) -> None:
+        policy = self.call.policy
+        assert self.call.budget_deadline <= self.call.started_at + policy.budget_s + policy.details_budget_s + 1e-9
+
+    @invariant()
     def nothing_raised_inside(self) -> None:
         assert self.call.faults == 0, [t for t in self.call.trail if t.note.startswith("internal_error")]
 
@@ -290,6 +295,10 @@ class CallMachineInvariants(CallHarness):
     def caller_speaks(self, text: str) -> None:
         self.send(ev.CallerSpoke(text))
 
+    @rule()
+    def caller_starts_speaking(self) -> None:
+        self.send(ev.CallerStartedSpeaking())
+
     @rule(intent=INTENTS, confidence=st.floats(0, 1), tool=st.none() | st.just("call_2"))
     def intent_proposed(self, intent, confidence, tool) -> None:
         self.send(ev.IntentProposed(intent, confidence, "summary", tool))
@@ -354,6 +363,10 @@ class RoutingPolicyInvariants(CallHarness):
     @rule(given=GIVEN, confirms=st.booleans())
     def caller_gives(self, given, confirms: bool) -> None:
         self.send(ev.DetailsCaptured(given, "call_1", frozenset(given) if confirms else frozenset()))
+
+    @rule()
+    def caller_starts_speaking(self) -> None:
+        self.send(ev.CallerStartedSpeaking())
 
     @rule(name=st.sampled_from(["callback_number", "preferred_date"]))
     def caller_confirms(self, name: str) -> None:

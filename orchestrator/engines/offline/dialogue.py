@@ -6,8 +6,9 @@ everything that matters (accept, clarify, fallback); this policy only words the 
 
 - a caller turn → the details heard (`record_details`) and, once the intent is clear enough or the caller
   was already asked once, a proposal (`propose_route`) with the classifier's calibrated confidence;
-- a turn with no clear need → "how can I help?" once, then the best guess goes to the machine, whose
-  minimum-confidence guard and clarification cap decide;
+- a turn that says a need unclearly → the best guess goes to the machine at once, whose minimum-confidence
+  guard clarifies (naming what the desk does) and whose clarification cap decides;
+- a turn with no need in it (a hello, details alone) → "how can I help?" once, then as above;
 - a need that none of the intents serves → `unknown` at once: the machine clarifies once, then takes
   the fallback route (a hello, a name or a number alone is no need: it gets "how can I help?");
 - the machine asks for missing details → one question per field, each asked at most twice (a phone number
@@ -17,6 +18,8 @@ everything that matters (accept, clarify, fallback); this policy only words the 
 - a value said for a read-back field → "I have 4 1 5, 5 5 5, 0 1 9 9. Is that right?" (at most twice per
   field): yes confirms it, a correction in the answer replaces it, a no asks again; the intent is proposed
   again only once the read-back is answered;
+- silence after the agent's words (`on_silence`) → the question asked again once, then the call moves on
+  without the answer, or the need proposed again for the machine to decide;
 - taking over a call from a failed engine → the intent from what was already heard, else one line asking
   the caller to say again what they need.
 """
@@ -46,6 +49,8 @@ from orchestrator.engines.offline.transcript import clean_transcript
 MAX_ASKS_PER_FIELD = 2
 MAX_READ_BACKS_PER_FIELD = 2  # a value corrected twice is taken as said, unconfirmed
 MAX_SUMMARY_CHARS = 200
+MAX_WORDS_WITHOUT_A_NEED = 3  # "hello", "hi there", "good morning": no need said yet
+MIN_NEED_LEAN = 0.1  # the classifier's confidence above uniform for a turn to read as a need
 _DECIDED = frozenset({"accepted", "handed_to_fallback", "ignored"})
 
 
@@ -91,6 +96,7 @@ class OfflineDialogue:
         self._tool_calls: dict[str, tuple[str, Mapping[str, str]]] = {}  # call_id → (tool, details sent)
         self._proposal: _Proposal | None = None
         self._prompted_for_intent = False
+        self._silence_prompted = False
         self._clarified = False
         self._decided = False
         self._said_anything = False
@@ -132,14 +138,36 @@ class OfflineDialogue:
             or proposal.confidence >= self.config.triage.min_confidence
             or self._prompted_for_intent
             or self._clarified
+            or (not calls and self._says_a_need(words, proposal))
         ):
+            # A need said unclearly goes to the machine now: its clarifying question names what the front
+            # desk does, which helps the caller more than "how can I help?" and leaves time in the budget.
             calls.append(self._propose(proposal))
             return Reply(tuple(calls))
-        # Not clear yet, and the caller was not asked: ask once before the machine has to judge a guess.
+        # No need said yet (a hello, or details alone): ask once before the machine has to judge a guess.
         self._prompted_for_intent = True
         if calls:
             return Reply(tuple(calls))  # the question comes after the details are answered (on_continue)
         return self._said(self.config.lines.ask_intent)
+
+    def on_silence(self) -> Reply:
+        """The caller said nothing after the agent's words: a question unanswered is asked again once, then
+        the call goes on without its answer (a caller-ID number stays, unconfirmed); with nothing left to
+        ask, the need is proposed again for the machine to decide; an open question is asked again once."""
+        if self._decided:
+            return Reply()
+        if self._confirming is not None:
+            name, self._confirming = self._confirming, None
+            self._to_confirm.discard(name)
+            return self._after_field_answer(name, {}, [])
+        if self._asking:
+            return self._after_field_answer(self._asking[0], {}, [])
+        if self._proposal is not None:  # nothing left to ask: the machine weighs the need again and decides
+            return Reply((self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)),))
+        if self._silence_prompted:
+            return Reply()
+        self._silence_prompted = True
+        return self._said(self.config.lines.not_heard if self._intent_turns else self.config.lines.ask_intent)
 
     def on_tool_output(self, call_id: str, output: str) -> None:
         sent = self._tool_calls.pop(call_id, None)
@@ -279,6 +307,12 @@ class OfflineDialogue:
         if prediction.needs_no_intent:
             return _Proposal(UNKNOWN_INTENT, round(prediction.unknown, 4), text[:MAX_SUMMARY_CHARS])
         return _Proposal(prediction.intent, round(prediction.confidence, 4), text[:MAX_SUMMARY_CHARS])
+
+    def _says_a_need(self, words: str, proposal: _Proposal) -> bool:
+        """Whether a turn reads as a need at all: more than a few words, and the classifier leans somewhere
+        (words said on any call, such as a hello, are trained towards no intent in particular)."""
+        uniform = 1 / max(1, len(self.config.intents))
+        return len(words.split()) > MAX_WORDS_WITHOUT_A_NEED and proposal.confidence - uniform >= MIN_NEED_LEAN
 
     def _propose(self, proposal: _Proposal) -> ToolRequest:
         self._proposal = proposal

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import trio
 
+from bridge.twilio import MULAW_RATE
 from orchestrator.config import ConfigError, RoutingConfig
 from orchestrator.engines import (
     AgentAudio,
@@ -58,6 +59,10 @@ MAX_QUEUED_TURNS = 8  # a caller who talks far faster than speech-to-text keeps 
 # Transcription starts this far into the silence that may end the caller's turn (the turn ends at 600 ms):
 # the text is usually ready when the turn ends. Voice coming back wastes that transcription, nothing more.
 TRANSCRIBE_EARLY_AFTER_MS = 240
+# A caller who says nothing this long after the agent's words end has not answered: a question is asked
+# again once, then the call moves on without that answer (a silent line never waits for the whole budget).
+SILENT_ANSWER_S = 5.0
+SILENCE_POLL_S = 0.25
 
 
 # --------------------------------------------------------------------------- shared models
@@ -133,6 +138,10 @@ class _EarlyTranscript:
     text: str | None = None
 
 
+class _Silence:
+    """A turn in which the caller said nothing after the agent's words."""
+
+
 class OfflineEngine:
     """One call's offline conversation. Sends after the call ended are dropped, as with Realtime."""
 
@@ -150,7 +159,9 @@ class OfflineEngine:
         self.dialogue.seed(call.caller_turns)
         self._events_in, self._events_out = trio.open_memory_channel[EngineEvent](math.inf)
         # A turn: its audio, its text (text mode), or its audio already being transcribed.
-        self._turns_in, self._turns_out = trio.open_memory_channel[bytes | str | _EarlyTranscript](MAX_QUEUED_TURNS)
+        self._turns_in, self._turns_out = trio.open_memory_channel[bytes | str | _EarlyTranscript | _Silence](
+            MAX_QUEUED_TURNS
+        )
         self._caller_audio_in, self._caller_audio_out = trio.open_memory_channel[str](math.inf)  # caller payloads, base64
         self._detector = speech.detector_factory() if speech is not None else None
         self._responding = False
@@ -160,6 +171,7 @@ class OfflineEngine:
         self._nursery: trio.Nursery | None = None
         self._closed = False
         self._early: _EarlyTranscript | None = None
+        self._answer_due: float | None = None  # Trio time by which the caller should have started answering
         self.truncations: list[tuple[str, int]] = []
         self.early_transcripts_used = 0
         self.turn_latencies_ms: list[float] = []  # caller's speech end → the engine's answer ready
@@ -219,14 +231,16 @@ class OfflineEngine:
 
     def _on_voice_event(self, event: object) -> None:
         if isinstance(event, SpeechStarted):
+            self._answer_due = None
             self._emit(CallerSpeechStarted())
         elif isinstance(event, UtteranceEnded):
             early, self._early = self._early, None
             self._queue_turn(early if early is not None and early.audio == event.mulaw else event.mulaw)
 
-    def _queue_turn(self, turn: bytes | str | _EarlyTranscript) -> None:
+    def _queue_turn(self, turn: bytes | str | _EarlyTranscript | _Silence) -> None:
         if self._closed:
             return
+        self._answer_due = None
         try:
             self._turns_in.send_nowait(turn)
         except trio.WouldBlock:
@@ -257,6 +271,8 @@ class OfflineEngine:
                     chunk = base64.b64encode(audio[start : start + AUDIO_CHUNK_BYTES]).decode("ascii")
                     self._emit(AgentAudio(response_id, item_id, chunk))
                 self._emit(AgentTranscript(reply.say))
+                if self._detector is not None:  # the audio plays in real time from now on
+                    self._answer_due = trio.current_time() + len(audio) / MULAW_RATE + SILENT_ANSWER_S
         except Exception:  # the caller must not be left waiting for a response that will never finish
             log.exception("offline engine: a response failed")
             status = "failed"
@@ -293,6 +309,14 @@ class OfflineEngine:
                         self._early = _EarlyTranscript(turn, trio.Event())
                         self._nursery.start_soon(self._transcribe_early, self._early)
 
+    async def _watch_silence(self) -> None:
+        """A turn of silence when the caller has not started answering by `_answer_due`."""
+        while True:
+            await trio.sleep(SILENCE_POLL_S)
+            due = self._answer_due
+            if due is not None and trio.current_time() >= due and not self._responding and self._early is None:
+                self._queue_turn(_Silence())
+
     async def _transcribe(self, audio: bytes) -> str:
         assert self.speech is not None
         slots, _ = self.speech.limits()
@@ -324,6 +348,13 @@ class OfflineEngine:
         async with self._turns_out:
             async for turn in self._turns_out:
                 heard_at = time.perf_counter()
+                if isinstance(turn, _Silence):
+                    silent_reply = self.dialogue.on_silence()
+                    while self._responding:
+                        await self._idle.wait()
+                    if not silent_reply.is_empty and not self._closed:
+                        self._respond(silent_reply, None)
+                    continue
                 if not isinstance(turn, str):
                     try:
                         text = await self._heard(turn)
@@ -348,6 +379,7 @@ class OfflineEngine:
             nursery.start_soon(self._converse)
             if self._detector is not None:
                 nursery.start_soon(self._listen)
+                nursery.start_soon(self._watch_silence)
             task_status.started()
 
     def _close(self) -> None:
