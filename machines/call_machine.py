@@ -9,7 +9,8 @@ Routing policy, so that no caller is stranded:
   is taken once its hard fields (`RouteRule.required_fields`) are there and its soft ones
   (`wanted_fields`) are there or can no longer be asked for; the decision names what is missing.
 - A field is asked for at most `MAX_ASKS_PER_FIELD` times; then the caller is taken not to have it.
-- An unknown intent is clarified once; after that, a proposal the machine cannot trust decides at once.
+- An unknown intent is clarified once; after that, a proposal the machine cannot trust decides at once. A
+  clarifying question is not asked with less than `clarify_needs_s` of the budget left: the call is decided.
 - When triage ends without an accepted proposal (budget, engine failure, a guard that cannot be met),
   a trusted proposal's route is still taken if it lacks only soft fields; one that lacks a hard field
   goes to the human route; with no trusted proposal, the fallback route.
@@ -408,7 +409,8 @@ class CallMachine:
 
     def clarifying_can_help(self) -> bool:
         if self._trusted_route(self.proposal) is None:
-            return not self.unknown_clarified  # after one clarification of an unknown need, decide
+            # After one clarification of an unknown need, decide; and never ask what cannot be answered in time.
+            return not self.unknown_clarified and self.budget_deadline - self.clock() >= self.policy.clarify_needs_s
         return bool(self._fields_to_ask())
 
     def language_unsupported(self) -> bool:
@@ -552,7 +554,7 @@ class CallMachine:
         if self._trusted_route(self.proposal) is None:
             if not self._answering_clarification():
                 return False
-        elif not (self._answered_recently(self.last_detail_at) and self._fields_to_ask()):
+        elif not (self._answered_recently(self.last_detail_at) and (self._fields_to_ask() or self._awaiting_a_yes())):
             return False
         deadline = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         if deadline <= self.budget_deadline:
@@ -560,6 +562,14 @@ class CallMachine:
         self.budget_deadline = deadline
         self._emit(WakeAt(deadline))
         return True
+
+    def _awaiting_a_yes(self) -> bool:
+        """A value of the trusted route asked about is still to be confirmed (caller ID, a read-back)."""
+        route = self._trusted_route(self.proposal)
+        pending = (self.unconfirmed & set(self.asked_fields)) | self.unread
+        return route is not None and any(
+            name in pending for name in (*route.required_fields, *route.wanted_fields)
+        )
 
     def _answering_clarification(self) -> bool:
         """The caller started speaking after being asked to say their need again, and recently."""

@@ -72,6 +72,9 @@ class TriagePolicy:
     # A detail (or, while their need is being clarified, any words) given this recently when the budget
     # ends means the caller is still answering: the details extension applies once, urgent or not.
     answering_window_s: float = 10.0
+    # A clarifying question asked with less of the budget left than this could not be answered in time:
+    # the call is decided at once instead of being cut off mid-answer.
+    clarify_needs_s: float = 8.0
     # How long the handoff line may take to play before teardown goes ahead without its mark.
     handoff_line_timeout_s: float = 8.0
     # Languages the front desk serves; a caller in another one goes to the human route. Empty: no check.

@@ -109,6 +109,20 @@ def test_a_need_said_unclearly_goes_to_the_machine_at_once_whose_clarifying_ques
     assert call.lines[-1].line == "clarify" and call.line() == call.config.lines.clarify
 
 
+def test_a_need_said_unclearly_with_a_detail_in_it_goes_to_the_machine_with_the_detail():
+    call = Call()
+    reply, tools = call.caller("maybe your man could come round on Thursday instead, I won't be in on the day")
+    assert tools == [RECORD_DETAILS, PROPOSE_ROUTE] and "preferred_date" in call.machine.captured
+    assert call.lines[-1].line == "clarify"
+
+
+def test_a_name_alone_is_no_need_and_gets_the_question():
+    call = Call()
+    reply, tools = call.caller("hi, my name is Ann Lee")
+    assert tools == [RECORD_DETAILS] and call.machine.captured == {"caller_name": "Ann Lee"}
+    assert call.dialogue.on_continue().say == f"Thank you. {call.config.lines.ask_intent}"
+
+
 def test_a_question_met_with_silence_is_asked_again_once_then_the_call_moves_on():
     call = Call()
     call.caller("my basement is flooding")

@@ -565,3 +565,31 @@ def test_a_caller_silent_after_the_clarifying_question_gets_no_more_time() -> No
     call.handle(ev.TimerFired())
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
     assert call.decision.route == "voicemail"
+
+
+def test_a_caller_confirming_their_number_at_the_budget_gets_the_details_time_once() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.CallerNumberKnown(NUMBER))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    effects = call.handle(ev.IntentProposed("callback", 0.95))  # soft fields only: the address, the number's yes
+    assert Speak(Line.ASK_DETAILS, ("address", "callback_number"), ("callback_number",)) in effects
+    clock.advance(policy.budget_s - 2)
+    call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))  # only the yes is left
+    clock.advance(2)
+    effects = call.handle(ev.TimerFired())
+    assert call.decision is None and WakeAt(call.started_at + policy.budget_s + 15.0) in effects
+    call.handle(ev.DetailsCaptured({}, None, frozenset({"callback_number"})))
+    call.handle(ev.IntentProposed("callback", 0.95))
+    assert call.decision is not None and call.decision.reason is DecisionReason.ACCEPTED
+    assert call.decision.unconfirmed_fields == ()
+
+
+def test_no_clarifying_question_is_asked_too_late_to_be_answered_in_the_budget() -> None:
+    call, clock = in_capture()
+    assert Speak(Line.CLARIFY) in call.handle(ev.IntentProposed("billing", 0.3))
+    clock.advance(POLICY.budget_s - POLICY.clarify_needs_s + 1)  # the answer comes with 7 s left
+    effects = call.handle(ev.IntentProposed("billing", 0.4))
+    assert Speak(Line.CLARIFY) not in effects
+    decision = call.decision
+    assert decision is not None and (decision.route, decision.reason) == ("voicemail", DecisionReason.LOW_CONFIDENCE)

@@ -51,6 +51,7 @@ MAX_READ_BACKS_PER_FIELD = 2  # a value corrected twice is taken as said, unconf
 MAX_SUMMARY_CHARS = 200
 MAX_WORDS_WITHOUT_A_NEED = 3  # "hello", "hi there", "good morning": no need said yet
 MIN_NEED_LEAN = 0.1  # the classifier's confidence above uniform for a turn to read as a need
+DETAIL_LEAD_IN_WORDS = 3  # "my name is", "I live at": words that come with a detail, not with a need
 _DECIDED = frozenset({"accepted", "handed_to_fallback", "ignored"})
 
 
@@ -138,7 +139,7 @@ class OfflineDialogue:
             or proposal.confidence >= self.config.triage.min_confidence
             or self._prompted_for_intent
             or self._clarified
-            or (not calls and self._says_a_need(words, proposal))
+            or self._says_a_need(words, details, proposal)
         ):
             # A need said unclearly goes to the machine now: its clarifying question names what the front
             # desk does, which helps the caller more than "how can I help?" and leaves time in the budget.
@@ -308,11 +309,15 @@ class OfflineDialogue:
             return _Proposal(UNKNOWN_INTENT, round(prediction.unknown, 4), text[:MAX_SUMMARY_CHARS])
         return _Proposal(prediction.intent, round(prediction.confidence, 4), text[:MAX_SUMMARY_CHARS])
 
-    def _says_a_need(self, words: str, proposal: _Proposal) -> bool:
-        """Whether a turn reads as a need at all: more than a few words, and the classifier leans somewhere
-        (words said on any call, such as a hello, are trained towards no intent in particular)."""
+    def _says_a_need(self, words: str, details: Mapping[str, str], proposal: _Proposal) -> bool:
+        """Whether a turn reads as a need at all: more than a few words besides the details it gave (and
+        their lead-in, "my name is"), and the classifier leans somewhere (words said on any call, such as
+        a hello, are trained towards no intent in particular)."""
+        other_words = len(words.split())
+        if details:
+            other_words -= DETAIL_LEAD_IN_WORDS + sum(len(value.split()) for value in details.values())
         uniform = 1 / max(1, len(self.config.intents))
-        return len(words.split()) > MAX_WORDS_WITHOUT_A_NEED and proposal.confidence - uniform >= MIN_NEED_LEAN
+        return other_words > MAX_WORDS_WITHOUT_A_NEED and proposal.confidence - uniform >= MIN_NEED_LEAN
 
     def _propose(self, proposal: _Proposal) -> ToolRequest:
         self._proposal = proposal
