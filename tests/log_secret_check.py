@@ -87,6 +87,9 @@ class LogSecretCheck:
         root.addHandler(self.records)
         if root.level > logging.INFO:
             root.setLevel(logging.INFO)
+        # The state machine library's trace of every callback (state names only) at INFO, as servers run it
+        # (`quiet_state_machine_library`): formatting it for every event of every test is most of the cost.
+        logging.getLogger("transitions").setLevel(logging.ERROR)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for title, content in report.sections:
