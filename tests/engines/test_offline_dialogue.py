@@ -75,6 +75,10 @@ class Call:
                     self.lines.append(effect)
         return reply, [call.name for call in reply.tool_calls]
 
+    def answer_line(self) -> tuple[Reply, list[str]]:
+        """The engine's response to the machine's last line (`reply_to_line`), its tool calls answered."""
+        return self._answered(self.dialogue.reply_to_line(spoken_line(self.config, self.lines[-1])))
+
     def line(self) -> str:
         return self.dialogue.on_line(spoken_line(self.config, self.lines[-1]))
 
@@ -137,13 +141,26 @@ def test_a_question_met_with_silence_is_asked_again_once_then_the_call_moves_on(
     call.silence()
     reply, tools = call.silence()  # nothing left to ask: the need goes back to the machine
     assert tools == [PROPOSE_ROUTE]
-    # The machine asks for the details once more; the dialogue, having asked each twice, asks none of them.
-    assert call.line() == call.config.lines.ask_details
-    reply, tools = call.silence()
-    assert tools == [PROPOSE_ROUTE]
+    # The machine asks for the details once more; the dialogue, having asked each twice, asks none of them
+    # and says nothing: it proposes the need again, and the machine decides.
+    reply, tools = call.answer_line()
+    assert tools == [PROPOSE_ROUTE] and reply.say == ""
     decision = call.machine.decision
     assert decision is not None and decision.route == "emergency_desk"
     assert set(decision.missing_fields) == {"caller_name", "callback_number", "address"}
+
+
+def test_a_number_said_again_at_its_read_back_confirms_it_even_after_a_no():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    call.caller("four one five five five five two six seven one")
+    assert call.dialogue.on_continue().say.startswith("I have 4 1 5")
+    reply, tools = call.caller("no, it's four one five, five five five, two six seven one")  # misheard the read-back
+    assert tools == [RECORD_DETAILS] and json.loads(reply.tool_calls[0].arguments_json) == {"confirmed": ["callback_number"]}
+    assert "callback_number" not in call.machine.unread and call.machine.captured["callback_number"] == "+14155552671"
 
 
 def test_a_caller_id_question_met_with_silence_keeps_the_number_unconfirmed():

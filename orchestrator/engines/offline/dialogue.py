@@ -98,6 +98,7 @@ class OfflineDialogue:
         self._proposal: _Proposal | None = None
         self._prompted_for_intent = False
         self._silence_prompted = False
+        self._heard: Mapping[str, str] = {}  # every value in the caller's last words, new or not
         self._clarified = False
         self._decided = False
         self._said_anything = False
@@ -215,6 +216,16 @@ class OfflineDialogue:
             return line.text
         return f"{line.text} {self._question(self._asking[0])}"
 
+    def reply_to_line(self, line: SpokenLine) -> Reply:
+        """`on_line` as a response: when the machine asks for details the caller was already asked twice
+        each, nothing is asked; the need goes back to the machine, which can then decide, in silence (not
+        "could I take a few details first?" followed by no question)."""
+        words = self.on_line(line)
+        exhausted = line.asks_for and not self._asking and self._read_back_due is None and self._confirming is None
+        if exhausted and self._proposal is not None and not self._decided:
+            return Reply((self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)),))
+        return Reply(say=words)
+
     def listening_for(self) -> ListeningFor | None:
         """What the caller's next words likely are: the answer to the field just asked for (None: open)."""
         asked = self._fields.get(self._asking[0]) if self._asking else None
@@ -264,7 +275,10 @@ class OfflineDialogue:
         if name in details:  # "no, it's 0199": the correction replaces the value (and is read back in turn)
             self._note_read_back(details)
             return self._after_field_answer(name, details, [self._tool(RECORD_DETAILS, details)])
-        verdict = answer_is_yes(words)
+        # The same value said again ("no, it's 415 555 0199" to a read-back of it) confirms it, whatever the
+        # words around it: the caller misheard the read-back, or is just repeating it.
+        value = self.captured.get(name)
+        verdict = True if value is not None and self._heard.get(name) == value else answer_is_yes(words)
         if verdict:
             self._to_confirm.discard(name)
             confirmed = {**details, CONFIRMED_ARGUMENT: [name]}
@@ -298,6 +312,7 @@ class OfflineDialogue:
             text, self.config.fields, asked_for=asked_for, country=self.config.company.country, today=self.today(),
             previous=self.captured,
         )
+        self._heard = found
         new = {name: value for name, value in found.items() if self.captured.get(name) != value}
         self.captured.update(new)
         return new

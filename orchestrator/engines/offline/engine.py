@@ -201,7 +201,7 @@ class OfflineEngine:
             self._emit(EngineProblem(ACTIVE_RESPONSE, "a response is in progress", fatal=False, request_id=request_id))
             return
         if line is not None:
-            reply = Reply(say=self.dialogue.on_line(line))
+            reply = self.dialogue.reply_to_line(line)
         elif instructions is not None:  # a free-text instruction: only lines can be said word for word
             reply = Reply(say=instructions)
         else:
