@@ -11,6 +11,7 @@ import secrets
 
 import orjson
 import structlog
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -22,6 +23,7 @@ from orchestrator.store import decision_to_json, store_error_kind
 from orchestrator.telemetry import METRICS_CONTENT_TYPE, live_trio_tasks
 
 log = structlog.get_logger("orchestrator.server.records_endpoints")
+TASKS_SETTLE_S = 0.01
 
 
 def record_routes(state: ServerState) -> list[Route]:
@@ -86,6 +88,9 @@ class RecordEndpoints:
 
     async def healthz(self, request: Request) -> Response:
         state = self.state
+        # The HTTP server cancels this connection's idle timer as the request arrives; let it end first, so
+        # the task count at an idle moment is the same from one reading to the next.
+        await trio.sleep(TASKS_SETTLE_S)
         return JSONResponse(
             {
                 "status": "shutting_down" if state.shutting_down.is_set() else "ok",

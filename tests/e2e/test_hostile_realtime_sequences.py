@@ -52,7 +52,7 @@ from tests.live_call_support import (
 )
 from tests.open_sockets import sockets_on
 
-EXAMPLES = 12  # 0.3 to 8 s each (a frozen peer or a lost handoff line waits out its timeout): ~25 s in CI
+EXAMPLES = 8  # 0.3 to 8 s each (a frozen peer or a lost handoff line waits out its timeout): ~10 s in CI
 # Shrinking a real call's example takes minutes: a failure is reported as drawn, with its blob and seed.
 NO_SHRINKING = (Phase.explicit, Phase.reuse, Phase.generate)
 SETTLE_S = 5.0  # after the action URL answered, the call's parts must be gone within this

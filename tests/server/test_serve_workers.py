@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from orchestrator.server.workers import use_batch_scheduling
 from tests.cli_support import BIN, clean_environment, orchestrator, serving, wait_for
 
-CALLS = 8
-MAX_BATCHES = 3
+CALLS = 4
+MAX_BATCHES = 4
 # Not loading the offline engine for failover in every worker keeps the start quick.
 NO_FAILOVER = {"ORCHESTRATOR_ENGINE__FAILOVER": "fallback-route"}
 
