@@ -113,6 +113,23 @@ def test_a_need_said_unclearly_goes_to_the_machine_at_once_whose_clarifying_ques
     assert call.lines[-1].line == "clarify" and call.line() == call.config.lines.clarify
 
 
+def test_the_answer_to_the_clarifying_question_is_weighed_on_its_own_words():
+    class Blurred(ScriptedModel):
+        def predict(self, text: str) -> IntentPrediction:
+            if "maybe" in text and "invoice" in text:  # the first words blur the answer when joined to it
+                return IntentPrediction("schedule", 0.45, {"schedule": 0.45})
+            return super().predict(text)
+
+    call = Call()
+    call.dialogue.model = Blurred(MODEL.keywords)
+    call.caller("maybe someone could come round and have a look at it")
+    assert call.lines[-1].line == "clarify"
+    call.line()
+    reply, tools = call.caller("it's about the invoice")
+    assert tools == [PROPOSE_ROUTE] and json.loads(reply.tool_calls[0].arguments_json)["intent"] == "billing"
+    assert call.machine.decision is not None and call.machine.decision.route == "billing_desk"
+
+
 def test_a_need_said_unclearly_with_a_detail_in_it_goes_to_the_machine_with_the_detail():
     call = Call()
     reply, tools = call.caller("maybe your man could come round on Thursday instead, I won't be in on the day")
