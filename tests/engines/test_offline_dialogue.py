@@ -121,13 +121,28 @@ def test_the_answer_to_the_clarifying_question_is_weighed_on_its_own_words():
             return super().predict(text)
 
     call = Call()
-    call.dialogue.model = Blurred(MODEL.keywords)
+    call.dialogue.model = Blurred(MODEL.keywords)  # type: ignore[assignment]
     call.caller("maybe someone could come round and have a look at it")
     assert call.lines[-1].line == "clarify"
     call.line()
     reply, tools = call.caller("it's about the invoice")
     assert tools == [PROPOSE_ROUTE] and json.loads(reply.tool_calls[0].arguments_json)["intent"] == "billing"
     assert call.machine.decision is not None and call.machine.decision.route == "billing_desk"
+
+
+def test_a_clear_answer_to_the_clarifying_question_outweighs_earlier_words_read_as_no_need():
+    class Blurred(ScriptedModel):
+        def predict(self, text: str) -> IntentPrediction:
+            if "maybe" in text and "invoice" in text:  # joined, the words read as a need no intent serves
+                return IntentPrediction("schedule", 0.7, {"schedule": 0.7}, unknown=0.6)
+            return super().predict(text)
+
+    call = Call()
+    call.dialogue.model = Blurred(MODEL.keywords)  # type: ignore[assignment]
+    call.caller("maybe someone could come round and have a look at it")
+    call.line()
+    reply, tools = call.caller("it's about the invoice")
+    assert json.loads(reply.tool_calls[0].arguments_json)["intent"] == "billing"
 
 
 def test_a_need_said_unclearly_with_a_detail_in_it_goes_to_the_machine_with_the_detail():

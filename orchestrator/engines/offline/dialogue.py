@@ -323,7 +323,8 @@ class OfflineDialogue:
         if self._clarified and len(self._intent_turns) > 1:
             # The answer to the clarifying question ("a bill") is the best evidence; earlier words can blur it.
             answer = self.model.predict(self._intent_turns[-1])
-            if not answer.needs_no_intent and answer.confidence > max(prediction.confidence, self._min_confidence):
+            trusted = not answer.needs_no_intent and answer.confidence >= self._min_confidence
+            if trusted and (prediction.needs_no_intent or answer.confidence > prediction.confidence):
                 prediction = answer
         if prediction.needs_no_intent:
             return _Proposal(UNKNOWN_INTENT, round(prediction.unknown, 4), text[:MAX_SUMMARY_CHARS])
