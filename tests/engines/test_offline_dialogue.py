@@ -83,6 +83,17 @@ class Call:
         return self.dialogue.on_line(spoken_line(self.config, self.lines[-1]))
 
 
+def number_given() -> Call:
+    """A flooding call in which the caller has given a name, then 415 555 2671 (read back next)."""
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("it's Ann Lee")
+    call.dialogue.on_continue()
+    call.caller("four one five five five five two six seven one")
+    return call
+
+
 def test_a_clear_need_is_proposed_at_once_and_the_machine_dispatches():
     call = Call()
     reply, tools = call.caller("I have a question about my invoice")
@@ -183,12 +194,7 @@ def test_a_question_met_with_silence_is_asked_again_once_then_the_call_moves_on(
 
 
 def test_a_number_said_again_at_its_read_back_confirms_it_even_after_a_no():
-    call = Call()
-    call.caller("my basement is flooding")
-    call.line()
-    call.caller("it's Ann Lee")
-    call.dialogue.on_continue()
-    call.caller("four one five five five five two six seven one")
+    call = number_given()
     assert call.dialogue.on_continue().say.startswith("I have 4 1 5")
     reply, tools = call.caller("no, it's four one five, five five five, two six seven one")  # misheard the read-back
     assert tools == [RECORD_DETAILS] and json.loads(reply.tool_calls[0].arguments_json) == {"confirmed": ["callback_number"]}
@@ -303,12 +309,7 @@ def test_a_phone_question_offers_the_keypad_and_a_name_question_does_not():
 
 
 def test_a_number_read_back_wrong_is_corrected_in_the_answer_and_read_back_again():
-    call = Call()
-    call.caller("my basement is flooding")
-    call.line()
-    call.caller("it's Ann Lee")
-    call.dialogue.on_continue()
-    call.caller("four one five five five five two six seven one")
+    call = number_given()
     assert call.dialogue.on_continue().say.startswith("I have 4 1 5, 5 5 5, 2 6 7 1.")
     assert call.machine.decision is None  # not proposed again before the read-back is answered
     reply, tools = call.caller("no, it's four one five five five five zero one nine nine")
@@ -321,12 +322,7 @@ def test_a_number_read_back_wrong_is_corrected_in_the_answer_and_read_back_again
 
 
 def test_a_number_not_confirmed_is_captured_and_listed_unconfirmed():
-    call = Call()
-    call.caller("my basement is flooding")
-    call.line()
-    call.caller("it's Ann Lee")
-    call.dialogue.on_continue()
-    call.caller("four one five five five five two six seven one")
+    call = number_given()
     call.dialogue.on_continue()  # the read-back
     call.clock = 100.0  # the budget ends before the caller answers it
     call.machine.handle(ev.TimerFired())
@@ -380,12 +376,7 @@ def test_other_details_said_instead_of_a_yes_are_recorded_and_the_number_stays_u
 
 
 def test_a_number_corrected_at_the_read_back_replaces_only_what_was_corrected():
-    call = Call()
-    call.caller("my basement is flooding")
-    call.line()
-    call.caller("it's Ann Lee")
-    call.dialogue.on_continue()
-    call.caller("four one five five five five two six seven one")
+    call = number_given()
     assert call.machine.captured["callback_number"] == "+14155552671"
     call.dialogue.on_continue()  # the read-back
     call.caller("no, sorry, the end is two six seven two")
