@@ -323,16 +323,12 @@ class OfflineDialogue:
         if self._clarified and len(self._intent_turns) > 1:
             # The answer to the clarifying question ("a bill") is the best evidence; earlier words can blur it.
             answer = self.model.predict(self._intent_turns[-1])
-            trusted = not answer.needs_no_intent and answer.confidence >= self._min_confidence
+            trusted = not answer.needs_no_intent and answer.confidence >= self.config.triage.min_confidence
             if trusted and (prediction.needs_no_intent or answer.confidence > prediction.confidence):
                 prediction = answer
         if prediction.needs_no_intent:
             return _Proposal(UNKNOWN_INTENT, round(prediction.unknown, 4), text[:MAX_SUMMARY_CHARS])
         return _Proposal(prediction.intent, round(prediction.confidence, 4), text[:MAX_SUMMARY_CHARS])
-
-    @property
-    def _min_confidence(self) -> float:
-        return self.config.triage.min_confidence
 
     def _says_a_need(self, words: str, details: Mapping[str, str], proposal: _Proposal) -> bool:
         """Whether a turn reads as a need at all: more than a few words besides the details it gave (and
