@@ -57,7 +57,7 @@ from orchestrator.engines.offline.slot_extraction import field_question  # noqa:
 from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechSynthesizer  # noqa: E402
 from orchestrator.testing.fake_realtime import FakeRealtime, run_fake_realtime  # noqa: E402
 from orchestrator.testing.persona_answers import PersonaMind  # noqa: E402
-from orchestrator.testing.persona_caller import PersonaCall, PersonaCaller  # noqa: E402
+from orchestrator.testing.persona_caller import PersonaCall, PersonaCaller, caller_ears  # noqa: E402
 from orchestrator.testing.persona_model import ModelBrief, PersonaModel  # noqa: E402
 from orchestrator.testing.persona_verdict import Verdict, judge  # noqa: E402
 from orchestrator.testing.personas import Persona, load_personas  # noqa: E402
@@ -251,7 +251,7 @@ class Bench:
         prepare: Callable[[PersonaCaller], None] | None = None,
     ) -> Outcome:
         options = CallerOptions(base_url=base_url, auth_token=TOKEN, max_call_s=budget_s + CALL_SLACK_S)
-        caller = PersonaCaller(persona, options, voice=self.voice, transcribe=self.recognizer.transcribe)
+        caller = PersonaCaller(persona, options, voice=self.voice, transcribe=caller_ears(self.recognizer))
         if prepare is not None:
             prepare(caller)
         call = await caller.run()

@@ -36,6 +36,7 @@ from orchestrator.testing import (
     Say,
     SimulatedCaller,
     WaitForAgent,
+    caller_ears,
     fetch_call_record,
     judge,
     load_persona,
@@ -208,7 +209,7 @@ def run_call(args: argparse.Namespace) -> int:
               "(an engine that listens hears no words)")
     caller = SimulatedCaller(options, steps)
     recognizer = offline_ears()
-    listener = AgentListener(caller, recognizer.transcribe, speed=args.speed) if recognizer is not None else None
+    listener = AgentListener(caller, caller_ears(recognizer), speed=args.speed) if recognizer is not None else None
 
     async def call() -> tuple[CallResult, dict | None, bytes]:
         async with trio.open_nursery() as nursery:
@@ -240,7 +241,7 @@ def run_persona_call(args: argparse.Namespace) -> int:
     if args.engine:
         check_engine_offered(args.url, args.engine)
     options = caller_options(args, persona.caller.caller_id)
-    caller = PersonaCaller(persona, options, voice=voice, transcribe=recognizer.transcribe)
+    caller = PersonaCaller(persona, options, voice=voice, transcribe=caller_ears(recognizer))
 
     async def call() -> tuple[PersonaCall, dict | None, bytes]:
         played = await caller.run()

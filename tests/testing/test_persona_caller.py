@@ -230,13 +230,24 @@ def test_a_day_expected_is_the_date_of_that_day_after_the_call():
     assert same_value("+14155550199", "+1 415 555 0199") and not same_value("+14155550199", "+14155550198")
 
 
+def test_the_caller_listens_to_the_agent_expecting_numbers_read_back():
+    from orchestrator.engines.offline.speech import ListeningFor
+    from orchestrator.testing.persona_caller import caller_ears
+
+    class Recognizer:
+        def transcribe(self, mulaw: bytes, *, listening_for: ListeningFor | None = None) -> str:
+            return f"{len(mulaw)} bytes, steered for {listening_for.kind if listening_for else None}"
+
+    assert caller_ears(Recognizer())(b"\xff" * 160) == "160 bytes, steered for phone"  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- one whole call
 
 
 @pytest.mark.skipif(not speech_support().available, reason="the persona caller speaks and listens (speech extra)")
 async def test_a_persona_converses_with_a_perfect_model_and_ends_where_it_should(tmp_path: Path):
     from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechSynthesizer
-    from orchestrator.testing.persona_caller import PersonaCaller
+    from orchestrator.testing.persona_caller import PersonaCaller, caller_ears
     from orchestrator.testing.persona_model import ModelBrief, PersonaModel
 
     booking = persona(
@@ -262,7 +273,7 @@ async def test_a_persona_converses_with_a_perfect_model_and_ends_where_it_should
     async with front_desk(tmp_path, Scenario(), config_path=config) as desk:
         options = CallerOptions(base_url=desk.server.base_url, auth_token=desk.server.auth_token, speed=2,
                                 max_call_s=240)
-        caller = PersonaCaller(booking, options, voice=voice, transcribe=recognizer.transcribe)
+        caller = PersonaCaller(booking, options, voice=voice, transcribe=caller_ears(recognizer))
         desk.fake.scenario = PersonaModel(desk.fake, brief, lambda: caller.turns, voice.synthesize).scenario()
         call = await caller.run()
         found = await fetch_call_record(desk.server.base_url, call.result.call_sid, desk.server.auth_token)
