@@ -260,6 +260,9 @@ class CallMachine:
             self._answer_tool(event.tool_call_id, "handed_to_fallback", "unsupported_language", position=first_effect)
             return f"unsupported language {event.fields[LANGUAGE_FIELD]}"
         self._answer_tool(event.tool_call_id, "recorded", ", ".join(sorted({*event.fields, *confirmed})))
+        if (event.fields or confirmed) and self._soft_fields_only_past_budget():
+            self.expire_budget()  # the answer heard out past the budget: the call goes on to its route now
+            return "answer heard out after the budget"
         return None
 
     def _on_intent_proposed(self, event: ev.IntentProposed) -> str | None:
@@ -400,7 +403,7 @@ class CallMachine:
     def wanted_fields_settled(self) -> bool:
         """No soft field of the proposed route is left to ask for: each is given, or asked for enough."""
         route = self._trusted_route(self.proposal)
-        if route is None or not self.clarification_left():
+        if route is None or not self.clarification_left() or self._soft_fields_only_past_budget():
             return True
         return all(self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD for name in self._missing_wanted(route))
 
@@ -548,20 +551,47 @@ class CallMachine:
                 self.expire_budget()
 
     def _extend_budget_for_answers(self) -> bool:
-        """A caller who is still answering when the budget ends gets the details extension to finish, once:
-        one giving the details of a trusted need (urgent or not), or one answering a clarifying question
-        about their need. One who has stopped answering is put through at the budget."""
-        if self._trusted_route(self.proposal) is None:
+        """A caller still answering when the budget ends gets time to finish, once. Answering a clarifying
+        question about their need, or giving a detail the trusted route cannot work without: the details
+        extension. Giving a detail a person on the route could ask for instead: only the answer under way is
+        heard out (`answer_grace_s`), and nothing more is asked. One who has stopped answering is put through
+        at the budget."""
+        limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
+        route = self._trusted_route(self.proposal)
+        if route is None:
             if not self._answering_clarification():
                 return False
-        elif not (self._answered_recently(self.last_detail_at) and (self._fields_to_ask() or self._awaiting_a_yes())):
-            return False
-        deadline = self.started_at + self.policy.budget_s + self.policy.details_budget_s
+            deadline = limit
+        elif self._missing_required(route):
+            if not (self._answered_recently(self.last_detail_at) and (self._fields_to_ask() or self._awaiting_a_yes())):
+                return False
+            deadline = limit
+        else:
+            if not self._answer_under_way():
+                return False
+            deadline = min(self.clock() + self.policy.answer_grace_s, limit)
         if deadline <= self.budget_deadline:
             return False  # already extended (bounded from the call's start)
         self.budget_deadline = deadline
         self._emit(WakeAt(deadline))
         return True
+
+    def _soft_fields_only_past_budget(self) -> bool:
+        """The budget has run out and the trusted route lacks no hard field: a person on it can ask for the
+        rest, so nothing more is asked, and an answer under way is the last one waited for."""
+        route = self._trusted_route(self.proposal)
+        past = self.clock() >= self.started_at + self.policy.budget_s
+        return past and route is not None and not self._missing_required(route)
+
+    def _answer_under_way(self) -> bool:
+        """Something asked is still awaited (a detail, a yes), and the caller is answering: speaking since
+        their last detail, or they gave one recently."""
+        if not (self._waiting_for_details() or self._awaiting_a_yes()):
+            return False
+        speaking = self.last_speech_at is not None and (
+            self.last_detail_at is None or self.last_speech_at > self.last_detail_at
+        )
+        return self._answered_recently(self.last_speech_at if speaking else self.last_detail_at)
 
     def _awaiting_a_yes(self) -> bool:
         """A value of the trusted route asked about is still to be confirmed (caller ID, a read-back)."""
@@ -601,7 +631,7 @@ class CallMachine:
         """Missing fields of the trusted proposal's route that the caller may still be asked for, and with
         them, once, a caller-ID number the route wants, to be confirmed."""
         route = self._trusted_route(self.proposal)
-        if route is None:
+        if route is None or self._soft_fields_only_past_budget():
             return ()
         if any(self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD for name in self._missing_required(route)):
             return ()  # a hard field the caller cannot give: a person takes the call, no more questions

@@ -51,13 +51,14 @@ sys.path.insert(0, str(HERE.parent))  # the benchmarks' shared helpers
 
 from server_processes import stop  # noqa: E402
 
+from orchestrator.commands.call import caller_ears  # noqa: E402
 from orchestrator.config.routing import CapturedField, RoutingConfig, load_routing_config  # noqa: E402
 from orchestrator.engines import CALLER_ID_QUESTION, asked_with_keypad, read_back_question  # noqa: E402
 from orchestrator.engines.offline.slot_extraction import field_question  # noqa: E402
 from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechSynthesizer  # noqa: E402
 from orchestrator.testing.fake_realtime import FakeRealtime, run_fake_realtime  # noqa: E402
 from orchestrator.testing.persona_answers import PersonaMind  # noqa: E402
-from orchestrator.testing.persona_caller import PersonaCall, PersonaCaller, caller_ears  # noqa: E402
+from orchestrator.testing.persona_caller import PersonaCall, PersonaCaller  # noqa: E402
 from orchestrator.testing.persona_model import ModelBrief, PersonaModel  # noqa: E402
 from orchestrator.testing.persona_verdict import Verdict, judge  # noqa: E402
 from orchestrator.testing.personas import Persona, load_personas  # noqa: E402

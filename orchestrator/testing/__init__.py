@@ -13,7 +13,7 @@ from orchestrator.testing.fake_realtime import (
 )
 from orchestrator.testing.fake_twilio_rest import CallUpdate, FakeTwilioRest, run_fake_twilio_rest
 from orchestrator.testing.persona_answers import PersonaMind
-from orchestrator.testing.persona_caller import CallerTurn, PersonaCall, PersonaCaller, caller_ears
+from orchestrator.testing.persona_caller import CallerTurn, PersonaCall, PersonaCaller
 from orchestrator.testing.persona_model import ModelBrief, PersonaModel
 from orchestrator.testing.persona_verdict import FieldVerdict, Verdict, judge
 from orchestrator.testing.personas import Persona, PersonaError, load_persona, load_personas
@@ -41,7 +41,6 @@ __all__ = [
     "Persona",
     "PersonaCall",
     "PersonaCaller",
-    "caller_ears",
     "PersonaError",
     "PersonaMind",
     "PersonaModel",

@@ -1,7 +1,7 @@
 """A caller that converses: plays a persona (`personas.py`) against our server over the real wire protocol.
 
     caller = PersonaCaller(persona, CallerOptions(base_url=..., auth_token=...),
-                           voice=SpeechSynthesizer.load(), transcribe=caller_ears(SpeechRecognizer.load()))
+                           voice=SpeechSynthesizer.load(), transcribe=caller_ears(SpeechRecognizer.load()))  # commands/call.py
     call = await caller.run()
     for at, who, text in call.conversation(): ...
 
@@ -19,7 +19,6 @@ both sides of the conversation, with times, while it runs and after.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from typing import Protocol
 
 import trio
 
-from orchestrator.engines.offline.speech import ListeningFor, SpeechRecognizer
 from orchestrator.testing.agent_listener import AgentListener, HeardLine
 from orchestrator.testing.persona_answers import Heard, Move, PersonaMind, hear
 from orchestrator.testing.personas import Persona
@@ -114,14 +112,6 @@ class _Ears:
     next_line: int = 0  # the first line not answered yet
     open_question: Heard | None = None  # asked and not answered yet (stayed silent, pressed a menu key)
     talked_over: set[int] = field(default_factory=set)
-
-
-def caller_ears(recognizer: SpeechRecognizer) -> Callable[[bytes], str]:
-    """How a caller hears the agent: expecting digits, as a person who knows their own number hears it read
-    back. Unsteered, Whisper tiny.en runs the "5 5 5" of a read-back together (2 of 8 heard right, and the
-    caller says no to a right number); steered for numbers, 8 of 8, and the agent's other lines come out as
-    before (word error 0.07 against 0.21 on 18 lines of the example configs, the difference all read-backs)."""
-    return functools.partial(recognizer.transcribe, listening_for=ListeningFor("phone"))
 
 
 class PersonaCaller:

@@ -96,12 +96,20 @@ def test_asking_a_trusted_intents_details_extends_the_budget_once_and_no_further
     effects = call.handle(ev.IntentProposed("callback", 0.9))
     assert WakeAt(start + policy.budget_s + 15.0) in effects
     clock.advance(policy.budget_s + 1)
-    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
-    assert call.decision is None  # still within the extended budget, still being asked
+    call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
+    assert call.decision is None  # still within the extended budget, the hard field still being asked
     assert not any(isinstance(e, WakeAt) for e in call.handle(ev.IntentProposed("callback", 0.9)))
     clock.advance(15.0)
     call.handle(ev.TimerFired())
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+    assert call.decision.route == "front_desk"  # its hard field never came
+    # The hard field given past the budget: what is left a person can ask for, so the call goes on at once.
+    answered, clock = in_capture(policy)
+    answered.handle(ev.IntentProposed("callback", 0.9))
+    clock.advance(policy.budget_s + 1)
+    answered.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    assert answered.decision is not None and answered.decision.route == "callback_desk"
+    assert answered.decision.missing_fields == ("address", "callback_number")
 
 
 def test_only_a_missing_hard_field_of_a_need_that_is_not_urgent_gets_more_time() -> None:
@@ -567,7 +575,7 @@ def test_a_caller_silent_after_the_clarifying_question_gets_no_more_time() -> No
     assert call.decision.route == "voicemail"
 
 
-def test_a_caller_confirming_their_number_at_the_budget_gets_the_details_time_once() -> None:
+def test_a_caller_confirming_their_number_at_the_budget_is_heard_out_then_put_through() -> None:
     policy = replace(POLICY, details_budget_s=15.0)
     call, clock = in_capture(policy)
     call.handle(ev.CallerNumberKnown(NUMBER))
@@ -578,11 +586,55 @@ def test_a_caller_confirming_their_number_at_the_budget_gets_the_details_time_on
     call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))  # only the yes is left
     clock.advance(2)
     effects = call.handle(ev.TimerFired())
-    assert call.decision is None and WakeAt(call.started_at + policy.budget_s + 15.0) in effects
-    call.handle(ev.DetailsCaptured({}, None, frozenset({"callback_number"})))
+    assert call.decision is None and effects == [WakeAt(clock.now + policy.answer_grace_s)]
+    call.handle(ev.DetailsCaptured({}, None, frozenset({"callback_number"})))  # the yes: nothing more is awaited
+    assert call.decision is not None and call.decision.route == "callback_desk"
+    assert call.decision.unconfirmed_fields == () and call.decision.decided_after_s == policy.budget_s
+
+
+def test_past_the_budget_a_route_lacking_only_soft_fields_asks_nothing_more() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))  # its hard field: what is left is soft
+    effects = call.handle(ev.IntentProposed("callback", 0.95))
+    assert asks_in(effects) == [("address", "callback_number")]
+    clock.advance(policy.budget_s - 1)
+    call.handle(ev.CallerStartedSpeaking())  # the answer is under way as the budget ends
+    clock.advance(1)
+    assert call.handle(ev.TimerFired()) == [WakeAt(clock.now + policy.answer_grace_s)]
+    clock.advance(3)
+    effects = call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))  # the number is still missing
+    decision = call.decision
+    assert asks_in(effects) == [] and decision is not None
+    assert (decision.route, decision.reason) == ("callback_desk", DecisionReason.BUDGET_EXPIRED)
+    assert decision.missing_fields == ("callback_number",) and decision.decided_after_s == policy.budget_s + 3
+
+
+def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
     call.handle(ev.IntentProposed("callback", 0.95))
-    assert call.decision is not None and call.decision.reason is DecisionReason.ACCEPTED
-    assert call.decision.unconfirmed_fields == ()
+    clock.advance(policy.budget_s - 4)
+    call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
+    clock.advance(4)
+    call.handle(ev.TimerFired())
+    assert call.decision is None
+    clock.advance(policy.answer_grace_s)
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.route == "callback_desk"
+    assert call.decision.decided_after_s == policy.budget_s + policy.answer_grace_s
+    # Asking again, late, would have been answered with more questions: the proposal is accepted as it stands.
+    late, clock = in_capture(policy)
+    late.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    late.handle(ev.IntentProposed("callback", 0.95))
+    clock.advance(policy.budget_s - 4)
+    late.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
+    clock.advance(4)
+    late.handle(ev.TimerFired())
+    effects = late.handle(ev.IntentProposed("callback", 0.95))
+    assert asks_in(effects) == [] and late.decision is not None
+    assert (late.decision.route, late.decision.reason) == ("callback_desk", DecisionReason.ACCEPTED)
 
 
 def test_no_clarifying_question_is_asked_too_late_to_be_answered_in_the_budget() -> None:

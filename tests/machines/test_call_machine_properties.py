@@ -126,6 +126,7 @@ class CallHarness(RuleBasedStateMachine):
             elif isinstance(effect, Speak):
                 assert self.realtime_open, "asked to speak with no Realtime connection"
                 if effect.line is Line.ASK_DETAILS:
+                    self.no_soft_question_after_the_budget(effect.missing_fields)
                     for name in effect.missing_fields:
                         self.asks[name] = self.asks.get(name, 0) + 1
                 elif effect.line is Line.KEYPAD_INVALID:  # the field typed wrong, asked again
@@ -182,6 +183,15 @@ class CallHarness(RuleBasedStateMachine):
     @rule(number=st.sampled_from(["+14155552671", ""]))
     def caller_number_known(self, number: str) -> None:
         self.send(ev.CallerNumberKnown(number))
+
+    def no_soft_question_after_the_budget(self, asked: tuple[str, ...]) -> None:
+        """Once the budget has run out, the agent asks only for what the route cannot work without: a
+        person on the route can ask for the rest."""
+        if self.clock.now < self.call.started_at + self.policy.budget_s or self.last_proposal is None:
+            return
+        route = self.policy.route_of(self.last_proposal[0])
+        hard = {name for name in route.required_fields if not self.call.captured.get(name) or name in self.unconfirmed}
+        assert hard & set(asked), (asked, self.clock.now - self.call.started_at)
 
     # -- invariants ----------------------------------------------------------------------------
 

@@ -231,8 +231,8 @@ def test_a_day_expected_is_the_date_of_that_day_after_the_call():
 
 
 def test_the_caller_listens_to_the_agent_expecting_numbers_read_back():
+    from orchestrator.commands.call import caller_ears
     from orchestrator.engines.offline.speech import ListeningFor
-    from orchestrator.testing.persona_caller import caller_ears
 
     class Recognizer:
         def transcribe(self, mulaw: bytes, *, listening_for: ListeningFor | None = None) -> str:
@@ -246,8 +246,9 @@ def test_the_caller_listens_to_the_agent_expecting_numbers_read_back():
 
 @pytest.mark.skipif(not speech_support().available, reason="the persona caller speaks and listens (speech extra)")
 async def test_a_persona_converses_with_a_perfect_model_and_ends_where_it_should(tmp_path: Path):
+    from orchestrator.commands.call import caller_ears
     from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechSynthesizer
-    from orchestrator.testing.persona_caller import PersonaCaller, caller_ears
+    from orchestrator.testing.persona_caller import PersonaCaller
     from orchestrator.testing.persona_model import ModelBrief, PersonaModel
 
     booking = persona(

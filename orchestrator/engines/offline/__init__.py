@@ -11,6 +11,7 @@ _HOME_OF = {
     "IntentModel": "intent_model",
     "IntentModelError": "intent_model",
     "LabelledCall": "intent_model",
+    "ListeningFor": "speech",
     "OfflineConnector": "engine",
     "SpeechRecognizer": "speech",
     "SpeechSynthesizer": "speech",
