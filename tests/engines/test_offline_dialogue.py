@@ -39,6 +39,7 @@ MODEL = ScriptedModel({
     "flooding": ("emergency", 0.95),
     "invoice": ("billing", 0.9),
     "maybe": ("schedule", 0.4),
+    "dripping tap": ("schedule", 0.9),
 })
 
 
@@ -240,6 +241,40 @@ def test_missing_details_are_asked_one_at_a_time_then_the_intent_is_proposed_aga
     reply, tools = call.caller("12 Elm Street, Springfield")
     assert tools == [RECORD_DETAILS, PROPOSE_ROUTE]
     assert call.machine.decision.route == "emergency_desk" and call.machine.captured["address"] == "12 Elm Street, Springfield"
+
+
+def booking_asked_for_details() -> tuple[Call, str]:
+    call = Call()
+    call.caller("I'd like to book a visit for a dripping tap")
+    assert set(call.lines[-1].missing_fields) >= {"caller_name", "address"}
+    return call, call.line()
+
+
+def test_a_name_and_an_address_are_asked_for_in_one_question_and_taken_from_one_answer():
+    call, first = booking_asked_for_details()
+    assert first == f"{call.config.lines.ask_details} Could I have your full name and your address, please?"
+    assert call.dialogue.listening_for() == ListeningFor("name")  # the answer is read as the name's
+    reply, tools = call.caller("Ann Lee, 12 Elm Street, Springfield")
+    assert tools == [RECORD_DETAILS, PROPOSE_ROUTE] and call.machine.decision.route == "schedule_visit"
+    assert {k: call.machine.captured[k] for k in ("caller_name", "address")} == {
+        "caller_name": "Ann Lee", "address": "12 Elm Street, Springfield"}
+
+
+def test_an_address_left_out_of_the_answer_is_asked_for_on_its_own_once():
+    call, _ = booking_asked_for_details()
+    call.caller("Ann Lee")
+    assert call.dialogue.on_continue().say == "Could you tell me your address?"  # no "sorry": not asked alone yet
+    assert call.dialogue.listening_for() == ListeningFor("address")
+    _, tools = call.caller("uh")  # asked twice, with the name and alone: not asked a third time
+    assert tools == [PROPOSE_ROUTE] and call.lines[-1].missing_fields == ("address",)
+    reply, _ = call.answer_line()  # the machine's own second ask: the dialogue says nothing, the machine decides
+    assert reply.say == "" and call.machine.decision.route == call.config.triage.human_route
+
+
+def test_a_name_and_a_number_are_still_asked_one_at_a_time():
+    call = Call()
+    call.caller("my basement is flooding")  # name, number, address: the number comes between them
+    assert call.line().endswith("Could I have your full name, please?")
 
 
 def test_a_field_not_heard_twice_is_given_up_and_the_machine_decides():

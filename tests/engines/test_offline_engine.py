@@ -102,7 +102,7 @@ async def test_asked_for_details_the_engine_asks_the_first_missing_field_after_t
         await engine.speak("ignored", tag="ask_details", line=line)
         seen = await events_until_response_finished(engine)
     said = [e.text for e in seen if isinstance(e, AgentTranscript)]
-    assert said == [f"{config.lines.ask_details} Could I have your full name, please?"]
+    assert said == [f"{config.lines.ask_details} Could I have your full name and your address, please?"]
 
 
 async def test_in_text_mode_a_live_call_is_refused_with_the_reason(acme):

@@ -12,7 +12,8 @@ everything that matters (accept, clarify, fallback); this policy only words the 
 - a need that none of the intents serves → `unknown` at once: the machine clarifies once, then takes
   the fallback route (a hello, a name or a number alone is no need: it gets "how can I help?");
 - the machine asks for missing details → one question per field, each asked at most twice (a phone number
-  or a date with "or type it on your keypad and press pound"), then the same intent is proposed again;
+  or a date with "or type it on your keypad and press pound"; a name and an address next in line are asked
+  for in one question the first time), then the same intent is proposed again;
 - a number known from caller ID that the machine asks to confirm → "Is the number you're calling from the
   best one to reach you?": yes confirms it, no asks for the number;
 - a value said for a read-back field → "I have 4 1 5, 5 5 5, 0 1 9 9. Is that right?" (at most twice per
@@ -42,7 +43,12 @@ from orchestrator.engines import (
     read_back_question,
 )
 from orchestrator.engines.offline.intent_model import IntentModel
-from orchestrator.engines.offline.slot_extraction import extract_slots, field_question, listening_for
+from orchestrator.engines.offline.slot_extraction import (
+    extract_slots,
+    field_question,
+    listening_for,
+    question_together,
+)
 from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.offline.transcript import clean_transcript
 
@@ -109,6 +115,7 @@ class OfflineDialogue:
         self._read_back_due: str | None = None  # a value heard, to be read back at the next words
         self._to_confirm: set[str] = set()  # caller-ID values the machine asked to confirm
         self._confirming: str | None = None  # the field whose yes or no the caller is about to say
+        self._asked_in_passing: set[str] = set()  # the second field of such a question, not asked on its own yet
 
     # ------------------------------------------------------------------ inputs
 
@@ -359,13 +366,35 @@ class OfflineDialogue:
         if name in self._to_confirm:  # known from caller ID: one question to confirm it, not counted as an ask
             self._confirming = name
             return CALLER_ID_QUESTION
+        together = self._question_together(name)
+        if together is not None:
+            return together
         asks = self._asks[name] = self._asks.get(name, 0) + 1
         captured_field = self._fields.get(name)
         if captured_field is None:
             question = f"Could you tell me your {name.replace('_', ' ')}?"
         else:
             question = asked_with_keypad(captured_field, captured_field.question or field_question(captured_field))
-        return question if asks == 1 else f"Sorry, I didn't get that. {question}"
+        if asks == 1 or (asks == 2 and name in self._asked_in_passing):
+            self._asked_in_passing.discard(name)  # asked with a name the caller gave alone: no "sorry" yet
+            return question
+        return f"Sorry, I didn't get that. {question}"
+
+    def _question_together(self, name: str) -> str | None:
+        """A name and an address next in line, neither asked yet: one question for both, which saves the
+        caller a turn. The answer is heard and read as the name's (steering the recogniser for a name hears
+        both better than a prompt for both did), and that reading takes the address apart too."""
+        if len(self._asking) < 2 or self._asking[0] != name:
+            return None
+        partner = self._asking[1]
+        first, second = self._fields.get(name), self._fields.get(partner)
+        if first is None or second is None or partner in self._to_confirm or self._asks.get(name) or self._asks.get(partner):
+            return None
+        question = question_together(first, second)
+        if question is not None:
+            self._asks[name] = self._asks[partner] = 1
+            self._asked_in_passing.add(partner)
+        return question
 
     def _said(self, text: str) -> Reply:
         self._said_anything = True

@@ -185,6 +185,17 @@ def listening_for(field: CapturedField) -> ListeningFor:
     return ListeningFor("open")
 
 
+def question_together(first: CapturedField, second: CapturedField) -> str | None:
+    """One question for a name and an address asked one after the other ("Could I have your full name and
+    your address, please?"), which callers answer in one breath and `extract_slots` takes apart when asked
+    for the name; None for any other pair, or for fields the config words itself."""
+    if first.question or second.question:
+        return None
+    if not (first.type == second.type == "text" and _is_person_name_field(first) and _is_address_field(second)):
+        return None
+    return f"Could I have your {_field_subject(first)} and your {_field_subject(second)}, please?"
+
+
 def field_question(field: CapturedField) -> str:
     """A short, predictable question asking the caller for `field`."""
     if field.type == "choice":
