@@ -261,7 +261,11 @@ class CallMachine:
             return f"unsupported language {event.fields[LANGUAGE_FIELD]}"
         self._answer_tool(event.tool_call_id, "recorded", ", ".join(sorted({*event.fields, *confirmed})))
         if (event.fields or confirmed) and self._soft_fields_only_past_budget():
-            self.expire_budget()  # the answer heard out past the budget: the call goes on to its route now
+            # The answer heard out past the budget: nothing more will be asked, so the trusted need is taken
+            # as it stands, what is missing named (the guards as for any proposal).
+            self.propose()
+            if not self.accept():
+                self.give_up()
             return "answer heard out after the budget"
         return None
 

@@ -589,6 +589,7 @@ def test_a_caller_confirming_their_number_at_the_budget_is_heard_out_then_put_th
     assert call.decision is None and effects == [WakeAt(clock.now + policy.answer_grace_s)]
     call.handle(ev.DetailsCaptured({}, None, frozenset({"callback_number"})))  # the yes: nothing more is awaited
     assert call.decision is not None and call.decision.route == "callback_desk"
+    assert call.decision.reason is DecisionReason.ACCEPTED
     assert call.decision.unconfirmed_fields == () and call.decision.decided_after_s == policy.budget_s
 
 
@@ -606,7 +607,7 @@ def test_past_the_budget_a_route_lacking_only_soft_fields_asks_nothing_more() ->
     effects = call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))  # the number is still missing
     decision = call.decision
     assert asks_in(effects) == [] and decision is not None
-    assert (decision.route, decision.reason) == ("callback_desk", DecisionReason.BUDGET_EXPIRED)
+    assert (decision.route, decision.reason) == ("callback_desk", DecisionReason.ACCEPTED)
     assert decision.missing_fields == ("callback_number",) and decision.decided_after_s == policy.budget_s + 3
 
 
@@ -623,6 +624,7 @@ def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace
     clock.advance(policy.answer_grace_s)
     call.handle(ev.TimerFired())
     assert call.decision is not None and call.decision.route == "callback_desk"
+    assert call.decision.reason is DecisionReason.BUDGET_EXPIRED  # the grace ran out: the budget decided
     assert call.decision.decided_after_s == policy.budget_s + policy.answer_grace_s
     # Asking again, late, would have been answered with more questions: the proposal is accepted as it stands.
     late, clock = in_capture(policy)
