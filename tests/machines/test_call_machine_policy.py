@@ -611,8 +611,8 @@ def test_past_the_budget_a_route_lacking_only_soft_fields_asks_nothing_more() ->
     assert decision.missing_fields == ("callback_number",) and decision.decided_after_s == policy.budget_s + 3
 
 
-def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace() -> None:
-    policy = replace(POLICY, details_budget_s=15.0)
+def at_the_budget_awaiting_the_number(policy):
+    """A callback call whose caller gave their address 4 s before the budget ran out; the number is awaited."""
     call, clock = in_capture(policy)
     call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
     call.handle(ev.IntentProposed("callback", 0.95))
@@ -620,6 +620,12 @@ def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace
     call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
     clock.advance(4)
     call.handle(ev.TimerFired())
+    return call, clock
+
+
+def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = at_the_budget_awaiting_the_number(policy)
     assert call.decision is None
     clock.advance(policy.answer_grace_s)
     call.handle(ev.TimerFired())
@@ -627,13 +633,7 @@ def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace
     assert call.decision.reason is DecisionReason.BUDGET_EXPIRED  # the grace ran out: the budget decided
     assert call.decision.decided_after_s == policy.budget_s + policy.answer_grace_s
     # Asking again, late, would have been answered with more questions: the proposal is accepted as it stands.
-    late, clock = in_capture(policy)
-    late.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
-    late.handle(ev.IntentProposed("callback", 0.95))
-    clock.advance(policy.budget_s - 4)
-    late.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
-    clock.advance(4)
-    late.handle(ev.TimerFired())
+    late, _ = at_the_budget_awaiting_the_number(policy)
     effects = late.handle(ev.IntentProposed("callback", 0.95))
     assert asks_in(effects) == [] and late.decision is not None
     assert (late.decision.route, late.decision.reason) == ("callback_desk", DecisionReason.ACCEPTED)
