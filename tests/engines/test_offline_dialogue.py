@@ -271,6 +271,26 @@ def test_an_address_left_out_of_the_answer_is_asked_for_on_its_own_once():
     assert reply.say == "" and call.machine.decision.route == call.config.triage.human_route
 
 
+def test_a_sure_to_the_question_puts_it_again_once_without_counting_it():
+    call = Call()
+    call.caller("my basement is flooding")
+    first = call.line()
+    reply, tools = call.caller("Sure, go ahead.")  # agreed to be asked, answered nothing
+    assert tools == [] and first.endswith(reply.say) and not reply.say.startswith("Sorry")
+    reply, _ = call.caller("okay")  # a second time it counts: the name was asked once before, so "sorry"
+    assert reply.say.startswith("Sorry, I didn't get that.") and "name" in reply.say
+    call.caller("it's Ann Lee")
+    assert call.machine.captured["caller_name"] == "Ann Lee"
+
+
+def test_a_sure_to_a_name_and_address_question_puts_both_again():
+    call, first = booking_asked_for_details()
+    reply, _ = call.caller("yeah sure")
+    assert first.endswith(reply.say) and "address" in reply.say
+    _, tools = call.caller("Ann Lee, 12 Elm Street, Springfield")
+    assert tools == [RECORD_DETAILS, PROPOSE_ROUTE] and call.machine.decision.route == "schedule_visit"
+
+
 def test_a_name_and_a_number_are_still_asked_one_at_a_time():
     call = Call()
     call.caller("my basement is flooding")  # name, number, address: the number comes between them

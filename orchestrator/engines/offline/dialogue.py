@@ -13,7 +13,8 @@ everything that matters (accept, clarify, fallback); this policy only words the 
   the fallback route (a hello, a name or a number alone is no need: it gets "how can I help?");
 - the machine asks for missing details → one question per field, each asked at most twice (a phone number
   or a date with "or type it on your keypad and press pound"; a name and an address next in line are asked
-  for in one question the first time), then the same intent is proposed again;
+  for in one question the first time; a mere "sure, go ahead" gets the question again, once, uncounted), then
+  the same intent is proposed again;
 - a number known from caller ID that the machine asks to confirm → "Is the number you're calling from the
   best one to reach you?": yes confirms it, no asks for the number;
 - a value said for a read-back field → "I have 4 1 5, 5 5 5, 0 1 9 9. Is that right?" (at most twice per
@@ -58,6 +59,12 @@ MAX_SUMMARY_CHARS = 200
 MAX_WORDS_WITHOUT_A_NEED = 3  # "hello", "hi there", "good morning": no need said yet
 MIN_NEED_LEAN = 0.1  # the classifier's confidence above uniform for a turn to read as a need
 DETAIL_LEAD_IN_WORDS = 3  # "my name is", "I live at": words that come with a detail, not with a need
+# A turn made only of these agrees to be asked ("sure, go ahead" to "could I take a few details first?"): it
+# answers no question, so the question is put again, once, without counting as an ask.
+ACKNOWLEDGEMENT_WORDS = frozenset({
+    "sure", "ok", "okay", "yes", "yeah", "yep", "yup", "right", "alright", "fine", "go", "ahead", "of", "course",
+    "certainly", "absolutely", "please", "that's", "thats", "so",
+})
 _DECIDED = frozenset({"accepted", "handed_to_fallback", "ignored"})
 
 
@@ -116,6 +123,8 @@ class OfflineDialogue:
         self._to_confirm: set[str] = set()  # caller-ID values the machine asked to confirm
         self._confirming: str | None = None  # the field whose yes or no the caller is about to say
         self._asked_in_passing: set[str] = set()  # the second field of such a question, not asked on its own yet
+        self._last_question: tuple[str, ...] = ()  # the fields the last question counted an ask for
+        self._acknowledged: set[str] = set()  # fields whose question a mere "sure" already had put again
 
     # ------------------------------------------------------------------ inputs
 
@@ -138,6 +147,9 @@ class OfflineDialogue:
             calls.append(self._tool(RECORD_DETAILS, details))
             self._note_read_back(details)
         self._heard_details = bool(details)
+        if asked_for is not None and not calls and _is_acknowledgement(words) and asked_for not in self._acknowledged:
+            self._acknowledged.add(asked_for)
+            return self._said(self._question_again(asked_for))
         if asked_for is not None:
             return self._after_field_answer(asked_for, details, calls)
         self._intent_turns.append(words)
@@ -370,6 +382,7 @@ class OfflineDialogue:
         if together is not None:
             return together
         asks = self._asks[name] = self._asks.get(name, 0) + 1
+        self._last_question = (name,)
         captured_field = self._fields.get(name)
         if captured_field is None:
             question = f"Could you tell me your {name.replace('_', ' ')}?"
@@ -394,8 +407,22 @@ class OfflineDialogue:
         if question is not None:
             self._asks[name] = self._asks[partner] = 1
             self._asked_in_passing.add(partner)
+            self._last_question = (name, partner)
         return question
+
+    def _question_again(self, name: str) -> str:
+        """The last question put again as it was first put, its asks not counted twice."""
+        for asked in self._last_question:
+            self._asks[asked] = max(0, self._asks.get(asked, 0) - 1)
+            if not self._asks[asked]:
+                self._asked_in_passing.discard(asked)
+        return self._question(name)
 
     def _said(self, text: str) -> Reply:
         self._said_anything = True
         return Reply(say=text)
+
+
+def _is_acknowledgement(words: str) -> bool:
+    said = [word.strip(",.!?") for word in words.lower().split()]
+    return bool(said) and all(word in ACKNOWLEDGEMENT_WORDS for word in said)
