@@ -571,8 +571,8 @@ class CallMachine:
                 return False
             deadline = limit
         else:
-            if not self._answer_under_way():
-                return False
+            if self.budget_deadline > self.started_at + self.policy.budget_s or not self._answer_under_way():
+                return False  # the grace is given once, and never after the details extension
             deadline = min(self.clock() + self.policy.answer_grace_s, limit)
         if deadline <= self.budget_deadline:
             return False  # already extended (bounded from the call's start)

@@ -632,6 +632,13 @@ def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace
     assert call.decision is not None and call.decision.route == "callback_desk"
     assert call.decision.reason is DecisionReason.BUDGET_EXPIRED  # the grace ran out: the budget decided
     assert call.decision.decided_after_s == policy.budget_s + policy.answer_grace_s
+    # A caller still talking when the grace ends gets no second one.
+    talking, clock = at_the_budget_awaiting_the_number(policy)
+    clock.advance(policy.answer_grace_s - 1)
+    talking.handle(ev.CallerStartedSpeaking())
+    clock.advance(1)
+    assert talking.handle(ev.TimerFired()) != [] and talking.decision is not None
+    assert talking.decision.decided_after_s == policy.budget_s + policy.answer_grace_s
     # Asking again, late, would have been answered with more questions: the proposal is accepted as it stands.
     late, _ = at_the_budget_awaiting_the_number(policy)
     effects = late.handle(ev.IntentProposed("callback", 0.95))
