@@ -74,7 +74,8 @@ class TriagePolicy:
     answering_window_s: float = 10.0
     # Past the budget, a route that lacks only soft fields waits at most this long for an answer the caller
     # is giving (a person on the route can ask for the rest): it is heard out, and nothing more is asked.
-    answer_grace_s: float = 8.0
+    # A number said with a correction ("…0189, no, sorry, 0198") takes about 8 s, and hearing it a second.
+    answer_grace_s: float = 12.0
     # A clarifying question asked with less of the budget left than this could not be answered in time:
     # the call is decided at once instead of being cut off mid-answer.
     clarify_needs_s: float = 8.0
