@@ -1,9 +1,11 @@
 """A caller that converses: plays a persona (`personas.py`) against our server over the real wire protocol.
 
     caller = PersonaCaller(persona, CallerOptions(base_url=..., auth_token=...),
-                           voice=SpeechSynthesizer.load(), transcribe=caller_ears(SpeechRecognizer.load()))  # commands/call.py
+                           voice=SpeechSynthesizer.load(), transcribe=caller_ears(SpeechRecognizer.load()))
     call = await caller.run()
     for at, who, text in call.conversation(): ...
+
+(`caller_ears`, in `orchestrator/commands/call.py`, hears the agent as a caller expecting numbers read back.)
 
 Built on the simulated Twilio caller (`twilio_caller.py`): its script is one `Decide` step that listens,
 answers and decides again. The caller hears the agent only as audio (`AgentListener`: the phone's playback
