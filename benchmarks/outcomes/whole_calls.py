@@ -430,7 +430,7 @@ def markdown(runs: dict[str, tuple[list[Outcome], dict[str, Any], float]], stamp
 
 
 def chosen_personas(args: argparse.Namespace) -> list[Persona]:
-    personas = load_personas(HERE)
+    personas = load_personas(args.personas)
     if args.persona:
         unknown = sorted(set(args.persona) - {persona.name for persona in personas})
         if unknown:
@@ -489,6 +489,8 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=[*ENGINES, "both"], default="both")
+    parser.add_argument("--personas", type=Path, default=HERE, metavar="DIR",
+                        help="the folder of persona files (default: the 48 here)")
     parser.add_argument("--persona", action="append", help="play only this persona (repeat for several)")
     parser.add_argument("--config", action="append", help="play only the personas of this example config")
     parser.add_argument("--concurrency", type=int, default=2, choices=[1, 2],

@@ -23,6 +23,7 @@ from tests.live_call_support import ACME, CALL_TIMEOUT_S, FrontDesk, front_desk,
 ACME_FLOW = "FW5670575a869e4a142814c71a1217f9f0"
 ACME_ACCOUNT = "AC6918b3f30d86a2b7b27af58bbe029f87"
 VOICEMAIL = ["Say", "Record", "Hangup"]  # Acme's fallback route, the default legacy route
+CALLERS = 400  # each calls twice: enough for the 5 % arm to be counted, few enough to keep the suite short
 
 
 def acme_with(tmp_path: Path, rollout: str) -> Path:
@@ -49,9 +50,9 @@ def store_path(tmp_path: Path) -> Path:
     return tmp_path / "var" / "calls.sqlite3"  # where front_desk's server keeps its store
 
 
-async def test_five_percent_of_1000_callers_reach_the_ai_each_twice_in_the_same_arm(tmp_path):
+async def test_five_percent_of_400_callers_reach_the_ai_each_twice_in_the_same_arm(tmp_path):
     config = acme_with(tmp_path, "[rollout]\npercent = 5\n")
-    callers = [f"+1415{index:07d}" for index in range(1000)]
+    callers = [f"+1415{index:07d}" for index in range(CALLERS)]
     arms: dict[str, list[bool]] = {number: [] for number in callers}
     legacy: list[CallResult] = []
     async with front_desk(tmp_path, triage_scenario("billing"), config_path=config) as desk:
@@ -71,12 +72,12 @@ async def test_five_percent_of_1000_callers_reach_the_ai_each_twice_in_the_same_
                         nursery.start_soon(call, number)
 
         in_ai = [number for number, seen in arms.items() if seen[0]]
-        assert 35 <= len(in_ai) <= 65, len(in_ai)  # 50 ± 15
+        assert 10 <= len(in_ai) <= 30, len(in_ai)  # 20 ± 10
         assert all(seen[0] == seen[1] for seen in arms.values())  # sticky
         # Exactly the AI calls opened a Realtime connection; the legacy arm none.
         assert len(desk.fake.sessions) == 2 * len(in_ai)
-        assert metric(desk, "rollout_calls_total", arm="legacy") == 2 * (1000 - len(in_ai))
-        assert metric(desk, "calls_by_arm_total", arm="legacy", route="none", outcome="legacy") == 2 * (1000 - len(in_ai))
+        assert metric(desk, "rollout_calls_total", arm="legacy") == 2 * (CALLERS - len(in_ai))
+        assert metric(desk, "calls_by_arm_total", arm="legacy", route="none", outcome="legacy") == 2 * (CALLERS - len(in_ai))
         assert metric(desk, "calls_by_arm_total", arm="ai", route="billing_desk", outcome="flex") == 2 * len(in_ai)
 
         # The legacy TwiML is the original path: the config's legacy route (the fallback: voicemail).
