@@ -291,6 +291,36 @@ def test_a_sure_to_a_name_and_address_question_puts_both_again():
     assert tools == [RECORD_DETAILS, PROPOSE_ROUTE] and call.machine.decision.route == "schedule_visit"
 
 
+def test_a_caller_who_will_not_give_the_details_is_not_asked_again_and_the_machine_decides():
+    call, _ = booking_asked_for_details()
+    _, tools = call.caller("Sorry, I'd rather not say.")  # to the name and the address: neither comes
+    assert tools == [PROPOSE_ROUTE] and call.lines[-1].missing_fields == ("address", "caller_name")
+    reply, _ = call.answer_line()  # the machine asks once more: nothing is said, the machine decides
+    assert reply.say == "" and call.machine.decision.route == call.config.triage.human_route
+
+
+def test_a_caller_who_does_not_know_one_detail_is_asked_only_for_the_other():
+    call, _ = booking_asked_for_details()
+    reply, tools = call.caller("I don't know the address, sorry.")
+    assert tools == [] and reply.say == "No problem. Could I have your full name, please?"
+    _, tools = call.caller("Ann Lee")
+    assert tools == [RECORD_DETAILS, PROPOSE_ROUTE] and call.machine.captured["caller_name"] == "Ann Lee"
+    assert "address" not in call.dialogue.on_line(spoken_line(call.config, call.lines[-1])).removeprefix(
+        call.config.lines.ask_details
+    )
+
+
+def test_a_number_refused_is_not_asked_for_again_and_the_next_question_has_no_sorry():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("Ann Lee")
+    assert "number" in call.dialogue.on_continue().say
+    reply, tools = call.caller("I'd rather not give my number out.")
+    assert tools == [] and reply.say == "No problem. Could you tell me your address?"
+    assert call.dialogue.listening_for() == ListeningFor("address")
+
+
 def test_a_name_and_a_number_are_still_asked_one_at_a_time():
     call = Call()
     call.caller("my basement is flooding")  # name, number, address: the number comes between them

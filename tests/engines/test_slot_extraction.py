@@ -16,6 +16,7 @@ from machines.events import DetailsCaptured
 from orchestrator.config.routing import CapturedField, RoutingConfig
 from orchestrator.engines.offline.slot_extraction import (
     MAX_INPUT_CHARACTERS,
+    declines_to_answer,
     extract_slots,
     field_question,
     listening_for,
@@ -703,3 +704,23 @@ def test_each_field_steers_the_recogniser_toward_its_kind_of_answer(
 )
 def test_field_questions_speak_to_the_caller(spec: dict[str, Any], question: str) -> None:
     assert field_question(CapturedField(**spec)) == question
+
+
+@pytest.mark.parametrize(
+    ("said", "declines"),
+    [
+        ("Sorry, I don't know the postcode.", True),
+        ("I'd rather not give my number out.", True),
+        ("I dont have one", True),
+        ("no idea, sorry", True),
+        ("I can't remember it", True),
+        ("I won't give that to you", True),
+        ("I'd prefer not to", True),
+        ("Ann Lee", False),
+        ("Sure, go ahead.", False),  # invites the question: not an answer, not a refusal
+        ("Sorry, can you say that again?", False),
+        ("I know it, it's 12 Elm Street", False),
+    ],
+)
+def test_a_caller_declining_to_answer_is_told_from_one_who_answers_or_asks_again(said: str, declines: bool) -> None:
+    assert declines_to_answer(said) is declines

@@ -14,7 +14,8 @@ everything that matters (accept, clarify, fallback); this policy only words the 
 - the machine asks for missing details → one question per field, each asked at most twice (a phone number
   or a date with "or type it on your keypad and press pound"; a name and an address next in line are asked
   for in one question the first time; a mere "sure, go ahead" gets the question again, once, uncounted), then
-  the same intent is proposed again;
+  the same intent is proposed again; a caller who says they cannot or will not give one ("I don't know
+  the postcode") is not asked for it again;
 - a number known from caller ID that the machine asks to confirm → "Is the number you're calling from the
   best one to reach you?": yes confirms it, no asks for the number;
 - a value said for a read-back field → "I have 4 1 5, 5 5 5, 0 1 9 9. Is that right?" (at most twice per
@@ -45,6 +46,7 @@ from orchestrator.engines import (
 )
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.slot_extraction import (
+    declines_to_answer,
     extract_slots,
     field_question,
     listening_for,
@@ -66,6 +68,7 @@ ACKNOWLEDGEMENT_WORDS = frozenset({
     "certainly", "absolutely", "please", "that's", "thats", "so",
 })
 _DECIDED = frozenset({"accepted", "handed_to_fallback", "ignored"})
+FIELD_TYPE_WORDS = {"phone": {"number", "phone"}, "date": {"date", "day"}, "email": {"email"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,8 @@ class OfflineDialogue:
         if asked_for is not None and not calls and _is_acknowledgement(words) and asked_for not in self._acknowledged:
             self._acknowledged.add(asked_for)
             return self._said(self._question_again(asked_for))
+        if asked_for is not None and not calls and declines_to_answer(words):
+            return self._after_decline(asked_for, words)
         if asked_for is not None:
             return self._after_field_answer(asked_for, details, calls)
         self._intent_turns.append(words)
@@ -287,6 +292,31 @@ class OfflineDialogue:
             calls.append(self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)))
         return Reply(tuple(calls))
 
+    def _after_decline(self, asked_for: str, words: str) -> Reply:
+        """The caller cannot or will not give what was just asked: it is not asked again (the machine then
+        decides without it), and the next question, if any, follows without a "sorry"."""
+        asked = [name for name in self._last_question if name in self._asking] or [asked_for]
+        named = [name for name in asked if self._names_field(words, name)]
+        for name in named or asked:
+            self._asks[name] = MAX_ASKS_PER_FIELD
+            self._asked_in_passing.discard(name)
+        self._asking = [name for name in self._asking if self._asks.get(name, 0) < MAX_ASKS_PER_FIELD]
+        if self._asking:
+            return self._said(f"No problem. {self._question(self._asking[0], sorry=False)}")
+        if self._proposal is not None:
+            return Reply((self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)),))
+        return Reply()
+
+    def _names_field(self, words: str, name: str) -> bool:
+        """Whether the caller's words mention the field ("I don't have a number"): by its name's words, or
+        by what its type is called."""
+        captured_field = self._fields.get(name)
+        mentions = set(name.lower().split("_")) - {"caller", "callback", "preferred", "your"}
+        if captured_field is not None:
+            mentions |= FIELD_TYPE_WORDS.get(captured_field.type, set())
+        said = {word.strip(",.!?'") for word in words.lower().split()}
+        return bool(mentions & said)
+
     def _after_confirmation(self, name: str, text: str, words: str) -> Reply:
         """The answer to a read-back or to the caller-ID question: a new value, a yes, or a no."""
         self._confirming = None
@@ -374,7 +404,7 @@ class OfflineDialogue:
         self._tool_calls[call_id] = (name, details)
         return ToolRequest(call_id, name, json.dumps(dict(arguments)))
 
-    def _question(self, name: str) -> str:
+    def _question(self, name: str, *, sorry: bool = True) -> str:
         if name in self._to_confirm:  # known from caller ID: one question to confirm it, not counted as an ask
             self._confirming = name
             return CALLER_ID_QUESTION
@@ -388,7 +418,7 @@ class OfflineDialogue:
             question = f"Could you tell me your {name.replace('_', ' ')}?"
         else:
             question = asked_with_keypad(captured_field, captured_field.question or field_question(captured_field))
-        if asks == 1 or (asks == 2 and name in self._asked_in_passing):
+        if asks == 1 or (asks == 2 and name in self._asked_in_passing) or not sorry:
             self._asked_in_passing.discard(name)  # asked with a name the caller gave alone: no "sorry" yet
             return question
         return f"Sorry, I didn't get that. {question}"

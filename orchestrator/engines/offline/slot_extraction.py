@@ -357,6 +357,19 @@ NON_ANSWER = re.compile(
     re.IGNORECASE,
 )
 CLAUSE = re.compile(r"[^,.;!?]+[,.;!?]*")
+# Of those, the ones that say the answer will not come: asking again would only press the caller.
+DECLINE = re.compile(
+    r"\b(?:(?:do|does|did)\s*n[o']?t|do\s+not)\s+(?:know|have|remember|want\s+to\s+(?:give|say|share))\b|"
+    r"\bnot\s+sure\b|\bno\s+idea\b|\b(?:rather|prefer)\s+not\b|\bcan(?:'?t|not)\s+(?:remember|recall|give|say)\b|"
+    r"\bwon'?t\s+(?:give|say|share)\b|\bnone\s+of\s+your\s+business\b",
+    re.IGNORECASE,
+)
+
+
+def declines_to_answer(utterance: str) -> bool:
+    """Whether the caller says they cannot or will not give what was asked ("sorry, I don't know the
+    postcode", "I'd rather not say"): an answer, though not the detail."""
+    return isinstance(utterance, str) and DECLINE.search(utterance) is not None
 
 
 def _without_non_answers(utterance: str) -> str:
