@@ -73,7 +73,7 @@ def test_example_loads_with_its_settings() -> None:
     assert config.twilio.account_sid is not None and config.twilio.account_sid.startswith("AC")
     assert config.lines.greeting.startswith("Thanks for calling Acme Plumbing")
     assert {intent.name for intent in config.intents} == {"emergency", "schedule", "billing", "opening_hours"}
-    assert all(5 <= len(intent.examples) <= 8 for intent in config.intents)
+    assert all(8 <= len(intent.examples) <= 12 for intent in config.intents)
     emergency = config.routes["emergency_desk"]
     assert emergency.kind == "flex" and emergency.priority == 100
     assert emergency.attributes == {"skill": "emergency", "queue_hint": "on_call_engineers"}
