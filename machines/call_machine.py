@@ -65,6 +65,8 @@ from machines.policy import (
 
 STATES = ["greeting", "capture", "classify", "dispatch", "teardown", "ended"]
 TRIAGE_OPEN = ["greeting", "capture"]  # states in which the caller is still being triaged
+# Past the grace, how often the machine looks again for what the caller was still saying when it ended.
+HEARD_OUT_STEP_S = 2.0
 
 # trigger, source(s), destination, conditions, callbacks run before the state changes
 TRANSITIONS: list[dict[str, Any]] = [
@@ -158,6 +160,8 @@ class CallMachine:
         self.unread: set[str] = set()  # spoken values of read-back fields the caller has not confirmed
         self.last_detail_at: float | None = None  # when the caller last gave a detail (engine or keypad)
         self.last_speech_at: float | None = None  # when the caller's voice last started
+        self.last_heard_at: float | None = None  # when the engine last reported what the caller said
+        self.grace_started_at: float | None = None  # when the budget's grace for an answer under way began
         self.last_clarify_at: float | None = None  # when the agent last asked the caller to say their need again
         # A value being typed on the keypad: its field, the digits so far, and when a pause ends it.
         self.typed_field: str | None = None
@@ -235,6 +239,7 @@ class CallMachine:
         if self.state not in TRIAGE_OPEN:
             return "absorbed"
         self.caller_turns.append(event.text)
+        self.last_heard_at = self.clock()
         return None
 
     def _on_caller_started_speaking(self, _: ev.CallerStartedSpeaking) -> str | None:
@@ -558,8 +563,8 @@ class CallMachine:
         """A caller still answering when the budget ends gets time to finish, once. Answering a clarifying
         question about their need, or giving a detail the trusted route cannot work without: the details
         extension. Giving a detail a person on the route could ask for instead: only the answer under way is
-        heard out (`answer_grace_s`), and nothing more is asked. One who has stopped answering is put through
-        at the budget."""
+        heard out (`answer_grace_s`, and past it, until the engine reports that answer if it was still being
+        said), and nothing more is asked. One who has stopped answering is put through at the budget."""
         limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         route = self._trusted_route(self.proposal)
         if route is None:
@@ -570,12 +575,18 @@ class CallMachine:
             if not (self._answered_recently(self.last_detail_at) and (self._fields_to_ask() or self._awaiting_a_yes())):
                 return False
             deadline = limit
+        elif self.grace_started_at is not None:
+            if not self._grace_answer_still_being_said():
+                return False  # the grace is given once
+            deadline = min(self.clock() + HEARD_OUT_STEP_S, limit)
         else:
             if self.budget_deadline > self.started_at + self.policy.budget_s or not self._answer_under_way():
-                return False  # the grace is given once, and never after the details extension
+                return False  # never after the details extension
             deadline = min(self.clock() + self.policy.answer_grace_s, limit)
         if deadline <= self.budget_deadline:
             return False  # already extended (bounded from the call's start)
+        if route is not None and not self._missing_required(route) and self.grace_started_at is None:
+            self.grace_started_at = self.clock()
         self.budget_deadline = deadline
         self._emit(WakeAt(deadline))
         return True
@@ -596,6 +607,14 @@ class CallMachine:
             self.last_detail_at is None or self.last_speech_at > self.last_detail_at
         )
         return self._answered_recently(self.last_speech_at if speaking else self.last_detail_at)
+
+    def _grace_answer_still_being_said(self) -> bool:
+        """The answer the grace was given for is still being said or heard: the caller's voice began before
+        the grace's second half and the engine, which reports what it hears, has not reported it yet."""
+        started, heard, grace = self.last_speech_at, self.last_heard_at, self.grace_started_at
+        if started is None or heard is None or grace is None or heard >= started:
+            return False
+        return started <= grace + self.policy.answer_grace_s / 2
 
     def _awaiting_a_yes(self) -> bool:
         """A value of the trusted route asked about is still to be confirmed (caller ID, a read-back)."""

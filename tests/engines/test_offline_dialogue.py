@@ -62,9 +62,9 @@ class Call:
         self.machine.handle(ev.RealtimeOpened())
         self.machine.handle(ev.GreetingPlayed())
 
-    def caller(self, text: str) -> tuple[Reply, list[str]]:
+    def caller(self, text: str, *, answering: bool = True) -> tuple[Reply, list[str]]:
         """The caller says `text`; returns the dialogue's reply and the names of the tools it called."""
-        return self._answered(self.dialogue.on_caller_turn(text))
+        return self._answered(self.dialogue.on_caller_turn(text, answering=answering))
 
     def _answered(self, reply: Reply) -> tuple[Reply, list[str]]:
         for call in reply.tool_calls:
@@ -319,6 +319,15 @@ def test_a_number_refused_is_not_asked_for_again_and_the_next_question_has_no_so
     reply, tools = call.caller("I'd rather not give my number out.")
     assert tools == [] and reply.say == "No problem. Could you tell me your address?"
     assert call.dialogue.listening_for() == ListeningFor("address")
+
+
+def test_details_in_words_begun_before_the_question_are_kept_and_the_question_stays_open():
+    call, _ = booking_asked_for_details()
+    reply, tools = call.caller("and we're at 12 Elm Street, Springfield", answering=False)
+    assert tools == [RECORD_DETAILS] and reply.say == ""  # no "sorry": the name was not asked for yet
+    assert call.machine.captured["address"] == "12 Elm Street, Springfield"
+    _, tools = call.caller("Ann Lee")
+    assert tools == [RECORD_DETAILS, PROPOSE_ROUTE] and call.machine.decision.route == "schedule_visit"
 
 
 def test_a_name_and_a_number_are_still_asked_one_at_a_time():

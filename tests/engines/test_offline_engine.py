@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import pytest
 import trio
@@ -33,7 +34,7 @@ from orchestrator.engines.offline.engine import (
 )
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.speech import ListeningFor
-from orchestrator.engines.tools import PROPOSE_ROUTE
+from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS
 from tests.live_call_support import ACME
 
 SPEECH = load_offline_speech()
@@ -219,3 +220,48 @@ async def test_a_turn_after_a_question_is_transcribed_steered_toward_its_answer(
             engine.send_caller_audio(base64.b64encode(frame).decode())
         await events_until_response_finished(engine)
     assert recognizer.steering[-1] == ListeningFor("address")
+
+
+class HeardByLength:
+    """A recogniser that hears a short utterance as `short` and a long one as `long`, the long one only once
+    `release` is set (so the test decides when the engine gets to it)."""
+
+    def __init__(self, short: str, long: str, split_bytes: int) -> None:
+        self.short, self.long, self.split_bytes = short, long, split_bytes
+        self.release = threading.Event()
+
+    def transcribe(self, mulaw: bytes, *, listening_for: ListeningFor | None = None) -> str:
+        if len(mulaw) < self.split_bytes:
+            return self.short
+        self.release.wait(10)
+        return self.long
+
+
+@needs_speech
+async def test_words_begun_before_the_question_are_not_taken_as_its_answer(acme):
+    config, model = acme
+    assert SPEECH.speech is not None
+    synthesize = SPEECH.speech.synthesizer.synthesize
+    first, rest = synthesize("My basement is flooding."), synthesize(
+        "It started an hour ago, it keeps getting worse, and the water is halfway up the stairs now."
+    )
+    ears = HeardByLength("my basement is flooding", "it keeps getting worse", split_bytes=len(first) + 4000)
+    speech = OfflineSpeech(ears, SPEECH.speech.synthesizer, SPEECH.speech.detector_factory)
+    try:
+        async with OfflineConnector(config, model, speech).connect(CALL) as engine:
+            for frame in frames(silence(300) + first + silence(900) + rest + silence(1200)):
+                engine.send_caller_audio(base64.b64encode(frame).decode())  # both breaths before any answer
+            await events_until_response_finished(engine)  # the need, proposed
+            await engine.speak(None, tag="ask_details", line=SpokenLine(config.lines.ask_details, ("caller_name",)))
+            asked = await events_until_response_finished(engine)
+            assert any(isinstance(e, AgentTranscript) and "name" in e.text for e in asked)
+            ears.release.set()  # the second breath is heard only now, after the question was asked
+            await engine.send_caller_text("Ann Lee")
+            seen = await events_until_response_finished(engine)
+    finally:
+        ears.release.set()
+    heard = [e.text for e in seen if isinstance(e, CallerTranscript)]
+    assert heard == ["it keeps getting worse", "Ann Lee"]
+    assert not [e for e in seen if isinstance(e, AgentTranscript)]  # no "sorry, I didn't get that"
+    recorded = [json.loads(e.arguments_json) for e in seen if isinstance(e, ToolCallReady) and e.name == RECORD_DETAILS]
+    assert recorded == [{"caller_name": "Ann Lee"}]

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from machines import events as ev
-from machines.call_machine import CallFlow
+from machines.call_machine import HEARD_OUT_STEP_S, CallFlow
 from machines.decision import DecisionReason
 from machines.effects import AnswerTool, CheckTypedEntry, Line, PersistDecision, Speak, WakeAt
 from machines.policy import CallHistory
@@ -644,6 +644,48 @@ def test_past_the_budget_an_answer_that_never_comes_is_waited_for_only_the_grace
     effects = late.handle(ev.IntentProposed("callback", 0.95))
     assert asks_in(effects) == [] and late.decision is not None
     assert (late.decision.route, late.decision.reason) == ("callback_desk", DecisionReason.ACCEPTED)
+
+
+def at_the_budget_answering_at_length(policy):
+    """A callback call (soft fields left) whose caller begins a long answer as the budget ends; the engine
+    reports what it hears (CallerSpoke)."""
+    call, clock = in_capture(policy)
+    call.handle(ev.CallerSpoke("I need a callback"))
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    call.handle(ev.IntentProposed("callback", 0.95))
+    clock.advance(policy.budget_s - 1)
+    call.handle(ev.CallerStartedSpeaking())
+    clock.advance(1)
+    assert call.handle(ev.TimerFired()) == [WakeAt(clock.now + policy.answer_grace_s)]
+    clock.advance(policy.answer_grace_s)
+    return call, clock
+
+
+def test_past_the_grace_an_answer_still_being_said_is_waited_for_until_it_is_heard() -> None:
+    policy = replace(POLICY, details_budget_s=25.0)
+    call, clock = at_the_budget_answering_at_length(policy)
+    assert call.handle(ev.TimerFired()) == [WakeAt(clock.now + HEARD_OUT_STEP_S)] and call.decision is None
+    clock.advance(1)
+    call.handle(ev.CallerSpoke("it's 1 Elm Street"))
+    call.handle(ev.DetailsCaptured({"address": "1 Elm St"}))
+    decision = call.decision
+    assert decision is not None and (decision.route, decision.reason) == ("callback_desk", DecisionReason.ACCEPTED)
+    assert decision.captured["address"] == "1 Elm St"
+    assert decision.decided_after_s == policy.budget_s + policy.answer_grace_s + 1
+    # Heard, but with no detail in it: the call goes on at the next look.
+    unclear, clock = at_the_budget_answering_at_length(policy)
+    unclear.handle(ev.TimerFired())
+    unclear.handle(ev.CallerSpoke("um, let me think"))
+    clock.advance(HEARD_OUT_STEP_S)
+    unclear.handle(ev.TimerFired())
+    assert unclear.decision is not None and unclear.decision.reason is DecisionReason.BUDGET_EXPIRED
+    # Never past the budget and the details time, however long the caller talks.
+    endless, clock = at_the_budget_answering_at_length(policy)
+    effects = endless.handle(ev.TimerFired())
+    while endless.decision is None:
+        clock.advance(next(effect.at for effect in effects if isinstance(effect, WakeAt)) - clock.now)
+        effects = endless.handle(ev.TimerFired())
+    assert endless.decision.decided_after_s == policy.budget_s + policy.details_budget_s
 
 
 def test_no_clarifying_question_is_asked_too_late_to_be_answered_in_the_budget() -> None:

@@ -4,6 +4,8 @@ Plain state and text, no I/O, no Trio: `OfflineEngine` feeds it the caller's wor
 answers and the session's line requests, and speaks what it returns. The machine still decides
 everything that matters (accept, clarify, fallback); this policy only words the conversation:
 
+- words the caller began before the agent's last question began (a need said in several breaths) → the
+  details in them, and nothing more: they are not an answer to that question;
 - a caller turn → the details heard (`record_details`) and, once the intent is clear enough or the caller
   was already asked once, a proposal (`propose_route`) with the classifier's calibrated confidence;
 - a turn that says a need unclearly → the best guess goes to the machine at once, whose minimum-confidence
@@ -135,10 +137,14 @@ class OfflineDialogue:
         """What the caller said to a previous engine (a takeover): it counts toward the intent."""
         self._intent_turns.extend(text for text in map(clean_transcript, caller_turns) if text)
 
-    def on_caller_turn(self, text: str) -> Reply:
+    def on_caller_turn(self, text: str, *, answering: bool = True) -> Reply:
+        """`answering`: the caller began these words after the agent's last ones began, so they may answer
+        them; words begun before are the rest of what the caller was saying."""
         words = clean_transcript(text)
         if self._decided:
             return Reply()
+        if not answering and (self._asking or self._confirming is not None):
+            return self._said_before_the_question(text, words)
         if not words:
             return self._said(self.config.lines.not_heard)
         if self._confirming is not None:
@@ -289,6 +295,21 @@ class OfflineDialogue:
                 return Reply(tuple(calls))  # the next question comes with on_continue
             return self._said(self._question(self._asking[0]))
         if self._proposal is not None:
+            calls.append(self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)))
+        return Reply(tuple(calls))
+
+    def _said_before_the_question(self, text: str, words: str) -> Reply:
+        """More of what the caller was saying when the agent asked: details it volunteers are kept, the rest
+        is more of their need; the question asked stays open, neither answered nor counted as unanswered."""
+        if not words:
+            return Reply()
+        self._intent_turns.append(words)
+        details = self._details_in(text, None)
+        if not details:
+            return Reply()
+        self._asking = [name for name in self._asking if name not in self.captured or name in self._to_confirm]
+        calls = [self._tool(RECORD_DETAILS, details)]
+        if not self._asking and self._confirming is None and self._proposal is not None:
             calls.append(self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)))
         return Reply(tuple(calls))
 

@@ -158,10 +158,10 @@ class OfflineEngine:
         self.dialogue = OfflineDialogue(config, model, today, dict(call.captured), call.taking_over)
         self.dialogue.seed(call.caller_turns)
         self._events_in, self._events_out = trio.open_memory_channel[EngineEvent](math.inf)
-        # A turn: its audio, its text (text mode), or its audio already being transcribed.
-        self._turns_in, self._turns_out = trio.open_memory_channel[bytes | str | _EarlyTranscript | _Silence](
-            MAX_QUEUED_TURNS
-        )
+        # A turn (its audio, its text in text mode, or its audio already being transcribed) and when its speech began.
+        self._turns_in, self._turns_out = trio.open_memory_channel[
+            tuple[bytes | str | _EarlyTranscript | _Silence, float | None]
+        ](MAX_QUEUED_TURNS)
         self._caller_audio_in, self._caller_audio_out = trio.open_memory_channel[str](math.inf)  # caller payloads, base64
         self._detector = speech.detector_factory() if speech is not None else None
         self._responding = False
@@ -172,6 +172,8 @@ class OfflineEngine:
         self._closed = False
         self._early: _EarlyTranscript | None = None
         self._answer_due: float | None = None  # Trio time by which the caller should have started answering
+        self._speech_started_at: float | None = None  # Trio time the caller's current utterance began
+        self._asked_at: float | None = None  # Trio time the agent's last words began to play
         self.truncations: list[tuple[str, int]] = []
         self.early_transcripts_used = 0
         self.turn_latencies_ms: list[float] = []  # caller's speech end → the engine's answer ready
@@ -232,17 +234,19 @@ class OfflineEngine:
     def _on_voice_event(self, event: object) -> None:
         if isinstance(event, SpeechStarted):
             self._answer_due = None
+            self._speech_started_at = trio.current_time()
             self._emit(CallerSpeechStarted())
         elif isinstance(event, UtteranceEnded):
             early, self._early = self._early, None
-            self._queue_turn(early if early is not None and early.audio == event.mulaw else event.mulaw)
+            turn = early if early is not None and early.audio == event.mulaw else event.mulaw
+            self._queue_turn(turn, started_at=self._speech_started_at)
 
-    def _queue_turn(self, turn: bytes | str | _EarlyTranscript | _Silence) -> None:
+    def _queue_turn(self, turn: bytes | str | _EarlyTranscript | _Silence, *, started_at: float | None = None) -> None:
         if self._closed:
             return
         self._answer_due = None
         try:
-            self._turns_in.send_nowait(turn)
+            self._turns_in.send_nowait((turn, started_at))
         except trio.WouldBlock:
             log.warning("offline engine: caller turns are arriving faster than they are understood; one dropped")
 
@@ -267,6 +271,7 @@ class OfflineEngine:
                 self.turn_latencies_ms.append((time.perf_counter() - heard_at) * 1000)
             if reply.say:
                 audio = await self._synthesize(reply.say)
+                self._asked_at = trio.current_time()
                 for start in range(0, len(audio), AUDIO_CHUNK_BYTES):
                     chunk = base64.b64encode(audio[start : start + AUDIO_CHUNK_BYTES]).decode("ascii")
                     self._emit(AgentAudio(response_id, item_id, chunk))
@@ -346,7 +351,7 @@ class OfflineEngine:
     async def _converse(self) -> None:
         """Caller turns in order: hear, understand, answer (one response at a time)."""
         async with self._turns_out:
-            async for turn in self._turns_out:
+            async for turn, started_at in self._turns_out:
                 heard_at = time.perf_counter()
                 if isinstance(turn, _Silence):
                     silent_reply = self.dialogue.on_silence()
@@ -365,7 +370,10 @@ class OfflineEngine:
                     text = turn
                 if text.strip():
                     self._emit(CallerTranscript(text))
-                reply = self.dialogue.on_caller_turn(text)
+                # Begun before the agent's last words played: the caller was still saying what they had
+                # started to say (a long need in several breaths), not answering those words.
+                answering = started_at is None or self._asked_at is None or started_at >= self._asked_at
+                reply = self.dialogue.on_caller_turn(text, answering=answering)
                 while self._responding:  # never two responses at once (the session's rule too)
                     await self._idle.wait()
                 # A text turn is always answered by one response, possibly empty (as Realtime does when
