@@ -150,6 +150,23 @@ def test_asked_for_a_name_the_whole_answer_is_the_name(answer: str, name: str) -
 
 
 @pytest.mark.parametrize(
+    ("answer", "name"),
+    [
+        ("It's Dorothy Kalski. K-O-W-A-L-S-K-I.", "Dorothy Kowalski"),  # the letters correct what was misheard
+        ("Fatima Benali, B, E, N, A, L, I.", "Fatima Benali"),
+        ("Ann Lee, that's L E E", "Ann Lee"),
+        ("That I'm a Benali, B-E-N-A-L-I.", "Benali"),  # the name heard as no name: the spelled word is it
+    ],
+)
+def test_a_name_spelled_out_is_taken_as_spelled(answer: str, name: str) -> None:
+    assert slots(answer, asked_for="caller_name")["caller_name"] == name
+
+
+def test_a_spelled_word_unlike_the_name_heard_changes_nothing_unasked() -> None:
+    assert slots("this is Sam Ward, my postcode is S W 1 A")["caller_name"] == "Sam Ward"
+
+
+@pytest.mark.parametrize(
     "answer", ["I'd rather not say", "why do you need it", "I'm calling about my boiler", "uh"]
 )
 def test_asked_for_a_name_an_answer_that_is_no_name_gives_none(answer: str) -> None:
@@ -203,6 +220,10 @@ def test_a_long_text_answer_is_cut_at_a_word_to_fit_the_validator() -> None:
         ("I'm at 9 Cedar Court, Portland.", "9 Cedar Court, Portland"),
         ("Five Station Road, Springfield, but I don't know the postcode.", "5 Station Road, Springfield"),
         ("19 Ocean Drive, Springfield, and my name is Ruth Adler.", "19 Ocean Drive, Springfield"),
+        ("Fourteen Saguaro Way, in Tempe.", "14 Saguaro Way, Tempe"),  # "in" says where the town is
+        ("340 Linden Avenue. That's in Pittsburgh.", "340 Linden Avenue, Pittsburgh"),
+        ("Forty one, sorry, no, fourteen. Fourteen Saguaro Way, Tempe.", "14 Saguaro Way, Tempe"),  # corrected
+        ("Twenty seven fifteen East Camelback Road, Phoenix.", "2715 East Camelback Road, Phoenix"),  # in pairs
     ],
 )
 def test_an_address_answer_is_written_the_same_way_however_it_was_heard(answer: str, address: str) -> None:

@@ -17,6 +17,7 @@ Pure computation: no I/O, nothing downloaded. Number words in dates are turned i
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ def extract_slots(
     name_fields = [field for field in _fields_of(fields, "text") if _is_person_name_field(field)]
     name_target = _target_field(name_fields, asked)
     if name_target is not None:
-        name = _name_in(utterance, whole_answer=asked is name_target)
+        name = _spelled_out(utterance, whole_answer=asked is name_target)
         if name is not None:
             found[name_target.name] = name
     address_target = _target_field([f for f in _fields_of(fields, "text") if _is_address_field(f)], asked)
@@ -268,6 +269,36 @@ def _name_in(utterance: str, *, whole_answer: bool) -> str | None:
     answer = INNER_FILLERS.sub(" ", answer)
     # An answer to "what's your name?" needs no cue and no capitals.
     return _name_at(" ".join(answer.split()), 0, require_capitals=False)
+
+
+# A word spelled out after it is said: "Kowalski, K-O-W-A-L-S-K-I" (as speech-to-text writes it), "K, O, W...".
+SPELLED_WORD = re.compile(
+    r"(?:\b(?:that'?s|that\s+is|it'?s|spelled|spelt|spelling)[\s,:]+)*(?<![\w'])"
+    r"(?P<letters>[A-Za-z](?:(?:\s*[-,.]\s*|\s+)[A-Za-z]){2,})(?![\w'])",
+    re.IGNORECASE,
+)
+MIN_SPELLING_LIKENESS = 0.5  # how alike a spelled word and a heard one must be for the one to correct the other
+
+
+def _spelled_out(utterance: str, *, whole_answer: bool) -> str | None:
+    """The name in `utterance`, its words spelled out by the caller taken as spelled: the name is read
+    from the words without the spelling, then each spelled word replaces the name word it is most like
+    (speech-to-text mishears names, but letters far less). A spelled word like none of them is the name
+    only when the answer has no other."""
+    spellings = [_title_cased("".join(re.findall(r"[A-Za-z]", match["letters"])).lower())
+                 for match in SPELLED_WORD.finditer(utterance)]
+    if not spellings:
+        return _name_in(utterance, whole_answer=whole_answer)
+    name = _name_in(" ".join(SPELLED_WORD.sub(" ", utterance).split()), whole_answer=whole_answer)
+    if name is None:
+        return spellings[-1] if whole_answer else None
+    words = name.split()
+    for spelled in spellings:
+        likeness = [difflib.SequenceMatcher(None, word.lower(), spelled.lower()).ratio() for word in words]
+        best = max(range(len(words)), key=likeness.__getitem__)
+        if likeness[best] >= MIN_SPELLING_LIKENESS:
+            words[best] = spelled
+    return " ".join(words)
 
 
 PRONOUN_I = re.compile(r"i(?:'(?:m|d|ve|ll))?", re.IGNORECASE)
@@ -405,9 +436,19 @@ WRITTEN_STREET_TYPES = {**STREET_TYPES, **STREET_TYPE_PLURALS}
 # A house number, up to four words and a street type: an address even when nobody asked for one.
 STREET_ADDRESS = re.compile(
     r"(?<![\w-])[0-9]{1,5}[a-z]?\s+(?:[^\W\d_][\w'-]*\s+){1,4}?" + _STREET_TYPE + r"\b\.?"
-    r"(?:,?\s+(?!(?:and|my|the|i|it)\b)[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)?(?:,?\s+[0-9]{5}(?:-[0-9]{4})?)?",
+    r"(?:,?\s+(?:(?:that'?s|which\s+is)\s+)?(?:in\s+)?(?!(?:and|my|the|i|it|that'?s|in)\b)[A-Z][\w'-]*"
+    r"(?:\s+(?!(?:and|my|the|i|it)\b)[A-Z][\w'-]*)?)?(?:,?\s+[0-9]{5}(?:-[0-9]{4})?)?",
     re.IGNORECASE,
 )
+# Said before the town, not part of it: "14 Saguaro Way, in Tempe", "340 Linden Avenue. That's in Pittsburgh".
+TOWN_LEAD_IN = re.compile(r"(?<=[\w.]),?\s+(?:(?i:that'?s|that\s+is|which\s+is|it'?s)\s+)?(?i:in)\s+(?=[A-Z])")
+# A caller correcting what they just said: "forty one, sorry, no, fourteen Saguaro Way".
+SELF_CORRECTION = re.compile(
+    r"\b(?:sorry,?\s+no|no,?\s+sorry|no,?\s+wait|wait,?\s+no|i\s+mean|or\s+rather)\b[\s,.]*", re.IGNORECASE
+)
+REPEATED_HOUSE_NUMBER = re.compile(r"^([0-9]{1,5})[,.]?\s+(?=\1\b)")
+# A house number said in pairs, as US callers do: "twenty seven fifteen East Camelback Road" is 2715.
+HOUSE_NUMBER_PAIRS = re.compile(r"^([1-9][0-9]) ([0-9]{2})(?= [^\W\d_])")
 ADDRESS_CUE = re.compile(
     r"(?:\b(?:my|the|our)\s+(?:full\s+)?address\s+(?:is|'s)|\baddress(?:'s|\s+is)|\b(?:i|we)\s+live\s+at|"
     r"\b(?:i'?m|i\s+am|we'?re|we\s+are|it'?s|it\s+is|located)\s+at)\b[\s,:-]*",
@@ -441,7 +482,7 @@ def _is_address_field(field: CapturedField) -> bool:
 
 
 def _address_in(utterance: str, *, whole_answer: bool) -> str | None:
-    text = _without_non_answers(utterance)
+    text = _as_corrected(_without_non_answers(utterance))
     cued = [_address_after(text, cue.end()) for cue in ADDRESS_CUE.finditer(text)]
     addresses = [address for address in cued if address and _looks_like_address(address)]
     if not addresses and not whole_answer:
@@ -456,6 +497,16 @@ def _address_in(utterance: str, *, whole_answer: bool) -> str | None:
     if not ADDRESS_WORD.search(address) or not (re.search(r"[0-9]", address) or PLACE_WORD.search(address)):
         return None
     return address
+
+
+def _as_corrected(text: str) -> str:
+    """What the caller said after correcting themselves, when that still says an address."""
+    corrections = list(SELF_CORRECTION.finditer(text))
+    if corrections:
+        after = text[corrections[-1].end():]
+        if _looks_like_address(cardinal_words_to_digits(after)):
+            return after
+    return text
 
 
 def _address_after(text: str, start: int) -> str:
@@ -481,7 +532,8 @@ def _canonical_address(text: str) -> str:
     text = HOUSE_NUMBER_HYPHEN.sub(r"\1 ", cardinal_words_to_digits(text))
     text = SPELLED_CODE.sub(lambda match: _spelled_code(match.group()), text)
     text = STREET_ABBREVIATION.sub(lambda match: WRITTEN_STREET_TYPES[match["abbreviation"].lower()], text)
-    return _answer_text(PAUSE_STOP.sub(", ", text))
+    text = TOWN_LEAD_IN.sub(", ", PAUSE_STOP.sub(", ", text))
+    return _answer_text(HOUSE_NUMBER_PAIRS.sub(r"\1\2", REPEATED_HOUSE_NUMBER.sub("", text.strip())))
 
 
 def _spelled_code(spelled: str) -> str:
