@@ -222,6 +222,18 @@ async def test_a_turn_after_a_question_is_transcribed_steered_toward_its_answer(
     assert recognizer.steering[-1] == ListeningFor("address")
 
 
+async def proposed_with_two_breaths_begun(engine) -> None:
+    """Events until the caller's need is proposed and their second breath has begun (the test sends frames
+    faster than real time, so the engine hears them a little after they are sent)."""
+    started = finished = 0
+    with trio.fail_after(20):
+        async for event in engine.events():
+            started += isinstance(event, CallerSpeechStarted)
+            finished += isinstance(event, ResponseFinished)
+            if started == 2 and finished == 1:
+                return
+
+
 class HeardByLength:
     """A recogniser that hears a short utterance as `short` and a long one as `long`, the long one only once
     `release` is set (so the test decides when the engine gets to it)."""
@@ -251,7 +263,7 @@ async def test_words_begun_before_the_question_are_not_taken_as_its_answer(acme)
         async with OfflineConnector(config, model, speech).connect(CALL) as engine:
             for frame in frames(silence(300) + first + silence(900) + rest + silence(1200)):
                 engine.send_caller_audio(base64.b64encode(frame).decode())  # both breaths before any answer
-            await events_until_response_finished(engine)  # the need, proposed
+            await proposed_with_two_breaths_begun(engine)
             await engine.speak(None, tag="ask_details", line=SpokenLine(config.lines.ask_details, ("caller_name",)))
             asked = await events_until_response_finished(engine)
             assert any(isinstance(e, AgentTranscript) and "name" in e.text for e in asked)
@@ -265,3 +277,54 @@ async def test_words_begun_before_the_question_are_not_taken_as_its_answer(acme)
     assert not [e for e in seen if isinstance(e, AgentTranscript)]  # no "sorry, I didn't get that"
     recorded = [json.loads(e.arguments_json) for e in seen if isinstance(e, ToolCallReady) and e.name == RECORD_DETAILS]
     assert recorded == [{"caller_name": "Ann Lee"}]
+
+
+class HeardByNearestLength:
+    """A recogniser that hears each utterance as the text whose audio is nearest in length; `held` texts
+    only once `release` is set."""
+
+    def __init__(self, texts: dict[str, bytes], held: set[str]) -> None:
+        self.lengths = {text: len(audio) for text, audio in texts.items()}
+        self.held = held
+        self.release = threading.Event()
+
+    def transcribe(self, mulaw: bytes, *, listening_for: ListeningFor | None = None) -> str:
+        text = min(self.lengths, key=lambda known: abs(self.lengths[known] - len(mulaw)))
+        if text in self.held:
+            self.release.wait(10)
+        return text
+
+
+@needs_speech
+async def test_a_question_the_caller_talked_through_is_put_again_once_they_stop(acme, monkeypatch):
+    import orchestrator.engines.offline.engine as offline_engine
+
+    monkeypatch.setattr(offline_engine, "CONTINUATION_PAUSE_S", 30.0)  # this test's breaths are not timed
+    config, model = acme
+    assert SPEECH.speech is not None
+    synthesize = SPEECH.speech.synthesizer.synthesize
+    breaths = {text: synthesize(text) for text in (
+        "My basement is flooding.",
+        "It started about an hour ago and it has been getting worse and worse all morning long, honestly.",
+        "And now the water is up to the third stair.",
+    )}
+    need, second, third = breaths
+    ears = HeardByNearestLength(breaths, held={second})
+    speech = OfflineSpeech(ears, SPEECH.speech.synthesizer, SPEECH.speech.detector_factory)
+    try:
+        async with OfflineConnector(config, model, speech).connect(CALL) as engine:
+            for frame in frames(silence(300) + breaths[need] + silence(900) + breaths[second] + silence(900)):
+                engine.send_caller_audio(base64.b64encode(frame).decode())
+            await proposed_with_two_breaths_begun(engine)
+            await engine.speak(None, tag="ask_details", line=SpokenLine(config.lines.ask_details, ("caller_name",)))
+            asked = [e.text for e in await events_until_response_finished(engine) if isinstance(e, AgentTranscript)]
+            for frame in frames(breaths[third] + silence(900)):  # a short breath later: still the same story
+                engine.send_caller_audio(base64.b64encode(frame).decode())
+            ears.release.set()
+            seen = await events_until_response_finished(engine)  # their silence: the question again
+    finally:
+        ears.release.set()
+    assert [e.text for e in seen if isinstance(e, CallerTranscript)] == [second, third]
+    again = [e.text for e in seen if isinstance(e, AgentTranscript)]
+    assert again == ["Could I have your full name, please?"] and asked[0].endswith(again[0])  # no "sorry"
+    assert not [e for e in seen if isinstance(e, ToolCallReady)]

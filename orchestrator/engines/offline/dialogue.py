@@ -201,6 +201,24 @@ class OfflineDialogue:
         self._silence_prompted = True
         return self._said(self.config.lines.not_heard if self._intent_turns else self.config.lines.ask_intent)
 
+    def is_waiting_for_an_answer(self) -> bool:
+        """A question put to the caller (a detail, a yes or no) is still open."""
+        return not self._decided and (bool(self._asking) or self._confirming is not None)
+
+    def ask_again(self) -> Reply:
+        """The open question once more, not counted as asked: the caller talked through it."""
+        if self._decided:
+            return Reply()
+        name = self._confirming
+        if name is not None and name in self._to_confirm:
+            return self._said(CALLER_ID_QUESTION)
+        if name is not None:  # a read-back: the value read again
+            country = self.config.company.country
+            return self._said(read_back_question(self._fields[name], self.captured.get(name, ""), country))
+        if self._asking:
+            return self._said(self._question_again(self._asking[0]))
+        return Reply()
+
     def on_tool_output(self, call_id: str, output: str) -> None:
         sent = self._tool_calls.pop(call_id, None)
         if sent is None:

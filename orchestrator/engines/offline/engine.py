@@ -62,6 +62,11 @@ TRANSCRIBE_EARLY_AFTER_MS = 240
 # A caller who says nothing this long after the agent's words end has not answered: a question is asked
 # again once, then the call moves on without that answer (a silent line never waits for the whole budget).
 SILENT_ANSWER_S = 5.0
+# A caller who goes on speaking in breaths shorter than this is still saying what they began before the agent's
+# question (a listener's answer comes after the question, seconds after their last words); once they stop for
+# REASK_AFTER_S, the question they talked through is put again, uncounted.
+CONTINUATION_PAUSE_S = 1.5
+REASK_AFTER_S = 1.5
 SILENCE_POLL_S = 0.25
 
 
@@ -142,6 +147,14 @@ class _Silence:
     """A turn in which the caller said nothing after the agent's words."""
 
 
+@dataclass(frozen=True)
+class _Timing:
+    """When a caller turn's speech began (Trio time) and how long the caller was silent before it."""
+
+    started_at: float | None = None
+    pause_before: float | None = None
+
+
 class OfflineEngine:
     """One call's offline conversation. Sends after the call ended are dropped, as with Realtime."""
 
@@ -160,7 +173,7 @@ class OfflineEngine:
         self._events_in, self._events_out = trio.open_memory_channel[EngineEvent](math.inf)
         # A turn (its audio, its text in text mode, or its audio already being transcribed) and when its speech began.
         self._turns_in, self._turns_out = trio.open_memory_channel[
-            tuple[bytes | str | _EarlyTranscript | _Silence, float | None]
+            tuple[bytes | str | _EarlyTranscript | _Silence, _Timing]
         ](MAX_QUEUED_TURNS)
         self._caller_audio_in, self._caller_audio_out = trio.open_memory_channel[str](math.inf)  # caller payloads, base64
         self._detector = speech.detector_factory() if speech is not None else None
@@ -173,7 +186,10 @@ class OfflineEngine:
         self._early: _EarlyTranscript | None = None
         self._answer_due: float | None = None  # Trio time by which the caller should have started answering
         self._speech_started_at: float | None = None  # Trio time the caller's current utterance began
+        self._speech_ended_at: float | None = None  # Trio time the caller's last utterance ended
+        self._pause_before: float | None = None  # the caller's silence before their current utterance
         self._asked_at: float | None = None  # Trio time the agent's last words began to play
+        self._talking_through = False  # the caller's last turn went on with what they said before the question
         self.truncations: list[tuple[str, int]] = []
         self.early_transcripts_used = 0
         self.turn_latencies_ms: list[float] = []  # caller's speech end → the engine's answer ready
@@ -234,19 +250,22 @@ class OfflineEngine:
     def _on_voice_event(self, event: object) -> None:
         if isinstance(event, SpeechStarted):
             self._answer_due = None
-            self._speech_started_at = trio.current_time()
+            now = trio.current_time()
+            self._pause_before = now - self._speech_ended_at if self._speech_ended_at is not None else None
+            self._speech_started_at = now
             self._emit(CallerSpeechStarted())
         elif isinstance(event, UtteranceEnded):
             early, self._early = self._early, None
             turn = early if early is not None and early.audio == event.mulaw else event.mulaw
-            self._queue_turn(turn, started_at=self._speech_started_at)
+            self._speech_ended_at = trio.current_time()
+            self._queue_turn(turn, _Timing(self._speech_started_at, self._pause_before))
 
-    def _queue_turn(self, turn: bytes | str | _EarlyTranscript | _Silence, *, started_at: float | None = None) -> None:
+    def _queue_turn(self, turn: bytes | str | _EarlyTranscript | _Silence, timing: _Timing | None = None) -> None:
         if self._closed:
             return
         self._answer_due = None
         try:
-            self._turns_in.send_nowait((turn, started_at))
+            self._turns_in.send_nowait((turn, timing or _Timing()))
         except trio.WouldBlock:
             log.warning("offline engine: caller turns are arriving faster than they are understood; one dropped")
 
@@ -351,10 +370,11 @@ class OfflineEngine:
     async def _converse(self) -> None:
         """Caller turns in order: hear, understand, answer (one response at a time)."""
         async with self._turns_out:
-            async for turn, started_at in self._turns_out:
+            async for turn, timing in self._turns_out:
                 heard_at = time.perf_counter()
                 if isinstance(turn, _Silence):
-                    silent_reply = self.dialogue.on_silence()
+                    talked_through, self._talking_through = self._talking_through, False
+                    silent_reply = self.dialogue.ask_again() if talked_through else self.dialogue.on_silence()
                     while self._responding:
                         await self._idle.wait()
                     if not silent_reply.is_empty and not self._closed:
@@ -370,16 +390,29 @@ class OfflineEngine:
                     text = turn
                 if text.strip():
                     self._emit(CallerTranscript(text))
-                # Begun before the agent's last words played: the caller was still saying what they had
-                # started to say (a long need in several breaths), not answering those words.
-                answering = started_at is None or self._asked_at is None or started_at >= self._asked_at
+                answering = not self._goes_on_from_before_the_question(timing)
                 reply = self.dialogue.on_caller_turn(text, answering=answering)
+                if not answering and self.dialogue.is_waiting_for_an_answer():
+                    self._answer_due = trio.current_time() + REASK_AFTER_S  # put again once they stop
                 while self._responding:  # never two responses at once (the session's rule too)
                     await self._idle.wait()
                 # A text turn is always answered by one response, possibly empty (as Realtime does when
                 # asked): a replay knows when the engine is done with the turn.
                 if (not reply.is_empty or isinstance(turn, str)) and not self._closed:
                     self._respond(reply, None, heard_at)
+
+    def _goes_on_from_before_the_question(self, timing: _Timing) -> bool:
+        """Whether a turn is the caller still saying what they began before the agent's last words (a need in
+        several breaths): begun before those words played, or after a short breath in such a turn."""
+        asked, started = self._asked_at, timing.started_at
+        if asked is None or started is None:
+            self._talking_through = False
+            return False
+        pause = timing.pause_before
+        self._talking_through = started < asked or (
+            self._talking_through and pause is not None and pause < CONTINUATION_PAUSE_S
+        )
+        return self._talking_through
 
     async def _run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
