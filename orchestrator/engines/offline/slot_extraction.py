@@ -448,7 +448,7 @@ SELF_CORRECTION = re.compile(
 )
 REPEATED_HOUSE_NUMBER = re.compile(r"^([0-9]{1,5})[,.]?\s+(?=\1\b)")
 # A house number said in pairs, as US callers do: "twenty seven fifteen East Camelback Road" is 2715.
-HOUSE_NUMBER_PAIRS = re.compile(r"^([1-9][0-9]) ([0-9]{2})(?= [^\W\d_])")
+HOUSE_NUMBER_PAIRS = re.compile(r"^([1-9][0-9])[ -]([0-9]{2})(?= [^\W\d_])")
 ADDRESS_CUE = re.compile(
     r"(?:\b(?:my|the|our)\s+(?:full\s+)?address\s+(?:is|'s)|\baddress(?:'s|\s+is)|\b(?:i|we)\s+live\s+at|"
     r"\b(?:i'?m|i\s+am|we'?re|we\s+are|it'?s|it\s+is|located)\s+at)\b[\s,:-]*",
