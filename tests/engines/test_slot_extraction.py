@@ -237,6 +237,7 @@ def test_an_address_answer_is_written_the_same_way_however_it_was_heard(answer: 
         "My basement is flooding, the address is 42 Maple Avenue, Springfield.",
         "Water everywhere at 42 Maple Avenue, Springfield, please hurry",
         "I live at 42 Maple Avenue. Springfield.",
+        "Tom Becker and the addresses forty two Maple Avenue, Springfield.",  # Whisper's "address is"
     ],
 )
 def test_an_address_is_taken_unasked_after_a_cue_or_in_a_streets_shape(text: str) -> None:

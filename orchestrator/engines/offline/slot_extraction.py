@@ -435,7 +435,7 @@ STREET_ABBREVIATION = re.compile(
 WRITTEN_STREET_TYPES = {**STREET_TYPES, **STREET_TYPE_PLURALS}
 # A house number, up to four words and a street type: an address even when nobody asked for one.
 STREET_ADDRESS = re.compile(
-    r"(?<![\w-])[0-9]{1,5}[a-z]?\s+(?:[^\W\d_][\w'-]*\s+){1,4}?" + _STREET_TYPE + r"\b\.?"
+    r"(?<![\w-])[0-9]{1,5}[a-z]?\s+(?:[^\W\d_][\w'-]*\s+){1,4}?" + _STREET_TYPE + r"s?\b\.?"
     r"(?:,?\s+(?:(?:that'?s|which\s+is)\s+)?(?:in\s+)?(?!(?:and|my|the|i|it|that'?s|in)\b)[A-Z][\w'-]*"
     r"(?:\s+(?!(?:and|my|the|i|it)\b)[A-Z][\w'-]*)?)?(?:,?\s+[0-9]{5}(?:-[0-9]{4})?)?",
     re.IGNORECASE,
@@ -450,7 +450,7 @@ REPEATED_HOUSE_NUMBER = re.compile(r"^([0-9]{1,5})[,.]?\s+(?=\1\b)")
 # A house number said in pairs, as US callers do: "twenty seven fifteen East Camelback Road" is 2715.
 HOUSE_NUMBER_PAIRS = re.compile(r"^([1-9][0-9])[ -]([0-9]{2})(?= [^\W\d_])")
 ADDRESS_CUE = re.compile(
-    r"(?:\b(?:my|the|our)\s+(?:full\s+)?address\s+(?:is|'s)|\baddress(?:'s|\s+is)|\b(?:i|we)\s+live\s+at|"
+    r"(?:\b(?:my|the|our)\s+(?:full\s+)?address(?:\s+is|'s|es)|\baddress(?:'s|\s+is)|\b(?:i|we)\s+live\s+at|"
     r"\b(?:i'?m|i\s+am|we'?re|we\s+are|it'?s|it\s+is|located)\s+at)\b[\s,:-]*",
     re.IGNORECASE,
 )
