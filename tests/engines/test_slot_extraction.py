@@ -112,6 +112,8 @@ def test_a_name_is_taken_after_a_cue(text: str, name: str) -> None:
         "this is urgent, water everywhere",
         "this is about my invoice",
         "I'm not sure",
+        "I'm locked out of my online banking",  # no capitals but the sentence's: "locked" is no name
+        "I'm worried about the leak",
         "I'm wondering if you do boilers",  # a choice named, but no name
         "Hi, this is really bad",
         "This is the plumber? I have a question",  # case present, "the" is lower-case and a stop word

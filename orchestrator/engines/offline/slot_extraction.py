@@ -360,7 +360,8 @@ def _not_name_word(word: str, *, require_capitals: bool) -> bool:
         return True
     if require_capitals:
         return not word[0].isupper()
-    return lowered.endswith("ing") and len(lowered) > 5  # "I'm calling", "this is regarding"
+    # "I'm calling", "this is regarding", "I'm locked out", "I'm worried": what the caller is doing or feeling.
+    return lowered.endswith(("ing", "ed")) and len(lowered) > 5
 
 
 def _title_cased(word: str) -> str:
