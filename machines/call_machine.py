@@ -421,8 +421,10 @@ class CallMachine:
 
     def clarifying_can_help(self) -> bool:
         if self._trusted_route(self.proposal) is None:
-            # After one clarification of an unknown need, decide; and never ask what cannot be answered in time.
-            return not self.unknown_clarified and self.budget_deadline - self.clock() >= self.policy.clarify_needs_s
+            # After one clarification of an unknown need, decide; and never ask what cannot be answered in time:
+            # the budget itself, not the time given to hear an answer out, bounds a new question.
+            budget_end = self.started_at + self.policy.budget_s
+            return not self.unknown_clarified and budget_end - self.clock() >= self.policy.clarify_needs_s
         return bool(self._fields_to_ask())
 
     def language_unsupported(self) -> bool:

@@ -688,6 +688,22 @@ def test_past_the_grace_an_answer_still_being_said_is_waited_for_until_it_is_hea
     assert endless.decision.decided_after_s == policy.budget_s + policy.details_budget_s
 
 
+def test_time_given_to_hear_out_a_clarification_is_not_spent_on_another() -> None:
+    policy = replace(POLICY, details_budget_s=25.0)
+    call, clock = in_capture(policy)
+    assert Speak(Line.CLARIFY) in call.handle(ev.IntentProposed("billing", 0.3))
+    clock.advance(policy.budget_s - 1)
+    call.handle(ev.CallerStartedSpeaking())  # answering the clarifying question as the budget ends
+    clock.advance(1)
+    assert call.handle(ev.TimerFired()) == [WakeAt(clock.now + policy.details_budget_s)]
+    clock.advance(3)
+    effects = call.handle(ev.IntentProposed("billing", 0.4))  # still unclear: decided now, not asked again
+    assert Speak(Line.CLARIFY) not in effects
+    decision = call.decision
+    assert decision is not None and (decision.route, decision.reason) == ("voicemail", DecisionReason.LOW_CONFIDENCE)
+    assert decision.decided_after_s == policy.budget_s + 3
+
+
 def test_no_clarifying_question_is_asked_too_late_to_be_answered_in_the_budget() -> None:
     call, clock = in_capture()
     assert Speak(Line.CLARIFY) in call.handle(ev.IntentProposed("billing", 0.3))
