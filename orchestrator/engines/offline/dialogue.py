@@ -195,7 +195,7 @@ class OfflineDialogue:
         if self._asking:
             return self._after_field_answer(self._asking[0], {}, [])
         if self._proposal is not None:  # nothing left to ask: the machine weighs the need again and decides
-            return Reply((self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)),))
+            return Reply((self._proposed_again(),))
         if self._silence_prompted:
             return Reply()
         self._silence_prompted = True
@@ -271,7 +271,7 @@ class OfflineDialogue:
         words = self.on_line(line)
         exhausted = line.asks_for and not self._asking and self._read_back_due is None and self._confirming is None
         if exhausted and self._proposal is not None and not self._decided:
-            return Reply((self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)),))
+            return Reply((self._proposed_again(),))
         return Reply(say=words)
 
     def listening_for(self) -> ListeningFor | None:
@@ -303,7 +303,7 @@ class OfflineDialogue:
 
     def _after_field_answer(self, asked_for: str, details: Mapping[str, str], calls: list[ToolRequest]) -> Reply:
         self._to_confirm.difference_update(details)
-        self._asking = [name for name in self._asking if name not in self.captured or name in self._to_confirm]
+        self._drop_answered()
         if asked_for in self._asking and self._asks.get(asked_for, 0) >= MAX_ASKS_PER_FIELD:
             self._asking.remove(asked_for)  # asked twice: go on without it; the machine decides
         if self._read_back_due is not None:
@@ -313,7 +313,7 @@ class OfflineDialogue:
                 return Reply(tuple(calls))  # the next question comes with on_continue
             return self._said(self._question(self._asking[0]))
         if self._proposal is not None:
-            calls.append(self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)))
+            calls.append(self._proposed_again())
         return Reply(tuple(calls))
 
     def _said_before_the_question(self, text: str, words: str) -> Reply:
@@ -325,10 +325,10 @@ class OfflineDialogue:
         details = self._details_in(text, None)
         if not details:
             return Reply()
-        self._asking = [name for name in self._asking if name not in self.captured or name in self._to_confirm]
+        self._drop_answered()
         calls = [self._tool(RECORD_DETAILS, details)]
         if not self._asking and self._confirming is None and self._proposal is not None:
-            calls.append(self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)))
+            calls.append(self._proposed_again())
         return Reply(tuple(calls))
 
     def _after_decline(self, asked_for: str, words: str) -> Reply:
@@ -343,7 +343,7 @@ class OfflineDialogue:
         if self._asking:
             return self._said(f"No problem. {self._question(self._asking[0], sorry=False)}")
         if self._proposal is not None:
-            return Reply((self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal)),))
+            return Reply((self._proposed_again(),))
         return Reply()
 
     def _names_field(self, words: str, name: str) -> bool:
@@ -431,6 +431,15 @@ class OfflineDialogue:
     def _propose(self, proposal: _Proposal) -> ToolRequest:
         self._proposal = proposal
         return self._tool(PROPOSE_ROUTE, self._proposal_arguments(proposal))
+
+    def _proposed_again(self) -> ToolRequest:
+        """The need already proposed, proposed again (the machine weighs it anew)."""
+        assert self._proposal is not None
+        return self._tool(PROPOSE_ROUTE, self._proposal_arguments(self._proposal))
+
+    def _drop_answered(self) -> None:
+        """Fields given since they were asked leave the questions still to put (a caller-ID one stays to confirm)."""
+        self._asking = [name for name in self._asking if name not in self.captured or name in self._to_confirm]
 
     @staticmethod
     def _proposal_arguments(proposal: _Proposal) -> dict[str, object]:
