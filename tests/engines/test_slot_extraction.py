@@ -226,6 +226,9 @@ def test_a_long_text_answer_is_cut_at_a_word_to_fit_the_validator() -> None:
         ("340 Linden Avenue. That's in Pittsburgh.", "340 Linden Avenue, Pittsburgh"),
         ("Forty one, sorry, no, fourteen. Fourteen Saguaro Way, Tempe.", "14 Saguaro Way, Tempe"),  # corrected
         ("Twenty seven fifteen East Camelback Road, Phoenix.", "2715 East Camelback Road, Phoenix"),  # in pairs
+        ("for Birch Way, Springfield", "4 Birch Way, Springfield"),  # Whisper wrote the number's homophone
+        ("To Coral Way, Miami.", "2 Coral Way, Miami"),
+        ("For a new one on Oak Street.", "For a new 1 on Oak Street"),  # no street right after: not a number
     ],
 )
 def test_an_address_answer_is_written_the_same_way_however_it_was_heard(answer: str, address: str) -> None:
@@ -651,6 +654,13 @@ SPOKEN_PIECES = [
     "south bank", "leaks", "uh", "um", "thanks", "415 555 2671", "+44", "0", "9" * 30, "é", "İ", "ß",
     "\u0301", "٣", "\x00", "\u2019",
 ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "name"), [("İ İ İ", "İ İ İ"), ("ı-ı-ı", "I-I-I"), ("K-İ-M", "Km")])
+def test_letters_that_fold_to_no_ascii_letter_are_no_spelling(text: str, name: str) -> None:
+    # "İ" matches [A-Za-z] under case folding; a "spelling" of no letter A-Z once raised IndexError.
+    assert slots(text, asked_for="caller_name") == {"caller_name": name}
+    assert "caller_name" not in slots(text)
 
 
 @settings(max_examples=300)

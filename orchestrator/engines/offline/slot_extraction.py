@@ -285,8 +285,9 @@ def _spelled_out(utterance: str, *, whole_answer: bool) -> str | None:
     from the words without the spelling, then each spelled word replaces the name word it is most like
     (speech-to-text mishears names, but letters far less). A spelled word like none of them is the name
     only when the answer has no other."""
-    spellings = [_title_cased("".join(re.findall(r"[A-Za-z]", match["letters"])).lower())
-                 for match in SPELLED_WORD.finditer(utterance)]
+    # Case folding lets a few non-ASCII letters ("İ") match: letters are kept only when ASCII ones remain.
+    letters = ("".join(re.findall(r"[A-Za-z]", match["letters"])) for match in SPELLED_WORD.finditer(utterance))
+    spellings = [_title_cased(word.lower()) for word in letters if word]
     if not spellings:
         return _name_in(utterance, whole_answer=whole_answer)
     name = _name_in(" ".join(SPELLED_WORD.sub(" ", utterance).split()), whole_answer=whole_answer)
@@ -472,6 +473,11 @@ MAX_PLACE_WORDS = 3  # a town or a postcode said after a pause
 # A pause Whisper wrote as a full stop inside an address ("60 Glen Road. Springfield"), not an abbreviation's.
 PAUSE_STOP = re.compile(r"(?:(?<=[^\W\d_]{3})|(?<=[0-9]))\.\s+(?=\w)")
 HOUSE_NUMBER_HYPHEN = re.compile(r"(?<![\w-])([0-9]{1,5})-(?=[^\W\d_])")  # "8-bird street": "8 bird street"
+# A house number Whisper wrote as its homophone, before a street with no number: "for Birch Way" is 4 Birch Way.
+HOUSE_NUMBER_HOMOPHONE = re.compile(
+    r"^(?P<homophone>for|to|too)\s+(?=(?:[^\W\d_][\w'-]*\s+){1,4}?" + _STREET_TYPE + r"s?\b)", re.IGNORECASE
+)
+HOMOPHONE_DIGITS = {"for": "4", "to": "2", "too": "2"}
 # Single letters and digits said one by one: a postcode or ZIP ("9 4 1 0 5", "N 1 9 G U").
 SPELLED_CODE = re.compile(r"(?<![\w'])(?:[A-Z0-9][\s-]+){2,6}[A-Z0-9](?![\w'])")
 
@@ -534,6 +540,8 @@ def _canonical_address(text: str) -> str:
     text = SPELLED_CODE.sub(lambda match: _spelled_code(match.group()), text)
     text = STREET_ABBREVIATION.sub(lambda match: WRITTEN_STREET_TYPES[match["abbreviation"].lower()], text)
     text = TOWN_LEAD_IN.sub(", ", PAUSE_STOP.sub(", ", text))
+    if not re.search(r"[0-9]", text):
+        text = HOUSE_NUMBER_HOMOPHONE.sub(lambda match: HOMOPHONE_DIGITS[match["homophone"].lower()] + " ", text.strip())
     return _answer_text(HOUSE_NUMBER_PAIRS.sub(r"\1\2", REPEATED_HOUSE_NUMBER.sub("", text.strip())))
 
 

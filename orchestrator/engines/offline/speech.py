@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 WHISPER_RATE = 16_000
+# Beam search over 3 hypotheses: the decoder is small beside the encoder, so it costs ~5 % more time per
+# utterance and hears names, street names and needs better than greedy decoding (benchmarks/README.md).
+BEAM_SIZE = 3
 SPEECH_EXTRA_HINT = "install the optional speech extra: pip install 'ai-front-desk[speech]'"
 
 # Import name -> distribution name, per capability.
@@ -401,7 +404,7 @@ class SpeechRecognizer:
         segments, _info = self._model.transcribe(
             _mulaw_to_float(audio, WHISPER_RATE),
             language="en",
-            beam_size=1,
+            beam_size=BEAM_SIZE,
             temperature=0.0,  # no fallback re-decoding: keeps the per-turn latency bounded
             vad_filter=False,  # the VoiceActivityDetector already cut the utterance
             condition_on_previous_text=False,
