@@ -1,6 +1,6 @@
 """Details said on the phone, heard and captured: each persona's answers through Piper, µ-law, Whisper and extraction.
 
-    .venv/bin/python benchmarks/spoken_details.py [--json OUT]
+    .venv/bin/python benchmarks/spoken_details.py [--json OUT] [--beam-size N]
 
 For every detail a persona of `benchmarks/outcomes` gives (a name, a number, an address, a date...), in the
 words it says when asked and when it volunteers it ("my number is ..."), this speaks the words with the
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from orchestrator.config.routing import load_routing_config  # noqa: E402
+from orchestrator.engines.offline import speech  # noqa: E402
 from orchestrator.engines.offline.slot_extraction import extract_slots, listening_for  # noqa: E402
 from orchestrator.engines.offline.speech import SpeechRecognizer, SpeechSynthesizer  # noqa: E402
 from orchestrator.testing.persona_answers import PersonaMind  # noqa: E402
@@ -61,7 +62,10 @@ def utterances(today: datetime.date) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every utterance's result here")
+    parser.add_argument("--beam-size", type=int, choices=range(1, 9), default=speech.BEAM_SIZE, metavar="N",
+                        help=f"Whisper's beam (default: the engine's, {speech.BEAM_SIZE}); 1 is greedy decoding")
     args = parser.parse_args()
+    speech.BEAM_SIZE = args.beam_size
     today = datetime.date.today()
     synthesizer, recognizer = SpeechSynthesizer.load(), SpeechRecognizer.load(threads=1)
     configs = {}

@@ -14,6 +14,8 @@ Routing policy, so that no caller is stranded:
 - When triage ends without an accepted proposal (budget, engine failure, a guard that cannot be met),
   a trusted proposal's route is still taken if it lacks only soft fields; one that lacks a hard field
   goes to the human route; with no trusted proposal, the fallback route.
+- An urgent intent proposed below `urgent_min_confidence` marks the call urgent (below) but is not taken yet:
+  the need is clarified once first, while a clarification and `clarify_needs_s` of the budget are left.
 - Urgent: a call becomes urgent at any proposal of an urgent intent with a confidence of at least
   `min_confidence` (a key press counts), and stays urgent whatever is proposed after; the latest such
   proposal (`urgent_proposal`) names its urgent intent. An urgent call that fails in any way (budget,
@@ -73,7 +75,8 @@ TRANSITIONS: list[dict[str, Any]] = [
     dict(trigger="greeting_done", source="greeting", dest="capture"),
     dict(trigger="propose", source=TRIAGE_OPEN, dest="classify"),
     dict(trigger="accept", source="classify", dest="dispatch",
-         conditions=["intent_is_known", "confident_enough", "required_fields_present", "wanted_fields_settled"],
+         conditions=["intent_is_known", "confident_enough", "urgency_is_clear", "required_fields_present",
+                     "wanted_fields_settled"],
          before="decide_proposed_route"),
     dict(trigger="clarify", source="classify", dest="capture",
          conditions=["clarification_left", "clarifying_can_help"], before="ask_for_what_is_missing"),
@@ -154,6 +157,7 @@ class CallMachine:
         self.urgent_proposal: ev.IntentProposed | None = None
         self.clarifications = 0
         self.unknown_clarified = False  # an unknown intent was clarified once already
+        self.urgency_clarified = False  # an urgent intent proposed below urgent_min_confidence was clarified once
         self.asks: dict[str, int] = {}  # field → times the caller was asked for it
         self.asked_fields: tuple[str, ...] = ()  # asked for by the last line, awaited until the next proposal
         self.unconfirmed: set[str] = set()  # captured from caller ID, not yet confirmed by the caller
@@ -284,10 +288,11 @@ class CallMachine:
             self.urgent_proposal = event
         first_effect = len(self._effects)
         self.propose()
+        unmet = self._unmet_guard()  # as it stands before a question is asked about it
         if self.accept():
             outcome, detail = "accepted", self.decision.route if self.decision else ""
         elif self.clarify():
-            outcome, detail = "clarify", self._unmet_guard()
+            outcome, detail = "clarify", unmet
         else:
             self.give_up()
             outcome, detail = "handed_to_fallback", self._unmet_guard()
@@ -405,6 +410,22 @@ class CallMachine:
     def confident_enough(self) -> bool:
         return self.proposal is not None and self.proposal.confidence >= self.policy.min_confidence
 
+    def urgency_is_clear(self) -> bool:
+        """An urgent intent is sure enough to be taken, or its need can no longer be clarified."""
+        return not self._urgency_in_doubt()
+
+    def _urgency_in_doubt(self) -> bool:
+        proposal = self.proposal
+        if proposal is None or proposal.intent not in self.policy.urgent_intents or not self.confident_enough():
+            return False  # not urgent, or not trusted at all (the low-confidence guard's case)
+        if proposal.confidence >= self.policy.urgent_min_confidence or self.urgency_clarified:
+            return False
+        return self.clarification_left() and self._time_to_clarify()
+
+    def _time_to_clarify(self) -> bool:
+        # The budget itself, not the time given to hear an answer out, bounds a new question.
+        return self.started_at + self.policy.budget_s - self.clock() >= self.policy.clarify_needs_s
+
     def required_fields_present(self) -> bool:
         route = self._trusted_route(self.proposal)
         return route is not None and not self._missing_required(route)
@@ -420,11 +441,11 @@ class CallMachine:
         return self.clarifications < self.policy.max_clarifications
 
     def clarifying_can_help(self) -> bool:
+        if self._urgency_in_doubt():
+            return True
         if self._trusted_route(self.proposal) is None:
-            # After one clarification of an unknown need, decide; and never ask what cannot be answered in time:
-            # the budget itself, not the time given to hear an answer out, bounds a new question.
-            budget_end = self.started_at + self.policy.budget_s
-            return not self.unknown_clarified and budget_end - self.clock() >= self.policy.clarify_needs_s
+            # After one clarification of an unknown need, decide; and never ask what cannot be answered in time.
+            return not self.unknown_clarified and self._time_to_clarify()
         return bool(self._fields_to_ask())
 
     def language_unsupported(self) -> bool:
@@ -461,8 +482,9 @@ class CallMachine:
         self._decide(self.policy.human_route, DecisionReason.UNSUPPORTED_LANGUAGE)
 
     def ask_for_what_is_missing(self) -> None:
+        doubt = self._urgency_in_doubt()
         self.clarifications += 1
-        fields = self._fields_to_ask()
+        fields = () if doubt else self._fields_to_ask()
         if fields:
             self._extend_budget_for_details()
             confirm = tuple(name for name in fields if name in self.unconfirmed)
@@ -473,6 +495,7 @@ class CallMachine:
             return
         if not self.intent_is_known():
             self.unknown_clarified = True
+        self.urgency_clarified = self.urgency_clarified or doubt
         if self._speak(Speak(Line.CLARIFY)):
             self.last_clarify_at = self.clock()
 
@@ -750,6 +773,8 @@ class CallMachine:
             return "unknown_intent"
         if not self.confident_enough():
             return "low_confidence"
+        if self._urgency_in_doubt():
+            return "urgent_unsure"
         route = self._trusted_route(self.proposal)
         missing = self._missing_fields(route) if route else ()
         return f"missing_fields: {', '.join(missing)}" if missing else ""

@@ -64,6 +64,10 @@ class TriagePolicy:
     fallback_route: str
     human_route: str
     min_confidence: float = 0.6
+    # An urgent intent proposed with less than this (and at least min_confidence) is taken as urgent but not
+    # yet as the need: a wrong urgent route costs a person's time, so the need is clarified once first, while
+    # a clarification and the time for it are left. 0: no extra bar.
+    urgent_min_confidence: float = 0.0
     max_clarifications: int = 2
     budget_s: float = 20.0
     # Time the budget is extended by, once, when a trusted intent's details are being asked: a caller

@@ -279,6 +279,9 @@ class TriageSettings(_Section):
     # More time, once, when a trusted intent's details are being asked (0: none).
     details_seconds: float = Field(0.0, ge=0)
     min_confidence: float = Field(0.6, ge=0, le=1)
+    # An urgent intent proposed with less is clarified once before its route is taken (the call is urgent
+    # already): a non-urgent need taken for an emergency costs a person's time.
+    urgent_min_confidence: float = Field(0.8, ge=0, le=1)
     max_clarifications: int = Field(2, ge=0)
     handoff_line_timeout_seconds: float = Field(8.0, gt=0)
     # A value typed on the keypad ends at "#" or after this long without a key.
@@ -811,6 +814,7 @@ class RoutingConfig(BaseSettings):
             fallback_route=self.triage.fallback_route,
             human_route=self.triage.human_route,
             min_confidence=self.triage.min_confidence,
+            urgent_min_confidence=self.triage.urgent_min_confidence,
             max_clarifications=self.triage.max_clarifications,
             budget_s=self.triage.budget_seconds,
             details_budget_s=self.triage.details_seconds,
@@ -1086,11 +1090,16 @@ def describe_config(config: RoutingConfig, width: int = 110) -> str:
             console.print(fields)
         else:
             console.print("No fields to capture.\n")
+        urgent_bar = any(intent.urgent for intent in config.intents) and (
+            triage.urgent_min_confidence > triage.min_confidence
+        )
         console.print(
             f"Triage: budget {triage.budget_seconds:g} s"
             + (f" (+{triage.details_seconds:g} s while details are asked)" if triage.details_seconds else "")
-            + f", min confidence {triage.min_confidence:g},"
-            f" up to {triage.max_clarifications} clarifications,"
+            + f", min confidence {triage.min_confidence:g}"
+            + (f" ({triage.urgent_min_confidence:g} for an urgent intent, else its need is clarified once)"
+               if urgent_bar else "")
+            + f", up to {triage.max_clarifications} clarifications,"
             f" handoff line timeout {triage.handoff_line_timeout_seconds:g} s"
         )
         console.print(

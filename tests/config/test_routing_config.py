@@ -110,7 +110,7 @@ def test_example_triage_policy() -> None:
     }
     assert policy.fallback_route == "voicemail"
     assert policy.human_route == "front_desk"
-    assert (policy.min_confidence, policy.max_clarifications) == (0.6, 2)
+    assert (policy.min_confidence, policy.urgent_min_confidence, policy.max_clarifications) == (0.6, 0.8, 2)
     assert (policy.budget_s, policy.handoff_line_timeout_s) == (20.0, 8.0)
     assert policy.urgent_intents == {"emergency"}
     assert policy.keys == {"1": "emergency", "2": "schedule", "3": "billing"}
@@ -125,6 +125,7 @@ def test_describe_config_summarises_routing() -> None:
                  "(anything else)", "voicemail", "front_desk", "callback_number", "preferred_date",
                  "budget 20 s", "needs address, caller_name", "asks for address, callback_number, caller_name",
                  "Urgent: emergency", "Keypad: 1 → emergency, 2 → schedule, 3 → billing", "caller ID",
+                 "(0.8 for an urgent intent",
                  "asked for at most twice"):
         assert text in summary
 

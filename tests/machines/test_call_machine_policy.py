@@ -264,6 +264,57 @@ def test_urgency_needs_a_trusted_proposal() -> None:
     assert call.urgent_proposal is None and call.decision.route == "voicemail"
 
 
+UNSURE = replace(POLICY, urgent_min_confidence=0.8)  # an urgent intent below 0.8: its need is clarified once
+
+
+def test_an_urgent_intent_proposed_unsure_is_clarified_once_and_the_call_is_urgent_meanwhile() -> None:
+    call, _ = in_capture(UNSURE)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+    effects = call.handle(ev.IntentProposed("emergency", 0.7, "water sits in the shower", "t1"))
+    # Every detail of emergency_desk is there, yet the need is asked again, not taken.
+    assert effects == [AnswerTool("t1", "clarify", "urgent_unsure"), Speak(Line.CLARIFY)]
+    assert call.decision is None and call.state == "capture"
+    assert call.urgent_proposal is not None and call.urgent_proposal.intent == "emergency"
+    call.handle(ev.IntentProposed("emergency", 0.7, "it's coming through the ceiling"))  # said again: taken
+    assert (call.decision.route, call.decision.reason) == ("emergency_desk", DecisionReason.ACCEPTED)
+
+
+def test_the_clarified_need_of_an_unsure_urgent_intent_takes_its_own_route() -> None:
+    call, _ = in_capture(UNSURE)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+    call.handle(ev.IntentProposed("emergency", 0.7, "the water line of my new dishwasher"))
+    call.handle(ev.IntentProposed("billing", 0.95, "I need a dishwasher installed"))
+    assert (call.decision.route, call.decision.reason) == ("billing_desk", DecisionReason.ACCEPTED)
+
+
+def test_an_urgent_intent_proposed_sure_or_with_no_question_left_is_taken_at_once() -> None:
+    for policy, confidence in ((UNSURE, 0.85), (replace(UNSURE, max_clarifications=0), 0.7), (POLICY, 0.7)):
+        call, _ = in_capture(policy)
+        call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+        call.handle(ev.IntentProposed("emergency", confidence))
+        assert (call.decision.route, call.decision.reason) == ("emergency_desk", DecisionReason.ACCEPTED), policy
+
+    call, clock = in_capture(UNSURE)  # too late in the budget for a question to be answered
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "callback_number": NUMBER}))
+    clock.advance(UNSURE.budget_s - UNSURE.clarify_needs_s + 0.1)
+    call.handle(ev.IntentProposed("emergency", 0.7))
+    assert (call.decision.route, call.decision.reason) == ("emergency_desk", DecisionReason.ACCEPTED)
+
+
+def test_an_unsure_urgent_call_that_fails_after_its_clarification_still_reaches_a_person() -> None:
+    call, clock = in_capture(UNSURE)
+    call.handle(ev.IntentProposed("emergency", 0.7, "water everywhere?"))
+    call.handle(ev.IntentProposed("leave_message", 0.9))  # a voicemail intent: the urgent call may not go there
+    assert (call.decision.route, call.decision.proposed_route) == ("front_desk", "voicemail")
+
+    call, clock = in_capture(UNSURE)
+    call.handle(ev.IntentProposed("emergency", 0.7, "water everywhere?"))
+    clock.advance(UNSURE.budget_s)
+    call.handle(ev.TimerFired())
+    decision = call.decision
+    assert (decision.route, decision.reason, decision.intent) == ("front_desk", DecisionReason.BUDGET_EXPIRED, "emergency")
+
+
 def test_an_urgent_call_refused_reentry_goes_to_its_own_route() -> None:
     call, _ = in_capture()
     call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from machines import events as ev
 from machines.call_machine import CallFlow
 from machines.decision import DecisionReason
-from machines.effects import CheckTypedEntry, CloseMedia, CloseRealtime, Line, PersistDecision, Speak
+from machines.effects import AnswerTool, CheckTypedEntry, CloseMedia, CloseRealtime, Line, PersistDecision, Speak
 from machines.policy import MAX_ASKS_PER_FIELD, PERSON_ROUTE_KINDS
 from tests.machine_fixtures import ENTRY_NODE, HISTORY, POLICY, VISITED_NODE, FakeClock
 
@@ -31,7 +31,7 @@ FIELDS = st.dictionaries(st.sampled_from(["caller_name", "callback_number", "add
 # routes reach a person, hang up or enter Studio, other intents that hang up or leave a message, an unknown need.
 POLICY_INTENTS = st.sampled_from(["emergency", "gas_smell", "flood", "callback", "quote", "opening_hours",
                                   "leave_message", "billing", "no_such_intent"])
-CONFIDENCES = st.sampled_from([0.3, 0.6, 0.9]) | st.floats(0, 1)
+CONFIDENCES = st.sampled_from([0.3, 0.6, 0.7, 0.9]) | st.floats(0, 1)
 # Details as a caller gives them: each field given ("x") or said to be none ("").
 GIVEN = st.dictionaries(st.sampled_from(["caller_name", "callback_number", "address", "preferred_date"]),
                         st.sampled_from(["x", ""]), min_size=1, max_size=2)
@@ -70,6 +70,7 @@ class CallHarness(RuleBasedStateMachine):
         self.unconfirmed: set[str] = set()  # pre-filled from caller ID, not recorded by the engine since
         self.unread: set[str] = set()  # said for a read-back field, not confirmed since
         self.keyable_asked: set[str] = set()  # keyable fields named by the last line that asked, since no proposal
+        self.unsure_urgent_clarifications = 0  # urgent proposals below urgent_min_confidence sent back to capture
         self.apply_effects(self.call.start())
 
     def trusted(self, intent: str, confidence: float) -> bool:
@@ -79,11 +80,29 @@ class CallHarness(RuleBasedStateMachine):
 
     def send(self, event) -> str:
         entry = len(self.call.trail)
+        unsure_may_be_asked = self.unsure_urgent_may_be_clarified(event)
         effects = self.call.handle(event)
         note = self.call.trail[entry].note
         self.follow(event, note)
+        if any(isinstance(effect, AnswerTool) and effect.detail == "urgent_unsure" for effect in effects):
+            self.unsure_urgent_clarifications += 1
+            assert Speak(Line.CLARIFY) in effects, effects  # the need is asked again, not its details
+        elif unsure_may_be_asked and not note.startswith("absorbed"):
+            raise AssertionError(f"an unsure urgent proposal was taken with a question left: {event}, {note}")
         self.apply_effects(effects)
         return note
+
+    def unsure_urgent_may_be_clarified(self, event) -> bool:
+        """An urgent intent proposed below urgent_min_confidence, its need not clarified yet, with a
+        clarification and the time for it left: the machine must ask the need again before taking it."""
+        policy, call = self.policy, self.call
+        return (
+            isinstance(event, ev.IntentProposed) and event.intent in policy.urgent_intents
+            and policy.min_confidence <= event.confidence < policy.urgent_min_confidence
+            and call.state in ("greeting", "capture") and self.realtime_open and not call.engine_broken
+            and self.unsure_urgent_clarifications == 0 and call.clarifications < policy.max_clarifications
+            and call.started_at + policy.budget_s - self.clock.now >= policy.clarify_needs_s
+        )
 
     def follow(self, event, note: str) -> None:
         """What the event did to the caller's side of the call, as the trail and the state show it."""
@@ -283,6 +302,10 @@ class CallHarness(RuleBasedStateMachine):
         assert self.unknown_clarifications <= 1
 
     @invariant()
+    def an_unsure_urgent_need_is_clarified_at_most_once(self) -> None:
+        assert self.unsure_urgent_clarifications <= 1
+
+    @invariant()
     def ended_only_when_both_streams_closed(self) -> None:
         if self.call.state == "ended":
             assert not self.realtime_open and not self.media_open
@@ -355,7 +378,7 @@ class CallMachineInvariants(CallHarness):
 class RoutingPolicyInvariants(CallHarness):
     """A conversation under way in capture, with more clarifications allowed than asks per field."""
 
-    policy = replace(POLICY, max_clarifications=MAX_ASKS_PER_FIELD + 2)
+    policy = replace(POLICY, max_clarifications=MAX_ASKS_PER_FIELD + 2, urgent_min_confidence=0.8)
 
     def __init__(self) -> None:
         super().__init__()
