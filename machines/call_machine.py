@@ -422,6 +422,14 @@ class CallMachine:
             return False
         return self.clarification_left() and self._time_to_clarify()
 
+    def _unsure_urgency_asked_about(self) -> bool:
+        """The need of an urgent intent proposed unsure was asked again, and nothing newer was proposed."""
+        proposal = self.proposal
+        return (
+            self.urgency_clarified and proposal is not None and proposal.intent in self.policy.urgent_intents
+            and proposal.confidence < self.policy.urgent_min_confidence
+        )
+
     def _time_to_clarify(self) -> bool:
         # The budget itself, not the time given to hear an answer out, bounds a new question.
         return self.started_at + self.policy.budget_s - self.clock() >= self.policy.clarify_needs_s
@@ -586,13 +594,13 @@ class CallMachine:
 
     def _extend_budget_for_answers(self) -> bool:
         """A caller still answering when the budget ends gets time to finish, once. Answering a clarifying
-        question about their need, or giving a detail the trusted route cannot work without: the details
+        question about their need (unknown, or urgent but unsure), or giving a detail the trusted route cannot work without: the details
         extension. Giving a detail a person on the route could ask for instead: only the answer under way is
         heard out (`answer_grace_s`, and past it, until the engine reports that answer if it was still being
         said), and nothing more is asked. One who has stopped answering is put through at the budget."""
         limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         route = self._trusted_route(self.proposal)
-        if route is None:
+        if route is None or self._unsure_urgency_asked_about():
             if not self._answering_clarification():
                 return False
             deadline = limit

@@ -615,6 +615,28 @@ def test_a_caller_answering_the_clarifying_question_at_the_budget_gets_the_detai
     assert call.decision is not None and call.decision.reason is DecisionReason.ACCEPTED
 
 
+def test_a_caller_answering_the_question_about_an_unsure_urgent_need_at_the_budget_is_heard_out() -> None:
+    policy = replace(UNSURE, details_budget_s=15.0)
+    call, clock = in_capture(policy)
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada", "address": "1 Elm St"}))
+    clock.advance(policy.budget_s - policy.clarify_needs_s - 1)
+    assert Speak(Line.CLARIFY) in call.handle(ev.IntentProposed("emergency", 0.7, "the water just sits there"))
+    clock.advance(policy.clarify_needs_s + 0.5)
+    call.handle(ev.CallerStartedSpeaking())  # the answer begins just before the budget ends
+    clock.advance(0.5)
+    effects = call.handle(ev.TimerFired())
+    assert call.decision is None and WakeAt(call.started_at + policy.budget_s + 15.0) in effects
+    call.handle(ev.IntentProposed("billing", 0.95, "it's about the bill for the drain"))  # the answer, heard
+    assert (call.decision.route, call.decision.reason) == ("billing_desk", DecisionReason.ACCEPTED)
+
+    call, clock = in_capture(policy)  # silent after the question: put through at the budget, as urgent
+    call.handle(ev.CallerStartedSpeaking())
+    call.handle(ev.IntentProposed("emergency", 0.7, "the water just sits there"))
+    clock.advance(policy.budget_s)
+    call.handle(ev.TimerFired())
+    assert (call.decision.route, call.decision.reason) == ("front_desk", DecisionReason.BUDGET_EXPIRED)
+
+
 def test_a_caller_silent_after_the_clarifying_question_gets_no_more_time() -> None:
     policy = replace(POLICY, details_budget_s=15.0)
     call, clock = in_capture(policy)
