@@ -157,6 +157,21 @@ def test_a_clear_answer_to_the_clarifying_question_outweighs_earlier_words_read_
     assert json.loads(reply.tool_calls[0].arguments_json)["intent"] == "billing"
 
 
+def test_an_emergency_heard_unsure_is_asked_about_and_the_answer_alone_names_the_need():
+    call = Call()
+    call.dialogue.model = ScriptedModel({  # type: ignore[assignment]
+        "water just sits": ("emergency", 0.7),  # under Acme's urgent_min_confidence, 0.8
+        "dishwasher": ("schedule", 0.95),
+    })
+    call.caller("the water just sits in the drain since we put the dishwasher in")
+    assert call.machine.state == "capture" and call.lines[-1].line == "clarify"
+    assert call.machine.urgent_proposal is not None  # urgent meanwhile: a failure would still reach a person
+    assert call.line() == call.config.lines.clarify
+    reply, tools = call.caller("I need a dishwasher installed")
+    assert tools == [PROPOSE_ROUTE] and json.loads(reply.tool_calls[0].arguments_json)["intent"] == "schedule"
+    assert call.machine.proposal.intent == "schedule" and call.lines[-1].line == "ask_details"
+
+
 def test_a_need_said_unclearly_with_a_detail_in_it_goes_to_the_machine_with_the_detail():
     call = Call()
     reply, tools = call.caller("maybe your man could come round on Thursday instead, I won't be in on the day")
