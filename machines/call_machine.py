@@ -414,21 +414,25 @@ class CallMachine:
         """An urgent intent is sure enough to be taken, or its need can no longer be clarified."""
         return not self._urgency_in_doubt()
 
-    def _urgency_in_doubt(self) -> bool:
-        proposal = self.proposal
-        if proposal is None or proposal.intent not in self.policy.urgent_intents or not self.confident_enough():
-            return False  # not urgent, or not trusted at all (the low-confidence guard's case)
-        if proposal.confidence >= self.policy.urgent_min_confidence or self.urgency_clarified:
-            return False
-        return self.clarification_left() and self._time_to_clarify()
-
-    def _unsure_urgency_asked_about(self) -> bool:
-        """The need of an urgent intent proposed unsure was asked again, and nothing newer was proposed."""
+    def _unsure_urgent_proposal(self) -> bool:
+        """The proposal is an urgent intent, trusted (else the low-confidence guard applies), but below
+        `urgent_min_confidence`."""
         proposal = self.proposal
         return (
-            self.urgency_clarified and proposal is not None and proposal.intent in self.policy.urgent_intents
+            proposal is not None and proposal.intent in self.policy.urgent_intents and self.confident_enough()
             and proposal.confidence < self.policy.urgent_min_confidence
         )
+
+    def _urgency_in_doubt(self) -> bool:
+        """An unsure urgent proposal whose need may still be asked about."""
+        return (
+            self._unsure_urgent_proposal() and not self.urgency_clarified
+            and self.clarification_left() and self._time_to_clarify()
+        )
+
+    def _unsure_urgency_asked_about(self) -> bool:
+        """The need of an unsure urgent proposal was asked about, and nothing newer was proposed."""
+        return self.urgency_clarified and self._unsure_urgent_proposal()
 
     def _time_to_clarify(self) -> bool:
         # The budget itself, not the time given to hear an answer out, bounds a new question.
@@ -594,10 +598,11 @@ class CallMachine:
 
     def _extend_budget_for_answers(self) -> bool:
         """A caller still answering when the budget ends gets time to finish, once. Answering a clarifying
-        question about their need (unknown, or urgent but unsure), or giving a detail the trusted route cannot work without: the details
-        extension. Giving a detail a person on the route could ask for instead: only the answer under way is
-        heard out (`answer_grace_s`, and past it, until the engine reports that answer if it was still being
-        said), and nothing more is asked. One who has stopped answering is put through at the budget."""
+        question about their need (unknown, or urgent but unsure), or giving a detail the trusted route cannot
+        work without: the details extension. Giving a detail a person on the route could ask for instead: only
+        the answer under way is heard out (`answer_grace_s`, and past it, until the engine reports that answer
+        if it was still being said), and nothing more is asked. One who has stopped answering is put through at
+        the budget."""
         limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         route = self._trusted_route(self.proposal)
         if route is None or self._unsure_urgency_asked_about():

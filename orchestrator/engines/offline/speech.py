@@ -62,8 +62,8 @@ __all__ = [
 ]
 
 WHISPER_RATE = 16_000
-# Beam search over 3 hypotheses: the decoder is small beside the encoder, so it costs ~5 % more time per
-# utterance and hears names, street names and needs better than greedy decoding (benchmarks/README.md).
+# Beam search over 3 hypotheses: the decoder is small beside the encoder, so it costs 5-15 % more time per
+# utterance and hears names and street names better than greedy decoding (benchmarks/README.md).
 BEAM_SIZE = 3
 SPEECH_EXTRA_HINT = "install the optional speech extra: pip install 'ai-front-desk[speech]'"
 
