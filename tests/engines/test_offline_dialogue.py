@@ -491,3 +491,13 @@ def test_a_number_corrected_at_the_read_back_replaces_only_what_was_corrected():
     call.caller("no, sorry, the end is two six seven two")
     assert call.machine.captured["callback_number"] == "+14155552672"
     assert "address" not in call.machine.captured
+
+
+def test_a_detail_declined_in_an_answer_that_gives_another_is_not_asked_again():
+    call = Call()
+    call.caller("my basement is flooding")
+    call.line()
+    call.caller("I'd rather not give my name out, and the address is 50 Harbor View Road, Madison.")
+    assert call.machine.captured["address"] == "50 Harbor View Road, Madison"
+    follow_up = call.dialogue.on_continue().say
+    assert "name" not in follow_up and "number" in follow_up  # the name is not pressed for: the number is next

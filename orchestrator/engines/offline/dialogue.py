@@ -49,6 +49,7 @@ from orchestrator.engines import (
 from orchestrator.engines.offline.intent_model import IntentModel
 from orchestrator.engines.offline.slot_extraction import (
     declines_to_answer,
+    declining_clauses,
     extract_slots,
     field_question,
     listening_for,
@@ -162,6 +163,8 @@ class OfflineDialogue:
         if asked_for is not None and not calls and declines_to_answer(words):
             return self._after_decline(asked_for, words)
         if asked_for is not None:
+            if details and declines_to_answer(words):
+                self._decline_named(words, details)  # "I'd rather not give my name, the address is ..."
             return self._after_field_answer(asked_for, details, calls)
         self._intent_turns.append(words)
         proposal = self._classify()
@@ -345,6 +348,15 @@ class OfflineDialogue:
         if self._proposal is not None:
             return Reply((self._proposed_again(),))
         return Reply()
+
+    def _decline_named(self, words: str, details: Mapping[str, str]) -> None:
+        """An answer that gives one detail and declines another: the field a declining clause names is not
+        asked again (asking would only press the caller)."""
+        declining = declining_clauses(words)
+        for name in self._last_question:
+            if name in self._asking and name not in details and self._names_field(declining, name):
+                self._asks[name] = MAX_ASKS_PER_FIELD
+                self._asked_in_passing.discard(name)
 
     def _names_field(self, words: str, name: str) -> bool:
         """Whether the caller's words mention the field ("I don't have a number"): by its name's words, or

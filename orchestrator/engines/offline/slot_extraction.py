@@ -405,6 +405,12 @@ def declines_to_answer(utterance: str) -> bool:
     return isinstance(utterance, str) and DECLINE.search(utterance) is not None
 
 
+def declining_clauses(utterance: str) -> str:
+    """The clauses of `utterance` that decline ("I'd rather not give my name" of "I'd rather not give my name,
+    the address is 5 Elm Street"); "" when none does."""
+    return " ".join(clause.strip() for clause in CLAUSE.findall(utterance) if DECLINE.search(clause) is not None)
+
+
 def _without_non_answers(utterance: str) -> str:
     """The utterance without its clauses that give no answer ("5 Station Road, but I don't know the postcode")."""
     if NON_ANSWER.search(utterance) is None:
