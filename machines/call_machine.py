@@ -16,6 +16,10 @@ Routing policy, so that no caller is stranded:
   goes to the human route; with no trusted proposal, the fallback route.
 - An urgent intent proposed below `urgent_min_confidence` marks the call urgent (below) but is not taken yet:
   the need is clarified once first, while a clarification and `clarify_needs_s` of the budget are left.
+- The caller's turn: the budget ending while the agent asks something whose answer the budget would hear
+  out (details, a yes, the need again), or less than `answer_start_s` after it asked, with the caller not
+  yet answering, waits once for them to begin, until `answer_start_s` after the agent's last words, never
+  past the details time (AgentStartedSpeaking / AgentStoppedSpeaking tell the machine when it is heard).
 - Urgent: a call becomes urgent at any proposal of an urgent intent with a confidence of at least
   `min_confidence` (a key press counts), and stays urgent whatever is proposed after; the latest such
   proposal (`urgent_proposal`) names its urgent intent. An urgent call that fails in any way (budget,
@@ -167,6 +171,11 @@ class CallMachine:
         self.last_heard_at: float | None = None  # when the engine last reported what the caller said
         self.grace_started_at: float | None = None  # when the budget's grace for an answer under way began
         self.last_clarify_at: float | None = None  # when the agent last asked the caller to say their need again
+        self.agent_speaking = False  # the agent's words are reaching the caller
+        self.agent_started_at: float | None = None  # when the agent's latest words began reaching the caller
+        self.agent_quiet_at: float | None = None  # when the caller had heard all the agent said
+        self.turn_wait_from: float | None = None  # when the budget began waiting for the caller's turn (once)
+        self.turn_wait_until: float | None = None
         # A value being typed on the keypad: its field, the digits so far, and when a pause ends it.
         self.typed_field: str | None = None
         self.typed_digits = ""
@@ -246,10 +255,28 @@ class CallMachine:
         self.last_heard_at = self.clock()
         return None
 
+    def _on_agent_started_speaking(self, _: ev.AgentStartedSpeaking) -> str | None:
+        if self.state not in TRIAGE_OPEN:
+            return "absorbed"
+        self.agent_speaking = True
+        self.agent_started_at = self.clock()
+        return None
+
+    def _on_agent_stopped_speaking(self, _: ev.AgentStoppedSpeaking) -> str | None:
+        if self.state not in TRIAGE_OPEN:
+            return "absorbed"
+        self.agent_speaking = False
+        self.agent_quiet_at = self.clock()
+        if self.turn_wait_from is not None:
+            self._expire_budget_if_due()  # the caller's turn now starts: its wait ends `answer_start_s` from here
+        return None
+
     def _on_caller_started_speaking(self, _: ev.CallerStartedSpeaking) -> str | None:
         if self.state not in TRIAGE_OPEN:
             return "absorbed"
         self.last_speech_at = self.clock()
+        if self.turn_wait_from is not None:
+            self._expire_budget_if_due()  # their turn has begun: the rules for an answer under way apply now
         return None
 
     def _on_details_captured(self, event: ev.DetailsCaptured) -> str | None:
@@ -593,8 +620,53 @@ class CallMachine:
 
     def _expire_budget_if_due(self) -> None:
         if self.state in TRIAGE_OPEN and self.clock() >= self.budget_deadline:
+            if self._awaiting_callers_turn():
+                return
             if not self._extend_budget_for_answers():
                 self.expire_budget()
+
+    def _awaiting_callers_turn(self) -> bool:
+        """The budget ends as the agent is asking something, or has just asked it, and the caller has not begun
+        to answer: deciding now would cut them off before their first word. Their turn is waited for, once:
+        until `answer_start_s` after the agent's last words, never past the details time. Once they begin, the
+        budget's rules for an answer under way apply."""
+        now = self.clock()
+        if self.turn_wait_from is None:
+            if not self._agent_just_spoke(now):
+                return False
+            self.turn_wait_from = now
+        if self._caller_began_after_agent():
+            return False
+        limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
+        quiet_at = self.agent_quiet_at
+        if self.agent_speaking or quiet_at is None:
+            until = limit  # woken sooner by the agent falling silent (AgentStoppedSpeaking)
+        else:
+            until = min(quiet_at + self.policy.answer_start_s, limit)
+        if now >= until:
+            return False
+        if until != self.turn_wait_until:
+            self.turn_wait_until = until
+            self._emit(WakeAt(until))
+        return True
+
+    def _agent_just_spoke(self, now: float) -> bool:
+        """The agent is speaking, or fell silent less than `answer_start_s` ago, an answer the budget would
+        hear out is awaited (details, a yes, the need asked again), and the caller has not begun speaking
+        since the agent began."""
+        quiet_at = self.agent_quiet_at
+        recent = self.agent_speaking or (quiet_at is not None and now - quiet_at < self.policy.answer_start_s)
+        clarifying = self.last_clarify_at is not None and (
+            self.last_speech_at is None or self.last_speech_at < self.last_clarify_at
+        )
+        awaited = clarifying or (
+            self._trusted_route(self.proposal) is not None and (self._waiting_for_details() or self._awaiting_a_yes())
+        )
+        return recent and awaited and not self._caller_began_after_agent()
+
+    def _caller_began_after_agent(self) -> bool:
+        started, agent = self.last_speech_at, self.agent_started_at
+        return started is not None and (agent is None or started >= agent)
 
     def _extend_budget_for_answers(self) -> bool:
         """A caller still answering when the budget ends gets time to finish, once. Answering a clarifying
@@ -816,6 +888,8 @@ _HANDLERS: dict[type, Callable[[CallMachine, Any], str | None]] = {
     ev.RealtimeOpened: CallMachine._on_realtime_opened,
     ev.GreetingPlayed: CallMachine._on_greeting_played,
     ev.LanguageNotServed: CallMachine._on_language_not_served,
+    ev.AgentStartedSpeaking: CallMachine._on_agent_started_speaking,
+    ev.AgentStoppedSpeaking: CallMachine._on_agent_stopped_speaking,
     ev.CallerStartedSpeaking: CallMachine._on_caller_started_speaking,
     ev.CallerSpoke: CallMachine._on_caller_spoke,
     ev.DetailsCaptured: CallMachine._on_details_captured,

@@ -21,6 +21,16 @@ class CallerStartedSpeaking:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentStartedSpeaking:
+    """The agent's words began reaching the caller while they are being triaged."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStoppedSpeaking:
+    """The caller has heard everything the agent said so far (its marks came back, or were cleared)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CallerSpoke:
     """A transcript of one caller turn."""
 
@@ -128,6 +138,8 @@ class MediaClosed:
 CallEvent = (
     RealtimeOpened
     | GreetingPlayed
+    | AgentStartedSpeaking
+    | AgentStoppedSpeaking
     | CallerStartedSpeaking
     | CallerSpoke
     | DetailsCaptured

@@ -83,6 +83,9 @@ class TriagePolicy:
     # A clarifying question asked with less of the budget left than this could not be answered in time:
     # the call is decided at once instead of being cut off mid-answer.
     clarify_needs_s: float = 8.0
+    # The budget ends just as the agent has asked something: the caller is given this long after the agent's
+    # last words to begin answering (a reaction, and the voice being detected), once, within the details time.
+    answer_start_s: float = 3.0
     # How long the handoff line may take to play before teardown goes ahead without its mark.
     handoff_line_timeout_s: float = 8.0
     # Languages the front desk serves; a caller in another one goes to the human route. Empty: no check.

@@ -45,10 +45,15 @@ class Playback:
         self._line_marks: dict[str, str] = {}  # mark name → line tag
         self._handoff_started = False  # the handoff line's response began
         self._handoff_over = False  # its end mark came back, or the caller cut it short
+        self._audible = False  # the agent's words are reaching the caller (told to the machine while triaging)
 
     def play(self, audio: AgentAudio) -> None:
-        if self._listening() or self._tag_by_response.get(audio.response_id) == _HANDOFF:
+        listening = self._listening()
+        if listening or self._tag_by_response.get(audio.response_id) == _HANDOFF:
             self._audio_out.play(audio.item_id, audio.payload_b64)
+        if listening and not self._audible and self._audio_out.playing:
+            self._audible = True
+            self._post(ev.AgentStartedSpeaking())
 
     @property
     def handoff_playing(self) -> bool:
@@ -65,6 +70,7 @@ class Playback:
         self._audio_out.mark_end()  # the end of every response is marked: barge-in knows when it played
         if tag in _LINE_PLAYED:
             self._line_marks[self._audio_out.mark(f"line-{tag}")] = tag
+        self._note_if_silent()
 
     def on_mark_echo(self, name: str) -> None:
         self._audio_out.on_echo(name)
@@ -72,6 +78,15 @@ class Playback:
         if tag is not None:
             self._handoff_over = self._handoff_over or tag == _HANDOFF
             self._post(_LINE_PLAYED[tag]())  # played, or cleared by a barge-in: either way the line is over
+        self._note_if_silent()
+
+    def _note_if_silent(self) -> None:
+        """The caller has heard all the agent said (every mark back) and no response is under way: the
+        machine's budget then gives the caller their turn to answer."""
+        if self._audible and not self._audio_out.playing and not self._tag_by_response:
+            self._audible = False
+            if self._listening():
+                self._post(ev.AgentStoppedSpeaking())
 
     async def on_caller_speech(self, engine: TriageEngine) -> None:
         """The caller started talking: whatever the agent is saying stops."""
@@ -81,6 +96,7 @@ class Playback:
             return  # decided and no handoff line left to cut, or everything sent was played: nothing to stop
         self._metrics.barge_ins.inc()
         cut = audio_out.clear()
+        self._note_if_silent()  # the marks cleared come back no more
         if cut is not None:
             self._log.info("barge-in", played_ms=cut.played_ms, sent_ms=cut.sent_ms, on_handoff=over_handoff)
             if cut.heard_in_part:

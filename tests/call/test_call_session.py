@@ -150,6 +150,44 @@ async def test_barge_in_clears_twilio_truncates_at_what_was_heard_and_drops_the_
     assert "media" not in socket.events()[8:]
 
 
+async def test_the_machine_is_told_when_the_agent_begins_and_ends_being_heard():
+    """Its budget gives the caller their turn after a question (AgentStoppedSpeaking: every mark back)."""
+    socket = FakeMediaSocket(echo_marks=False)
+    connector = ScriptedConnector([expect_speak("greeting"), respond(audio_ms=400)])
+    async with running_session(connector, socket=socket) as call:
+
+        def agent_events() -> list[str]:
+            return [entry.event for entry in call.session.machine.trail if entry.event.startswith("Agent")]
+
+        assert agent_events() == ["AgentStartedSpeaking"]
+        socket.play_marks(2)  # half the greeting heard
+        await call.settle()
+        assert agent_events() == ["AgentStartedSpeaking"]
+        socket.play_marks()
+        await call.settle()
+        assert agent_events() == ["AgentStartedSpeaking", "AgentStoppedSpeaking"] and call.state == "capture"
+        socket.hang_up()
+
+
+async def test_a_caller_talking_over_the_agent_ends_its_being_heard_once_the_response_is_over():
+    socket = FakeMediaSocket(echo_marks=False)
+    connector = ScriptedConnector([expect_speak("greeting"), respond(audio_ms=400, finish=False),
+                                   expect_truncate("item_1", 100)])
+    async with running_session(connector, socket=socket) as call:
+        socket.play_marks(1)
+        await call.settle()
+        call.engine.emit(CallerSpeechStarted())
+        await call.settle()
+        trail = call.session.machine.trail
+        assert "AgentStoppedSpeaking" not in [entry.event for entry in trail]  # the response is still going
+        call.engine.emit(ResponseFinished("resp_1", Line.GREETING.value, "cancelled"))
+        await call.settle()
+        socket.play_marks()  # the greeting's own end mark
+        await call.settle()
+        assert [entry.event for entry in trail].count("AgentStoppedSpeaking") == 1
+        socket.hang_up()
+
+
 async def test_a_caller_talking_over_the_handoff_line_cuts_it_and_is_handed_back_at_once():
     """Barge-in on "I'm putting you through": Twilio clears, the engine forgets what was not heard, and the
     call is handed back without waiting for the line's end mark (which never comes here)."""

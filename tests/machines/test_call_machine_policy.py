@@ -785,3 +785,69 @@ def test_no_clarifying_question_is_asked_too_late_to_be_answered_in_the_budget()
     assert Speak(Line.CLARIFY) not in effects
     decision = call.decision
     assert decision is not None and (decision.route, decision.reason) == ("voicemail", DecisionReason.LOW_CONFIDENCE)
+
+
+def asked_for_soft_fields(policy):
+    """A trusted need whose route has its hard field and asks for its soft ones."""
+    call, clock = in_capture(policy)
+    call.handle(ev.CallerStartedSpeaking())
+    call.handle(ev.DetailsCaptured({"caller_name": "Ada"}))
+    effects = call.handle(ev.IntentProposed("callback", 0.9))
+    assert asks_in(effects) == [("address", "callback_number")]
+    return call, clock
+
+
+def test_the_budget_ending_while_the_agent_asks_waits_for_the_callers_answer_to_begin() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = asked_for_soft_fields(policy)
+    clock.advance(policy.budget_s - 2)
+    call.handle(ev.AgentStartedSpeaking())  # the question is still being said when the budget ends
+    clock.advance(2)
+    effects = call.handle(ev.TimerFired())  # woken at the details limit at the latest
+    assert call.decision is None and effects == [WakeAt(call.started_at + policy.budget_s + 15.0)]
+    clock.advance(1)
+    effects = call.handle(ev.AgentStoppedSpeaking())
+    assert WakeAt(clock.now + policy.answer_start_s) in effects and call.decision is None
+    clock.advance(1)
+    call.handle(ev.CallerStartedSpeaking())  # the answer begins: it is heard out (soft fields)
+    clock.advance(policy.answer_start_s)
+    call.handle(ev.TimerFired())
+    assert call.decision is None
+    call.handle(ev.DetailsCaptured({"callback_number": "+14155550199", "address": "1 Elm St"}))
+    assert (call.decision.route, call.decision.reason) == ("callback_desk", DecisionReason.ACCEPTED)
+
+
+def test_a_caller_silent_after_the_question_is_put_through_once_their_turn_has_passed() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = asked_for_soft_fields(policy)
+    clock.advance(policy.budget_s - 5)
+    call.handle(ev.AgentStartedSpeaking())
+    clock.advance(4)
+    call.handle(ev.AgentStoppedSpeaking())  # a second before the budget
+    clock.advance(1)
+    effects = call.handle(ev.TimerFired())
+    assert call.decision is None and WakeAt(clock.now - 1 + policy.answer_start_s) in effects
+    clock.advance(policy.answer_start_s - 1)
+    call.handle(ev.TimerFired())
+    assert (call.decision.route, call.decision.reason) == ("callback_desk", DecisionReason.BUDGET_EXPIRED)
+    assert call.decision.decided_after_s == policy.budget_s + policy.answer_start_s - 1
+
+
+@pytest.mark.parametrize("case", ["agent long silent", "no details time", "caller already answering"])
+def test_the_budget_does_not_wait_for_a_turn_that_is_not_the_callers(case: str) -> None:
+    policy = replace(POLICY, details_budget_s=0.0 if case == "no details time" else 15.0)
+    call, clock = asked_for_soft_fields(policy)
+    clock.advance(policy.budget_s - 6)
+    call.handle(ev.AgentStartedSpeaking())
+    clock.advance(1)
+    call.handle(ev.AgentStoppedSpeaking())
+    if case != "agent long silent":
+        clock.advance(4)
+        call.handle(ev.AgentStartedSpeaking())  # asked again, and still asking when the budget ends
+    if case == "caller already answering":
+        clock.advance(0.5)
+        call.handle(ev.CallerStartedSpeaking())
+        clock.advance(policy.answering_window_s + 1)  # and past the window an answer is heard out in
+    clock.now = max(clock.now, call.started_at + policy.budget_s)
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED

@@ -224,6 +224,13 @@ class CallHarness(RuleBasedStateMachine):
         assert self.call.budget_deadline <= self.call.started_at + policy.budget_s + policy.details_budget_s + 1e-9
 
     @invariant()
+    def no_call_is_triaged_past_the_details_time(self) -> None:
+        # Waiting for the caller's turn, or for an answer under way, never outlasts budget + details time.
+        policy, call = self.call.policy, self.call
+        if self.clock.now >= call.started_at + policy.budget_s + policy.details_budget_s and call.trail:
+            assert not call.triage_open, call.trail[-3:]
+
+    @invariant()
     def nothing_raised_inside(self) -> None:
         assert self.call.faults == 0, [t for t in self.call.trail if t.note.startswith("internal_error")]
 
@@ -284,7 +291,9 @@ class CallHarness(RuleBasedStateMachine):
         for name in decision.missing_fields:
             assert name in self.policy.routes[decision.route].wanted_fields, decision
             asked_enough = self.asks.get(name, 0) >= MAX_ASKS_PER_FIELD
-            assert asked_enough or self.clarifications >= self.policy.max_clarifications, (name, self.asks, decision)
+            past_budget = decision.decided_after_s >= self.policy.budget_s  # soft fields are no longer asked
+            assert asked_enough or past_budget or self.clarifications >= self.policy.max_clarifications, (
+                name, self.asks, decision)
 
     @invariant()
     def unconfirmed_values_are_listed(self) -> None:
@@ -332,6 +341,10 @@ class CallMachineInvariants(CallHarness):
     def caller_starts_speaking(self) -> None:
         self.send(ev.CallerStartedSpeaking())
 
+    @rule(stops=st.booleans())
+    def agent_speaks(self, stops: bool) -> None:
+        self.send(ev.AgentStoppedSpeaking() if stops else ev.AgentStartedSpeaking())
+
     @rule(intent=INTENTS, confidence=st.floats(0, 1), tool=st.none() | st.just("call_2"))
     def intent_proposed(self, intent, confidence, tool) -> None:
         self.send(ev.IntentProposed(intent, confidence, "summary", tool))
@@ -378,7 +391,7 @@ class CallMachineInvariants(CallHarness):
 class RoutingPolicyInvariants(CallHarness):
     """A conversation under way in capture, with more clarifications allowed than asks per field."""
 
-    policy = replace(POLICY, max_clarifications=MAX_ASKS_PER_FIELD + 2, urgent_min_confidence=0.8)
+    policy = replace(POLICY, max_clarifications=MAX_ASKS_PER_FIELD + 2, urgent_min_confidence=0.8, details_budget_s=10.0)
 
     def __init__(self) -> None:
         super().__init__()
@@ -401,6 +414,13 @@ class RoutingPolicyInvariants(CallHarness):
     def caller_starts_speaking(self) -> None:
         self.send(ev.CallerStartedSpeaking())
 
+    @rule(seconds=st.floats(0, 4))
+    def agent_asks(self, seconds: float) -> None:
+        # The agent's words reach the caller: the budget may end while they do, or just after.
+        self.send(ev.AgentStartedSpeaking())
+        self.clock.advance(seconds)
+        self.send(ev.AgentStoppedSpeaking())
+
     @rule(name=st.sampled_from(["callback_number", "preferred_date"]))
     def caller_confirms(self, name: str) -> None:
         self.send(ev.DetailsCaptured({}, "call_1", frozenset({name})))
@@ -416,6 +436,15 @@ class RoutingPolicyInvariants(CallHarness):
 
     @rule()
     def caller_falls_silent_until_the_budget_runs_out(self) -> None:
+        self.clock.now = max(self.clock.now, self.call.budget_deadline)
+        self.send(ev.TimerFired())
+
+    @rule(before=st.floats(0, 4), still_speaking=st.booleans())
+    def agent_asks_as_the_budget_runs_out(self, before: float, still_speaking: bool) -> None:
+        self.clock.now = max(self.clock.now, self.call.budget_deadline - before)
+        self.send(ev.AgentStartedSpeaking())
+        if not still_speaking:
+            self.send(ev.AgentStoppedSpeaking())
         self.clock.now = max(self.clock.now, self.call.budget_deadline)
         self.send(ev.TimerFired())
 
