@@ -86,6 +86,9 @@ class Outcome:
     violations: list[str]
     call_s: float | None
     caller_reaction_s: float | None  # median, from the agent's line ending to the caller's answer
+    # Fields the expected route asks for (hard or soft, per the config): the ones the call needs. A persona
+    # may expect more (a name the bank's routes never ask); those count only in the "all expected" figure.
+    needed_fields: frozenset[str] = frozenset()
 
     @property
     def within_budget(self) -> bool:
@@ -104,6 +107,7 @@ class Outcome:
             "state_path": self.state_path,
             "call_s": self.call_s,
             "caller_reaction_s": self.caller_reaction_s,
+            "needed_fields": sorted(self.needed_fields),
             "conversation": [{"at": round(at, 2), "who": who, "words": words} for at, who, words in self.conversation],
             "final_twiml": self.final_twiml,
             "violations": self.violations,
@@ -248,7 +252,7 @@ class Bench:
     today: datetime.date
 
     async def play(
-        self, persona: Persona, base_url: str, engine: str, budget_s: float,
+        self, persona: Persona, base_url: str, engine: str, budget_s: float, needed_fields: frozenset[str],
         prepare: Callable[[PersonaCaller], None] | None = None,
     ) -> Outcome:
         options = CallerOptions(base_url=base_url, auth_token=TOKEN, max_call_s=budget_s + CALL_SLACK_S)
@@ -261,7 +265,7 @@ class Bench:
             record = await fetch_call_record(base_url, call.result.call_sid, TOKEN)
         except Exception as error:  # the verdict says "no decision"; the note says why
             print(f"  {persona.name}: no call record ({error})", flush=True)
-        outcome = outcome_of(persona, engine, budget_s, call, record, self.today)
+        outcome = outcome_of(persona, engine, budget_s, call, record, self.today, needed_fields)
         print(row(outcome), flush=True)
         return outcome
 
@@ -275,7 +279,9 @@ class Bench:
 
             async def one(persona: Persona) -> None:
                 async with slots:
-                    outcomes[persona.name] = await self.play(persona, base_url, "offline", budget)
+                    outcomes[persona.name] = await self.play(
+                        persona, base_url, "offline", budget, route_needs(config, persona)
+                    )
 
             async with trio.open_nursery() as nursery:
                 for index, persona in enumerate(personas):
@@ -297,7 +303,9 @@ class Bench:
                 fake.keep_sessions = False
                 for persona in share:
                     prepare = partial(self._perfect_model, fake, model_brief(persona, config, self.today), voice)
-                    outcomes[persona.name] = await self.play(persona, base_url, "realtime", budget, prepare)
+                    outcomes[persona.name] = await self.play(
+                        persona, base_url, "realtime", budget, route_needs(config, persona), prepare
+                    )
 
         async with trio.open_nursery() as nursery:
             for index in range(min(self.concurrency, len(personas))):
@@ -309,8 +317,15 @@ class Bench:
         fake.scenario = PersonaModel(fake, brief, lambda: caller.turns, voice).scenario()
 
 
+def route_needs(config: RoutingConfig, persona: Persona) -> frozenset[str]:
+    """The fields the persona's expected route asks for, hard or soft."""
+    route = persona.expect.route
+    return config.required_fields(route) | config.wanted_fields(route)
+
+
 def outcome_of(
-    persona: Persona, engine: str, budget_s: float, call: PersonaCall, record: dict | None, today: datetime.date
+    persona: Persona, engine: str, budget_s: float, call: PersonaCall, record: dict | None, today: datetime.date,
+    needed_fields: frozenset[str] = frozenset(),
 ) -> Outcome:
     result = call.result
     origin = result.media_opened_at if result.media_opened_at is not None else 0.0
@@ -328,6 +343,7 @@ def outcome_of(
         violations=[f"{violation.kind}: {violation.excerpt}" for violation in result.violations],
         call_s=None if closed is None or result.media_opened_at is None else closed - origin,
         caller_reaction_s=round(statistics.median(call.reaction_times), 2) if call.reaction_times else None,
+        needed_fields=needed_fields,
     )
 
 
@@ -357,6 +373,7 @@ def field_summary(verdict: Verdict) -> str:
 def totals(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     verdicts = [outcome.verdict for outcome in outcomes]
     fields = [f for verdict in verdicts for f in verdict.fields]
+    needed = [f for outcome in outcomes for f in outcome.verdict.fields if f.field in outcome.needed_fields]
     urgent = [verdict for verdict in verdicts if verdict.urgent]
     decided = [v.decided_after_s for v in verdicts if v.decided_after_s is not None]
     reactions = [o.caller_reaction_s for o in outcomes if o.caller_reaction_s is not None]
@@ -373,6 +390,8 @@ def totals(outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "fields_expected": len(fields),
         "fields_right": sum(f.right for f in fields),
         "fields_right_by_field": {name: f"{sum(rights)}/{len(rights)}" for name, rights in sorted(by_field.items())},
+        "fields_needed": len(needed),
+        "fields_needed_right": sum(f.right for f in needed),
         "calls_with_every_field_right": sum(all(f.right for f in v.fields) for v in verdicts if v.fields),
         "calls_expecting_fields": sum(1 for v in verdicts if v.fields),
         "decided_after_s_median": round(statistics.median(decided), 2) if decided else None,
@@ -398,6 +417,7 @@ def totals_text(engine: str, total: dict[str, Any], duration_s: float) -> str:
         f"({', '.join(f'{name} {share}' for name, share in total['fields_right_by_field'].items())}); "
         "calls with every field right: "
         f"{percent(total['calls_with_every_field_right'], total['calls_expecting_fields'])}",
+        f"  fields the expected route asks for, right: {percent(total['fields_needed_right'], total['fields_needed'])}",
         f"  time to decision: median {total['decided_after_s_median']} s, max {total['decided_after_s_max']} s; "
         f"questions per call: {total['questions_mean']}; "
         f"the caller's reaction: median {total['caller_reaction_s_median']} s",
