@@ -323,3 +323,21 @@ def test_two_fold_accuracy_and_calibration_on_the_development_calls(
     assert accuracy >= 0.9
     # Calibrated: on the whole, as confident as it is right (a loose bound for 40 calls).
     assert abs(mean_confidence - accuracy) <= 0.15
+
+
+def test_two_turns_leaning_the_same_way_are_surer_together_than_either() -> None:
+    first = intent_model.IntentPrediction("billing", 0.51, {"billing": 0.51, "schedule": 0.29, "emergency": 0.2}, 0.31)
+    second = intent_model.IntentPrediction("billing", 0.6, {"billing": 0.6, "schedule": 0.1, "emergency": 0.3}, 0.3)
+    together = intent_model.agreeing(first, second)
+    assert together is not None and together.intent == "billing"
+    assert together.confidence == pytest.approx(0.306 / (0.306 + 0.029 + 0.06))
+    assert sum(together.scores.values()) == pytest.approx(1.0) and together.unknown == 0.3
+
+
+@pytest.mark.parametrize("second", [
+    intent_model.IntentPrediction("schedule", 0.6, {"billing": 0.3, "schedule": 0.6, "emergency": 0.1}),  # other way
+    intent_model.IntentPrediction("billing", 0.6, {"billing": 0.6, "schedule": 0.4}, unknown=0.7),  # no intent's need
+])
+def test_turns_that_do_not_agree_on_a_need_are_not_combined(second) -> None:
+    first = intent_model.IntentPrediction("billing", 0.55, {"billing": 0.55, "schedule": 0.35, "emergency": 0.1})
+    assert intent_model.agreeing(first, second) is None

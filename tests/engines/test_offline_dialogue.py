@@ -157,6 +157,23 @@ def test_a_clear_answer_to_the_clarifying_question_outweighs_earlier_words_read_
     assert json.loads(reply.tool_calls[0].arguments_json)["intent"] == "billing"
 
 
+def test_a_need_said_unsure_twice_the_same_way_is_taken_on_both_sayings():
+    class Unsure(ScriptedModel):
+        def predict(self, text: str) -> IntentPrediction:  # each saying alone under Acme's 0.6, both billing
+            confidence = 0.57 if "card" in text else 0.2
+            return IntentPrediction("billing", confidence, {"billing": confidence, "schedule": 1 - confidence})
+
+    call = Call()
+    call.dialogue.model = Unsure({})  # type: ignore[assignment]
+    call.caller("my card got hit two times for the same job")
+    assert call.lines[-1].line == "clarify"
+    call.line()
+    reply, _ = call.caller("you took the money off my card twice")
+    arguments = json.loads(reply.tool_calls[0].arguments_json)
+    assert arguments["intent"] == "billing" and arguments["confidence"] == round(0.57**2 / (0.57**2 + 0.43**2), 4)
+    assert call.machine.decision is not None and call.machine.decision.route == "billing_desk"
+
+
 def test_an_emergency_heard_unsure_is_asked_about_and_the_answer_alone_names_the_need():
     call = Call()
     call.dialogue.model = ScriptedModel({  # type: ignore[assignment]

@@ -46,7 +46,7 @@ from orchestrator.engines import (
     asked_with_keypad,
     read_back_question,
 )
-from orchestrator.engines.offline.intent_model import IntentModel
+from orchestrator.engines.offline.intent_model import IntentModel, agreeing
 from orchestrator.engines.offline.slot_extraction import (
     declines_to_answer,
     declining_clauses,
@@ -426,6 +426,10 @@ class OfflineDialogue:
             trusted = not answer.needs_no_intent and answer.confidence >= self.config.triage.min_confidence
             if trusted and (prediction.needs_no_intent or answer.confidence > prediction.confidence):
                 prediction = answer
+            # The need said before and the answer, leaning the same way, each confirm the other.
+            agreed = agreeing(self.model.predict(" ".join(self._intent_turns[:-1])), answer)
+            if agreed is not None and agreed.confidence > prediction.confidence:
+                prediction = agreed
         if prediction.needs_no_intent:
             return _Proposal(UNKNOWN_INTENT, round(prediction.unknown, 4), text[:MAX_SUMMARY_CHARS])
         return _Proposal(prediction.intent, round(prediction.confidence, 4), text[:MAX_SUMMARY_CHARS])

@@ -152,6 +152,20 @@ class IntentPrediction:
         return self.unknown >= MIN_UNKNOWN
 
 
+def agreeing(first: IntentPrediction, second: IntentPrediction) -> IntentPrediction | None:
+    """Two turns of one caller that lean to the same intent, taken together as independent evidence (their
+    scores multiplied, then normalised): a need said twice in different words, once more after the agent
+    asked, is surer than either saying. None when their leanings differ or either says no intent."""
+    if first.needs_no_intent or second.needs_no_intent or first.intent != second.intent:
+        return None
+    joint = {name: first.scores.get(name, 0.0) * score for name, score in second.scores.items()}
+    total = sum(joint.values())
+    if total <= 0:
+        return None
+    scores = {name: value / total for name, value in joint.items()}
+    return IntentPrediction(first.intent, scores[first.intent], scores, min(first.unknown, second.unknown))
+
+
 @dataclass(frozen=True)
 class TrainingSummary:
     examples: int
