@@ -482,6 +482,7 @@ def test_a_caller_id_number_refused_is_asked_for_with_the_keypad_offered():
     call.dialogue.on_continue()  # the address
     call.caller("12 Elm Street, Springfield")
     call.dialogue.on_continue()  # is the number you're calling from the best one?
+    assert call.dialogue.listening_for() == ListeningFor("phone")  # "yes", or "no, it's 415 ..."
     reply, tools = call.caller("no")
     assert tools == [] and reply.say.startswith("What's the best number") and "keypad" in reply.say
     call.caller("four one five five five five zero one nine nine")
@@ -494,6 +495,7 @@ def test_other_details_said_instead_of_a_yes_are_recorded_and_the_number_stays_u
     call.line()
     call.caller("four one five five five five two six seven one")  # the number before the name
     call.dialogue.on_continue()  # the read-back
+    assert call.dialogue.listening_for() == ListeningFor("phone")
     reply, tools = call.caller("my name is Ann Lee")  # neither yes nor no
     assert tools == [RECORD_DETAILS] and call.machine.captured["caller_name"] == "Ann Lee"
     assert "address" in call.dialogue.on_continue().say  # the number is not asked again

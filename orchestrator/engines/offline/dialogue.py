@@ -59,6 +59,7 @@ from orchestrator.engines.offline.speech import ListeningFor
 from orchestrator.engines.offline.transcript import clean_transcript
 
 MAX_ASKS_PER_FIELD = 2
+DIGIT_ANSWERS = frozenset({"phone", "number"})  # kinds whose read-back is answered with digits when it is wrong
 MAX_READ_BACKS_PER_FIELD = 2  # a value corrected twice is taken as said, unconfirmed
 MAX_SUMMARY_CHARS = 200
 MAX_WORDS_WITHOUT_A_NEED = 3  # "hello", "hi there", "good morning": no need said yet
@@ -278,7 +279,13 @@ class OfflineDialogue:
         return Reply(say=words)
 
     def listening_for(self) -> ListeningFor | None:
-        """What the caller's next words likely are: the answer to the field just asked for (None: open)."""
+        """What the caller's next words likely are: the answer to the field just asked for (None: open). A
+        number read back or the caller-ID question is answered "yes", or "no, it's ..." with another number:
+        steered for digits, which leaves a yes a yes (benchmarks/README.md, 2026-12-06 10:45)."""
+        confirmed = self._fields.get(self._confirming) if self._confirming is not None else None
+        if confirmed is not None:
+            confirming = listening_for(confirmed)
+            return confirming if confirming.kind in DIGIT_ANSWERS else None
         asked = self._fields.get(self._asking[0]) if self._asking else None
         return listening_for(asked) if asked is not None else None
 
