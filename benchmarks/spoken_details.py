@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/spoken_details.py [--json OUT] [--beam-size N]
 
 For every detail a persona of `benchmarks/outcomes` gives (a name, a number, an address, a date...), in the
-words it says when asked and when it volunteers it ("my number is ..."), this speaks the words with the
-offline engine's Piper voice at the persona's pace (µ-law 8 kHz, as a phone line carries it), transcribes
-them with the engine's Whisper model twice, unsteered and steered for the question asked
+words it says when asked and when it volunteers it ("my number is ..."), and a number said instead of a yes
+to the caller-ID question ("no, it's better to call me on ...", steered as the engine steers the answer to a
+read-back), this speaks the words with the offline engine's Piper voice at the persona's pace (µ-law 8 kHz,
+as a phone line carries it), transcribes them with the engine's Whisper model twice, unsteered and steered
+for the question asked
 (`SpeechRecognizer.transcribe(..., listening_for=...)`), and extracts the config's fields from each
 transcript as the engine does after asking for that field. It prints, per detail kind, how often the field
 came out right (compared as the whole-call benchmark compares it), the transcription time of each mode,
@@ -50,10 +52,15 @@ def utterances(today: datetime.date) -> list[dict]:
             accepted = persona.expect.accepted(detail.field, today)
             if not accepted:
                 continue
-            volunteered = PersonaMind(persona)._volunteered(detail.kind)
-            for words in dict.fromkeys([detail.say, volunteered]):
+            mind = PersonaMind(persona)
+            said = {detail.say: detail.kind, mind._volunteered(detail.kind): detail.kind}
+            if detail.kind == "phone":  # "no, it's better to call me on ..." to the caller-ID question
+                said.setdefault(mind._caller_id().say, "phone, to caller ID")
+            for words, kind in said.items():
+                if kind != detail.kind and not mind._caller_id().gives:
+                    continue  # this caller says yes to their own number
                 found.append({
-                    "persona": persona.name, "config": persona.config, "kind": detail.kind, "field": detail.field,
+                    "persona": persona.name, "config": persona.config, "kind": kind, "field": detail.field,
                     "words": words, "accepted": list(accepted), "pace": persona.caller.pace,
                 })
     return found

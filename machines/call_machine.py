@@ -176,6 +176,7 @@ class CallMachine:
         self.agent_quiet_at: float | None = None  # when the caller had heard all the agent said
         self.turn_wait_from: float | None = None  # when the budget began waiting for the caller's turn (once)
         self.turn_wait_until: float | None = None
+        self.turn_waited = False  # that wait is over: the caller began, or their turn passed in silence
         # A value being typed on the keypad: its field, the digits so far, and when a pause ends it.
         self.typed_field: str | None = None
         self.typed_digits = ""
@@ -631,19 +632,20 @@ class CallMachine:
         until `answer_start_s` after the agent's last words, never past the details time. Once they begin, the
         budget's rules for an answer under way apply."""
         now = self.clock()
+        if self.turn_waited:
+            return False
         if self.turn_wait_from is None:
             if not self._agent_just_spoke(now):
                 return False
             self.turn_wait_from = now
-        if self._caller_began_after_agent():
-            return False
         limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         quiet_at = self.agent_quiet_at
         if self.agent_speaking or quiet_at is None:
             until = limit  # woken sooner by the agent falling silent (AgentStoppedSpeaking)
         else:
             until = min(quiet_at + self.policy.answer_start_s, limit)
-        if now >= until:
+        if self._caller_began_after_agent() or now >= until:
+            self.turn_waited = True
             return False
         if until != self.turn_wait_until:
             self.turn_wait_until = until

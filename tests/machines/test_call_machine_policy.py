@@ -851,3 +851,25 @@ def test_the_budget_does_not_wait_for_a_turn_that_is_not_the_callers(case: str) 
     clock.now = max(clock.now, call.started_at + policy.budget_s)
     call.handle(ev.TimerFired())
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+
+
+def test_the_callers_turn_is_waited_for_once_not_again_after_a_later_question() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = asked_for_soft_fields(policy)
+    clock.advance(policy.budget_s - 1)
+    call.handle(ev.AgentStartedSpeaking())
+    call.handle(ev.AgentStoppedSpeaking())
+    clock.advance(1)
+    call.handle(ev.TimerFired())  # the budget: their turn is waited for
+    clock.advance(1)
+    call.handle(ev.CallerStartedSpeaking())  # they answer: heard out for up to answer_grace_s
+    assert call.decision is None
+    clock.advance(policy.answer_grace_s - 2)
+    call.handle(ev.CallerSpoke("something not a detail"))
+    call.handle(ev.AgentStartedSpeaking())  # the agent asks again, late: no second wait for this one
+    clock.advance(1)
+    call.handle(ev.AgentStoppedSpeaking())
+    clock.advance(1.5)  # past the grace the answer was heard out in
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+    assert call.decision.decided_after_s == pytest.approx(policy.budget_s + policy.answer_grace_s + 1.5)
