@@ -16,10 +16,11 @@ Routing policy, so that no caller is stranded:
   goes to the human route; with no trusted proposal, the fallback route.
 - An urgent intent proposed below `urgent_min_confidence` marks the call urgent (below) but is not taken yet:
   the need is clarified once first, while a clarification and `clarify_needs_s` of the budget are left.
-- The caller's turn: the budget ending while the agent asks something whose answer the budget would hear
-  out (details, a yes, the need again), or less than `answer_start_s` after it asked, with the caller not
-  yet answering, waits once for them to begin, until `answer_start_s` after the agent's last words, never
-  past the details time (AgentStartedSpeaking / AgentStoppedSpeaking tell the machine when it is heard).
+- The caller's turn: the budget's own end (not time it gave to an answer) coming while the agent asks
+  something whose answer the budget would hear out (details, a yes, the need again), or less than
+  `answer_start_s` after it asked, with the caller not yet answering, waits once for them to begin, until
+  `answer_start_s` after the agent's last words, never past the details time (AgentStartedSpeaking /
+  AgentStoppedSpeaking tell the machine when the agent is heard).
 - Urgent: a call becomes urgent at any proposal of an urgent intent with a confidence of at least
   `min_confidence` (a key press counts), and stays urgent whatever is proposed after; the latest such
   proposal (`urgent_proposal`) names its urgent intent. An urgent call that fails in any way (budget,
@@ -628,15 +629,17 @@ class CallMachine:
 
     def _awaiting_callers_turn(self) -> bool:
         """The budget ends as the agent is asking something, or has just asked it, and the caller has not begun
-        to answer: deciding now would cut them off before their first word. Their turn is waited for, once:
-        until `answer_start_s` after the agent's last words, never past the details time. Once they begin, the
-        budget's rules for an answer under way apply."""
+        to answer: deciding now would cut them off before their first word. Their turn is waited for, once, at
+        the budget's own end (not at the end of time it gave to an answer): until `answer_start_s` after the
+        agent's last words, never past the details time. Once they begin, the budget's rules for an answer
+        under way apply."""
         now = self.clock()
         if self.turn_waited:
             return False
         if self.turn_wait_from is None:
-            if not self._agent_just_spoke(now):
-                return False
+            extended = self.budget_deadline > self.started_at + self.policy.budget_s
+            if extended or self.grace_started_at is not None or not self._agent_just_spoke(now):
+                return False  # past the budget's own end only an answer already under way is heard out
             self.turn_wait_from = now
         limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         quiet_at = self.agent_quiet_at

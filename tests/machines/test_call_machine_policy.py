@@ -873,3 +873,20 @@ def test_the_callers_turn_is_waited_for_once_not_again_after_a_later_question() 
     call.handle(ev.TimerFired())
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
     assert call.decision.decided_after_s == pytest.approx(policy.budget_s + policy.answer_grace_s + 1.5)
+
+
+def test_a_question_asked_while_an_answer_is_heard_out_past_the_budget_is_not_waited_for() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = asked_for_soft_fields(policy)
+    clock.advance(policy.budget_s - 1)
+    call.handle(ev.CallerStartedSpeaking())  # answering as the budget ends: heard out
+    clock.advance(1)
+    call.handle(ev.TimerFired())
+    assert call.decision is None
+    clock.advance(policy.answer_grace_s - 1)
+    call.handle(ev.CallerSpoke("something not a detail"))
+    call.handle(ev.AgentStartedSpeaking())  # the engine asks again, late: its answer would not be heard out
+    clock.advance(1)
+    call.handle(ev.TimerFired())
+    assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
+    assert call.decision.decided_after_s == policy.budget_s + policy.answer_grace_s
