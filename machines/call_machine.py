@@ -169,6 +169,7 @@ class CallMachine:
         self.unread: set[str] = set()  # spoken values of read-back fields the caller has not confirmed
         self.last_detail_at: float | None = None  # when the caller last gave a detail (engine or keypad)
         self.last_speech_at: float | None = None  # when the caller's voice last started
+        self.last_key_at: float | None = None  # when the caller last pressed a key typing a value
         self.last_heard_at: float | None = None  # when the engine last reported what the caller said
         self.grace_started_at: float | None = None  # when the budget's grace for an answer under way began
         self.last_clarify_at: float | None = None  # when the agent last asked the caller to say their need again
@@ -670,8 +671,13 @@ class CallMachine:
         return recent and awaited and not self._caller_began_after_agent()
 
     def _caller_began_after_agent(self) -> bool:
-        started, agent = self.last_speech_at, self.agent_started_at
+        started, agent = self._answer_began_at(), self.agent_started_at
         return started is not None and (agent is None or started >= agent)
+
+    def _answer_began_at(self) -> float | None:
+        """When the caller last began to answer: their voice, or a key typing a value."""
+        began = [at for at in (self.last_speech_at, self.last_key_at) if at is not None]
+        return max(began) if began else None
 
     def _extend_budget_for_answers(self) -> bool:
         """A caller still answering when the budget ends gets time to finish, once. Answering a clarifying
@@ -718,14 +724,15 @@ class CallMachine:
         their last detail, or they gave one recently."""
         if not (self._waiting_for_details() or self._awaiting_a_yes()):
             return False
-        speaking = self.last_speech_at is not None and (
-            self.last_detail_at is None or self.last_speech_at > self.last_detail_at
-        )
-        return self._answered_recently(self.last_speech_at if speaking else self.last_detail_at)
+        began = self._answer_began_at()
+        speaking = began is not None and (self.last_detail_at is None or began > self.last_detail_at)
+        return self._answered_recently(began if speaking else self.last_detail_at)
 
     def _grace_answer_still_being_said(self) -> bool:
         """The answer the grace was given for is still being said or heard: the caller's voice began before
         the grace's second half and the engine, which reports what it hears, has not reported it yet."""
+        if self.typed_field is not None:
+            return True  # a value being typed ends at "#" or after a pause (keypad_timeout_s)
         started, heard, grace = self.last_speech_at, self.last_heard_at, self.grace_started_at
         if started is None or heard is None or grace is None or heard >= started:
             return False
@@ -803,6 +810,7 @@ class CallMachine:
         else:
             return f"absorbed: key {digit!r} while {name} is typed"
         self.typed_field = name
+        self.last_key_at = self.clock()
         self.typed_deadline = self.clock() + self.policy.keypad_timeout_s
         self._emit(WakeAt(self.typed_deadline))
         return f"{name}: {len(self.typed_digits)} digits typed"  # the digits themselves stay out of the trail
@@ -816,13 +824,14 @@ class CallMachine:
         return f"{name}: entry of {len(digits)} digits ended"
 
     def _carry_on_after_typing(self, typed: str) -> None:
-        """After a typed entry: ask for what is still asked for, else weigh the proposal again."""
+        """After a typed entry: ask for what is still asked for, else weigh the proposal again (past the budget
+        with only soft fields missing nothing more is asked: the typed value was the answer heard out)."""
         remaining = tuple(
             name for name in self.asked_fields
             if name != typed and (not self.captured.get(name) or name in self.unconfirmed)
         )
         proposal = self.proposal
-        if remaining or proposal is None:
+        if (remaining and not self._soft_fields_only_past_budget()) or proposal is None:
             confirm = tuple(name for name in remaining if name in self.unconfirmed)
             self.asked_fields = remaining if self._speak(Speak(Line.KEYPAD_THANKS, remaining, confirm)) else ()
             return

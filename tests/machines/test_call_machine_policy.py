@@ -890,3 +890,28 @@ def test_a_question_asked_while_an_answer_is_heard_out_past_the_budget_is_not_wa
     call.handle(ev.TimerFired())
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
     assert call.decision.decided_after_s == policy.budget_s + policy.answer_grace_s
+
+
+def test_a_caller_typing_the_number_asked_for_as_the_budget_ends_is_waited_for_until_it_is_typed() -> None:
+    policy = replace(POLICY, details_budget_s=15.0)
+    call, clock = asked_for_soft_fields(policy)  # the callback number (keyable) among them
+    clock.advance(policy.budget_s - 1)
+    call.handle(ev.AgentStartedSpeaking())
+    call.handle(ev.AgentStoppedSpeaking())
+    clock.advance(1)
+    call.handle(ev.TimerFired())  # the budget: their turn is waited for
+    clock.advance(1)
+    for digit in "415555019":
+        call.handle(ev.KeyPressed(digit))  # they type instead of speaking
+    clock.advance(policy.answer_start_s)
+    call.handle(ev.TimerFired())
+    assert call.decision is None
+    call.handle(ev.KeyPressed("9"))
+    clock.advance(1)
+    call.handle(ev.TimerFired())
+    assert call.decision is None  # still typing, past the grace's first half
+    effects = call.handle(ev.KeyPressed("#"))
+    assert CheckTypedEntry("callback_number", "4155550199") in effects
+    call.handle(ev.TypedEntryChecked("callback_number", "+14155550199"))
+    assert (call.decision.route, call.decision.reason) == ("callback_desk", DecisionReason.ACCEPTED)
+    assert call.decision.captured["callback_number"] == "+14155550199"
