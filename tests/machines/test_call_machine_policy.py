@@ -853,14 +853,20 @@ def test_the_budget_does_not_wait_for_a_turn_that_is_not_the_callers(case: str) 
     assert call.decision is not None and call.decision.reason is DecisionReason.BUDGET_EXPIRED
 
 
-def test_the_callers_turn_is_waited_for_once_not_again_after_a_later_question() -> None:
+def asked_as_the_budget_ends():
+    """Soft fields asked for, the question's last words heard a second before the budget, which then ends."""
     policy = replace(POLICY, details_budget_s=15.0)
     call, clock = asked_for_soft_fields(policy)
     clock.advance(policy.budget_s - 1)
     call.handle(ev.AgentStartedSpeaking())
     call.handle(ev.AgentStoppedSpeaking())
     clock.advance(1)
-    call.handle(ev.TimerFired())  # the budget: their turn is waited for
+    assert call.handle(ev.TimerFired()) == [WakeAt(clock.now - 1 + policy.answer_start_s)]  # their turn waited for
+    return call, clock, policy
+
+
+def test_the_callers_turn_is_waited_for_once_not_again_after_a_later_question() -> None:
+    call, clock, policy = asked_as_the_budget_ends()
     clock.advance(1)
     call.handle(ev.CallerStartedSpeaking())  # they answer: heard out for up to answer_grace_s
     assert call.decision is None
@@ -893,13 +899,7 @@ def test_a_question_asked_while_an_answer_is_heard_out_past_the_budget_is_not_wa
 
 
 def test_a_caller_typing_the_number_asked_for_as_the_budget_ends_is_waited_for_until_it_is_typed() -> None:
-    policy = replace(POLICY, details_budget_s=15.0)
-    call, clock = asked_for_soft_fields(policy)  # the callback number (keyable) among them
-    clock.advance(policy.budget_s - 1)
-    call.handle(ev.AgentStartedSpeaking())
-    call.handle(ev.AgentStoppedSpeaking())
-    clock.advance(1)
-    call.handle(ev.TimerFired())  # the budget: their turn is waited for
+    call, clock, policy = asked_as_the_budget_ends()  # the callback number (keyable) among the fields asked
     clock.advance(1)
     for digit in "415555019":
         call.handle(ev.KeyPressed(digit))  # they type instead of speaking
