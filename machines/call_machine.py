@@ -176,8 +176,7 @@ class CallMachine:
         self.agent_speaking = False  # the agent's words are reaching the caller
         self.agent_started_at: float | None = None  # when the agent's latest words began reaching the caller
         self.agent_quiet_at: float | None = None  # when the caller had heard all the agent said
-        self.turn_wait_from: float | None = None  # when the budget began waiting for the caller's turn (once)
-        self.turn_wait_until: float | None = None
+        self.turn_wait_until: float | None = None  # the budget waits for the caller's turn until then (once)
         self.turn_waited = False  # that wait is over: the caller began, or their turn passed in silence
         # A value being typed on the keypad: its field, the digits so far, and when a pause ends it.
         self.typed_field: str | None = None
@@ -270,7 +269,7 @@ class CallMachine:
             return "absorbed"
         self.agent_speaking = False
         self.agent_quiet_at = self.clock()
-        if self.turn_wait_from is not None:
+        if self.turn_wait_until is not None:
             self._expire_budget_if_due()  # the caller's turn now starts: its wait ends `answer_start_s` from here
         return None
 
@@ -278,7 +277,7 @@ class CallMachine:
         if self.state not in TRIAGE_OPEN:
             return "absorbed"
         self.last_speech_at = self.clock()
-        if self.turn_wait_from is not None:
+        if self.turn_wait_until is not None:
             self._expire_budget_if_due()  # their turn has begun: the rules for an answer under way apply now
         return None
 
@@ -637,11 +636,10 @@ class CallMachine:
         now = self.clock()
         if self.turn_waited:
             return False
-        if self.turn_wait_from is None:
+        if self.turn_wait_until is None:
             extended = self.budget_deadline > self.started_at + self.policy.budget_s
-            if extended or self.grace_started_at is not None or not self._agent_just_spoke(now):
+            if extended or self.grace_started_at is not None or not self._answer_just_asked_for(now):
                 return False  # past the budget's own end only an answer already under way is heard out
-            self.turn_wait_from = now
         limit = self.started_at + self.policy.budget_s + self.policy.details_budget_s
         quiet_at = self.agent_quiet_at
         if self.agent_speaking or quiet_at is None:
@@ -656,7 +654,7 @@ class CallMachine:
             self._emit(WakeAt(until))
         return True
 
-    def _agent_just_spoke(self, now: float) -> bool:
+    def _answer_just_asked_for(self, now: float) -> bool:
         """The agent is speaking, or fell silent less than `answer_start_s` ago, an answer the budget would
         hear out is awaited (details, a yes, the need asked again), and the caller has not begun speaking
         since the agent began."""
