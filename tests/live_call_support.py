@@ -18,7 +18,7 @@ from bridge.twilio.mulaw import tone
 from orchestrator.composition import RunningServer, run_server
 from orchestrator.config.routing import RoutingConfig, load_routing_config
 from orchestrator.config.server_settings import load_server_settings
-from orchestrator.engines.interface import EngineConnector
+from orchestrator.engines.interface import SILENT_ANSWER_S, EngineConnector
 from orchestrator.engines.realtime import RealtimeConnector
 from orchestrator.engines.tools import PROPOSE_ROUTE, RECORD_DETAILS, agent_instructions, realtime_tools
 from orchestrator.testing.fake_realtime import (
@@ -190,6 +190,7 @@ async def front_desk(
     keepalive_s: float | None = 15.0,
     serving_tls: ssl.SSLContext | None = None,
     ca_file: str | None = None,
+    silent_answer_s: float = SILENT_ANSWER_S,
     **settings: Any,
 ) -> AsyncIterator[FrontDesk]:
     """The server on the fake Realtime, with the suite's secrets (`tests/suite_secrets.py`) unless `settings`
@@ -207,6 +208,7 @@ async def front_desk(
             instructions=agent_instructions(config),
             tools=realtime_tools(config),
             transcription_model="gpt-4o-mini-transcribe",
+            silent_answer_s=silent_answer_s,
         )
         secrets = {"twilio_auth_token": suite_secrets.TWILIO_AUTH_TOKEN, "openai_api_key": suite_secrets.OPENAI_API_KEY,
                    "handoff_token": suite_secrets.HANDOFF_TOKEN}

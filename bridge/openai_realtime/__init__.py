@@ -3,6 +3,7 @@ from bridge.openai_realtime.client import (
     AUDIO_DELTA_CLASSES,
     AUDIO_TRANSCRIPT_DELTA_EVENT,
     CLIENT_EVENT_ADAPTER,
+    DEFAULT_TURN_DETECTION,
     SERVER_EVENT_ADAPTER,
     RealtimeConnection,
     RealtimeConnectionClosed,
@@ -15,12 +16,14 @@ from bridge.openai_realtime.client import (
     joined_base64,
     open_realtime,
     reraise_lone,
+    turn_detection_update_event,
 )
 
 __all__ = [
     "AUDIO_DELTA_CLASSES",
     "AUDIO_TRANSCRIPT_DELTA_EVENT",
     "CLIENT_EVENT_ADAPTER",
+    "DEFAULT_TURN_DETECTION",
     "SERVER_EVENT_ADAPTER",
     "RealtimeConnection",
     "RealtimeConnectionClosed",
@@ -33,4 +36,5 @@ __all__ = [
     "joined_base64",
     "open_realtime",
     "reraise_lone",
+    "turn_detection_update_event",
 ]

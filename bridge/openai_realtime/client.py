@@ -512,6 +512,14 @@ def session_update_event(
     return SessionUpdateEvent(type="session.update", session=session)
 
 
+def turn_detection_update_event(vad: TurnDetection | None) -> SessionUpdateEvent:
+    """A `session.update` that changes only the turn detection (replaced as a whole by the server)."""
+    session = RealtimeSessionCreateRequest(
+        type="realtime", audio=RealtimeAudioConfig(input=RealtimeAudioConfigInput(turn_detection=vad))
+    )
+    return SessionUpdateEvent(type="session.update", session=session)
+
+
 def _dump(event: BaseModel) -> str:
     # exclude_unset, not exclude_none: an explicit `turn_detection=None` must go out as null.
     return event.model_dump_json(exclude_unset=True)
@@ -548,6 +556,17 @@ class RealtimeConnection:
     async def send_event(self, event: BaseModel) -> None:
         """Send any client event model from `openai.types.realtime`."""
         await self._send_text(_dump(event))
+
+    def post_event(self, event: BaseModel) -> None:
+        """send_event without waiting: written at once when the socket has room, else queued in order."""
+        self._post_text(_dump(event))
+
+    def _post_text(self, text: str) -> None:
+        try:
+            self._websocket.post_text(text)
+        except WebSocketClosed as closed:
+            raise RealtimeConnectionClosed(RealtimeClose(closed.code, closed.reason or None)) from None
+        self.stats.frames_sent += 1
 
     async def _send_text(self, text: str) -> None:
         try:
@@ -606,11 +625,7 @@ class RealtimeConnection:
 
     def post_audio(self, payload_b64: str) -> None:
         """append_audio without waiting: written at once when the socket has room, else queued in order."""
-        try:
-            self._websocket.post_text(audio_append_frame(payload_b64))
-        except WebSocketClosed as closed:
-            raise RealtimeConnectionClosed(RealtimeClose(closed.code, closed.reason or None)) from None
-        self.stats.frames_sent += 1
+        self._post_text(audio_append_frame(payload_b64))
 
     def take_audio(
         self, on_audio: Callable[[AudioDelta], None] | None, *, ignored: frozenset[str] = frozenset()

@@ -92,6 +92,8 @@ class MediaIntake:
             digit = message.dtmf.digit[:2]
             self._log.info("caller pressed a key", digit=digit)
             if self._listening():  # a key of the old menu proposes its intent (the machine's guards decide)
+                if self._engine is not None:
+                    self._engine.caller_pressed_key()
                 self._post(ev.KeyPressed(digit))
         elif isinstance(message, UnknownTwilioMessage):
             self.counters.record_unknown(message)

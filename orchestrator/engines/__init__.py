@@ -13,6 +13,7 @@ from orchestrator.engines.field_capture import (
     typed_value,
 )
 from orchestrator.engines.interface import (
+    SILENT_ANSWER_S,
     AgentAudio,
     AgentTranscript,
     CallerSpeechStarted,
@@ -52,6 +53,7 @@ __all__ = [
     "MAX_VALUE_LENGTH",
     "PROPOSE_ROUTE",
     "RECORD_DETAILS",
+    "SILENT_ANSWER_S",
     "UNKNOWN_INTENT",
     "AgentAudio",
     "AgentTranscript",

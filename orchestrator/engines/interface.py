@@ -16,6 +16,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# A caller who says nothing this long after the agent's words end has not answered, and the agent asks again:
+# a silent line (a caller who did not hear, or is unsure it is their turn) never waits out the whole budget.
+SILENT_ANSWER_S = 5.0
+
 
 class EngineUnavailable(Exception):
     """The engine could not be opened for this call (refused, timed out, misconfigured)."""
@@ -161,6 +165,10 @@ class TriageEngine(RespondingEngine, Protocol):
 
     async def truncate(self, item_id: str, audio_end_ms: int) -> None:
         """The caller heard only `audio_end_ms` of this item (barge-in)."""
+
+    def caller_pressed_key(self) -> None:
+        """The caller is answering on the keypad, which the engine does not hear: their silence is not a
+        silence to prompt (`SILENT_ANSWER_S`) until the agent next speaks or the caller speaks. Never waits."""
 
 
 class TextEngine(RespondingEngine, Protocol):

@@ -20,10 +20,12 @@ from openai.types.realtime import (
     ResponseCreatedEvent,
     ResponseDoneEvent,
 )
+from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 
 from bridge.openai_realtime import (
     AUDIO_DELTA_CLASSES,
     AUDIO_TRANSCRIPT_DELTA_EVENT,
+    DEFAULT_TURN_DETECTION,
     RealtimeConnection,
     RealtimeConnectionClosed,
     RealtimeFailure,
@@ -34,9 +36,11 @@ from bridge.openai_realtime import (
     error_of,
     joined_base64,
     open_realtime,
+    turn_detection_update_event,
 )
 from orchestrator.engines.caller_audio_batching import CALLER_FRAMES_PER_BATCH, CallerAudioBatching
 from orchestrator.engines.interface import (
+    SILENT_ANSWER_S,
     AgentAudio,
     AgentTranscript,
     CallerSpeechStarted,
@@ -75,8 +79,15 @@ class RealtimeEngine:
     """One call's Realtime session, seen as a `TriageEngine`. Sends on a closed socket are dropped:
     the end of `events()` is how the session learns that the engine is gone."""
 
-    def __init__(self, connection: RealtimeConnection, batching: CallerAudioBatching | None = None) -> None:
+    def __init__(
+        self,
+        connection: RealtimeConnection,
+        batching: CallerAudioBatching | None = None,
+        turn_detection: ServerVad | None = None,
+    ) -> None:
         self._connection = connection
+        self._turn_detection = turn_detection  # the session's, when it has an idle timeout to pause
+        self._idle_paused = False
         self._batching = batching or CallerAudioBatching()
         self._tools = ToolCallCollector()
         self._tags: dict[str, str | None] = {}  # the active responses' tags, by response id
@@ -117,6 +128,26 @@ class RealtimeEngine:
         except RealtimeConnectionClosed:
             log.debug("realtime socket closed; caller audio was dropped")
 
+    def caller_pressed_key(self) -> None:
+        """The server's idle timeout would prompt a caller typing a number: it is off until the agent next
+        speaks at our request or the caller speaks."""
+        vad = self._turn_detection
+        if vad is None or self._idle_paused:
+            return
+        self._idle_paused = True
+        self._post_turn_detection(vad.model_copy(update={"idle_timeout_ms": None}))
+
+    def _resume_idle_timeout(self) -> None:
+        if self._idle_paused and self._turn_detection is not None:
+            self._idle_paused = False
+            self._post_turn_detection(self._turn_detection)
+
+    def _post_turn_detection(self, vad: ServerVad) -> None:
+        try:
+            self._connection.post_event(turn_detection_update_event(vad))
+        except RealtimeConnectionClosed:
+            log.debug("realtime socket closed; a turn detection update was dropped")
+
     async def speak(
         self,
         instructions: str | None,
@@ -125,6 +156,7 @@ class RealtimeEngine:
         request_id: str | None = None,
         line: SpokenLine | None = None,  # the model follows the instructions, which quote the line
     ) -> None:
+        self._resume_idle_timeout()  # before the response: its audio's end starts the timer
         metadata = {TAG_KEY: tag} if tag is not None else None
         request_id = request_id or f"{_RESPONSE_ID_PREFIX}{next(self._request_ids)}"
         if not self._metadata_echoed:
@@ -180,6 +212,7 @@ class RealtimeEngine:
             tag = self._tags[response_id] = self._tag_of_created(event.response.metadata)
             return (ResponseStarted(response_id, tag),)
         if isinstance(event, InputAudioBufferSpeechStartedEvent):
+            self._resume_idle_timeout()
             return (CallerSpeechStarted(),)
         if isinstance(event, ConversationItemInputAudioTranscriptionCompletedEvent):
             return (CallerTranscript(event.transcript),) if event.transcript.strip() else ()
@@ -246,8 +279,14 @@ class RealtimeConnector:
         transcription_model: str | None = None,
         label: str = "realtime",
         batching: CallerAudioBatching | None = None,
+        silent_answer_s: float = SILENT_ANSWER_S,
     ) -> None:
         self.settings = settings
+        # The server's VAD asks the model to go on once the caller has been silent this long after the model's
+        # audio has played (`idle_timeout_ms`): the model asks again, as the offline engine does.
+        self.turn_detection = DEFAULT_TURN_DETECTION.model_copy(
+            update={"idle_timeout_ms": round(silent_answer_s * 1000)}
+        )
         self.instructions = instructions
         self.tools = list(tools)
         self.transcription = {"model": transcription_model} if transcription_model else None
@@ -274,8 +313,10 @@ class RealtimeConnector:
                 if text_only:
                     await connection.configure(instructions, self.tools, vad=None, output_modalities=("text",))
                 else:
-                    await connection.configure(instructions, self.tools, transcription=self.transcription)
+                    await connection.configure(
+                        instructions, self.tools, vad=self.turn_detection, transcription=self.transcription
+                    )
             except RealtimeFailure as failure:
                 kind = failure.kind if isinstance(failure, RealtimeUnavailable) else "session"
                 raise EngineUnavailable(f"{type(failure).__name__}: {failure}", kind=kind) from failure
-            yield RealtimeEngine(connection, self.batching)
+            yield RealtimeEngine(connection, self.batching, None if text_only else self.turn_detection)

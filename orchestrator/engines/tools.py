@@ -230,6 +230,9 @@ def agent_instructions(config: RoutingConfig) -> str:
         f"Call {PROPOSE_ROUTE} as soon as the caller's need is clear. When it is not clear, use"
         f" {UNKNOWN_INTENT!r} with a low confidence.",
         "Follow the instruction in each tool result. When it says the system will speak, say nothing more.",
+        "When you are asked to go on and the caller has said nothing since you spoke, they have been silent:"
+        " check in a few words that they can hear you and ask your last question again. A silence is not an"
+        " answer: record nothing and propose nothing for it.",
         "Never promise an outcome: no times, prices, refunds, visits or callbacks.",
         "Do not answer the caller's questions yourself, not even ones you think you know: find out what they"
         " need and propose it; the right team or the system answers.",

@@ -15,7 +15,8 @@ at a time (each at most twice; a phone number or a date with the keypad offered)
 question for a number the server asks it to confirm, reads back what the config reads back and records the
 caller's yes (`confirmed`), and proposes again once it has them. Keys are not heard: what the caller types,
 the server takes. Responses the server asks for carry its metadata, so lines are tagged as with the real
-model.
+model. With `idle_timeout_ms` in the session's server_vad, a caller silent that long after the model's audio
+has played out gets `input_audio_buffer.timeout_triggered` and the last question again, as the instructions ask.
 
 The scenario's steps are decided as the call goes (`Scenario.steps` is iterated once per connection), so the
 fake must serve one call at a time: the connection is `fake.last_session` when it starts.
@@ -142,6 +143,9 @@ class _Conversation:
     propose_again: bool = False  # the system asked for details (or a clearer need): propose once answered
     decided: bool = False
     awaiting: bool = False  # the model asked the caller something and has not heard back yet
+    last_question: str | None = None  # the words of the last question the model asked
+    idle_timeout_s: float | None = None  # server_vad's idle_timeout_ms, as the session sets it
+    idle_at: float | None = None  # when the caller's silence since the model's audio played out is a turn
 
     def steps(self) -> Iterator[Step]:
         while True:
@@ -152,9 +156,17 @@ class _Conversation:
                 yield on(immediately(), SendEvent({**started, "item_id": item}))
             elif self.turn_ended is not None:
                 item, self.turn_ended = self.turn_ended, None
-                yield on(immediately(), *self._turn_taken(item))
+                actions = self._turn_taken(item)
+                yield on(immediately(), *actions)
+                self._played(*(action for action in actions if isinstance(action, Respond)))
             elif self._request_due() is not None:
-                yield on(after_response_create(), self._answer_request(self.requests.pop(0)))
+                respond = self._answer_request(self.requests.pop(0))
+                yield on(after_response_create(), respond)
+                self._played(respond)
+            elif self._idle_due():
+                respond = self._ask_again()
+                yield on(immediately(), *self._idle_turn(), Pause(THINK_S), respond)
+                self._played(respond)
             else:
                 yield on(immediately(), Pause(POLL_S))
 
@@ -174,6 +186,10 @@ class _Conversation:
             elif event.type == "session.update":
                 audio_input = ((data.get("session") or {}).get("audio") or {}).get("input") or {}
                 self.transcribes = self.transcribes or bool(audio_input.get("transcription"))
+                if "turn_detection" in audio_input:  # replaced as a whole
+                    vad = audio_input["turn_detection"] or {}
+                    idle_ms = vad.get("idle_timeout_ms") if vad.get("type") == "server_vad" else None
+                    self.idle_timeout_s = idle_ms / 1000 if idle_ms else None
         self.seen = len(received)
 
     def _hear_audio(self, payload: str) -> None:
@@ -183,6 +199,7 @@ class _Conversation:
             return
         change = self.detector.feed(audio)
         if change == "started":
+            self.idle_at = None
             self.turn_item = self.speech_started = self.model.fake.new_id("item")
             self.turn_started_at = trio.current_time()
         elif change == "ended" and self.turn_item is not None:
@@ -297,7 +314,8 @@ class _Conversation:
         if self.read_back_due is not None:
             name, self.read_back_due = self.read_back_due, None
             self.confirming, self.awaiting = name, True
-            return (self._speech(self.model.brief.read_backs[name]),)
+            self.last_question = self.model.brief.read_backs[name]
+            return (self._speech(self.last_question),)
         question = self._next_question()
         if question is not None:
             return (self._speech(question),)
@@ -305,7 +323,8 @@ class _Conversation:
             return (self._proposal(),)
         if not self.need_heard:
             self.awaiting = True
-            return (self._speech(self.model.brief.ask_intent),)
+            self.last_question = self.model.brief.ask_intent
+            return (self._speech(self.last_question),)
         return ()
 
     def _next_question(self) -> str | None:
@@ -313,13 +332,15 @@ class _Conversation:
         for name in self.to_ask:
             if name in self.to_confirm:  # known from caller ID: one question to confirm it
                 self.confirming, self.awaiting = name, True
-                return brief.caller_id_question
+                self.last_question = brief.caller_id_question
+                return self.last_question
             done = name in self.recorded or self.declined[name] >= MAX_ASKS_PER_FIELD
             if done or self.asks[name] >= MAX_ASKS_PER_FIELD or name not in brief.questions:
                 continue
             self.asks[name] += 1
             self.awaiting = True
-            return brief.questions[name]
+            self.last_question = brief.questions[name]
+            return self.last_question
         self.to_ask = []
         return None
 
@@ -328,6 +349,40 @@ class _Conversation:
         self.proposed, self.propose_again = True, False
         arguments = {"intent": brief.intent, "confidence": brief.confidence, "summary": brief.summary}
         return FunctionCall(PROPOSE_ROUTE, arguments)
+
+    # ------------------------------------------------------------------ a silent caller (idle_timeout_ms)
+
+    def _played(self, *responses: Respond) -> None:
+        """After a response went out: the caller's silence counts from the end of its audio's playback."""
+        audio_ms = sum(out.ms for respond in responses for out in respond.outputs if isinstance(out, Speech))
+        if audio_ms and self.idle_timeout_s is not None and self.turn_item is None:
+            self.idle_at = trio.current_time() + audio_ms / 1000 + self.idle_timeout_s
+
+    def _idle_due(self) -> bool:
+        if self.idle_at is None or self.idle_timeout_s is None or self.turn_item is not None or self.decided:
+            return False  # no timeout running (or turned off since: a caller typing), or the caller speaks
+        if trio.current_time() < self.idle_at:
+            return False
+        self.idle_at = None
+        return True
+
+    def _idle_turn(self) -> list[SendEvent]:
+        """What the server sends when the idle timeout fires: the silence committed as the caller's turn."""
+        item, end_ms = self.model.fake.new_id("item"), self.detector.stream_ms
+        start_ms = max(0, end_ms - round((self.idle_timeout_s or 0) * 1000))
+        return [
+            SendEvent(
+                {"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": start_ms,
+                 "audio_end_ms": end_ms, "item_id": item}
+            ),
+            SendEvent({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": None}),
+        ]
+
+    def _ask_again(self) -> Respond:
+        """As the instructions say: check the caller can hear, and put the last question again."""
+        question = self.last_question if self.need_heard else self.model.brief.ask_intent
+        self.awaiting = True
+        return Respond((self._speech(f"Are you still there? {question or ''}".strip()),))
 
     def _speech(self, words: str) -> Speech:
         audio = self.model.voice(words)

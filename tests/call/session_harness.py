@@ -164,6 +164,7 @@ class ScriptedEngine:
         self._steps = list(script)
         self.requests: list[Request] = []
         self.caller_audio: list[str] = []
+        self.keys_pressed = 0  # caller_pressed_key calls
         self._events_in, self._events_out = trio.open_memory_channel[EngineEvent | None](float("inf"))
         self._ids = itertools.count(1)
         self.last_tag: str | None = None
@@ -191,6 +192,9 @@ class ScriptedEngine:
 
     def send_caller_audio(self, payload_b64: str) -> None:
         self.caller_audio.append(payload_b64)
+
+    def caller_pressed_key(self) -> None:
+        self.keys_pressed += 1
 
     async def speak(
         self, instructions: str | None, *, tag: str | None, request_id: str | None = None, line: SpokenLine | None = None

@@ -291,6 +291,7 @@ async def test_digits_typed_while_a_number_is_asked_fill_it_confirmed_and_the_ag
         assert asked.confirms == ("callback_number",)
         press(call.socket, "41*4155550199#")  # a slip, cleared with *, then the number
         await call.settle()
+        assert call.engine.keys_pressed == 14  # each key told to the engine: the caller is not silent
         thanks = call.engine.requests[-1]
         assert thanks.line is not None and thanks.line.asks_for == ("address", "caller_name")
         assert call.session.machine.captured["callback_number"] == "+14155550199"

@@ -330,3 +330,27 @@ async def test_a_question_the_caller_talked_through_is_put_again_once_they_stop(
     again = [e.text for e in seen if isinstance(e, AgentTranscript)]
     assert again == ["Could I have your full name, please?"] and asked[0].endswith(again[0])  # no "sorry"
     assert not [e for e in seen if isinstance(e, ToolCallReady)]
+
+
+@needs_speech
+async def test_a_caller_typing_on_the_keypad_is_not_prompted_for_their_silence(acme, monkeypatch):
+    import orchestrator.engines.offline.engine as offline_engine
+
+    # The agent's words count as played at once, and a silence is one after 0.3 s: the test takes seconds.
+    monkeypatch.setattr(offline_engine, "MULAW_RATE", 8_000_000)
+    monkeypatch.setattr(offline_engine, "SILENT_ANSWER_S", 0.3)
+    config, model = acme
+    ask_number = SpokenLine(config.lines.ask_details, ("callback_number",))
+    async with OfflineConnector(config, model, SPEECH.speech).connect(CALL) as engine:
+        await engine.speak(None, tag="ask_details", line=ask_number)
+        await events_until_response_finished(engine)
+        engine.caller_pressed_key()
+        with trio.move_on_after(1.2):
+            async for event in engine.events():
+                pytest.fail(f"the agent spoke while the caller typed: {event}")
+        # The agent's next words are watched again: a silence after them is prompted.
+        await engine.speak(None, tag="ask_details", line=SpokenLine("", ("caller_name",)))
+        await events_until_response_finished(engine)
+        with trio.fail_after(3):
+            prompted = await events_until_response_finished(engine)
+    assert any(isinstance(event, ResponseStarted) for event in prompted)

@@ -1,5 +1,6 @@
 """The persona caller: what it makes of the agent's lines and what it answers (text-level rules), the verdict
-on a call record, and one whole call on the fake Realtime engine with a perfect model for the persona."""
+on a call record, one whole call on the fake Realtime engine with a perfect model for the persona, and that
+model's idle timeout on a silent line."""
 from __future__ import annotations
 
 import datetime
@@ -8,14 +9,23 @@ from pathlib import Path
 import pytest
 import trio
 
+from bridge.twilio.mulaw import tone
 from orchestrator.config.routing import load_routing_config
 from orchestrator.engines.offline.slot_extraction import field_question
 from orchestrator.engines.offline.speech import speech_support
-from orchestrator.testing.fake_realtime import Scenario
+from orchestrator.testing.fake_realtime import RecordedSession, Scenario
 from orchestrator.testing.persona_answers import Heard, PersonaMind, hear, spoken_digits
 from orchestrator.testing.persona_verdict import judge, same_value
 from orchestrator.testing.personas import Persona
-from orchestrator.testing.twilio_caller import CallerOptions, fetch_call_record
+from orchestrator.testing.twilio_caller import (
+    CallerOptions,
+    HangUp,
+    Say,
+    SimulatedCaller,
+    Wait,
+    WaitForAgent,
+    fetch_call_record,
+)
 from tests.live_call_support import ACME, front_desk, with_triage
 
 TODAY = datetime.date(2026, 12, 3)  # a Thursday
@@ -289,3 +299,36 @@ async def test_a_persona_converses_with_a_perfect_model_and_ends_where_it_should
     assert [(f.field, f.right) for f in verdict.fields] == [("caller_name", True), ("address", True)]
     assert verdict.questions == 1
     assert "<Redirect" in (call.result.final_twiml or "")
+
+
+# --------------------------------------------------------------------------- a silent caller on Realtime
+
+
+async def silent_line_call(tmp_path: Path, steps: list) -> tuple[RecordedSession, list[str]]:
+    """One call on the persona model with a 1 s idle timeout; the model's lines are 400 ms of silence."""
+    from orchestrator.testing.persona_model import ModelBrief, PersonaModel
+
+    brief = ModelBrief(intent="emergency", confidence=0.95, summary="", fields={}, questions={}, field_order=[])
+    async with front_desk(tmp_path, Scenario(), silent_answer_s=1.0) as desk:
+        desk.fake.scenario = PersonaModel(desk.fake, brief, list, lambda words: b"\xff" * 8 * 400).scenario()
+        options = CallerOptions(base_url=desk.server.base_url, auth_token=desk.server.auth_token, max_call_s=30)
+        result = await SimulatedCaller(options, steps).run()
+        assert desk.fake.violations == [] and result.violations == []
+        session = desk.realtime_session_of(result)
+    said = [event["transcript"] for event in session.sent if event.get("type") == "response.output_audio_transcript.done"]
+    return session, said
+
+
+async def test_a_caller_silent_after_the_agents_words_is_asked_again(tmp_path: Path):
+    session, said = await silent_line_call(tmp_path, [WaitForAgent(quiet_ms=300), Wait(2600), HangUp()])
+    vad = session.events_of_type("session.update")[0].data["session"]["audio"]["input"]["turn_detection"]
+    assert vad["type"] == "server_vad" and vad["idle_timeout_ms"] == 1000
+    assert [event["type"] for event in session.sent if "timeout_triggered" in event.get("type", "")]
+    assert said[0] == ACME_CONFIG.lines.greeting
+    assert said[1] == "Are you still there? What can I help you with today?"
+
+
+async def test_a_caller_who_speaks_before_the_idle_timeout_is_not_asked_again(tmp_path: Path):
+    session, said = await silent_line_call(tmp_path, [WaitForAgent(quiet_ms=300), Say(tone(700)), Wait(2200), HangUp()])
+    assert not [event for event in session.sent if "timeout_triggered" in event.get("type", "")]
+    assert said == [ACME_CONFIG.lines.greeting]

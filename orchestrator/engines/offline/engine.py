@@ -33,6 +33,7 @@ import trio
 from bridge.twilio import MULAW_RATE
 from orchestrator.config import ConfigError, RoutingConfig
 from orchestrator.engines import (
+    SILENT_ANSWER_S,
     AgentAudio,
     AgentTranscript,
     CallerSpeechStarted,
@@ -59,9 +60,6 @@ MAX_QUEUED_TURNS = 8  # a caller who talks far faster than speech-to-text keeps 
 # Transcription starts this far into the silence that may end the caller's turn (the turn ends at 600 ms):
 # the text is usually ready when the turn ends. Voice coming back wastes that transcription, nothing more.
 TRANSCRIBE_EARLY_AFTER_MS = 240
-# A caller who says nothing this long after the agent's words end has not answered: a question is asked
-# again once, then the call moves on without that answer (a silent line never waits for the whole budget).
-SILENT_ANSWER_S = 5.0
 # A caller who goes on speaking in breaths shorter than this is still saying what they began before the agent's
 # question (a listener's answer comes after the question, seconds after their last words); once they stop for
 # REASK_AFTER_S, the question they talked through is put again, uncounted.
@@ -195,6 +193,9 @@ class OfflineEngine:
         self.turn_latencies_ms: list[float] = []  # caller's speech end → the engine's answer ready
 
     # ------------------------------------------------------------------ TriageEngine
+
+    def caller_pressed_key(self) -> None:
+        self._answer_due = None  # set again after the agent's next words
 
     def send_caller_audio(self, payload_b64: str) -> None:
         if self._detector is None or self._closed:
