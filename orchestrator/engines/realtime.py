@@ -29,6 +29,7 @@ from bridge.openai_realtime import (
     RealtimeConnection,
     RealtimeConnectionClosed,
     RealtimeFailure,
+    RealtimeRequestError,
     RealtimeSettings,
     RealtimeUnavailable,
     ServerEvent,
@@ -313,10 +314,21 @@ class RealtimeConnector:
                 if text_only:
                     await connection.configure(instructions, self.tools, vad=None, output_modalities=("text",))
                 else:
-                    await connection.configure(
-                        instructions, self.tools, vad=self.turn_detection, transcription=self.transcription
-                    )
+                    await self._configure_for_audio(connection, instructions)
             except RealtimeFailure as failure:
                 kind = failure.kind if isinstance(failure, RealtimeUnavailable) else "session"
                 raise EngineUnavailable(f"{type(failure).__name__}: {failure}", kind=kind) from failure
-            yield RealtimeEngine(connection, self.batching, None if text_only else self.turn_detection)
+            idle = self.turn_detection if self.turn_detection.idle_timeout_ms and not text_only else None
+            yield RealtimeEngine(connection, self.batching, idle)
+
+    async def _configure_for_audio(self, connection: RealtimeConnection, instructions: str) -> None:
+        try:
+            await connection.configure(instructions, self.tools, vad=self.turn_detection, transcription=self.transcription)
+        except RealtimeRequestError as refused:
+            error = refused.error
+            if not self.turn_detection.idle_timeout_ms or "idle_timeout" not in f"{error.param} {error.message}":
+                raise
+            # A deployment on an API version without it: calls go on, silent callers wait for the budget.
+            log.warning("the Realtime endpoint refuses idle_timeout_ms (%s): silent callers are not prompted", refused)
+            self.turn_detection = DEFAULT_TURN_DETECTION  # this process's later calls too
+            await connection.configure(instructions, self.tools, vad=self.turn_detection, transcription=self.transcription)

@@ -18,6 +18,8 @@ What it does like the real server:
   session fields) gets `beta_api_shape_disabled` and the socket is closed with code 4000. (Whether the
   real server treats beta-only fields next to a `session.type` this way or as `unknown_parameter` is
   unverified; the fake takes the stricter reading.)
+- A deployment on an older API version (`Scenario.unknown_params`): a `session.update` setting a parameter it
+  does not know gets `unknown_parameter` naming it, and the session is left as it was.
 - Stateful answers: `conversation_already_has_active_response`, `response_cancel_not_active`,
   `input_audio_buffer_commit_empty`, `conversation.item.added/done` for created items, truncate checks
   ("Only model output audio messages can be truncated", "Audio content of X ms is already shorter than Y ms"),
@@ -325,6 +327,10 @@ class Scenario:
     handshake_delay_s: float = 0.0
     # Leave out the metadata response.create asked for (a proxy or deployment that drops it).
     drop_metadata: bool = False
+    # Parameters this deployment does not know (an older API version), as dotted paths such as
+    # "session.audio.input.turn_detection.idle_timeout_ms": a session.update that sets one is refused with
+    # `unknown_parameter`, as the server refuses any parameter it does not know, and changes nothing.
+    unknown_params: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- client frame checks
@@ -436,6 +442,14 @@ def _unknown_fields(model: BaseModel, prefix: str = "") -> list[str]:
     for name in model.model_fields_set:
         found += _unknown_in(getattr(model, name), f"{prefix}{name}")
     return found
+
+
+def _sets(data: dict[str, Any], dotted: str) -> bool:
+    """Whether `data` (a client event's JSON) sets the parameter at `dotted` (null included)."""
+    *parents, name = dotted.split(".")
+    for part in parents:
+        data = data.get(part) if isinstance(data, dict) else None  # type: ignore[assignment]
+    return isinstance(data, dict) and name in data
 
 
 def _unknown_in(value: Any, path: str) -> list[str]:
@@ -871,6 +885,11 @@ class _SessionRunner:
         match event:
             case SessionUpdateEvent():
                 update = event.session.model_dump(mode="json", exclude_unset=True)
+                unknown = [path for path in self._scenario.unknown_params if _sets({"session": update}, path)]
+                if unknown:
+                    message = f"Unknown parameter: '{unknown[0]}'."
+                    await self._emit(self._error_event("unknown_parameter", message, unknown[0], event.event_id))
+                    return False
                 self._session = _merge(self._session, update)
                 await self._emit(
                     {"type": "session.updated", "event_id": self._id("event"), "session": self._session}

@@ -268,6 +268,22 @@ async def test_a_fatal_error_event_falls_back_and_a_harmless_one_does_not(tmp_pa
         desk.assert_nothing_of_the_call_remains()
 
 
+async def test_a_deployment_that_does_not_know_the_idle_timeout_serves_calls_without_it(tmp_path):
+    idle = "session.audio.input.turn_detection.idle_timeout_ms"
+    async with front_desk(tmp_path, triage_scenario("billing", unknown_params=(idle,))) as desk:
+        updates = []
+        for _ in range(2):
+            result = await desk.call()
+            assert task_attributes(result.final_twiml)["intent"] == "billing"
+            sent = desk.realtime_session_of(result).events_of_type("session.update")
+            updates.append(["idle_timeout_ms" in update.data["session"]["audio"]["input"]["turn_detection"]
+                            for update in sent])
+        # Refused once, configured again without it; the next call is configured without it from the start.
+        assert updates == [[True, False], [False]]
+        assert metric(desk, "engine_unavailable_total") == 0
+        desk.assert_nothing_of_the_call_remains()
+
+
 async def test_invalid_tool_arguments_are_explained_to_the_model_which_asks_again(tmp_path):
     bad = {"caller_name": "Ann Lee", "callback_number": "12", "address": "1 Main St, Springfield"}
     scenario = Scenario(steps=[
