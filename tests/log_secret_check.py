@@ -10,7 +10,8 @@ the ops and handoff tokens, the caller number its simulated callers dial from). 
 - every `*.log` file under pytest's temporary directory (servers that tests start as processes write there).
 At the end, those are searched for each secret (as is, and URL-encoded) and for every pass token any store
 under the temporary directory issued. Masked forms (`[redacted]`, `+1501***2661`) do not contain the value.
-A find fails the run: it is reported as an error of the session, with where it was found.
+A find fails the run: it is reported as an error of the session, with where it was found. Under `pytest -n`
+each worker writes its records into the controlling process's directory, and that process searches them all.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -28,6 +30,7 @@ import pytest
 from tests import suite_secrets
 
 # A pass token: `secrets.token_urlsafe(18)` (orchestrator/store), standing alone.
+LOG_DIRECTORY_KEY = "suite_log_directory"  # what a `pytest -n` worker is told: where its records go
 _PASS_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
 
 
@@ -75,11 +78,15 @@ class LogSecretCheck:
     """The plugin for one session (registered by `pytest_configure`): where the logs go, and the search at
     the end."""
 
-    def __init__(self, temporary: Path | None) -> None:
+    def __init__(self, temporary: Path | None, *, worker: str | None = None, directory: Path | None = None) -> None:
         self.temporary = temporary  # pytest's base temporary directory (None: not known)
-        self.directory = Path(tempfile.mkdtemp(prefix="suite-logs-"))
-        self.captured = (self.directory / "captured.txt").open("w", encoding="utf-8")
-        self.records = logging.FileHandler(self.directory / "records.txt", encoding="utf-8")
+        # A worker of `pytest -n` (xdist) searches nothing: its records go to the controlling process's
+        # directory (`directory`), which that process searches at its end with every test's captured output.
+        self.worker = worker
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="suite-logs-"))
+        self.captured = (self.directory / f"captured{'-' + worker if worker else ''}.txt").open("w", encoding="utf-8")
+        records = f"records-{worker}.txt" if worker else "records.txt"
+        self.records = logging.FileHandler(self.directory / records, encoding="utf-8")
         self.records.setLevel(logging.INFO)
         self.records.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         root = logging.getLogger()
@@ -91,12 +98,22 @@ class LogSecretCheck:
         # (`quiet_state_machine_library`): formatting it for every event of every test is most of the cost.
         logging.getLogger("transitions").setLevel(logging.ERROR)
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist starts a worker: it records where this process searches."""
+        node.workerinput[LOG_DIRECTORY_KEY] = str(self.directory)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.worker:
+            return  # the controlling process writes it
         for title, content in report.sections:
             if title.startswith("Captured"):
                 self.captured.write(f"===== {report.nodeid} {title}\n{content}\n")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.worker:
+            self._stop_recording()
+            return
         leaks = self.search()
         if not leaks:
             return
@@ -110,13 +127,16 @@ class LogSecretCheck:
             ))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def search(self) -> list[Leak]:
+    def _stop_recording(self) -> None:
         root = logging.getLogger()
         root.removeHandler(self.records)
         root.setLevel(self.root_level)
         self.records.close()
         self.captured.close()
-        files = [self.directory / "captured.txt", self.directory / "records.txt"]
+
+    def search(self) -> list[Leak]:
+        self._stop_recording()
+        files = sorted(self.directory.glob("*.txt"))  # captured output, and this process's and its workers' records
         pass_tokens: set[str] = set()
         if self.temporary is not None and self.temporary.is_dir():
             files += sorted(self.temporary.rglob("*.log"))
@@ -128,4 +148,9 @@ class LogSecretCheck:
 @pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up its factory
 def pytest_configure(config: pytest.Config) -> None:
     factory = getattr(config, "_tmp_path_factory", None)  # pytest's own; set before this hook runs
-    config.pluginmanager.register(LogSecretCheck(factory.getbasetemp() if factory else None), "log-secret-check")
+    workerinput = getattr(config, "workerinput", None)  # a process of `pytest -n`
+    if workerinput is not None and LOG_DIRECTORY_KEY in workerinput:
+        check = LogSecretCheck(None, worker=workerinput["workerid"], directory=Path(workerinput[LOG_DIRECTORY_KEY]))
+    else:
+        check = LogSecretCheck(factory.getbasetemp() if factory else None)
+    config.pluginmanager.register(check, "log-secret-check")

@@ -45,6 +45,9 @@ def test_pass_tokens_are_read_from_every_call_store_under_a_directory(tmp_path):
 PLANTED = f'''
 import logging, structlog
 
+# Logged while the file is collected, outside any test: only the session's record of every log line has it.
+logging.getLogger("orchestrator.planted").info("collected with %s", "{suite_secrets.TWILIO_AUTH_TOKEN}")
+
 def test_a_leak_in_a_log_record():
     logging.getLogger("orchestrator.planted").info("configured with %s", "{suite_secrets.HANDOFF_TOKEN}")
 
@@ -56,18 +59,20 @@ def test_a_masked_line():
 '''
 
 
+@pytest.mark.parametrize("processes", [(), ("-n", "2")], ids=["one process", "two processes"])
 @pytest.mark.parametrize("leak", [True, False])
-def test_a_run_whose_logs_hold_a_secret_fails(pytester, monkeypatch, leak):
+def test_a_run_whose_logs_hold_a_secret_fails(pytester, monkeypatch, leak, processes):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     pytester.makeconftest("pytest_plugins = ['tests.log_secret_check']")
     pytester.makepyfile(PLANTED if leak else PLANTED.replace(suite_secrets.HANDOFF_TOKEN, "x").replace(
-        suite_secrets.OPENAI_API_KEY, "y"))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+        suite_secrets.OPENAI_API_KEY, "y").replace(suite_secrets.TWILIO_AUTH_TOKEN, "z"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *processes)
     output = result.stdout.str()
     if leak:
         assert result.ret == pytest.ExitCode.TESTS_FAILED, output
         assert "3 passed, 1 error" in output
         assert "ORCHESTRATOR_HANDOFF_TOKEN in" in output and "OPENAI_API_KEY in" in output
+        assert "TWILIO_AUTH_TOKEN in" in output  # with two processes, in a worker's records
         assert suite_secrets.HANDOFF_TOKEN not in output  # the report names the secret, never shows it
     else:
         assert result.ret == pytest.ExitCode.OK, output

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.serial  # a load or timing-bound run: alone, after the rest of the suite
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -12,6 +12,7 @@ import json
 import xml.etree.ElementTree as ElementTree
 
 import httpx
+import pytest
 import trio
 
 from bridge.openai_realtime.client import RealtimeSettings
@@ -30,6 +31,8 @@ from orchestrator.testing.fake_realtime import (
 )
 from orchestrator.testing.twilio_caller import CallResult, Say, WaitForAgent
 from tests.live_call_support import CALLER_SPEAKS, FrontDesk, front_desk, greeting, metric, triage_scenario
+
+pytestmark = pytest.mark.serial  # a load or timing-bound run: alone, after the rest of the suite
 
 CALLS = 200
 SPREAD_S = 2.0  # calls start evenly over this time

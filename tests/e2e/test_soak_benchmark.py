@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.serial  # a load or timing-bound run: alone, after the rest of the suite
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -31,6 +31,8 @@ from orchestrator.testing.twilio_caller import CallRecordUnavailable, CallResult
 from tests.live_call_support import DETAILS, FrontDesk, front_desk, metric, triage_scenario
 from tests.redis_server import RedisServer, start_redis_server, stop_redis_server
 
+pytestmark = pytest.mark.serial  # a load or timing-bound run: alone, after the rest of the suite
+
 EMERGENCY_WORKFLOW = "WW37efa99795cd582f2f4c31893159fe53"  # Acme's emergency desk: the decided route
 STORE_TIMEOUT_S = 1.0
 SLACK_S = 0.7  # for a loaded machine
