@@ -13,9 +13,9 @@ cut into lines and transcribed), works out what was asked (`persona_answers.hear
 would (`PersonaMind`), in speech from `voice` (µ-law 8 kHz), or with keys (`dtmf`). Turn-taking: it waits
 for the agent's line to end, unless the persona talks over the agent (then it answers as soon as it has
 heard enough of the line to know what is asked; the greeting is enough to start on the need). When the agent
-says nothing for `patience_s` it answers what is still open, or says the need, or checks someone is there.
-It hangs up only when the server ends the stream (or at `max_call_s`). `turns` and the listener's lines are
-both sides of the conversation, with times, while it runs and after.
+says nothing for `patience_s` (the persona's `[behaviour]`) it answers what is still open, or says the need,
+or checks someone is there. It hangs up only when the server ends the stream (or at `max_call_s`). `turns`
+and the listener's lines are both sides of the conversation, with times, while it runs and after.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class PersonaCaller:
         *,
         voice: Voice,
         transcribe: Callable[[bytes], str],
-        patience_s: float = 4.0,
+        patience_s: float | None = None,  # None: the persona's own
     ) -> None:
         self.persona = persona
         options = dataclasses.replace(options, caller=persona.caller.caller_id)
@@ -134,7 +134,7 @@ class PersonaCaller:
         self._caller = SimulatedCaller(options, [Decide(self._next_move)])
         self.listener = AgentListener(self._caller, transcribe, speed=options.speed)
         self._voice = voice
-        self._patience_s = patience_s / options.speed
+        self._patience_s = (patience_s or persona.behaviour.patience_s) / options.speed
         self._mind = PersonaMind(persona)
         self._ears = _Ears()
         self._audio: dict[str, bytes] = {}

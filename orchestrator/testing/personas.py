@@ -22,6 +22,7 @@ The persona caller (`persona_caller.py`) plays one against a running server; the
     style = "answers_what_is_asked"               # | "one_per_turn" | "all_at_once"
     barge_in = false                              # talks over the agent
     silent_once = false                           # says nothing the first time they are asked something
+    patience_s = 4.0                              # silence, once the agent stops, before they speak up anyway
     menu_key = "1"                                # presses a key at the greeting (an IVR habit)
     keypad = false                                # types numbers when the agent offers the keypad
 
@@ -109,6 +110,7 @@ class Behaviour(_Strict):
     style: Literal["answers_what_is_asked", "one_per_turn", "all_at_once"] = "answers_what_is_asked"
     barge_in: bool = False
     silent_once: bool = False
+    patience_s: float = Field(4.0, gt=0, le=60)
     menu_key: str | None = Field(None, pattern=r"^[0-9*#]$")
     keypad: bool = False
 

@@ -54,6 +54,7 @@ def test_a_minimal_persona_takes_the_defaults_and_is_named_after_its_file(tmp_pa
     persona = load_persona(path)
     assert persona.name == "billing_question"
     assert persona.behaviour.style == "answers_what_is_asked" and not persona.behaviour.barge_in
+    assert persona.behaviour.patience_s == 4.0
     assert persona.caller.caller_id == "+14155550100" and persona.details == []
 
 
@@ -68,6 +69,7 @@ def test_a_minimal_persona_takes_the_defaults_and_is_named_after_its_file(tmp_pa
         ('[[details]]\nkind = "shoe_size"\nsay = "nine"', "details.0.kind"),
         ('[[details]]\nkind = "name"\nsay = "Ann"\nfield = "caller_name"', "which [expect] does not list"),
         ('[behaviour]\nkeypad = true', "no detail has `digits`"),
+        ('[behaviour]\npatience_s = 0', "behaviour.patience_s"),
         ('mood = "grumpy"', "mood: Extra inputs are not permitted"),
     ],
 )
