@@ -84,7 +84,8 @@ class LogSecretCheck:
         # directory (`directory`), which that process searches at its end with every test's captured output.
         self.worker = worker
         self.directory = directory or Path(tempfile.mkdtemp(prefix="suite-logs-"))
-        self.captured = (self.directory / f"captured{'-' + worker if worker else ''}.txt").open("w", encoding="utf-8")
+        # Each test's captured output reaches the controlling process in its report: only that process writes it.
+        self.captured = None if worker else (self.directory / "captured.txt").open("w", encoding="utf-8")
         records = f"records-{worker}.txt" if worker else "records.txt"
         self.records = logging.FileHandler(self.directory / records, encoding="utf-8")
         self.records.setLevel(logging.INFO)
@@ -104,8 +105,8 @@ class LogSecretCheck:
         node.workerinput[LOG_DIRECTORY_KEY] = str(self.directory)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.worker:
-            return  # the controlling process writes it
+        if self.captured is None:
+            return
         for title, content in report.sections:
             if title.startswith("Captured"):
                 self.captured.write(f"===== {report.nodeid} {title}\n{content}\n")
@@ -132,7 +133,8 @@ class LogSecretCheck:
         root.removeHandler(self.records)
         root.setLevel(self.root_level)
         self.records.close()
-        self.captured.close()
+        if self.captured is not None:
+            self.captured.close()
 
     def search(self) -> list[Leak]:
         self._stop_recording()

@@ -164,6 +164,7 @@ class _Conversation:
                 yield on(after_response_create(), respond)
                 self._played(respond)
             elif self._idle_due():
+                self.idle_at = None
                 respond = self._ask_again()
                 yield on(immediately(), *self._idle_turn(), Pause(THINK_S), respond)
                 self._played(respond)
@@ -359,12 +360,10 @@ class _Conversation:
             self.idle_at = trio.current_time() + audio_ms / 1000 + self.idle_timeout_s
 
     def _idle_due(self) -> bool:
+        """The idle timeout runs (not turned off since: a caller typing), the caller is silent, and it is time."""
         if self.idle_at is None or self.idle_timeout_s is None or self.turn_item is not None or self.decided:
-            return False  # no timeout running (or turned off since: a caller typing), or the caller speaks
-        if trio.current_time() < self.idle_at:
             return False
-        self.idle_at = None
-        return True
+        return trio.current_time() >= self.idle_at
 
     def _idle_turn(self) -> list[SendEvent]:
         """What the server sends when the idle timeout fires: the silence committed as the caller's turn."""
